@@ -1,0 +1,3 @@
+"""robustbench-leak: robustness-vs-accuracy leaderboards for windowed large-kernel CNNs."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""Attacks: ART adapters (the reference) behind one ``Attack.run(model, x, y, device)`` interface."""
+
+from .base import Attack, AttackResult, attack_class, build_attack, list_attacks, register_attack
+
+__all__ = ["Attack", "AttackResult", "attack_class", "build_attack", "list_attacks", "register_attack"]

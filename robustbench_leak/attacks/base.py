@@ -1,0 +1,92 @@
+"""One interface for every attack: parameters checked when it is built, then ``run(model, x, y)``."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+
+@dataclass
+class AttackResult:
+    metrics: dict[str, float]
+    samples: dict[str, np.ndarray] = field(default_factory=dict)  # per-sample arrays, same length as y
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Attack(ABC):
+    kind: ClassVar[str]
+    engine: ClassVar[str]
+    description: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    metrics: ClassVar[tuple[str, ...]] = ()  # the metric names it reports, in display order
+
+    def __init__(self, **params: Any) -> None:
+        self.params = self.check_params(params)
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(params) - set(cls.defaults))
+        if unknown:
+            raise ValueError(f"attack {cls.kind!r} (engine {cls.engine}) has no parameter "
+                             f"{', '.join(map(repr, unknown))}; allowed: {', '.join(cls.defaults) or 'none'}")
+        merged = {**cls.defaults, **params}
+        for name, default in cls.defaults.items():
+            value = merged[name]
+            if isinstance(default, bool):
+                ok = isinstance(value, bool)
+            elif isinstance(default, int):
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif isinstance(default, float):
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+                merged[name] = float(value) if ok else value
+            else:
+                ok = True
+            if not ok:
+                raise ValueError(f"attack {cls.kind!r} parameter {name!r} must be {type(default).__name__}, "
+                                 f"got {value!r}")
+        return merged
+
+    @abstractmethod
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+            progress: bool = True) -> AttackResult:
+        """Attack images ``x`` in [0, 1] with labels ``y``; ``model`` is in eval mode, weights frozen."""
+
+
+_ATTACKS: dict[tuple[str, str], type[Attack]] = {}
+DEFAULT_ENGINE: dict[str, str] = {}
+
+
+def register_attack(cls: type[Attack], default: bool = False) -> type[Attack]:
+    _ATTACKS[(cls.kind, cls.engine)] = cls
+    if default or cls.kind not in DEFAULT_ENGINE:
+        DEFAULT_ENGINE[cls.kind] = cls.engine
+    return cls
+
+
+def _ensure_loaded() -> None:
+    from . import art, clean  # noqa: F401
+
+
+def attack_class(kind: str, engine: str | None = None) -> type[Attack]:
+    _ensure_loaded()
+    if kind not in DEFAULT_ENGINE:
+        raise KeyError(f"unknown attack {kind!r}; known attacks: {', '.join(sorted(DEFAULT_ENGINE))}")
+    engine = engine or DEFAULT_ENGINE[kind]
+    if (kind, engine) not in _ATTACKS:
+        engines = sorted(e for k, e in _ATTACKS if k == kind)
+        raise KeyError(f"attack {kind!r} has no engine {engine!r}; available: {', '.join(engines)}")
+    return _ATTACKS[(kind, engine)]
+
+
+def list_attacks() -> list[type[Attack]]:
+    _ensure_loaded()
+    return [cls for _, cls in sorted(_ATTACKS.items())]
+
+
+def build_attack(kind: str, engine: str | None = None, **params: Any) -> Attack:
+    return attack_class(kind, engine)(**params)

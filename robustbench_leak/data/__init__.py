@@ -1,0 +1,8 @@
+"""Datasets: ``load_dataset(name, train_subset=, test_subset=, **options)``."""
+
+from .base import ImageDataset
+from .idx import IdxFormatError, read_idx, write_idx
+from .registry import DataMissingError, get_dataset_entry, list_datasets, load_dataset, register_dataset
+
+__all__ = ["DataMissingError", "IdxFormatError", "ImageDataset", "get_dataset_entry", "list_datasets",
+           "load_dataset", "read_idx", "register_dataset", "write_idx"]

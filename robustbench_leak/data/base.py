@@ -1,0 +1,46 @@
+"""The in-memory image dataset every loader returns: images as float tensors in [0, 1]."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+
+@dataclass
+class ImageDataset:
+    name: str
+    train_x: torch.Tensor  # (N, C, H, W) float32 in [0, 1]
+    train_y: torch.Tensor  # (N,) int64
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    classes: list[str] = field(default_factory=list)
+    source: str = ""  # where the data was read from (a path, or "synthetic")
+
+    @property
+    def in_chans(self) -> int:
+        return int(self.train_x.shape[1])
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+
+    def subset(self, train: int | None, test: int | None, seed: int = 0) -> "ImageDataset":
+        """A seeded random subset of the training set and the first ``test`` test images."""
+        out = self
+        if train is not None and train < len(self.train_y):
+            idx = torch.randperm(len(self.train_y), generator=torch.Generator().manual_seed(seed))[:train]
+            out = replace(out, train_x=out.train_x[idx], train_y=out.train_y[idx])
+        if test is not None and test < len(self.test_y):
+            out = replace(out, test_x=out.test_x[:test], test_y=out.test_y[:test])
+        return out
+
+
+def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of a (N, C, H, W) tensor."""
+    mean = x.mean(dim=(0, 2, 3))
+    std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)

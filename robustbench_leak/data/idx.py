@@ -1,0 +1,107 @@
+"""IDX files (the MNIST family's on-disk format), gzipped or not, and the Fashion-MNIST loader."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .base import ImageDataset
+from .registry import DataMissingError, register_dataset
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+           0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                   "Bag", "Ankle boot"]
+MNIST_FILES = {
+    "train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte",
+}
+
+
+class IdxFormatError(ValueError):
+    pass
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Parse one IDX file: 2 zero bytes, dtype code, rank, big-endian int32 dims, then the data."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            raw = fh.read()
+    except (OSError, EOFError) as exc:
+        raise IdxFormatError(f"{path}: cannot read ({exc})") from exc
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
+        raise IdxFormatError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()})")
+    dtype, rank = np.dtype(_DTYPES[raw[2]]), raw[3]
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=rank, offset=4))
+    offset = 4 + 4 * rank
+    expected = int(np.prod(dims)) * dtype.itemsize
+    if len(raw) - offset != expected:
+        raise IdxFormatError(f"{path}: header says shape {dims} ({expected} bytes) but the file holds "
+                             f"{len(raw) - offset} bytes of data")
+    return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(dims)
+
+
+def write_idx(path: str | Path, array: np.ndarray) -> None:
+    """Write ``array`` (uint8) as an IDX file, gzipped when the name ends in ``.gz``."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">i4").tobytes()
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as fh:
+        fh.write(header + array.tobytes())
+
+
+def find_idx_files(folders: list[Path], names: dict[str, str]) -> tuple[dict[str, Path] | None, list[str]]:
+    """The first folder holding all four files (each plain or .gz), and every path looked at."""
+    tried: list[str] = []
+    for folder in folders:
+        found: dict[str, Path] = {}
+        for key, stem in names.items():
+            for candidate in (folder / stem, folder / f"{stem}.gz"):
+                tried.append(str(candidate))
+                if candidate.is_file():
+                    found[key] = candidate
+                    break
+        if len(found) == len(names):
+            return found, tried
+    return None, tried
+
+
+def load_idx_dataset(name: str, folders: list[Path], classes: list[str], install_hint: str) -> ImageDataset:
+    files, tried = find_idx_files(folders, MNIST_FILES)
+    if files is None:
+        raise DataMissingError(f"dataset {name!r}: the four IDX files were not found. Tried:\n  "
+                               + "\n  ".join(tried) + f"\n{install_hint}")
+    arrays = {key: read_idx(path) for key, path in files.items()}
+    for split in ("train", "test"):
+        x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise IdxFormatError(f"dataset {name!r}: {split} images {x.shape} and labels {y.shape} do not match "
+                                 f"({files[f'{split}_x']}, {files[f'{split}_y']})")
+    to_x = lambda a: torch.from_numpy(a.astype(np.float32) / 255.0).unsqueeze(1)  # noqa: E731
+    to_y = lambda a: torch.from_numpy(a.astype(np.int64))  # noqa: E731
+    return ImageDataset(name=name, train_x=to_x(arrays["train_x"]), train_y=to_y(arrays["train_y"]),
+                        test_x=to_x(arrays["test_x"]), test_y=to_y(arrays["test_y"]),
+                        num_classes=len(classes), mean=(0.2860,), std=(0.3530,), classes=classes,
+                        source=str(files["train_x"].parent))
+
+
+def _folders(root: str | None, default: Path) -> list[Path]:
+    if root is not None:
+        return [Path(root).expanduser()]
+    env = os.environ.get("RBLEAK_FASHION_MNIST")
+    return ([Path(env)] if env else []) + [default]
+
+
+@register_dataset("fashion-mnist", description="Fashion-MNIST 28x28 grayscale, 10 classes (IDX files)")
+def fashion_mnist(root: str | None = None) -> ImageDataset:
+    hint = ("Install it with `apt-get install -y dataset-fashion-mnist` (Debian), or set the dataset's "
+            "`root:` to a folder holding train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+            "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (each may be .gz).")
+    return load_idx_dataset("fashion-mnist", _folders(root, DEBIAN_FASHION_MNIST), FASHION_CLASSES, hint)

@@ -1,0 +1,60 @@
+"""Dataset registry: each on-disk format registers a loader by name."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .base import ImageDataset
+
+
+class DataMissingError(FileNotFoundError):
+    """The data files a dataset needs are not where they were looked for."""
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: str
+    loader: Callable[..., ImageDataset]
+    description: str
+
+    def options(self) -> dict[str, Any]:
+        return {p.name: p.default for p in inspect.signature(self.loader).parameters.values()}
+
+
+_REGISTRY: dict[str, DatasetEntry] = {}
+
+
+def register_dataset(name: str, description: str = "") -> Callable:
+    def decorator(fn: Callable[..., ImageDataset]) -> Callable[..., ImageDataset]:
+        _REGISTRY[name] = DatasetEntry(name, fn, description)
+        return fn
+    return decorator
+
+
+def _ensure_loaded() -> None:
+    from . import idx, synthetic  # noqa: F401
+
+
+def list_datasets() -> list[DatasetEntry]:
+    _ensure_loaded()
+    return sorted(_REGISTRY.values(), key=lambda e: e.name)
+
+
+def get_dataset_entry(name: str) -> DatasetEntry:
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def load_dataset(name: str, train_subset: int | None = None, test_subset: int | None = None,
+                 subset_seed: int = 0, **options: Any) -> ImageDataset:
+    """Load dataset ``name`` with its loader options, then take the requested subsets."""
+    entry = get_dataset_entry(name)
+    unknown = sorted(set(options) - set(entry.options()))
+    if unknown:
+        raise ValueError(f"dataset {name!r} has no option {unknown}; allowed: "
+                         f"{', '.join(['train_subset', 'test_subset', 'subset_seed', *entry.options()])}")
+    return entry.loader(**options).subset(train_subset, test_subset, subset_seed)

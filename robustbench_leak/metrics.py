@@ -1,0 +1,56 @@
+"""Metrics computed from per-sample results, so any of them can be recomputed from the store."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# column legend: metric name -> definition (shown under every leaderboard)
+METRIC_DOCS = {
+    "accuracy": "top-1 accuracy on the evaluated test images",
+    "clean_accuracy": "top-1 accuracy on the attacked images before the attack",
+    "robust_accuracy": ("accuracy after the attack over ALL attacked images (unconditional, as RobustBench); DeepFool attacks "
+                        "the model's own prediction, so it can move a misclassified image into its true class"),
+    "success_rate": "fraction of clean-correct images whose prediction the attack changed",
+    "rho_mean": "mean of ||x_adv - x||_2 / ||x||_2 over clean-correct images (DeepFool's rho_adv; higher = more robust)",
+    "rho_median": "median of the same ratio over clean-correct images",
+    "l2_median": "median L2 norm of the perturbation over clean-correct images",
+    "fooling_rate": "fraction of images whose prediction the chosen transform changed (ART's fooling rate)",
+    "shift_rows": "vertical shift in pixels of the chosen global transform",
+    "shift_cols": "horizontal shift in pixels of the chosen global transform",
+    "rotation_deg": "rotation in degrees of the chosen global transform",
+    "n": "number of images evaluated",
+}
+
+
+def accuracy(pred: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(pred == y)) if len(y) else float("nan")
+
+
+def flat_l2(a: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(a.reshape(len(a), -1).astype(np.float64), axis=1)
+
+
+def prediction_metrics(y: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarray) -> dict[str, float]:
+    correct = clean_pred == y
+    return {
+        "n": float(len(y)),
+        "clean_accuracy": accuracy(clean_pred, y),
+        "robust_accuracy": accuracy(adv_pred, y),
+        "success_rate": float(np.mean(adv_pred[correct] != y[correct])) if correct.any() else float("nan"),
+    }
+
+
+def perturbation_metrics(x: np.ndarray, x_adv: np.ndarray, y: np.ndarray, clean_pred: np.ndarray,
+                         adv_pred: np.ndarray) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Metrics of a minimum-norm attack (DeepFool) and the per-sample arrays behind them."""
+    l2 = flat_l2(x_adv - x)
+    rho = l2 / np.maximum(flat_l2(x), 1e-12)
+    correct = clean_pred == y
+    metrics = prediction_metrics(y, clean_pred, adv_pred)
+    if correct.any():
+        metrics.update(rho_mean=float(rho[correct].mean()), rho_median=float(np.median(rho[correct])),
+                       l2_median=float(np.median(l2[correct])))
+    else:
+        metrics.update(rho_mean=float("nan"), rho_median=float("nan"), l2_median=float("nan"))
+    samples = {"label": y, "clean_pred": clean_pred, "adv_pred": adv_pred, "l2": l2, "rho": rho}
+    return metrics, samples

@@ -1,0 +1,87 @@
+"""Model registry: ``@register_model`` and ``create_model``, in the manner of timm.
+
+A registered factory takes ``num_classes`` and ``in_chans`` plus keyword options; its signature is
+the list of options a config may set. Any timm model is available as ``timm:<name>``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch.nn as nn
+
+TIMM_PREFIX = "timm:"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    factory: Callable[..., nn.Module]
+    family: str
+    description: str
+
+    def options(self) -> dict[str, Any]:
+        """Option names with their defaults (``inspect.Parameter.empty`` when required)."""
+        sig = inspect.signature(self.factory)
+        return {p.name: p.default for p in sig.parameters.values()
+                if p.name not in ("num_classes", "in_chans", "timm_name")
+                and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, family: str, description: str = "") -> Callable:
+    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} registered twice")
+        _REGISTRY[name] = ModelEntry(name, fn, family, description or (fn.__doc__ or "").strip().split("\n")[0])
+        return fn
+    return decorator
+
+
+def _ensure_loaded() -> None:
+    from . import timm_models, tomen_cnn  # noqa: F401  (registration side effects)
+
+
+def list_models() -> list[ModelEntry]:
+    _ensure_loaded()
+    return sorted(_REGISTRY.values(), key=lambda e: e.name)
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The registry entry for ``name``; ``timm:<x>`` resolves to the timm adapter after checking x."""
+    _ensure_loaded()
+    if name.startswith(TIMM_PREFIX):
+        import timm
+
+        timm_name = name[len(TIMM_PREFIX):]
+        if not timm.is_model(timm_name):
+            close = timm.list_models(f"*{timm_name[:6]}*")[:8] if timm_name else []
+            hint = f"; similar timm models: {', '.join(close)}" if close else ""
+            raise KeyError(f"unknown timm model {timm_name!r}{hint}")
+        return _REGISTRY["timm"]
+    if name not in _REGISTRY or name == "timm":
+        known = ", ".join(e.name for e in list_models() if e.name != "timm")
+        raise KeyError(f"unknown model {name!r}; known models: {known}, or timm:<any timm model name>")
+    return _REGISTRY[name]
+
+
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming any option that model ``name`` does not take."""
+    allowed = get_entry(name).options()
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"model {name!r} has no option {', '.join(map(repr, unknown))}; "
+                         f"allowed: {', '.join(allowed)}")
+
+
+def create_model(name: str, num_classes: int, in_chans: int, **options: Any) -> nn.Module:
+    """Build a fresh (untrained) model by registered name or ``timm:<name>``."""
+    entry = get_entry(name)
+    check_options(name, options)
+    if name.startswith(TIMM_PREFIX):
+        options = {"timm_name": name[len(TIMM_PREFIX):], **options}
+    return entry.factory(num_classes=num_classes, in_chans=in_chans, **options)
