@@ -121,7 +121,7 @@ def train_model(model: nn.Module, data: ImageDataset, s: TrainSettings, seed: in
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {step}; "
                                          "lower the learning rate")
-            loss_sum += float(loss) * len(idx)
+            loss_sum += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == y).sum())
             bar.set_postfix(loss=f"{loss_sum / min(n, (step + 1) * s.batch_size):.3f}")
         test_acc = float((predict(model, data.test_x, device) == data.test_y).float().mean())

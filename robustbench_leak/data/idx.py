@@ -39,6 +39,8 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
         raise IdxFormatError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()})")
     dtype, rank = np.dtype(_DTYPES[raw[2]]), raw[3]
+    if len(raw) < 4 + 4 * rank:
+        raise IdxFormatError(f"{path}: truncated header ({len(raw)} bytes; a rank-{rank} header needs {4 + 4 * rank})")
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=rank, offset=4))
     offset = 4 + 4 * rank
     expected = int(np.prod(dims)) * dtype.itemsize

@@ -2,7 +2,9 @@
 
 The window is applied in ``forward`` (so gradients reach the raw weight through it), as in the
 official code. In eval mode, with the weight frozen or gradients off, the windowed kernel is
-computed once and reused until the weight tensor changes.
+computed once and reused until the weight tensor changes (an optimizer step, an in-place update
+under ``no_grad`` or ``load_state_dict``). Writes through ``weight.data`` bypass PyTorch's version
+counter and cannot be seen; call ``clear_window_cache()`` after them.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ class WindowedConv2d(nn.Conv2d):
             with torch.no_grad():
                 self._cache = (key, self.weight * self.window)
         return self._cache[1]
+
+    def clear_window_cache(self) -> None:
+        """Forget the cached windowed kernel (needed only after writes through ``weight.data``)."""
+        self._cache = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.windowed_weight(), self.bias)

@@ -111,7 +111,8 @@ class WindowSpec:
         """The ``kh x kw`` window multiplied into a kernel (float64)."""
         win = np.outer(window_1d(self.name, kh, **self.params), window_1d(self.name, kw, **self.params))
         if self.sqrt:
-            win = np.sqrt(win)
+            # np.blackman's end taps are -1.4e-17; without the clamp their products turn into NaN
+            win = np.sqrt(np.clip(win, 0.0, None))
         if self.normalize == "mean":
             win = win / win.mean()
         elif self.normalize == "energy":

@@ -1,0 +1,61 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Checkpoints from tests never touch the user's cache."""
+    monkeypatch.setenv("RBLEAK_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "checkpoints"))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO
+
+
+TINY_CONFIG = """
+name: tiny
+device: cpu
+seeds: [0]
+datasets:
+  - name: synthetic
+    n_train: 512
+    n_test: 64
+training: {optimizer: sgd, lr: 0.1, epochs: 3, batch_size: 32, schedule: cosine}
+models:
+  - name: small-3x3
+    arch: tomen_cnn
+    options: {n_layers: 3, width: 8, kernel_size: 3, window: none}
+  - name: small-7x7-hamming
+    arch: tomen_cnn
+    options: {n_layers: 3, width: 8, kernel_size: 7, window: hamming}
+attacks:
+  - clean
+  - preset: deepfool
+    n_samples: 16
+    params: {max_iter: 10, batch_size: 16}
+  - preset: spatial
+    n_samples: 16
+    params: {num_translations: 3, num_rotations: 3}
+"""
+
+
+@pytest.fixture
+def tiny_config(tmp_path) -> Path:
+    os.environ.setdefault("RBLEAK_CACHE_DIR", str(tmp_path / "checkpoints"))
+    return write_config(tmp_path / "tiny.yaml", TINY_CONFIG)

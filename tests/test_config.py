@@ -1,0 +1,143 @@
+"""Config validation: every bad input fails before any work, naming file, key and what is allowed."""
+
+from pathlib import Path
+
+import pytest
+
+from robustbench_leak.config import ConfigError, load_config
+
+from conftest import TINY_CONFIG
+
+
+def _load(tmp_path: Path, text: str):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    return path, load_config(path)
+
+
+def _error(tmp_path: Path, text: str) -> tuple[Path, str]:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return path, str(info.value)
+
+
+def test_valid_config_resolves_presets_and_overrides(tmp_path):
+    _, cfg = _load(tmp_path, TINY_CONFIG)
+    assert [a.label for a in cfg.attacks] == ["clean", "deepfool", "spatial"]
+    deepfool = cfg.attacks[1]
+    assert (deepfool.kind, deepfool.engine, deepfool.n_samples) == ("deepfool", "art", 16)
+    # preset values kept, overrides applied
+    assert deepfool.params == {"max_iter": 10, "overshoot": 0.02, "nb_grads": 10, "batch_size": 16}
+    assert cfg.attacks[2].params["fix_channels_first"] is True
+    settings = cfg.training_for(cfg.run.models[0])
+    assert (settings.epochs, settings.lr, settings.batch_size) == (3, 0.1, 32)
+
+
+def test_per_model_training_override(tmp_path):
+    text = TINY_CONFIG.replace("options: {n_layers: 3, width: 8, kernel_size: 3, window: none}",
+                               "options: {n_layers: 3, width: 8, kernel_size: 3, window: none}\n"
+                               "    training: {lr: 0.01, epochs: 1}")
+    _, cfg = _load(tmp_path, text)
+    assert (cfg.training_for(cfg.run.models[0]).lr, cfg.training_for(cfg.run.models[0]).epochs) == (0.01, 1)
+    assert cfg.training_for(cfg.run.models[1]).lr == 0.1
+
+
+def test_typo_in_top_level_key(tmp_path):
+    path, msg = _error(tmp_path, TINY_CONFIG.replace("seeds: [0]", "seed: [0]"))
+    assert str(path) in msg and "unknown key 'seed'" in msg and "seeds" in msg
+
+
+def test_typo_in_training_key(tmp_path):
+    path, msg = _error(tmp_path, TINY_CONFIG.replace("epochs: 3", "epoch: 3"))
+    assert str(path) in msg and "training.epoch" in msg and "epochs" in msg
+
+
+def test_typo_in_model_option(tmp_path):
+    path, msg = _error(tmp_path, TINY_CONFIG.replace("width: 8, kernel_size: 3", "widht: 8, kernel_size: 3"))
+    assert str(path) in msg and "models[0].options" in msg and "'widht'" in msg and "width" in msg
+
+
+def test_unknown_model_name(tmp_path):
+    path, msg = _error(tmp_path, TINY_CONFIG.replace("arch: tomen_cnn\n    options: {n_layers: 3, width: 8, "
+                                                     "kernel_size: 7", "arch: tomen_cn\n    options: {n_layers: 3, "
+                                                     "width: 8, kernel_size: 7"))
+    assert "models[1].arch" in msg and "tomen_cn" in msg and "tomen_cnn" in msg
+
+
+def test_unknown_timm_model(tmp_path):
+    _, msg = _error(tmp_path, TINY_CONFIG.replace("arch: tomen_cnn\n    options: {n_layers: 3, width: 8, "
+                                                  "kernel_size: 3, window: none}", "arch: timm:resnet1234"))
+    assert "models[0].arch" in msg and "resnet1234" in msg
+
+
+def test_bad_window_value(tmp_path):
+    _, msg = _error(tmp_path, TINY_CONFIG.replace("window: hamming", "window: hammming"))
+    assert "models[1].options" in msg and "hammming" in msg and "hamming" in msg
+
+
+def test_unknown_dataset(tmp_path):
+    _, msg = _error(tmp_path, TINY_CONFIG.replace("name: synthetic", "name: fashion_mnist"))
+    assert "datasets[0].name" in msg and "fashion-mnist" in msg
+
+
+def test_unknown_dataset_option(tmp_path):
+    _, msg = _error(tmp_path, TINY_CONFIG.replace("n_train: 512", "n_trian: 512"))
+    assert "datasets[0].n_trian" in msg and "n_train" in msg
+
+
+def test_unknown_attack_preset(tmp_path):
+    _, msg = _error(tmp_path, TINY_CONFIG.replace("preset: deepfool", "preset: deepfol"))
+    assert "attacks[1].preset" in msg and "deepfol" in msg and "deepfool" in msg
+
+
+def test_unknown_attack_param(tmp_path):
+    _, msg = _error(tmp_path, TINY_CONFIG.replace("max_iter: 10", "max_iters: 10"))
+    assert "attacks[1].params" in msg and "max_iters" in msg and "max_iter" in msg
+
+
+def test_wrong_attack_param_type(tmp_path):
+    _, msg = _error(tmp_path, TINY_CONFIG.replace("max_iter: 10", "max_iter: many"))
+    assert "attacks[1].params" in msg and "max_iter" in msg and "int" in msg
+
+
+def test_wrong_type(tmp_path):
+    path, msg = _error(tmp_path, TINY_CONFIG.replace("epochs: 3", "epochs: two"))
+    assert str(path) in msg and "training.epochs" in msg and "two" in msg
+
+
+def test_unknown_engine(tmp_path):
+    _, msg = _error(tmp_path, TINY_CONFIG.replace("preset: deepfool", "preset: deepfool\n    engine: fast"))
+    assert "attacks[1].engine" in msg and "fast" in msg and "art" in msg
+
+
+def test_malformed_yaml(tmp_path):
+    path, msg = _error(tmp_path, "name: x\nmodels: [\n")
+    assert str(path) in msg and "malformed YAML" in msg
+
+
+def test_not_a_mapping(tmp_path):
+    _, msg = _error(tmp_path, "- just\n- a list\n")
+    assert "mapping" in msg
+
+
+def test_missing_required_key(tmp_path):
+    _, msg = _error(tmp_path, "name: x\ndatasets: [{name: synthetic}]\n")
+    assert "models" in msg and "required" in msg
+
+
+def test_duplicate_model_names(tmp_path):
+    _, msg = _error(tmp_path, TINY_CONFIG.replace("name: small-7x7-hamming", "name: small-3x3"))
+    assert "small-3x3" in msg and "twice" in msg
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_repo_configs_are_valid(repo):
+    for path in sorted((repo / "configs").glob("*.yaml")):
+        cfg = load_config(path)
+        assert cfg.run.models and cfg.attacks, path
