@@ -54,3 +54,16 @@ def perturbation_metrics(x: np.ndarray, x_adv: np.ndarray, y: np.ndarray, clean_
         metrics.update(rho_mean=float("nan"), rho_median=float("nan"), l2_median=float("nan"))
     samples = {"label": y, "clean_pred": clean_pred, "adv_pred": adv_pred, "l2": l2, "rho": rho}
     return metrics, samples
+
+
+def robustness_curve(label: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarray, l2: np.ndarray,
+                     budgets: np.ndarray) -> np.ndarray:
+    """Accuracy under an L2 budget, from a minimum-norm attack's per-sample results.
+
+    An image counts as correct at budget eps when it is clean-correct and the attack needed more than
+    eps to flip it (or never flipped it). Over all images, so the curve starts at clean accuracy.
+    """
+    correct = clean_pred == label
+    flipped = adv_pred != clean_pred
+    needed = np.where(flipped, l2, np.inf)
+    return np.array([float(np.mean(correct & (needed > eps))) for eps in np.asarray(budgets, dtype=float)])

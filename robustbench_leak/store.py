@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS cells (
     started_at TEXT, finished_at TEXT, seconds REAL, info TEXT);
 CREATE TABLE IF NOT EXISTS models (
     train_key TEXT PRIMARY KEY, arch TEXT, options TEXT, kernel TEXT, window TEXT, params INTEGER,
-    flops INTEGER, checkpoint TEXT, history TEXT, train_seconds REAL, trained_on TEXT);
+    flops INTEGER, checkpoint TEXT, history TEXT, train_seconds REAL, trained_on TEXT, extra TEXT);
 CREATE TABLE IF NOT EXISTS metrics (
     cell_key TEXT, metric TEXT, value REAL, lo REAL, hi REAL, PRIMARY KEY (cell_key, metric));
 CREATE TABLE IF NOT EXISTS samples (
@@ -39,6 +39,9 @@ CREATE TABLE IF NOT EXISTS samples (
 """
 
 STORE_NAME = "results.sqlite"
+
+# columns added after the first release: (table, column, type); added to older files on open
+MIGRATIONS = [("models", "extra", "TEXT")]
 
 
 def now() -> str:
@@ -52,6 +55,14 @@ class Store:
         self.conn = sqlite3.connect(self.path, timeout=60)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self.conn:
+            for table, column, kind in MIGRATIONS:
+                have = {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     @classmethod
     def open_existing(cls, path: str | Path) -> "Store":
@@ -98,10 +109,13 @@ class Store:
         return bool(row and row[0] == "done")
 
     def record_model(self, train_key: str, info: dict[str, Any]) -> None:
+        """``info``: arch, options, kernel, window, params, flops, checkpoint, history, train_seconds,
+        trained_on, and optionally ``extra`` (a dict, e.g. what a parameter-matched width was matched to)."""
         with self.transaction() as c:
-            c.execute("INSERT OR REPLACE INTO models VALUES (:train_key, :arch, :options, :kernel, :window, "
-                      ":params, :flops, :checkpoint, :history, :train_seconds, :trained_on)",
-                      {"train_key": train_key, **{k: _text(v) for k, v in info.items()}})
+            c.execute("INSERT OR REPLACE INTO models (train_key, arch, options, kernel, window, params, flops, "
+                      "checkpoint, history, train_seconds, trained_on, extra) VALUES (:train_key, :arch, :options, "
+                      ":kernel, :window, :params, :flops, :checkpoint, :history, :train_seconds, :trained_on, :extra)",
+                      {"train_key": train_key, "extra": None, **{k: _text(v) for k, v in info.items()}})
 
     def record_cell(self, cell_key: str, kind: str, spec: dict[str, Any], run_id: str, device: str,
                     started_at: str, seconds: float, metrics: dict[str, float] | None = None,
