@@ -1,7 +1,8 @@
-"""``rbleak bench``: throughput measured side by side in one process, reported as ratios.
+"""``rbleak bench``: attack engines measured side by side in one process, on one model and one input set.
 
-The bound is the model's plain batched forward+backward throughput; attack engines are measured on
-the same model and inputs.
+The bound is the model's own batched throughput (forward, and forward+backward to the input). Each
+engine is reported in images (or image x transform evaluations) per second and as a ratio to ART
+and to that bound, so numbers from different machines compare as ratios.
 """
 
 from __future__ import annotations
@@ -11,31 +12,38 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from .attacks import build_attack
-from .data import load_dataset
-from .models import Normalized, count_params, create_model
+from .attacks.native_spatial import art_grid, grid_predictions
 from .provenance import provenance
 from .train import resolve_device
 
-DEFAULT_MODEL = {"arch": "tomen_cnn", "options": {"n_layers": 4, "width": 16, "kernel_size": 7, "window": "hamming"}}
+Log = Callable[[str], None]
+DEEPFOOL = {"max_iter": 50, "overshoot": 0.02, "nb_grads": 10}
+SPATIAL_GRID = {"max_translation": 10.0, "num_translations": 5, "max_rotation": 30.0, "num_rotations": 7}
 
 
-def _timed(fn: Callable[[], Any], repeat: int = 1) -> float:
-    best = float("inf")
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], Any], device: torch.device, repeat: int = 1) -> tuple[float, Any]:
+    best, out = float("inf"), None
     for _ in range(repeat):
+        _sync(device)
         t0 = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        out = fn()
+        _sync(device)
         best = min(best, time.perf_counter() - t0)
-    return best
+    return best, out
 
 
-def plain_throughput(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 256) -> dict[str, float]:
-    """Images per second of batched forward, and of forward+backward to the input (no weight grads)."""
+def plain_throughput(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 512) -> dict[str, float]:
+    """Images/s of batched forward, and of forward+backward to the input (weights frozen)."""
     x = x.to(device)
 
     def forward() -> None:
@@ -49,46 +57,91 @@ def plain_throughput(model: nn.Module, x: torch.Tensor, device: torch.device, ba
             model(xb).sum().backward()
 
     forward()  # warm-up
-    return {"forward_images_per_s": len(x) / _timed(forward, 3),
-            "forward_backward_images_per_s": len(x) / _timed(forward_backward, 3)}
+    t_f, _ = _timed(forward, device, 3)
+    t_fb, _ = _timed(forward_backward, device, 3)
+    return {"forward_images_per_s": len(x) / t_f, "forward_backward_images_per_s": len(x) / t_fb}
 
 
-def run_bench(out: Path, n_images: int = 100, dataset: str = "synthetic", device_name: str = "auto",
-              model_spec: dict[str, Any] | None = None, checkpoint_state: dict | None = None,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
-    device = resolve_device(device_name)
-    spec = model_spec or DEFAULT_MODEL
-    data = load_dataset(dataset, test_subset=n_images) if dataset != "synthetic" else load_dataset(
-        "synthetic", n_train=16, n_test=n_images)
-    torch.manual_seed(0)
-    model = Normalized(create_model(spec["arch"], data.num_classes, data.in_chans, **spec["options"]),
-                       data.mean, data.std)
-    if checkpoint_state:
-        model.load_state_dict(checkpoint_state)
+def bench_deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, log: Log) -> dict[str, Any]:
+    t_art, art = _timed(lambda: build_attack("deepfool", "art", batch_size=100, **DEEPFOOL).run(
+        model, x, y, device, progress=False), device)
+    t_nat, nat = _timed(lambda: build_attack("deepfool", "native", batch_size=256, **DEEPFOOL).run(
+        model, x, y, device, progress=False), device)
+    a, b = art.samples, nat.samples
+    fooled_a, fooled_b = a["adv_pred"] != a["clean_pred"], b["adv_pred"] != b["clean_pred"]
+    rel = np.abs(a["l2"] - b["l2"]) / np.maximum(a["l2"], 1e-12)
+    out = {"n_images": len(x), "params": DEEPFOOL,
+           "art_images_per_s": len(x) / t_art, "native_images_per_s": len(x) / t_nat,
+           "native_vs_art": t_art / t_nat,
+           "fooled_agreement": float(np.mean(fooled_a == fooled_b)),
+           "median_relative_norm_difference": float(np.median(rel)),
+           "art_rho_mean": art.metrics["rho_mean"], "native_rho_mean": nat.metrics["rho_mean"]}
+    log(f"DeepFool: ART {out['art_images_per_s']:.2f} img/s, native {out['native_images_per_s']:.1f} img/s "
+        f"({out['native_vs_art']:.1f}x); same fooled {100 * out['fooled_agreement']:.1f}%, "
+        f"median norm difference {100 * out['median_relative_norm_difference']:.3f}%")
+    return out
+
+
+def bench_spatial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, forward_ips: float,
+                  log: Log) -> dict[str, Any]:
+    h, w = x.shape[2:]
+    n_transforms = len(art_grid(h, w, **SPATIAL_GRID))
+    t_art, art = _timed(lambda: build_attack("spatial", "art", fix_channels_first=True, **SPATIAL_GRID).run(
+        model, x, y, device, progress=False), device)
+    grid = art_grid(h, w, **SPATIAL_GRID)
+    t_grid, _ = _timed(lambda: grid_predictions(model, x, grid, device, 512, "bicubic"), device, 2)
+    t_nat, nat = _timed(lambda: build_attack("spatial", "native", mode="global", fit_on="attacked",
+                                             **SPATIAL_GRID).run(model, x, y, device, progress=False), device)
+    evals = len(x) * n_transforms
+    out = {"n_images": len(x), "n_transforms": n_transforms, "grid": SPATIAL_GRID,
+           "art_evaluations_per_s": evals / t_art, "native_grid_evaluations_per_s": evals / t_grid,
+           "native_vs_art": t_art / t_grid, "native_grid_vs_forward": evals / t_grid / forward_ips,
+           "native_attack_seconds": t_nat,
+           "same_transform": [art.metrics[k] for k in ("shift_rows", "shift_cols", "rotation_deg")]
+           == [nat.metrics[k] for k in ("shift_rows", "shift_cols", "rotation_deg")],
+           "art_robust_accuracy": art.metrics["robust_accuracy"], "native_robust_accuracy": nat.metrics["robust_accuracy"]}
+    log(f"spatial grid ({n_transforms} transforms): ART {out['art_evaluations_per_s']:.0f}, native "
+        f"{out['native_grid_evaluations_per_s']:.0f} image-transforms/s ({out['native_vs_art']:.0f}x ART, "
+        f"{100 * out['native_grid_vs_forward']:.0f}% of plain forward); same transform: {out['same_transform']}")
+    return out
+
+
+def run_bench(out: Path, config_path: str, model_name: str, n_images: int = 200, n_spatial: int = 100,
+              log: Log = print) -> dict[str, Any]:
+    from .config import load_config
+    from .runner import ensure_model, get_dataset, plan
+
+    config = load_config(config_path)
+    trains, _ = plan(config)
+    matches = [t for t in trains if t["model"] == model_name]
+    if not matches:
+        raise ValueError(f"{config_path}: no model named {model_name!r}; models: "
+                         f"{', '.join(sorted({t['model'] for t in trains}))}")
+    task = matches[0]
+    ctx = {"device": config.run.device, "cache_dir": config.run.cache_dir, "progress": False}
+    model, _ = ensure_model(task, ctx, log)
+    device = resolve_device(config.run.device)
     model.to(device).eval().requires_grad_(False)
+    data = get_dataset(task["dataset"])
     x, y = data.test_x[:n_images], data.test_y[:n_images]
-    results: dict[str, Any] = {"model": spec, "params": count_params(model.net), "n_images": len(x),
-                               "dataset": dataset, **plain_throughput(model, x, device)}
-    log(f"plain: forward {results['forward_images_per_s']:.0f} img/s, "
-        f"forward+backward {results['forward_backward_images_per_s']:.0f} img/s")
-
-    deepfool = build_attack("deepfool", "art", max_iter=50, overshoot=0.02, nb_grads=10, batch_size=100)
-    t = _timed(lambda: deepfool.run(model, x, y, device, progress=False))
-    results["art_deepfool_images_per_s"] = len(x) / t
-    log(f"ART DeepFool: {results['art_deepfool_images_per_s']:.2f} img/s")
-
-    spatial = build_attack("spatial", "art", max_translation=10.0, num_translations=3, max_rotation=30.0,
-                           num_rotations=3)
-    n_transforms = 3 * 3 * 3
-    t = _timed(lambda: spatial.run(model, x, y, device, progress=False))
-    results["art_spatial_image_transforms_per_s"] = len(x) * n_transforms / t
-    results["art_spatial_vs_forward"] = results["art_spatial_image_transforms_per_s"] / results["forward_images_per_s"]
-    results["art_deepfool_vs_forward_backward"] = (results["art_deepfool_images_per_s"]
-                                                   / results["forward_backward_images_per_s"])
-    log(f"ART spatial: {results['art_spatial_image_transforms_per_s']:.0f} image-transforms/s "
-        f"({100 * results['art_spatial_vs_forward']:.1f}% of plain forward throughput)")
+    torch.manual_seed(0)
+    results: dict[str, Any] = {"config": config_path, "model": model_name, "dataset": task["dataset"]["name"],
+                               "checkpoint_key": task["key"], **plain_throughput(model, x, device)}
+    log(f"plain: forward {results['forward_images_per_s']:.0f} img/s, forward+backward "
+        f"{results['forward_backward_images_per_s']:.0f} img/s")
+    results["deepfool"] = bench_deepfool(model, x, y, device, log)
+    results["spatial"] = bench_spatial(model, x[:n_spatial], y[:n_spatial], device,
+                                       results["forward_images_per_s"], log)
+    results["targets"] = {
+        "deepfool_native_vs_art_at_least_20x": results["deepfool"]["native_vs_art"] >= 20,
+        "deepfool_agreement_at_least_99pct": results["deepfool"]["fooled_agreement"] >= 0.99,
+        "deepfool_median_norm_difference_below_5pct": results["deepfool"]["median_relative_norm_difference"] < 0.05,
+        "spatial_grid_at_least_80pct_of_forward": results["spatial"]["native_grid_vs_forward"] >= 0.8,
+    }
     results["provenance"] = provenance(device)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
+    for name, ok in results["targets"].items():
+        log(f"target {name}: {'met' if ok else 'NOT met'}")
     log(f"wrote {out}")
     return results

@@ -31,7 +31,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> None:
 def _cmd_bench(args: argparse.Namespace) -> None:
     from .bench import run_bench
 
-    run_bench(Path(args.out), n_images=args.n_images, dataset=args.dataset, device_name=args.device)
+    run_bench(Path(args.out), args.config, args.model, n_images=args.n_images, n_spatial=args.n_spatial)
 
 
 def _cmd_list(args: argparse.Namespace) -> None:
@@ -86,11 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rank-by", help="column to rank by, e.g. deepfool.rho_mean")
     p.add_argument("--format", default="csv,md", help="comma-separated: csv, md")
     p.set_defaults(fn=_cmd_leaderboard)
-    p = sub.add_parser("bench", help="throughput of attack engines vs plain PyTorch, as JSON")
+    p = sub.add_parser("bench", help="native vs ART attack engines vs plain PyTorch, side by side, as JSON")
+    p.add_argument("--config", default="configs/quickstart.yaml", help="config whose model is benchmarked")
+    p.add_argument("--model", default="cnn-7x7-hamming", help="model name in that config (trained if not cached)")
     p.add_argument("--out", default="bench.json")
-    p.add_argument("--n-images", type=int, default=100)
-    p.add_argument("--dataset", default="synthetic")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--n-images", type=int, default=200, help="test images for DeepFool")
+    p.add_argument("--n-spatial", type=int, default=100, help="test images for the spatial grid search")
     p.set_defaults(fn=_cmd_bench)
     p = sub.add_parser("list", help="list registered names")
     p.add_argument("what", choices=["models", "datasets", "attacks", "windows"])

@@ -73,6 +73,7 @@ class AttackCfg(_Strict):
     label: str | None = None
     engine: str | None = None
     n_samples: int | None = Field(None, ge=1)
+    fit_samples: int | None = Field(None, ge=1)  # for attacks fitted on a held-out split (global spatial)
     params: dict[str, Any] = {}
 
 
@@ -104,11 +105,15 @@ class ResolvedAttack(BaseModel):
     kind: str
     engine: str
     n_samples: int | None
+    fit_samples: int | None = None
     params: dict[str, Any]
     preset: str
 
     def spec(self) -> dict[str, Any]:
-        return {"kind": self.kind, "engine": self.engine, "n_samples": self.n_samples, "params": self.params}
+        spec = {"kind": self.kind, "engine": self.engine, "n_samples": self.n_samples, "params": self.params}
+        if self.fit_samples is not None:  # only attacks that fit carry it, so other cells keep their keys
+            spec["fit_samples"] = self.fit_samples
+        return spec
 
 
 class Config(BaseModel):
@@ -204,10 +209,10 @@ def load_preset(name: str, dirs: list[Path]) -> tuple[Path, dict[str, Any]]:
             data = _read_yaml(path)
             if not isinstance(data, dict) or "attack" not in data:
                 raise ConfigError(f"{path}: an attack preset must be a mapping with an 'attack' key")
-            unknown = set(data) - {"attack", "engine", "n_samples", "params", "description"}
+            unknown = set(data) - {"attack", "engine", "n_samples", "fit_samples", "params", "description"}
             if unknown:
                 raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: attack, engine, "
-                                  "n_samples, params, description")
+                                  "n_samples, fit_samples, params, description")
             return path, data
     known = sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.yaml")})
     raise ConfigError(f"unknown attack preset {name!r}; known presets: {', '.join(known) or 'none'} "
@@ -246,8 +251,16 @@ def _resolve_attack(i: int, entry: str | AttackCfg, dirs: list[Path], path: str)
     except ValueError as exc:
         raise ConfigError(f"{path}: {key}.params: {exc}") from exc
     n = cfg.n_samples if cfg.n_samples is not None else preset.get("n_samples")
+    fit_samples = None
+    if cls.needs_fit:
+        from .runner import DEFAULT_FIT_SAMPLES
+
+        fit_samples = cfg.fit_samples or preset.get("fit_samples") or DEFAULT_FIT_SAMPLES
+    elif cfg.fit_samples is not None:
+        raise ConfigError(f"{path}: {key}.fit_samples: attack {cls.kind!r} (engine {cls.engine}) is not fitted "
+                          "on a separate split; remove the key")
     return ResolvedAttack(label=cfg.label or cfg.preset, kind=cls.kind, engine=cls.engine, n_samples=n,
-                          params=params, preset=cfg.preset)
+                          fit_samples=fit_samples, params=params, preset=cfg.preset)
 
 
 def _check_semantics(run: RunConfig, path: str) -> None:

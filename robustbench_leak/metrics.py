@@ -10,7 +10,12 @@ METRIC_DOCS = {
     "clean_accuracy": "top-1 accuracy on the attacked images before the attack",
     "robust_accuracy": ("accuracy after the attack over ALL attacked images (unconditional, as RobustBench); DeepFool attacks "
                         "the model's own prediction, so it can move a misclassified image into its true class"),
+    "robust_accuracy_conditional": ("accuracy after the attack over the clean-correct images only "
+                                    "(conditional, as ART's adversarial_accuracy); equals 1 - success_rate"),
     "success_rate": "fraction of clean-correct images whose prediction the attack changed",
+    "worst_of_grid_accuracy": "fraction of images classified correctly under EVERY transform of the grid (per-example worst case)",
+    "fit_fooling_rate": "fooling rate of the chosen global transform on the fitting split it was chosen on",
+    "sanity_pgd_success": "success of an unbounded L-inf PGD (eps=1, 20 steps, no random start) on the clean-correct images; below 99% flags gradient masking",
     "rho_mean": "mean of ||x_adv - x||_2 / ||x||_2 over clean-correct images (DeepFool's rho_adv; higher = more robust)",
     "rho_median": "median of the same ratio over clean-correct images",
     "l2_median": "median L2 norm of the perturbation over clean-correct images",
@@ -37,6 +42,8 @@ def prediction_metrics(y: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarr
         "clean_accuracy": accuracy(clean_pred, y),
         "robust_accuracy": accuracy(adv_pred, y),
         "success_rate": float(np.mean(adv_pred[correct] != y[correct])) if correct.any() else float("nan"),
+        "robust_accuracy_conditional": (float(np.mean(adv_pred[correct] == y[correct])) if correct.any()
+                                        else float("nan")),
     }
 
 

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn.modules.utils import _pair
@@ -29,10 +30,12 @@ from .executor import Executor, LocalExecutor
 from .models import Normalized, count_flops, count_params, create_model
 from .nn import WindowedConv2d, WindowSpec
 from .provenance import provenance
+from .stats import metric_intervals
 from .store import STORE_NAME, Store, now
-from .train import TrainSettings, resolve_device, train_model
+from .train import TrainSettings, predict, resolve_device, train_model
 
 WEIGHTS_VERSION = 1  # bump when a code change alters what the same spec trains to
+DEFAULT_FIT_SAMPLES = 500  # images a global spatial attack is fitted on (the END of the test set)
 
 Log = Callable[[str], None]
 
@@ -175,6 +178,45 @@ def run_train_cell(task: dict[str, Any], ctx: dict[str, Any], log: Log = print) 
         store.close()
 
 
+def fit_split(attack, data: ImageDataset, n_attacked: int, fit_samples: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The last ``fit_samples`` test images, for attacks that choose before attacking; never the attacked ones."""
+    if not (attack.needs_fit and getattr(attack, "uses_fit_split", lambda: True)()):
+        return None
+    n_total = len(data.test_y)
+    if n_attacked + fit_samples > n_total:
+        raise ValueError(f"attack {attack.kind!r} fits on the last {fit_samples} test images, which would overlap "
+                         f"the {n_attacked} attacked ones ({n_total} test images in all); lower n_samples or "
+                         f"fit_samples")
+    return data.test_x[n_total - fit_samples:], data.test_y[n_total - fit_samples:]
+
+
+def sanity_checks(kind: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, result, device: torch.device) -> list[str]:
+    """Checks from "On Evaluating Adversarial Robustness"; failures are flagged, never hidden."""
+    from .attacks.pgd import pgd
+
+    flags: list[str] = []
+    samples = result.samples
+    if kind == "deepfool":
+        correct = samples["clean_pred"] == samples["label"]
+        not_fooled = int(np.sum(correct & (samples["adv_pred"] == samples["clean_pred"])))
+        if not_fooled > 0.01 * max(1, int(correct.sum())):
+            flags.append(f"{not_fooled} of {int(correct.sum())} clean-correct DeepFool examples are still classified "
+                         "correctly on re-check (max_iter too low, or masked gradients)")
+        idx = torch.from_numpy(np.flatnonzero(correct))
+        if len(idx):
+            gen = torch.Generator().manual_seed(0)
+            adv = torch.cat([pgd(model, x[idx[i:i + 256]].to(device), y[idx[i:i + 256]].to(device), eps=1.0,
+                                 step=0.1, steps=20, norm="linf", random_start=False,
+                                 gen=gen).cpu() for i in range(0, len(idx), 256)])
+            with torch.no_grad():
+                success = float((predict(model, adv, device) != y[idx]).float().mean())
+            result.metrics["sanity_pgd_success"] = success
+            if success < 0.99:
+                flags.append(f"unbounded PGD (L-inf eps=1) fooled only {100 * success:.1f}% of clean-correct images: "
+                             "gradients may be masked, so gradient-based robustness numbers are not trustworthy")
+    return flags
+
+
 def run_eval_cell(task: dict[str, Any], ctx: dict[str, Any], log: Log = print) -> str:
     store = Store(ctx["store"])
     try:
@@ -190,16 +232,22 @@ def run_eval_cell(task: dict[str, Any], ctx: dict[str, Any], log: Log = print) -
         n = spec["n_samples"] or len(data.test_y)
         x, y = data.test_x[:n], data.test_y[:n]
         attack = build_attack(spec["kind"], spec["engine"], **spec["params"])
+        fit = fit_split(attack, data, n, spec.get("fit_samples") or DEFAULT_FIT_SAMPLES)
         torch.manual_seed(task["train"]["seed"])
         started = now()
         t0 = time.perf_counter()
-        result = attack.run(model, x, y, device, progress=ctx.get("progress", True))
+        result = attack.run(model, x, y, device, progress=ctx.get("progress", True), fit=fit)
         seconds = time.perf_counter() - t0
+        flags = sanity_checks(spec["kind"], model, x, y, result, device)
+        intervals = metric_intervals(result.samples, result.metrics, seed=task["train"]["seed"])
+        info = {**result.info, "images_per_second": n / seconds if seconds else None, "attack_seconds": seconds}
+        if flags:
+            info["flags"] = flags
         store.record_cell(task["key"], "eval", {"train_key": task["train"]["key"], "attack": spec},
                           ctx["run_id"], str(device), started, seconds, result.metrics, result.samples,
-                          info={**result.info, "images_per_second": n / seconds if seconds else None})
+                          info=info, intervals=intervals)
         shown = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items() if k in attack.metrics or k == "accuracy")
-        log(f"[eval] {label}: {shown} ({n} images, {seconds:.1f}s)")
+        log(f"[eval] {label}: {shown} ({n} images, {seconds:.1f}s)" + "".join(f"\n  FLAG: {f}" for f in flags))
         return "evaluated"
     finally:
         store.close()

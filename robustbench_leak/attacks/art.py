@@ -56,7 +56,7 @@ class ArtDeepFool(Attack):
     metrics = ("success_rate", "rho_mean", "rho_median", "robust_accuracy")
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-            progress: bool = True) -> AttackResult:
+            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None) -> AttackResult:
         from art.attacks.evasion import DeepFool
 
         _quiet_art()
@@ -84,7 +84,7 @@ class ArtSpatial(Attack):
     metrics = ("robust_accuracy", "fooling_rate", "shift_rows", "shift_cols", "rotation_deg")
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-            progress: bool = True) -> AttackResult:
+            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None) -> AttackResult:
         from art.attacks.evasion import SpatialTransformation
 
         _quiet_art()

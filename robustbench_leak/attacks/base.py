@@ -24,6 +24,8 @@ class Attack(ABC):
     description: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
     metrics: ClassVar[tuple[str, ...]] = ()  # the metric names it reports, in display order
+    needs_fit: ClassVar[bool] = False
+    preferred_engine: ClassVar[bool] = False  # the engine a config gets when it names none
 
     def __init__(self, **params: Any) -> None:
         self.params = self.check_params(params)
@@ -53,23 +55,26 @@ class Attack(ABC):
 
     @abstractmethod
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-            progress: bool = True) -> AttackResult:
-        """Attack images ``x`` in [0, 1] with labels ``y``; ``model`` is in eval mode, weights frozen."""
+            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None) -> AttackResult:
+        """Attack images ``x`` in [0, 1] with labels ``y``; ``model`` is in eval mode, weights frozen.
+
+        ``fit`` is a disjoint (images, labels) split for attacks that choose something before attacking
+        (``needs_fit``), such as one global spatial transform."""
 
 
 _ATTACKS: dict[tuple[str, str], type[Attack]] = {}
 DEFAULT_ENGINE: dict[str, str] = {}
 
 
-def register_attack(cls: type[Attack], default: bool = False) -> type[Attack]:
+def register_attack(cls: type[Attack]) -> type[Attack]:
     _ATTACKS[(cls.kind, cls.engine)] = cls
-    if default or cls.kind not in DEFAULT_ENGINE:
+    if cls.preferred_engine or cls.kind not in DEFAULT_ENGINE:
         DEFAULT_ENGINE[cls.kind] = cls.engine
     return cls
 
 
 def _ensure_loaded() -> None:
-    from . import art, clean  # noqa: F401
+    from . import art, art_any, clean, corruptions, native_deepfool, native_spatial, pgd  # noqa: F401
 
 
 def attack_class(kind: str, engine: str | None = None) -> type[Attack]:

@@ -1,0 +1,82 @@
+"""Any ART evasion attack by class name, e.g. ``{name: ProjectedGradientDescent, eps: 0.03}``.
+
+Parameters are checked against the ART class's constructor before anything runs.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..metrics import flat_l2, prediction_metrics
+from ..train import predict
+from .art import _quiet_art, art_classifier, num_classes_of
+from .base import Attack, AttackResult, register_attack
+
+# constructor arguments the adapter supplies itself
+_SUPPLIED = {"estimator", "classifier", "self", "verbose"}
+
+
+def art_evasion_class(name: str) -> type:
+    import art.attacks.evasion as evasion
+
+    cls = getattr(evasion, name, None)
+    if not isinstance(cls, type) or not hasattr(cls, "generate"):
+        known = sorted(n for n in dir(evasion) if isinstance(getattr(evasion, n), type) and n[0].isupper()
+                       and hasattr(getattr(evasion, n), "generate"))
+        raise ValueError(f"ART has no evasion attack {name!r}; available: {', '.join(known)}")
+    return cls
+
+
+@register_attack
+class ArtEvasion(Attack):
+    kind = "art"
+    engine = "art"
+    description = "any ART evasion attack by class name (parameters passed to its constructor)"
+    defaults = {"name": "FastGradientMethod", "batch_size": 128}
+    metrics = ("robust_accuracy", "success_rate", "l2_median", "linf_median")
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        params = dict(params)
+        name = params.pop("name", cls.defaults["name"])
+        batch_size = params.pop("batch_size", cls.defaults["batch_size"])
+        art_cls = art_evasion_class(name)
+        sig = inspect.signature(art_cls.__init__)
+        allowed = [n for n, prm in sig.parameters.items()
+                   if n not in _SUPPLIED and prm.kind is not inspect.Parameter.VAR_KEYWORD]
+        unknown = sorted(set(params) - set(allowed))
+        if unknown:
+            raise ValueError(f"ART attack {name!r} has no parameter {', '.join(map(repr, unknown))}; "
+                             f"allowed: {', '.join(allowed)}")
+        if "batch_size" in sig.parameters:
+            params["batch_size"] = batch_size
+        return {"name": name, "batch_size": batch_size, **params}
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None) -> AttackResult:
+        _quiet_art()
+        params = dict(self.params)
+        name = params.pop("name")
+        art_cls = art_evasion_class(name)
+        if "batch_size" not in inspect.signature(art_cls.__init__).parameters:
+            params.pop("batch_size")
+        clf = art_classifier(model, tuple(x.shape[1:]), num_classes_of(model, x, device), device)
+        kwargs = {"verbose": progress} if "verbose" in inspect.signature(art_cls.__init__).parameters else {}
+        attack = art_cls(clf, **params, **kwargs)
+        x_np = x.numpy().astype(np.float32)
+        x_adv = attack.generate(x_np, y=y.numpy())  # untargeted attacks move away from the true label
+        clean_pred = predict(model, x, device).numpy()
+        adv_pred = predict(model, torch.from_numpy(x_adv.astype(np.float32)), device).numpy()
+        labels = y.numpy()
+        metrics = prediction_metrics(labels, clean_pred, adv_pred)
+        delta = (x_adv - x_np).reshape(len(x_np), -1)
+        l2 = flat_l2(delta)
+        correct = clean_pred == labels
+        metrics["l2_median"] = float(np.median(l2[correct])) if correct.any() else float("nan")
+        metrics["linf_median"] = float(np.median(np.abs(delta).max(1)[correct])) if correct.any() else float("nan")
+        return AttackResult(metrics, {"label": labels, "clean_pred": clean_pred, "adv_pred": adv_pred, "l2": l2})

@@ -1,0 +1,195 @@
+"""Spatial-transformation attack in batched PyTorch: translations and rotations on the device.
+
+The grid is ART's (``SpatialTransformation``): ``round(linspace(-m, m, num_translations))`` pixel shifts
+with ``m = round(size * max_translation / 100)``, computed for the rows from the image HEIGHT and for
+the columns from its WIDTH (ART computes the row range from the channel count on NCHW input, so it
+never shifts vertically), and ``linspace(-max_rotation, max_rotation, num_rotations)`` degrees.
+Like ART, a transform shifts first and then rotates about the image centre, fills with 0 and clips
+to [0, 1]; the resampling is one ``grid_sample`` (bicubic by default) instead of scipy's spline on
+the CPU, so rotated pixels differ slightly from ART's while integer shifts are exact.
+
+Modes:
+- ``global``: ART's threat model: one transform for the whole set, the one that changes the most
+  predictions on a fitting split that is disjoint from the attacked images (``fit_on: holdout``), or
+  on the attacked images themselves as ART does (``fit_on: attacked``).
+- ``worst_of_grid``: per-example worst case over the whole grid (Engstrom et al., ICML 2019).
+- ``worst_of_k``: per-example worst case over ``k`` random transforms drawn from the same ranges.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..metrics import prediction_metrics
+from ..train import predict
+from .base import Attack, AttackResult, register_attack
+
+
+@dataclass(frozen=True)
+class Transform:
+    shift_rows: int
+    shift_cols: int
+    rotation_deg: float
+
+
+def art_grid(height: int, width: int, max_translation: float, num_translations: int, max_rotation: float,
+             num_rotations: int) -> list[Transform]:
+    """ART's grid, deduplicated and in ART's search order (rows, then cols, then rotation), both axes."""
+    def shifts(size: int) -> list[int]:
+        m = int(round(size * max_translation / 100.0))
+        return sorted({int(round(g)) for g in np.linspace(-m, m, num=num_translations)})
+
+    rots = sorted(set(np.linspace(-max_rotation, max_rotation, num=num_rotations).tolist()))
+    return [Transform(r, c, float(a)) for r in shifts(height) for c in shifts(width) for a in rots]
+
+
+def shift_images(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """Exact integer shift with zero fill (what scipy's spline shift gives for integer offsets)."""
+    if rows == 0 and cols == 0:
+        return x
+    h, w = x.shape[2:]
+    out = torch.zeros_like(x)
+    src_r, dst_r = slice(max(0, -rows), min(h, h - rows)), slice(max(0, rows), min(h, h + rows))
+    src_c, dst_c = slice(max(0, -cols), min(w, w - cols)), slice(max(0, cols), min(w, w + cols))
+    if src_r.start < src_r.stop and src_c.start < src_c.stop:
+        out[:, :, dst_r, dst_c] = x[:, :, src_r, src_c]
+    return out
+
+
+def rotate_images(x: torch.Tensor, degrees: float, mode: str = "bicubic") -> torch.Tensor:
+    """Rotate about the image centre with zero padding, with scipy.ndimage.rotate's orientation."""
+    if degrees == 0.0:
+        return x
+    n, _, h, w = x.shape
+    a = math.radians(degrees)
+    cos, sin = math.cos(a), math.sin(a)
+    rows = torch.arange(h, dtype=x.dtype, device=x.device) - (h - 1) / 2
+    cols = torch.arange(w, dtype=x.dtype, device=x.device) - (w - 1) / 2
+    pr, pc = torch.meshgrid(rows, cols, indexing="ij")
+    # output pixel p samples the input at R (p - centre) + centre (checked against scipy in the tests)
+    src_r = cos * pr + sin * pc + (h - 1) / 2
+    src_c = -sin * pr + cos * pc + (w - 1) / 2
+    grid = torch.stack([2 * src_c / (w - 1) - 1, 2 * src_r / (h - 1) - 1], dim=-1)
+    return F.grid_sample(x, grid.unsqueeze(0).expand(n, -1, -1, -1), mode=mode, padding_mode="zeros",
+                         align_corners=True)
+
+
+def transform_images(x: torch.Tensor, t: Transform, mode: str = "bicubic") -> torch.Tensor:
+    """ART's order: shift (content leaving the frame is lost), then rotate; clip to [0, 1]."""
+    return rotate_images(shift_images(x, t.shift_rows, t.shift_cols), t.rotation_deg, mode).clamp(0.0, 1.0)
+
+
+def grid_predictions(model: nn.Module, x: torch.Tensor, transforms: list[Transform], device: torch.device,
+                     batch_size: int, interpolation: str, progress: bool = False) -> torch.Tensor:
+    """Predicted labels of every image under every transform: (len(transforms), len(x)), on the CPU."""
+    out = torch.empty(len(transforms), len(x), dtype=torch.long)
+    model.eval()
+    per_chunk = max(1, batch_size // max(1, min(len(x), batch_size)))
+    with torch.no_grad():
+        for start in tqdm(range(0, len(x), batch_size), desc="spatial (native)", disable=not progress, leave=False):
+            xb = x[start:start + batch_size].to(device)
+            # several transforms per forward pass when the image batch is small
+            for t0 in range(0, len(transforms), per_chunk):
+                group = transforms[t0:t0 + per_chunk]
+                batch = torch.cat([transform_images(xb, t, interpolation) for t in group])
+                pred = model(batch).argmax(1).view(len(group), len(xb)).cpu()
+                out[t0:t0 + len(group), start:start + len(xb)] = pred
+    return out
+
+
+@register_attack
+class NativeSpatial(Attack):
+    kind = "spatial"
+    engine = "native"
+    preferred_engine = True
+    description = "spatial transformation (black-box): translations + rotations, batched PyTorch engine"
+    defaults = {"max_translation": 10.0, "num_translations": 5, "max_rotation": 30.0, "num_rotations": 7,
+                "mode": "global", "fit_on": "holdout", "k": 10, "seed": 0, "interpolation": "bicubic",
+                "batch_size": 512, "record_grid": True}
+    metrics = ("robust_accuracy", "fooling_rate", "shift_rows", "shift_cols", "rotation_deg")
+    needs_fit = True
+
+    @classmethod
+    def check_params(cls, params: dict) -> dict:
+        merged = super().check_params(params)
+        choices = {"mode": ("global", "worst_of_grid", "worst_of_k"), "fit_on": ("holdout", "attacked"),
+                   "interpolation": ("bilinear", "bicubic", "nearest")}
+        for key, allowed in choices.items():
+            if merged[key] not in allowed:
+                raise ValueError(f"attack 'spatial' parameter {key!r} must be one of {', '.join(allowed)}, "
+                                 f"got {merged[key]!r}")
+        return merged
+
+    def uses_fit_split(self) -> bool:
+        return self.params["mode"] == "global" and self.params["fit_on"] == "holdout"
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None) -> AttackResult:
+        p = self.params
+        h, w = x.shape[2:]
+        grid = art_grid(h, w, p["max_translation"], p["num_translations"], p["max_rotation"], p["num_rotations"])
+        labels = y.numpy()
+        clean_pred = predict(model, x, device).numpy()
+        info: dict = {"mode": p["mode"], "grid_size": len(grid)}
+        metrics: dict[str, float] = {}
+        need_grid_on_x = p["mode"] == "worst_of_grid" or p["record_grid"] or p["fit_on"] == "attacked"
+        preds = (grid_predictions(model, x, grid, device, p["batch_size"], p["interpolation"], progress).numpy()
+                 if need_grid_on_x and p["mode"] != "worst_of_k" else None)
+
+        if p["mode"] == "global":
+            if p["fit_on"] == "holdout":
+                if fit is None:
+                    raise ValueError("spatial mode 'global' with fit_on 'holdout' needs a fitting split")
+                fit_x = fit[0]
+                fit_clean = predict(model, fit_x, device).numpy()
+                fit_preds = grid_predictions(model, fit_x, grid, device, p["batch_size"], p["interpolation"]).numpy()
+                fooling = (fit_preds != fit_clean[None]).mean(1)
+                info["n_fit"] = len(fit_x)
+            else:
+                fooling = (preds != clean_pred[None]).mean(1)
+            # ART keeps the first transform with the strictly highest fooling rate, starting from identity at 0
+            best = int(np.argmax(fooling)) if fooling.max() > 0 else None
+            chosen = grid[best] if best is not None else Transform(0, 0, 0.0)
+            if preds is not None and best is not None:
+                adv_pred = preds[best]
+            else:
+                adv_pred = predict(model, transform_images(x, chosen, p["interpolation"]), device).numpy()
+            metrics.update(prediction_metrics(labels, clean_pred, adv_pred))
+            metrics.update(fooling_rate=float(np.mean(adv_pred != clean_pred)), shift_rows=float(chosen.shift_rows),
+                           shift_cols=float(chosen.shift_cols), rotation_deg=float(chosen.rotation_deg),
+                           fit_fooling_rate=float(fooling.max()))
+        elif p["mode"] == "worst_of_grid":
+            adv_pred = _worst_case(preds, labels, clean_pred)
+            metrics.update(prediction_metrics(labels, clean_pred, adv_pred))
+        else:
+            gen = np.random.default_rng(p["seed"])
+            rows = sorted({t.shift_rows for t in grid})
+            cols = sorted({t.shift_cols for t in grid})
+            sampled = [Transform(int(gen.integers(rows[0], rows[-1] + 1)), int(gen.integers(cols[0], cols[-1] + 1)),
+                                 float(gen.uniform(-p["max_rotation"], p["max_rotation"]))) for _ in range(p["k"])]
+            k_preds = grid_predictions(model, x, sampled, device, p["batch_size"], p["interpolation"], progress).numpy()
+            adv_pred = _worst_case(k_preds, labels, clean_pred)
+            metrics.update(prediction_metrics(labels, clean_pred, adv_pred))
+            info["k"] = p["k"]
+        if preds is not None and p["record_grid"]:
+            info["grid"] = [{"shift_rows": t.shift_rows, "shift_cols": t.shift_cols, "rotation_deg": t.rotation_deg,
+                             "accuracy": float(np.mean(preds[i] == labels))} for i, t in enumerate(grid)]
+            metrics["worst_of_grid_accuracy"] = float(np.mean((preds == labels[None]).all(0)))
+        samples = {"label": labels, "clean_pred": clean_pred, "adv_pred": adv_pred}
+        return AttackResult(metrics, samples, info)
+
+
+def _worst_case(preds: np.ndarray, labels: np.ndarray, clean_pred: np.ndarray) -> np.ndarray:
+    """Per image: a wrong prediction under some transform if one exists, else the clean prediction."""
+    wrong = preds != labels[None]
+    any_wrong = wrong.any(0)
+    first_wrong = wrong.argmax(0)
+    worst = preds[first_wrong, np.arange(preds.shape[1])]
+    return np.where(any_wrong, worst, clean_pred)
