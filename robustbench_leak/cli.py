@@ -1,4 +1,4 @@
-"""``rbleak``: run | leaderboard | bench | list."""
+"""``rbleak``: run | leaderboard | compare | bench | list."""
 
 from __future__ import annotations
 
@@ -15,7 +15,10 @@ def _cmd_run(args: argparse.Namespace) -> None:
     from .config import load_config
     from .runner import run_config
 
-    config = load_config(args.config)
+    config = load_config(args.config, engine=args.engine)
+    for attack in config.attacks:
+        if attack.note:
+            print(f"note: {attack.note}")
     run_config(config, args.out, progress=not args.quiet)
 
 
@@ -32,6 +35,15 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     from .bench import run_bench
 
     run_bench(Path(args.out), args.config, args.model, n_images=args.n_images, n_spatial=args.n_spatial)
+
+
+def _cmd_compare(args: argparse.Namespace) -> None:
+    import json
+
+    from .compare import compare_models, format_records, nan_to_none
+
+    records = compare_models(args.run_dir, args.model_a, args.model_b, args.attack)
+    print(json.dumps(nan_to_none(records), indent=2) if args.json else format_records(records))
 
 
 def _cmd_list(args: argparse.Namespace) -> None:
@@ -79,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config")
     p.add_argument("--out", help="output folder (default runs/<config name>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--engine", help="run every attack that has this engine on it (e.g. art: ART's own code)")
     p.set_defaults(fn=_cmd_run)
     p = sub.add_parser("leaderboard", help="re-render (and merge) leaderboards from run folders")
     p.add_argument("dirs", nargs="+")
@@ -93,6 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-images", type=int, default=200, help="test images for DeepFool")
     p.add_argument("--n-spatial", type=int, default=100, help="test images for the spatial grid search")
     p.set_defaults(fn=_cmd_bench)
+    p = sub.add_parser("compare", help="paired tests (McNemar, Wilcoxon) between two models of a run")
+    p.add_argument("run_dir")
+    p.add_argument("model_a")
+    p.add_argument("model_b")
+    p.add_argument("--attack", help="only this attack label")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=_cmd_compare)
     p = sub.add_parser("list", help="list registered names")
     p.add_argument("what", choices=["models", "datasets", "attacks", "windows"])
     p.set_defaults(fn=_cmd_list)

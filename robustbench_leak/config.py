@@ -108,6 +108,7 @@ class ResolvedAttack(BaseModel):
     fit_samples: int | None = None
     params: dict[str, Any]
     preset: str
+    note: str | None = None  # what an engine switch changed, shown to the user
 
     def spec(self) -> dict[str, Any]:
         spec = {"kind": self.kind, "engine": self.engine, "n_samples": self.n_samples, "params": self.params}
@@ -230,8 +231,10 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: malformed YAML: {exc}") from exc
 
 
-def _resolve_attack(i: int, entry: str | AttackCfg, dirs: list[Path], path: str) -> ResolvedAttack:
+def _resolve_attack(i: int, entry: str | AttackCfg, dirs: list[Path], path: str,
+                    engine_override: str | None = None) -> ResolvedAttack:
     from .attacks import attack_class
+    from .attacks.base import _ATTACKS
 
     cfg = AttackCfg(preset=entry) if isinstance(entry, str) else entry
     key = f"attacks[{i}]"
@@ -240,12 +243,27 @@ def _resolve_attack(i: int, entry: str | AttackCfg, dirs: list[Path], path: str)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {key}.preset: {exc}") from exc
     engine = cfg.engine or preset.get("engine")
+    params = {**(preset.get("params") or {}), **cfg.params}
+    note = None
+    if engine_override and (preset["attack"], engine_override) in _ATTACKS and engine_override != engine:
+        target = _ATTACKS[(preset["attack"], engine_override)]
+        if preset["attack"] == "spatial" and params.get("mode", "global") != "global":
+            raise ConfigError(f"{path}: {key}: --engine {engine_override}: ART's spatial attack has only the global "
+                              f"mode, not {params['mode']!r}; run this attack with its own engine")
+        dropped = sorted(set(params) - set(target.defaults))
+        params = {k: v for k, v in params.items() if k in target.defaults}
+        if cfg.fit_samples is not None and not target.needs_fit:
+            dropped.append("fit_samples (ART fits on the attacked images)")
+            cfg = cfg.model_copy(update={"fit_samples": None})
+        engine = engine_override  # attacks without that engine (e.g. clean) keep theirs
+        if dropped:
+            note = (f"attacks[{i}] ({cfg.label or cfg.preset}): engine {engine_override} does not take "
+                    f"{', '.join(dropped)}; it runs its own semantics without them")
     try:
         cls = attack_class(preset["attack"], engine)
     except KeyError as exc:
         where = f"{key}.engine" if cfg.engine else f"{preset_path}: attack"
         raise ConfigError(f"{path}: {where}: {exc.args[0]}") from exc
-    params = {**(preset.get("params") or {}), **cfg.params}
     try:
         params = cls.check_params(params)
     except ValueError as exc:
@@ -260,7 +278,7 @@ def _resolve_attack(i: int, entry: str | AttackCfg, dirs: list[Path], path: str)
         raise ConfigError(f"{path}: {key}.fit_samples: attack {cls.kind!r} (engine {cls.engine}) is not fitted "
                           "on a separate split; remove the key")
     return ResolvedAttack(label=cfg.label or cfg.preset, kind=cls.kind, engine=cls.engine, n_samples=n,
-                          fit_samples=fit_samples, params=params, preset=cfg.preset)
+                          fit_samples=fit_samples, params=params, preset=cfg.preset, note=note)
 
 
 def _check_semantics(run: RunConfig, path: str) -> None:
@@ -302,8 +320,10 @@ def _check_semantics(run: RunConfig, path: str) -> None:
             raise ConfigError(f"{path}: models[{i}].options: cannot build {m.arch!r}: {exc}") from exc
 
 
-def load_config(path: str | Path) -> Config:
-    """Read, validate and resolve a run config; ``ConfigError`` on any problem."""
+def load_config(path: str | Path, engine: str | None = None) -> Config:
+    """Read, validate and resolve a run config; ``ConfigError`` on any problem.
+
+    ``engine`` switches every attack that has such an engine (e.g. ``art``) to it."""
     path = Path(path)
     data = _read_yaml(path)
     if not isinstance(data, dict):
@@ -314,7 +334,14 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(_format_validation(str(path), exc)) from exc
     _check_semantics(run, str(path))
     dirs = preset_dirs(path, run.attack_dirs)
-    attacks = [_resolve_attack(i, a, dirs, str(path)) for i, a in enumerate(run.attacks)]
+    if engine is not None:
+        from .attacks.base import _ATTACKS, _ensure_loaded
+
+        _ensure_loaded()
+        engines = sorted({e for _, e in _ATTACKS})
+        if engine not in engines:
+            raise ConfigError(f"--engine {engine!r}: unknown engine; known: {', '.join(engines)}")
+    attacks = [_resolve_attack(i, a, dirs, str(path), engine) for i, a in enumerate(run.attacks)]
     labels = [a.label for a in attacks]
     for dup in sorted({n for n in labels if labels.count(n) > 1}):
         raise ConfigError(f"{path}: attacks: the label {dup!r} is used twice; give one a 'label:'")

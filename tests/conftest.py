@@ -51,6 +51,7 @@ attacks:
     params: {max_iter: 10, batch_size: 16}
   - preset: spatial
     n_samples: 16
+    fit_samples: 16
     params: {num_translations: 3, num_rotations: 3}
 """
 

@@ -27,10 +27,11 @@ def test_valid_config_resolves_presets_and_overrides(tmp_path):
     _, cfg = _load(tmp_path, TINY_CONFIG)
     assert [a.label for a in cfg.attacks] == ["clean", "deepfool", "spatial"]
     deepfool = cfg.attacks[1]
-    assert (deepfool.kind, deepfool.engine, deepfool.n_samples) == ("deepfool", "art", 16)
+    assert (deepfool.kind, deepfool.engine, deepfool.n_samples) == ("deepfool", "native", 16)
     # preset values kept, overrides applied
     assert deepfool.params == {"max_iter": 10, "overshoot": 0.02, "nb_grads": 10, "batch_size": 16}
-    assert cfg.attacks[2].params["fix_channels_first"] is True
+    assert cfg.attacks[2].params["mode"] == "global" and cfg.attacks[2].fit_samples == 16
+    assert "fit_samples" not in deepfool.spec() and cfg.attacks[2].spec()["fit_samples"] == 16
     settings = cfg.training_for(cfg.run.models[0])
     assert (settings.epochs, settings.lr, settings.batch_size) == (3, 0.1, 32)
 
@@ -107,6 +108,12 @@ def test_wrong_type(tmp_path):
     assert str(path) in msg and "training.epochs" in msg and "two" in msg
 
 
+def test_fit_samples_only_for_fitted_attacks(tmp_path):
+    _, msg = _error(tmp_path, TINY_CONFIG.replace("    n_samples: 16\n    params: {max_iter", "    n_samples: 16\n"
+                                                  "    fit_samples: 5\n    params: {max_iter"))
+    assert "attacks[1].fit_samples" in msg and "not fitted" in msg
+
+
 def test_unknown_engine(tmp_path):
     _, msg = _error(tmp_path, TINY_CONFIG.replace("preset: deepfool", "preset: deepfool\n    engine: fast"))
     assert "attacks[1].engine" in msg and "fast" in msg and "art" in msg
@@ -141,3 +148,21 @@ def test_repo_configs_are_valid(repo):
     for path in sorted((repo / "configs").glob("*.yaml")):
         cfg = load_config(path)
         assert cfg.run.models and cfg.attacks, path
+
+
+def test_engine_switch(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(TINY_CONFIG)
+    cfg = load_config(path, engine="art")
+    assert [(a.kind, a.engine) for a in cfg.attacks] == [("clean", "torch"), ("deepfool", "art"), ("spatial", "art")]
+    # the native spatial preset's global mode is ART's own; the switch says what it dropped
+    assert "mode" not in cfg.attacks[2].params and "mode" in cfg.attacks[2].note
+    assert cfg.attacks[1].note is None  # DeepFool's parameters mean the same in both engines
+    worst = TINY_CONFIG.replace("    fit_samples: 16\n    params: {num_translations: 3, num_rotations: 3}",
+                                "    params: {num_translations: 3, num_rotations: 3, mode: worst_of_grid}")
+    path.write_text(worst)
+    with pytest.raises(ConfigError, match="only the global mode"):
+        load_config(path, engine="art")
+    path.write_text(TINY_CONFIG)
+    with pytest.raises(ConfigError, match="unknown engine"):
+        load_config(path, engine="fast")

@@ -1,0 +1,87 @@
+"""Paired tests from a real run's per-sample records, stored CIs and flags, the fit split, and the bench."""
+
+import json
+import sqlite3
+
+import pytest
+import torch
+
+from robustbench_leak.compare import compare_models
+from robustbench_leak.config import load_config
+from robustbench_leak.data import load_dataset
+from robustbench_leak.runner import fit_split, run_config
+from robustbench_leak.attacks import build_attack
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    from conftest import TINY_CONFIG
+
+    root = tmp_path_factory.mktemp("run")
+    cfg = root / "tiny.yaml"
+    cfg.write_text(TINY_CONFIG)
+    out = root / "out"
+    run_config(load_config(cfg), out, progress=False, log=lambda line: None)
+    return cfg, out
+
+
+def test_stored_metrics_carry_bootstrap_intervals(finished_run):
+    _, out = finished_run
+    rows = sqlite3.connect(out / "results.sqlite").execute(
+        "SELECT rc.attack, m.metric, m.value, m.lo, m.hi FROM metrics m JOIN run_cells rc ON rc.cell_key = m.cell_key").fetchall()
+    with_ci = {(a, m): (v, lo, hi) for a, m, v, lo, hi in rows if lo is not None}
+    for key in [("clean", "accuracy"), ("deepfool", "rho_mean"), ("deepfool", "success_rate"),
+                ("spatial", "robust_accuracy")]:
+        assert key in with_ci, key
+    for (attack, metric), (v, lo, hi) in with_ci.items():
+        assert lo <= v + 1e-12 and v <= hi + 1e-12, (attack, metric, lo, v, hi)
+
+
+def test_sanity_metric_and_no_flags_for_honest_models(finished_run):
+    _, out = finished_run
+    con = sqlite3.connect(out / "results.sqlite")
+    pgd = [v for (v,) in con.execute("SELECT value FROM metrics WHERE metric = 'sanity_pgd_success'")]
+    assert len(pgd) == 2 and all(v >= 0.99 for v in pgd)
+    infos = [json.loads(i) for (i,) in con.execute("SELECT info FROM cells WHERE kind = 'eval'")]
+    assert not any(i.get("flags") for i in infos)
+
+
+def test_compare_pairs_the_same_images(finished_run):
+    _, out = finished_run
+    records = compare_models(out, "small-3x3", "small-7x7-hamming")
+    assert {r["attack"] for r in records} == {"clean", "deepfool", "spatial"}
+    df = next(r for r in records if r["attack"] == "deepfool")
+    c = df["correctness"]
+    assert c["n"] == 16 and 0 <= c["p_value"] <= 1
+    assert c["only_a_correct"] + c["only_b_correct"] <= 16
+    assert "rho" in df and df["rho"]["n"] <= 16
+    assert "rho" not in next(r for r in records if r["attack"] == "clean")
+    with pytest.raises(ValueError, match="no model 'nope'"):
+        compare_models(out, "small-3x3", "nope")
+
+
+def test_fit_split_never_overlaps_the_attacked_images():
+    data = load_dataset("synthetic", n_train=16, n_test=100)
+    attack = build_attack("spatial", "native", mode="global")
+    fx, fy = fit_split(attack, data, 60, 40)
+    assert torch.equal(fx, data.test_x[60:]) and len(fy) == 40
+    with pytest.raises(ValueError, match="overlap"):
+        fit_split(attack, data, 61, 40)
+    assert fit_split(build_attack("spatial", "native", mode="worst_of_grid"), data, 100, 40) is None
+    assert fit_split(build_attack("deepfool", "native"), data, 100, 40) is None
+
+
+def test_bench_reports_ratios(finished_run, tmp_path):
+    from robustbench_leak.bench import run_bench
+
+    cfg, _ = finished_run
+    out = tmp_path / "bench.json"
+    res = run_bench(out, str(cfg), "small-7x7-hamming", n_images=16, n_spatial=8, log=lambda line: None)
+    saved = json.loads(out.read_text())
+    assert saved["deepfool"]["native_vs_art"] == pytest.approx(res["deepfool"]["native_vs_art"])
+    assert saved["deepfool"]["fooled_agreement"] >= 0.99
+    assert saved["deepfool"]["median_relative_norm_difference"] < 0.05
+    assert saved["spatial"]["n_transforms"] == 5 * 5 * 7 and saved["spatial"]["native_grid_evaluations_per_s"] > 0
+    assert set(saved["targets"]) == {"deepfool_native_vs_art_at_least_20x", "deepfool_agreement_at_least_99pct",
+                                     "deepfool_median_norm_difference_below_5pct", "spatial_grid_at_least_80pct_of_forward"}
+    assert saved["provenance"]["versions"]["torch"]
