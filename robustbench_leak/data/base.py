@@ -33,10 +33,17 @@ class ImageDataset:
         out = self
         if train is not None and train < len(self.train_y):
             idx = torch.randperm(len(self.train_y), generator=torch.Generator().manual_seed(seed))[:train]
-            out = replace(out, train_x=out.train_x[idx], train_y=out.train_y[idx])
+            out = replace(out, train_x=_take(out.train_x, idx), train_y=out.train_y[idx])
         if test is not None and test < len(self.test_y):
-            out = replace(out, test_x=out.test_x[:test], test_y=out.test_y[:test])
+            out = replace(out, test_x=_take(out.test_x, torch.arange(test)), test_y=out.test_y[:test])
         return out
+
+
+def _take(images, idx: torch.Tensor):
+    """Rows ``idx`` of an image tensor, or a lazy subset of a lazily decoded image set."""
+    if isinstance(images, torch.Tensor):
+        return images[idx]
+    return images.take(idx)
 
 
 def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +108,49 @@ def fashion_mnist(root: str | None = None) -> ImageDataset:
             "`root:` to a folder holding train-images-idx3-ubyte, train-labels-idx1-ubyte, "
             "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (each may be .gz).")
     return load_idx_dataset("fashion-mnist", _folders(root, DEBIAN_FASHION_MNIST), FASHION_CLASSES, hint)
+
+
+def _mnist_folders(root: str | None) -> list[Path]:
+    if root is not None:
+        return [Path(root).expanduser()]
+    env = os.environ.get("RBLEAK_MNIST")
+    return [Path(env)] if env else [Path("/usr/share/datasets/mnist")]
+
+
+MNIST_CLASSES = [str(i) for i in range(10)]
+
+
+@register_dataset("mnist", description="MNIST 28x28 grayscale digits (IDX files under root)")
+def mnist(root: str | None = None) -> ImageDataset:
+    hint = ("Set the dataset's `root:` to a folder holding train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+            "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (each may be .gz).")
+    data = load_idx_dataset("mnist", _mnist_folders(root), MNIST_CLASSES, hint)
+    return replace(data, mean=(0.1307,), std=(0.3081,))
+
+
+def subsample_2x(x: torch.Tensor, method: str) -> torch.Tensor:
+    """28 -> 14: every second pixel ('stride', raises the relative weight of high frequencies, as the
+    reproduction report intends) or the 2x2 mean ('area', a low-pass)."""
+    if method == "stride":
+        return x[:, :, ::2, ::2].contiguous()
+    if method == "area":
+        return torch.nn.functional.avg_pool2d(x, 2)
+    raise ValueError(f"subsample must be 'stride' or 'area', got {method!r}")
+
+
+def _fourteen(data: ImageDataset, name: str, method: str) -> ImageDataset:
+    from .base import channel_stats
+
+    train_x, test_x = subsample_2x(data.train_x, method), subsample_2x(data.test_x, method)
+    mean, std = channel_stats(train_x)
+    return replace(data, name=name, train_x=train_x, test_x=test_x, mean=mean, std=std)
+
+
+@register_dataset("fashion-mnist-14", description="Fashion-MNIST subsampled 28 -> 14 (reproduction report)")
+def fashion_mnist_14(root: str | None = None, subsample: str = "stride") -> ImageDataset:
+    return _fourteen(fashion_mnist(root), "fashion-mnist-14", subsample)
+
+
+@register_dataset("mnist-14", description="MNIST subsampled 28 -> 14 (reproduction report)")
+def mnist_14(root: str | None = None, subsample: str = "stride") -> ImageDataset:
+    return _fourteen(mnist(root), "mnist-14", subsample)

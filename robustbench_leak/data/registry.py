@@ -34,7 +34,7 @@ def register_dataset(name: str, description: str = "") -> Callable:
 
 
 def _ensure_loaded() -> None:
-    from . import idx, synthetic  # noqa: F401
+    from . import cifar, idx, imagefolder, synthetic  # noqa: F401
 
 
 def list_datasets() -> list[DatasetEntry]:
