@@ -101,7 +101,8 @@ def _folders(root: str | None, default: Path) -> list[Path]:
     return ([Path(env)] if env else []) + [default]
 
 
-@register_dataset("fashion-mnist", description="Fashion-MNIST 28x28 grayscale, 10 classes (IDX files)")
+@register_dataset("fashion-mnist", description="Fashion-MNIST 28x28 grayscale, 10 classes (IDX files)",
+                  shape=lambda options: (1, len(FASHION_CLASSES), 28))
 def fashion_mnist(root: str | None = None) -> ImageDataset:
     hint = ("Install it with `apt-get install -y dataset-fashion-mnist` (Debian), or set the dataset's "
             "`root:` to a folder holding train-images-idx3-ubyte, train-labels-idx1-ubyte, "
