@@ -257,3 +257,26 @@ def test_flops_of_resnet_stem_by_hand():
     a = create_model("resnet18_7x7", 10, 1, stem="cifar", kernel_size=3, width_multiplier=0.125)
     b = create_model("resnet18_7x7", 10, 1, stem="cifar", kernel_size=3, stem_kernel_size=7, width_multiplier=0.125)
     assert count_flops(b, (1, 8, 8)) - count_flops(a, (1, 8, 8)) == 2 * 1 * 8 * (49 - 9) * 8 * 8
+
+
+def test_rbleak_list_models_prints_params_and_flops(capsys):
+    from robustbench_leak.cli import main
+
+    assert main(["list", "models", "--input-size", "1,28,28"]) == 0
+    out = capsys.readouterr().out
+    for e in list_models():
+        assert ("timm:<name>" if e.name == "timm" else e.name) in out
+    line = next(ln for ln in out.splitlines() if ln.startswith("tomen_cnn "))
+    # defaults (n_layers 6, width 128, 7x7), 1 channel, 10 classes:
+    # params: convs 1*128*49 + 128*256*49 + 4*256*256*49 = 14,456,960; BN 2*128 + 2*256*5 = 2,816;
+    #   linear 256*10 + 10 = 2,570 -> 14,462,346
+    # FLOPs (2 per MAC), 28 -> 14 after the stride-2 first conv: 2*1*128*49*196 + 2*128*256*49*196
+    #   + 4 * 2*256*256*49*196 + 2*256*10 = 5,667,133,440
+    assert "14,462,346" in line and "5,667,133,440" in line
+
+
+def test_list_models_rejects_bad_input_size():
+    from robustbench_leak.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["list", "models", "--input-size", "3,x"])
