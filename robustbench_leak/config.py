@@ -307,11 +307,11 @@ def _resolve_models(run: RunConfig, path: Path) -> None:
     from .models.stats import build_for_counting
 
     first = run.datasets[0]
-    in_chans, num_classes, _ = dataset_shape(first.name, first.loader_options)
     by_name = {m.name: m for m in run.models}
     for i, m in enumerate(run.models):
         if m.match_params is None:
             continue
+        in_chans, num_classes, _ = dataset_shape(first.name, first.loader_options)
         key = f"{path}: models[{i}]"
         target = by_name.get(m.match_params)
         if target is None or target is m:
