@@ -47,22 +47,29 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     return payload["state_dict"], json.loads(payload.get("meta", "{}"))
 
 
-def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` strictly; a mismatch lists the missing, unexpected and mis-shaped keys."""
-    own = model.state_dict()
+def describe_mismatch(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str | None:
+    """The missing, unexpected and mis-shaped keys of ``state`` against ``own``; None when they match."""
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
               for k in sorted(set(own) & set(state)) if tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append("missing keys: " + ", ".join(missing[:20]))
-        if unexpected:
-            parts.append("unexpected keys: " + ", ".join(unexpected[:20]))
-        if shapes:
-            parts.append("shape mismatches: " + "; ".join(shapes[:20]))
-        raise CheckpointError(f"{source}: checkpoint does not match the model ({' | '.join(parts)})")
+    parts = [_listed("missing keys", missing, ", "), _listed("unexpected keys", unexpected, ", "),
+             _listed("shape mismatches", shapes, "; ")]
+    return " | ".join(p for p in parts if p) or None
+
+
+def _listed(label: str, items: list[str], sep: str, limit: int = 20) -> str:
+    if not items:
+        return ""
+    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+    return f"{label}: {sep.join(items[:limit])}{more}"
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` strictly; a mismatch lists the missing, unexpected and mis-shaped keys."""
+    problem = describe_mismatch(model.state_dict(), state)
+    if problem:
+        raise CheckpointError(f"{source}: checkpoint does not match the model ({problem})")
     model.load_state_dict(state)
 
 

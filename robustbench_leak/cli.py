@@ -46,18 +46,46 @@ def _cmd_compare(args: argparse.Namespace) -> None:
     print(json.dumps(nan_to_none(records), indent=2) if args.json else format_records(records))
 
 
+def _parse_input_size(text: str) -> tuple[int, int, int]:
+    try:
+        c, h, w = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--input-size must be C,H,W (three integers), got {text!r}") from None
+    if min(c, h, w) < 1:
+        raise argparse.ArgumentTypeError(f"--input-size values must be >= 1, got {text!r}")
+    return c, h, w
+
+
+def _list_models(input_size: tuple[int, int, int], num_classes: int) -> None:
+    """Every registered model at its default options: parameters and FLOPs (torch.utils.flop_counter)."""
+    from .models import count_flops, count_params, list_models
+    from .models.stats import build_for_counting
+
+    c, h, w = input_size
+    print(f"input {c}x{h}x{w}, {num_classes} classes, default options; FLOPs of one forward pass "
+          "(PyTorch's FlopCounterMode: 2 per multiply-add)")
+    print(f"{'name':<18} {'family':<10} {'params':>12} {'FLOPs':>16}  description")
+    for e in list_models():
+        if e.name == "timm":
+            print(f"{'timm:<name>':<18} {'timm':<10} {'-':>12} {'-':>16}  any timm model, untrained, optionally "
+                  "windowized (options below)")
+        else:
+            options = {"image_size": h} if "image_size" in e.options() else {}
+            net = build_for_counting(e.name, num_classes, c, options)
+            try:
+                flops = f"{count_flops(net, (c, h, w)):,}"
+            except (RuntimeError, ValueError) as exc:
+                flops = "n/a"
+                note = f"no forward pass at {c}x{h}x{w} with default options: {str(exc).splitlines()[0]}"
+            print(f"{e.name:<18} {e.family:<10} {count_params(net):>12,} {flops:>16}  {e.description}")
+            if flops == "n/a":
+                print(f"{'':<18} {note}")
+        print(f"{'':<18} options: " + ", ".join(f"{k}={v!r}" for k, v in e.options().items()))
+
+
 def _cmd_list(args: argparse.Namespace) -> None:
     if args.what == "models":
-        from .models import count_params, create_model, list_models
-
-        print(f"{'name':<14} {'family':<10} params (10 classes, 1 channel, defaults)  description")
-        for e in list_models():
-            if e.name == "timm":
-                print(f"{'timm:<name>':<14} {'timm':<10} {'-':>10}  any timm model, untrained, optionally windowized")
-                continue
-            params = count_params(create_model(e.name, 10, 1))
-            print(f"{e.name:<14} {e.family:<10} {params:>10}  {e.description}")
-            print(f"{'':<26}options: " + ", ".join(f"{k}={v!r}" for k, v in e.options().items()))
+        _list_models(args.input_size, args.num_classes)
     elif args.what == "datasets":
         from .data import list_datasets
 
@@ -115,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=_cmd_compare)
     p = sub.add_parser("list", help="list registered names")
     p.add_argument("what", choices=["models", "datasets", "attacks", "windows"])
+    p.add_argument("--input-size", type=_parse_input_size, default=(1, 28, 28), metavar="C,H,W",
+                   help="input size for 'list models' parameter and FLOP counts (default 1,28,28)")
+    p.add_argument("--num-classes", type=int, default=10, help="classes for 'list models' (default 10)")
     p.set_defaults(fn=_cmd_list)
     args = parser.parse_args(argv)
     try:

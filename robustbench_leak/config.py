@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from .train import TrainSettings
 
@@ -66,6 +66,13 @@ class ModelCfg(_Strict):
     arch: str  # registered model name or timm:<name>
     options: dict[str, Any] = {}
     training: dict[str, Any] = {}  # overrides of the run's training settings for this model
+    checkpoint: str | None = None  # load these weights instead of training (relative to the config's folder)
+    match_params: str | None = None  # another entry's name: pick width_multiplier to match its parameter count
+    _match: dict[str, Any] | None = PrivateAttr(None)  # what match_params resolved to (set by load_config)
+
+    @property
+    def match_report(self) -> dict[str, Any] | None:
+        return self._match
 
 
 class AttackCfg(_Strict):
@@ -283,7 +290,8 @@ def _resolve_attack(i: int, entry: str | AttackCfg, dirs: list[Path], path: str,
 
 def _check_semantics(run: RunConfig, path: str) -> None:
     from .data import get_dataset_entry
-    from .models import check_options, create_model
+    from .models import check_options
+    from .models.stats import build_for_counting
     from .train import resolve_device
 
     try:
@@ -314,10 +322,61 @@ def _check_semantics(run: RunConfig, path: str) -> None:
             TrainingCfg(**{**run.training.model_dump(), **m.training})
         except ValidationError as exc:
             raise ConfigError(_format_validation(path, exc).replace(f"{path}: ", f"{path}: models[{i}].training.")) from exc
-        try:  # build once on the CPU so a bad option value fails now, not after other models trained
-            create_model(m.arch, 10, 1, **m.options)
+        try:  # build once (shapes only) so a bad option value fails now, not after other models trained
+            build_for_counting(m.arch, 10, 1, m.options)
         except Exception as exc:  # noqa: BLE001 - any construction failure is a config error here
             raise ConfigError(f"{path}: models[{i}].options: cannot build {m.arch!r}: {exc}") from exc
+
+
+def _resolve_models(run: RunConfig, path: Path) -> None:
+    """``checkpoint:`` paths (must exist, keys and shapes must fit) and ``match_params:`` widths."""
+    from .checkpoints import CheckpointError
+    from .data import dataset_shape
+    from .models import Normalized
+    from .models.checkpoint_io import check_checkpoint
+    from .models.match import match_width, params_of
+    from .models.stats import build_for_counting
+
+    first = run.datasets[0]
+    by_name = {m.name: m for m in run.models}
+    for i, m in enumerate(run.models):
+        if m.match_params is None:
+            continue
+        in_chans, num_classes, _ = dataset_shape(first.name, first.loader_options)
+        key = f"{path}: models[{i}]"
+        target = by_name.get(m.match_params)
+        if target is None or target is m:
+            others = ", ".join(repr(n) for n in by_name if n != m.name) or "none"
+            raise ConfigError(f"{key}.match_params: unknown model {m.match_params!r}; it must name another entry "
+                              f"of this config's models: {others}")
+        if target.match_params is not None:
+            raise ConfigError(f"{key}.match_params: {target.name!r} is itself parameter-matched; match to a model "
+                              "with a fixed width")
+        if "width_multiplier" in m.options:
+            raise ConfigError(f"{key}.options.width_multiplier: set by match_params; remove one of the two")
+        target_params = params_of(target.arch, target.options, in_chans, num_classes)
+        try:
+            wm, params = match_width(m.arch, m.options, target_params, in_chans, num_classes)
+        except ValueError as exc:
+            raise ConfigError(f"{key}.match_params: {exc}") from exc
+        m.options = {**m.options, "width_multiplier": wm}
+        m._match = {"matched_to": target.name, "target_params": target_params, "params": params,
+                    "width_multiplier": wm, "input": [in_chans, num_classes], "dataset": first.name}
+    for i, m in enumerate(run.models):
+        if m.checkpoint is None:
+            continue
+        file = (path.parent / Path(m.checkpoint).expanduser()).resolve()
+        if not file.is_file():
+            raise ConfigError(f"{path}: models[{i}].checkpoint: file not found: {file} (a relative path is read "
+                              "from the config's folder)")
+        m.checkpoint = str(file)
+        shapes = {dataset_shape(ds.name, ds.loader_options)[:2] for ds in run.datasets}
+        for c, n in sorted(shapes):
+            net = build_for_counting(m.arch, n, c, m.options)
+            try:
+                check_checkpoint(file, Normalized(net, (0.0,) * c, (1.0,) * c))
+            except CheckpointError as exc:
+                raise ConfigError(f"{path}: models[{i}].checkpoint: {exc}") from exc
 
 
 def load_config(path: str | Path, engine: str | None = None) -> Config:
@@ -333,6 +392,7 @@ def load_config(path: str | Path, engine: str | None = None) -> Config:
     except ValidationError as exc:
         raise ConfigError(_format_validation(str(path), exc)) from exc
     _check_semantics(run, str(path))
+    _resolve_models(run, path)
     dirs = preset_dirs(path, run.attack_dirs)
     if engine is not None:
         from .attacks.base import _ATTACKS, _ensure_loaded

@@ -10,6 +10,7 @@ makes a rerun after a crash recompute only what is missing.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import time
 import uuid
@@ -28,6 +29,7 @@ from .config import Config, canonical_hash
 from .data import ImageDataset, load_dataset
 from .executor import Executor, LocalExecutor
 from .models import Normalized, count_flops, count_params, create_model
+from .models.checkpoint_io import load_checkpoint
 from .nn import WindowedConv2d, WindowSpec
 from .provenance import provenance
 from .stats import metric_intervals
@@ -53,14 +55,31 @@ def train_key(task: dict[str, Any]) -> str:
                            "training": task["training"], "seed": task["seed"]})
 
 
+def loaded_key(task: dict[str, Any]) -> str:
+    """Key of a model loaded from a ``checkpoint:`` file: its content, not a training recipe, fixes the weights."""
+    ds = {k: v for k, v in task["dataset"].items() if k != "test_subset"}
+    return canonical_hash({"v": WEIGHTS_VERSION, "arch": task["arch"], "options": task["options"], "dataset": ds,
+                           "checkpoint_sha256": task["checkpoint"]["sha256"], "seed": task["seed"]})
+
+
 def eval_key(task: dict[str, Any]) -> str:
-    return canonical_hash({"train": train_key(task["train"]), "test_subset": task["train"]["dataset"]["test_subset"],
+    train = task["train"].get("key") or train_key(task["train"])
+    return canonical_hash({"train": train, "test_subset": task["train"]["dataset"]["test_subset"],
                            "attack": task["attack"]})
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def plan(config: Config) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Train tasks and eval tasks of the grid models x datasets x seeds (x attacks)."""
     trains, evals = [], []
+    sha: dict[str, str] = {}
     for ds in config.run.datasets:
         for model in config.run.models:
             settings = config.training_for(model).__dict__
@@ -68,7 +87,15 @@ def plan(config: Config) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
                 t = {"model": model.name, "arch": model.arch, "options": model.options,
                      "dataset": dataset_spec(ds), "training": {**settings, "milestones": list(settings["milestones"])},
                      "seed": seed}
-                t["key"] = train_key(t)
+                if model.match_report:
+                    t["match"] = model.match_report
+                if model.checkpoint:
+                    if model.checkpoint not in sha:
+                        sha[model.checkpoint] = file_sha256(model.checkpoint)
+                    t["checkpoint"] = {"path": model.checkpoint, "sha256": sha[model.checkpoint]}
+                    t["key"] = loaded_key(t)
+                else:
+                    t["key"] = train_key(t)
                 trains.append(t)
                 for attack in config.attacks:
                     e = {"train": t, "attack": attack.spec(), "attack_label": attack.label}
@@ -130,8 +157,14 @@ def ensure_model(task: dict[str, Any], ctx: dict[str, Any], log: Log = print,
     data = get_dataset(task["dataset"])
     model = build_model(task, data)
     cache = CheckpointCache(Path(ctx["cache_dir"]) if ctx.get("cache_dir") else None)
-    meta = cache.load(task["key"], model)
+    meta = None if task.get("checkpoint") else cache.load(task["key"], model)
     label = f"{task['model']} / {task['dataset']['name']} / seed {task['seed']}"
+    if task.get("checkpoint"):
+        info = load_checkpoint(model, task["checkpoint"]["path"])
+        if announce_cache:
+            log(f"[load] {label}: loaded {info.path} ({info.describe()}); no training")
+        return model.to(device).eval(), {"loaded_from_cache": False, "loaded_checkpoint": info.path,
+                                         "naming": info.naming, "entry": info.entry, "history": []}
     if meta is not None:
         if announce_cache:
                 log(f"[cache] {label}: loaded checkpoint {cache.path(task['key'])} (no retraining)")
@@ -161,18 +194,27 @@ def run_train_cell(task: dict[str, Any], ctx: dict[str, Any], log: Log = print) 
         model, meta = ensure_model(task, ctx, log)
         data = get_dataset(task["dataset"])
         net = model.net
+        extra = dict(task.get("match") or {})
+        checkpoint_path = str(CheckpointCache(Path(ctx["cache_dir"]) if ctx.get("cache_dir") else None)
+                              .path(task["key"]))
+        if meta.get("loaded_checkpoint"):
+            checkpoint_path = meta["loaded_checkpoint"]
+            extra.update({"checkpoint": checkpoint_path, "sha256": task["checkpoint"]["sha256"],
+                          "naming": meta["naming"], "entry": meta["entry"]})
         store.record_model(task["key"], {
             "arch": task["arch"], "options": task["options"], "kernel": describe_kernels(net),
             "window": describe_window(net, task["options"]), "params": count_params(net),
             "flops": _flops_cached(task["arch"], json.dumps(task["options"], sort_keys=True), data.num_classes,
                                    data.input_shape),
-            "checkpoint": str(CheckpointCache(Path(ctx["cache_dir"]) if ctx.get("cache_dir") else None)
-                              .path(task["key"])),
+            "checkpoint": checkpoint_path,
             "history": meta.get("history", []), "train_seconds": meta.get("train_seconds"),
-            "trained_on": meta.get("trained_on")})
+            "trained_on": meta.get("trained_on"), "extra": extra or None})
         store.record_cell(task["key"], "train", {k: v for k, v in task.items() if k != "key"}, ctx["run_id"],
                           ctx["device"], started, time.perf_counter() - t0,
-                          info={"loaded_from_cache": meta["loaded_from_cache"]})
+                          info={"loaded_from_cache": meta["loaded_from_cache"],
+                                "loaded_checkpoint": meta.get("loaded_checkpoint")})
+        if meta.get("loaded_checkpoint"):
+            return "loaded"
         return "cached" if meta["loaded_from_cache"] else "trained"
     finally:
         store.close()

@@ -65,7 +65,7 @@ def test_tomen_cnn_output_shape(in_chans):
 def test_tomen_cnn_defaults_are_the_paper_network():
     entry = get_entry("tomen_cnn")
     assert entry.options() == {"n_layers": 6, "width": 128, "kernel_size": 7, "first_kernel_size": None,
-                               "window": "none", "first_stride": 2}
+                               "window": "none", "first_stride": 2, "width_multiplier": 1.0}
 
 
 @pytest.mark.parametrize("window,windowed", [

@@ -334,20 +334,58 @@ def test_windowize_twice_replaces_window_and_keeps_weights():
                                                              dtype=torch.float32), rtol=0, atol=0)
 
 
-def test_windowize_conv_subclass_uses_parametrization():
-    from timm.layers import StdConv2d
+def numpy_standardized(w: np.ndarray, eps: float, gain: np.ndarray | None = None) -> np.ndarray:
+    """Weight standardisation by hand: per output filter, zero mean and unit (biased) variance."""
+    flat = w.reshape(w.shape[0], -1).astype(np.float64)
+    out = (flat - flat.mean(1, keepdims=True)) / np.sqrt(flat.var(1, keepdims=True) + eps)
+    if gain is not None:
+        out = out * gain.reshape(-1, 1)
+    return out.reshape(w.shape)
+
+
+@pytest.mark.parametrize("cls_name", ["StdConv2d", "ScaledStdConv2d"])
+def test_windowize_weight_standardized_conv_windows_the_standardized_kernel(cls_name):
+    from timm import layers
 
     torch.manual_seed(13)
-    model = nn.Sequential(StdConv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 1))
+    conv = getattr(layers, cls_name)(3, 4, 5, padding=2)
+    if cls_name == "ScaledStdConv2d":
+        with torch.no_grad():
+            conv.gain.copy_(torch.rand(4, 1, 1, 1) + 0.5)
+    model = nn.Sequential(conv, nn.Conv2d(4, 4, 1))
+    x = torch.randn(1, 3, 8, 8)
+    raw = conv.weight.detach().numpy().copy()
+    gain = None if cls_name == "StdConv2d" else (conv.gain.detach().numpy().ravel() * conv.scale)
+    windowize(model, "hamming")
+    assert isinstance(model[0], getattr(layers, cls_name)) and count_windowed(model) == 1
+    expected = numpy_standardized(raw, conv.eps, gain) * np.outer(np.hamming(5), np.hamming(5))
+    np.testing.assert_allclose(effective_kernel(model[0]).numpy(), expected, rtol=0, atol=1e-5)
+    # windowing before the standardisation would leave the filter mean's offset on the border instead
+    before = numpy_standardized(raw * np.outer(np.hamming(5), np.hamming(5)), conv.eps, gain)
+    corners = (..., [0, 0, -1, -1], [0, -1, 0, -1])
+    assert np.abs(before[corners]).mean() > 5 * np.abs(expected[corners]).mean()
+    ref = F.conv2d(x, torch.tensor(expected, dtype=torch.float32), conv.bias, 1, 2)
+    torch.testing.assert_close(model[0](x), ref, rtol=0, atol=1e-5)
+    model(x).sum().backward()
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+    assert "0.window" in model.state_dict()
+    with pytest.raises(TypeError, match=f"cannot resize {cls_name}"):
+        windowize(nn.Sequential(getattr(layers, cls_name)(3, 4, 3, padding=1)), "hamming", kernel_size=5)
+
+
+def test_windowize_other_conv_subclass_uses_parametrization():
+    from timm.layers import Conv2dSame
+
+    torch.manual_seed(13)
+    model = nn.Sequential(Conv2dSame(3, 4, 3), nn.Conv2d(4, 4, 1))
     x = torch.randn(1, 3, 8, 8)
     raw = model[0].weight.detach().clone()
     windowize(model, "hamming")
     assert type(model[0]) is not WindowedConv2d  # kept, parametrized
     assert count_windowed(model) == 1
     torch.testing.assert_close(model[0].weight, raw * hamming2d(3, 3), rtol=0, atol=1e-7)
-    with pytest.raises(TypeError, match="cannot resize StdConv2d"):
-        windowize(nn.Sequential(StdConv2d(3, 4, 3, padding=1)), "hamming", kernel_size=5)
-    assert model(x).shape == (1, 4, 8, 8)
+    # Conv2dSame pads 1 on each side for a 3x3 stride-1 kernel: same as F.conv2d with padding 1
+    torch.testing.assert_close(model[0](x), F.conv2d(x, raw * hamming2d(3, 3), model[0].bias, 1, 1), rtol=0, atol=1e-5)
 
 
 # ---------------------------------------------------------------- windowize on timm resnet18

@@ -2,7 +2,8 @@
 
 from .base import ImageDataset
 from .idx import IdxFormatError, read_idx, write_idx
-from .registry import DataMissingError, get_dataset_entry, list_datasets, load_dataset, register_dataset
+from .registry import (DataMissingError, dataset_shape, get_dataset_entry, list_datasets, load_dataset,
+                       register_dataset)
 
-__all__ = ["DataMissingError", "IdxFormatError", "ImageDataset", "get_dataset_entry", "list_datasets",
+__all__ = ["DataMissingError", "IdxFormatError", "ImageDataset", "dataset_shape", "get_dataset_entry", "list_datasets",
            "load_dataset", "read_idx", "register_dataset", "write_idx"]

@@ -90,7 +90,8 @@ def _find(root: str | None, folder: str, files: list[str], name: str) -> Path:
                            + ", ".join(map(str, tried)))
 
 
-@register_dataset("cifar10", description="CIFAR-10 32x32 RGB, 10 classes (python pickle batches under root)")
+@register_dataset("cifar10", description="CIFAR-10 32x32 RGB, 10 classes (python pickle batches under root)",
+                  shape=lambda options: (3, 10, 32))
 def cifar10(root: str | None = None) -> ImageDataset:
     files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
     folder = _find(root, "cifar-10-batches-py", files, "cifar10")
@@ -101,7 +102,8 @@ def cifar10(root: str | None = None) -> ImageDataset:
                         str(folder))
 
 
-@register_dataset("cifar100", description="CIFAR-100 32x32 RGB, 100 fine classes (python pickle files under root)")
+@register_dataset("cifar100", description="CIFAR-100 32x32 RGB, 100 fine classes (python pickle files under root)",
+                  shape=lambda options: (3, 100, 32))
 def cifar100(root: str | None = None) -> ImageDataset:
     folder = _find(root, "cifar-100-python", ["train", "test", "meta"], "cifar100")
     train_x, train_y = _images([read_batch(folder / "train")], "fine_labels", folder)

@@ -102,7 +102,8 @@ def _folders(root: str | None, default: Path) -> list[Path]:
     return ([Path(env)] if env else []) + [default]
 
 
-@register_dataset("fashion-mnist", description="Fashion-MNIST 28x28 grayscale, 10 classes (IDX files)")
+@register_dataset("fashion-mnist", description="Fashion-MNIST 28x28 grayscale, 10 classes (IDX files)",
+                  shape=lambda options: (1, len(FASHION_CLASSES), 28))
 def fashion_mnist(root: str | None = None) -> ImageDataset:
     hint = ("Install it with `apt-get install -y dataset-fashion-mnist` (Debian), or set the dataset's "
             "`root:` to a folder holding train-images-idx3-ubyte, train-labels-idx1-ubyte, "
@@ -120,7 +121,8 @@ def _mnist_folders(root: str | None) -> list[Path]:
 MNIST_CLASSES = [str(i) for i in range(10)]
 
 
-@register_dataset("mnist", description="MNIST 28x28 grayscale digits (IDX files under root)")
+@register_dataset("mnist", description="MNIST 28x28 grayscale digits (IDX files under root)",
+                  shape=lambda options: (1, 10, 28))
 def mnist(root: str | None = None) -> ImageDataset:
     hint = ("Set the dataset's `root:` to a folder holding train-images-idx3-ubyte, train-labels-idx1-ubyte, "
             "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (each may be .gz).")
@@ -146,11 +148,13 @@ def _fourteen(data: ImageDataset, name: str, method: str) -> ImageDataset:
     return replace(data, name=name, train_x=train_x, test_x=test_x, mean=mean, std=std)
 
 
-@register_dataset("fashion-mnist-14", description="Fashion-MNIST subsampled 28 -> 14 (reproduction report)")
+@register_dataset("fashion-mnist-14", description="Fashion-MNIST subsampled 28 -> 14 (reproduction report)",
+                  shape=lambda options: (1, 10, 14))
 def fashion_mnist_14(root: str | None = None, subsample: str = "stride") -> ImageDataset:
     return _fourteen(fashion_mnist(root), "fashion-mnist-14", subsample)
 
 
-@register_dataset("mnist-14", description="MNIST subsampled 28 -> 14 (reproduction report)")
+@register_dataset("mnist-14", description="MNIST subsampled 28 -> 14 (reproduction report)",
+                  shape=lambda options: (1, 10, 14))
 def mnist_14(root: str | None = None, subsample: str = "stride") -> ImageDataset:
     return _fourteen(mnist(root), "mnist-14", subsample)

@@ -13,11 +13,15 @@ class DataMissingError(FileNotFoundError):
     """The data files a dataset needs are not where they were looked for."""
 
 
+Shape = tuple[int, int, int]  # (in_chans, num_classes, image_size)
+
+
 @dataclass(frozen=True)
 class DatasetEntry:
     name: str
     loader: Callable[..., ImageDataset]
     description: str
+    shape: Callable[[dict[str, Any]], Shape] | None = None  # from the loader's options, without loading
 
     def options(self) -> dict[str, Any]:
         return {p.name: p.default for p in inspect.signature(self.loader).parameters.values()}
@@ -26,9 +30,12 @@ class DatasetEntry:
 _REGISTRY: dict[str, DatasetEntry] = {}
 
 
-def register_dataset(name: str, description: str = "") -> Callable:
+def register_dataset(name: str, description: str = "",
+                     shape: Callable[[dict[str, Any]], Shape] | None = None) -> Callable:
+    """``shape(options)`` (options with the loader's defaults filled in) gives (in_chans, num_classes,
+    image_size) without loading the data; without it ``dataset_shape`` loads the dataset."""
     def decorator(fn: Callable[..., ImageDataset]) -> Callable[..., ImageDataset]:
-        _REGISTRY[name] = DatasetEntry(name, fn, description)
+        _REGISTRY[name] = DatasetEntry(name, fn, description, shape)
         return fn
     return decorator
 
@@ -58,3 +65,13 @@ def load_dataset(name: str, train_subset: int | None = None, test_subset: int | 
         raise ValueError(f"dataset {name!r} has no option {unknown}; allowed: "
                          f"{', '.join(['train_subset', 'test_subset', 'subset_seed', *entry.options()])}")
     return entry.loader(**options).subset(train_subset, test_subset, subset_seed)
+
+
+def dataset_shape(name: str, options: dict[str, Any] | None = None) -> Shape:
+    """(in_chans, num_classes, image_size) of dataset ``name`` with loader ``options``."""
+    entry = get_dataset_entry(name)
+    options = dict(options or {})
+    if entry.shape is not None:
+        return entry.shape({**entry.options(), **options})
+    data = entry.loader(**options)
+    return data.in_chans, data.num_classes, int(data.input_shape[-1])

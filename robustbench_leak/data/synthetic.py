@@ -32,7 +32,8 @@ def _make_split(n: int, num_classes: int, size: int, channels: int, noise: float
     return x.clamp(0, 1), y
 
 
-@register_dataset("synthetic", description="deterministic seeded class gratings + noise (tests)")
+@register_dataset("synthetic", description="deterministic seeded class gratings + noise (tests)",
+                  shape=lambda o: (int(o["channels"]), int(o["num_classes"]), int(o["image_size"])))
 def synthetic(n_train: int = 512, n_test: int = 256, image_size: int = 28, channels: int = 1,
               num_classes: int = 10, noise: float = 0.1, seed: int = 0) -> ImageDataset:
     gen = torch.Generator().manual_seed(seed)

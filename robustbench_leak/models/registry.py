@@ -43,7 +43,7 @@ def register_model(name: str, family: str, description: str = "") -> Callable:
 
 
 def _ensure_loaded() -> None:
-    from . import timm_models, tomen_cnn  # noqa: F401  (registration side effects)
+    from . import resnet, spectral_nets, timm_models, tomen_cnn, vgg  # noqa: F401  (registration side effects)
 
 
 def list_models() -> list[ModelEntry]:

@@ -9,10 +9,12 @@ counter and cannot be seen; call ``clear_window_cache()`` after them.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
 
 from .windows import WindowSpec
@@ -96,12 +98,62 @@ class _WindowParametrization(nn.Module):
         return weight * self.window
 
 
+def _standardized_classes() -> tuple[type, ...]:
+    """timm's weight-standardised convolutions (none can exist unless timm's module is loaded)."""
+    mod = sys.modules.get("timm.layers.std_conv")
+    if mod is None:
+        return ()
+    return tuple(getattr(mod, n) for n in ("StdConv2d", "StdConv2dSame", "ScaledStdConv2d", "ScaledStdConv2dSame")
+                 if hasattr(mod, n))
+
+
+def standardized_weight(conv: nn.Conv2d) -> torch.Tensor:
+    """The kernel timm's StdConv2d / ScaledStdConv2d (and their Same variants) convolve with: each output
+    filter standardised to zero mean and unit variance (times ``gain * scale`` for the scaled ones)."""
+    gain = getattr(conv, "gain", None)
+    affine = None if gain is None else (gain * conv.scale).view(-1)
+    return F.batch_norm(conv.weight.reshape(1, conv.out_channels, -1), None, None, weight=affine, training=True,
+                        momentum=0.0, eps=conv.eps).reshape_as(conv.weight)
+
+
+def _standardized_then_windowed(self: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    if getattr(self, "same_pad", False):
+        from timm.layers.padding import pad_same  # noqa: PLC0415
+
+        x = pad_same(x, self.kernel_size, self.stride, self.dilation)
+    return F.conv2d(x, standardized_weight(self) * self.window, self.bias, self.stride, self.padding,
+                    self.dilation, self.groups)
+
+
+_WINDOWED_STANDARDIZED: dict[type, type] = {}
+
+
+def _window_after_standardization(conv: nn.Conv2d, win: torch.Tensor) -> None:
+    """Window a weight-standardised conv on its effective (standardised) kernel, in place.
+
+    A window multiplied in before the standardisation would not taper the kernel: subtracting the
+    filter mean leaves a constant offset, a box, on the border. The class is swapped for a subclass
+    whose forward standardises exactly as timm's and then multiplies the window in.
+    """
+    cls = type(conv)
+    if cls not in _WINDOWED_STANDARDIZED:
+        _WINDOWED_STANDARDIZED[cls] = type(f"Windowed{cls.__name__}", (cls,),
+                                           {"forward": _standardized_then_windowed, "__module__": __name__})
+    conv.__class__ = _WINDOWED_STANDARDIZED[cls]
+    conv.register_buffer("window", win)
+
+
 def _windowable(module: nn.Module) -> bool:
     return isinstance(module, nn.Conv2d) and max(_pair(module.kernel_size)) > 1
 
 
 def windowize(model: nn.Module, window: Any = "hamming", kernel_size: int | None = None) -> nn.Module:
     """Window every ``nn.Conv2d`` with a kernel larger than 1x1 in ``model``, in place.
+
+    Plain ``nn.Conv2d`` become ``WindowedConv2d`` (grouped and depthwise ones included). timm's
+    weight-standardised convs (StdConv2d, ScaledStdConv2d) are windowed after their standardisation;
+    any other Conv2d subclass with its own forward (e.g. timm's Conv2dSame) gets the window as a
+    parametrization of its weight.
 
     ``kernel_size`` optionally resizes those kernels to ``k x k`` (padding ``k // 2`` times the
     dilation; resized layers are freshly initialised). 1x1 convolutions (e.g. ResNet downsample
@@ -124,8 +176,13 @@ def windowize(model: nn.Module, window: Any = "hamming", kernel_size: int | None
                 kh, kw = _pair(child.kernel_size)
                 win = torch.as_tensor(spec.build_2d(kh, kw), dtype=child.weight.dtype,
                                       device=child.weight.device)
-                torch.nn.utils.parametrize.register_parametrization(child, "weight",
-                                                                    _WindowParametrization(win))
+                if type(child) in _WINDOWED_STANDARDIZED.values():
+                    child.window = win  # windowize twice: replace the window
+                elif isinstance(child, _standardized_classes()):
+                    _window_after_standardization(child, win)
+                else:
+                    torch.nn.utils.parametrize.register_parametrization(child, "weight",
+                                                                        _WindowParametrization(win))
     return model
 
 
@@ -135,7 +192,7 @@ def count_windowed(model: nn.Module) -> int:
     for m in model.modules():
         if isinstance(m, WindowedConv2d) and not m.window_spec.is_identity:
             n += 1
-        elif isinstance(m, _WindowParametrization):
+        elif isinstance(m, _WindowParametrization) or type(m) in _WINDOWED_STANDARDIZED.values():
             n += 1
     return n
 
@@ -144,5 +201,9 @@ def effective_kernel(conv: nn.Conv2d) -> torch.Tensor:
     """The kernel a convolution applies, window included (for plots and spectra)."""
     if isinstance(conv, WindowedConv2d):
         return conv.windowed_weight().detach()
+    if type(conv) in _WINDOWED_STANDARDIZED.values():
+        return (standardized_weight(conv) * conv.window).detach()
+    if isinstance(conv, _standardized_classes()):
+        return standardized_weight(conv).detach()
     return conv.weight.detach()
 
