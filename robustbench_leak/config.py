@@ -68,6 +68,7 @@ class ModelCfg(_Strict):
     training: dict[str, Any] = {}  # overrides of the run's training settings for this model
     checkpoint: str | None = None  # load these weights instead of training (relative to the config's folder)
     match_params: str | None = None  # another entry's name: pick width_multiplier to match its parameter count
+    match_tolerance: float = Field(0.02, gt=0, lt=1)  # relative; integer channel counts limit narrow nets
     _match: dict[str, Any] | None = PrivateAttr(None)  # what match_params resolved to (set by load_config)
 
     @property
@@ -356,11 +357,12 @@ def _resolve_models(run: RunConfig, path: Path) -> None:
             raise ConfigError(f"{key}.options.width_multiplier: set by match_params; remove one of the two")
         target_params = params_of(target.arch, target.options, in_chans, num_classes)
         try:
-            wm, params = match_width(m.arch, m.options, target_params, in_chans, num_classes)
+            wm, params = match_width(m.arch, m.options, target_params, in_chans, num_classes, m.match_tolerance)
         except ValueError as exc:
             raise ConfigError(f"{key}.match_params: {exc}") from exc
         m.options = {**m.options, "width_multiplier": wm}
         m._match = {"matched_to": target.name, "target_params": target_params, "params": params,
+                    "tolerance": m.match_tolerance,
                     "width_multiplier": wm, "input": [in_chans, num_classes], "dataset": first.name}
     for i, m in enumerate(run.models):
         if m.checkpoint is None:

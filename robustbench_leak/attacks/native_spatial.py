@@ -113,7 +113,8 @@ class NativeSpatial(Attack):
     defaults = {"max_translation": 10.0, "num_translations": 5, "max_rotation": 30.0, "num_rotations": 7,
                 "mode": "global", "fit_on": "holdout", "k": 10, "seed": 0, "interpolation": "bicubic",
                 "batch_size": 512, "record_grid": True}
-    metrics = ("robust_accuracy", "fooling_rate", "shift_rows", "shift_cols", "rotation_deg")
+    metrics = ("robust_accuracy", "worst_of_grid_accuracy", "fooling_rate", "shift_rows", "shift_cols",
+               "rotation_deg")
     needs_fit = True
 
     @classmethod
