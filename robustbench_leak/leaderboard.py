@@ -32,12 +32,13 @@ BASE_DOCS = {
     "flops": "FLOPs of one forward pass on one image (PyTorch's FLOP counter)",
     "seeds": "number of training seeds aggregated (metrics are mean over seeds; ± is the std across seeds)",
 }
-NOTE_DOCS = {
-    "±": "standard deviation across training seeds (only with more than one seed)",
-    "[lo, hi]": ("95% bootstrap confidence interval over the evaluated test images; with several seeds, the mean "
-                 "of the per-seed bounds"),
-    "⚠": "a sanity check of the attack failed for this cell (e.g. gradient masking suspected); the values are "
-         "shown, the flag text is in the footnotes",
+# markers in table cells: marker -> (the column suffix that carries it, definition)
+NOTES = {
+    "±": (".std", "standard deviation across training seeds (only with more than one seed)"),
+    "[lo, hi]": (".lo", "95% bootstrap confidence interval over the evaluated test images; with several seeds, the "
+                        "mean of the per-seed bounds"),
+    "⚠": (".flags", "a sanity check of the attack failed for this cell (e.g. gradient masking suspected); the values "
+                    "are shown, the flag text is in the footnotes"),
 }
 FORMATS = ("csv", "md", "json", "latex", "html", "plots")
 TRANSFORM_METRICS = ("shift_rows", "shift_cols", "rotation_deg")
@@ -139,10 +140,9 @@ def table_from_runs(runs: list[RunData], rank_by: str | None = None) -> tuple[pd
         last_of_attack = i + 1 == len(columns) or split_column(columns[i + 1])[0] != label
         if last_of_attack and f"{label}.flags" in table.columns:
             ordered.append(f"{label}.flags")
-    for key in ("±", "[lo, hi]", "⚠"):
-        suffix = {"±": ".std", "[lo, hi]": ".lo", "⚠": ".flags"}[key]
+    for marker, (suffix, text) in NOTES.items():
         if any(c.endswith(suffix) and table[c].notna().any() for c in table.columns):
-            legend[key] = NOTE_DOCS[key]
+            legend[marker] = text
     return table[ordered].reset_index(drop=True), legend, rank_col
 
 
@@ -185,7 +185,7 @@ def to_markdown(table: pd.DataFrame, legend: dict[str, str], rank_col: str, titl
     lines += [f"- **{key.split(':', 1)[1]}**: {text}" for key, text in legend.items() if key.startswith("attack:")]
     lines += ["", "## Legend", ""]
     keys = ["rank", "model", *(["run"] if show_run else []), "arch", "kernel", "window", "params", "flops", "seeds",
-            *metric_cols, *[k for k in NOTE_DOCS if k in legend]]
+            *metric_cols, *[k for k in NOTES if k in legend]]
     lines += [f"- **{col}**: {legend.get(col, '')}" for col in keys]
     lines.append("")
     return "\n".join(lines)

@@ -70,7 +70,8 @@ def make_run(folder: Path, models: list[Fake], seeds: tuple[int, ...] = (0,), na
                 save_checkpoint(checkpoint, Normalized(net, (0.5,), (0.25,)), {"key": tk})
             history = [{"epoch": e, "loss": 2.0 / e, "train_accuracy": 0.3 * e, "test_accuracy": 0.28 * e,
                         "lr": 0.1, "seconds": 1.0} for e in (1, 2, 3)]
-            store.record_model(tk, {"arch": "tomen_cnn", "options": options, "kernel": f"{m.kernel_size}x{m.kernel_size}",
+            store.record_model(tk, {"arch": "tomen_cnn", "options": options,
+                                    "kernel": f"{m.kernel_size}x{m.kernel_size}",
                                     "window": m.window, "params": count_params(net), "flops": 1000 * m.kernel_size**2,
                                     "checkpoint": str(checkpoint), "history": history, "train_seconds": 3.0,
                                     "trained_on": "cpu"})

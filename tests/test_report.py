@@ -57,7 +57,8 @@ def test_ci_and_flags_in_table_and_markdown(run_dir):
 def test_csv_has_interval_columns(outputs):
     out, written = outputs
     csv = pd.read_csv(out / "leaderboard.csv")
-    assert {"run", "clean.accuracy.lo", "clean.accuracy.hi", "deepfool.rho_mean.lo", "deepfool.flags"} <= set(csv.columns)
+    wanted = {"run", "clean.accuracy.lo", "clean.accuracy.hi", "deepfool.rho_mean.lo", "deepfool.flags"}
+    assert wanted <= set(csv.columns)
     row = csv[csv.model == "cnn-3x3"].iloc[0]
     assert row["clean.accuracy.lo"] == pytest.approx(0.855) and row["run"] == "run"
     names = {p.name for p in written}
@@ -100,11 +101,13 @@ def test_json_records_like_robustbench(outputs):
     assert rec["kernel"] == "7x7" and rec["window"] == "hamming" and rec["params"] > 0 and rec["flops"] == 49000
     assert rec["options"]["window"] == "hamming" and rec["seeds"] == [0, 1]
     rho = rec["metrics"]["deepfool.rho_mean"]
-    assert rho["value"] == pytest.approx(0.205) and rho["lo"] == pytest.approx(0.18) and rho["hi"] == pytest.approx(0.22)
+    assert rho["value"] == pytest.approx(0.205)
+    assert rho["lo"] == pytest.approx(0.18) and rho["hi"] == pytest.approx(0.22)
     assert rho["per_seed"] == {"0": pytest.approx(0.20), "1": pytest.approx(0.21)}
     assert rho["flags"] == ["gradient masking suspected: 2 of 4 images unchanged after 5 iterations"]
     assert rec["metrics"]["spatial.transform"]["value"] == "(-2, +2) px +30°; (-2, +2) px +30°"
-    assert rec["attacks"]["deepfool"]["params"]["max_iter"] == 5 and "DeepFool" in rec["attacks"]["deepfool"]["description"]
+    deepfool = rec["attacks"]["deepfool"]
+    assert deepfool["params"]["max_iter"] == 5 and "DeepFool" in deepfool["description"]
     prov = rec["provenance"]
     assert prov["config"]["seeds"] == [0, 1] and prov["config_hash"] == "feedc0de"
     assert prov["git_commit"] == "0123456789abcdef" and prov["versions"]["adversarial-robustness-toolbox"] == "1.20.1"
@@ -127,7 +130,8 @@ def test_latex_is_booktabs_and_escaped(evil_run, tmp_path):
     assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex and "\\begin{tabular}" in tex
     body = tex[tex.index("\\begin{table}"):]
     assert latex_escape(EVIL) in body and EVIL not in body
-    assert "cnn \\textless{}script\\textgreater{}alert(\"x\")\\textless{}/script\\textgreater{} \\& 50\\%\\_\\{x\\}" in body
+    assert ("cnn \\textless{}script\\textgreater{}alert(\"x\")\\textless{}/script\\textgreater{} "
+            "\\& 50\\%\\_\\{x\\}") in body
     assert "masking \\& 100\\% \\textless{}b\\textgreater{}bad" in body and "\\dag1" in body
     assert "50.0 [45.0, 55.0]" in body  # clean accuracy with its interval, the header carries the %
     md = (tmp_path / "leaderboard.md").read_text()

@@ -66,7 +66,7 @@ def context(tmp_path_factory):
 def page(context, page_path):
     page = context.new_page()
     page.problems, page.requests = [], []
-    page.on("console", lambda m: page.problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
+    page.on("console", lambda m: m.type in ("error", "warning") and page.problems.append(f"console {m.type}: {m.text}"))
     page.on("pageerror", lambda e: page.problems.append(f"page error: {e}"))
     page.on("request", lambda r: page.requests.append(r.url))
     page.goto(page_path.as_uri())

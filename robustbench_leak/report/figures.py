@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -56,13 +58,14 @@ def palette(table: pd.DataFrame) -> dict[str, tuple[float, float, float]]:
     return dict(zip(labels, colours))
 
 
-def grid(n_rows: int, n_cols: int, width: float, height: float, **kwargs):
+def grid(n_rows: int, n_cols: int, width: float, height: float, **kwargs: Any) -> tuple[plt.Figure, np.ndarray]:
+    """A constrained-layout figure of ``n_rows x n_cols`` panels, each ``width x height`` inches (2-D array)."""
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(width * n_cols, height * n_rows), squeeze=False,
                              layout="constrained", **kwargs)
     return fig, axes
 
 
-def shared_legend(fig: plt.Figure, axes, loc: str = "outside right upper", **kwargs) -> None:
+def shared_legend(fig: plt.Figure, axes: Any, loc: str = "outside right upper", **kwargs: Any) -> None:
     """One legend for the whole figure, each label once (panels may show different models)."""
     entries: dict[str, object] = {}
     for ax in getattr(axes, "flat", axes):

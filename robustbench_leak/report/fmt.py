@@ -46,14 +46,19 @@ def value_text(value: Any, metric: str) -> str:
     return _num(float(value), metric) + ("%" if metric in PERCENT_METRICS else "")
 
 
-def spread_text(metric: str, std: Any = np.nan, lo: Any = np.nan, hi: Any = np.nan) -> str:
-    """'± 7.1 [80.0, 90.0]': std across seeds and the confidence interval, whichever exist."""
+def spread_parts(metric: str, std: Any = np.nan, lo: Any = np.nan, hi: Any = np.nan) -> list[str]:
+    """['± 7.1', '[80.0, 90.0]']: std across seeds and the confidence interval, whichever exist."""
     parts = []
     if not missing(std):
         parts.append(f"± {_num(float(std), metric)}")
     if not missing(lo) and not missing(hi):
         parts.append(f"[{_num(float(lo), metric)}, {_num(float(hi), metric)}]")
-    return " ".join(parts)
+    return parts
+
+
+def spread_text(metric: str, std: Any = np.nan, lo: Any = np.nan, hi: Any = np.nan) -> str:
+    """'± 7.1 [80.0, 90.0]'."""
+    return " ".join(spread_parts(metric, std, lo, hi))
 
 
 def cell_text(row: pd.Series, col: str) -> str:

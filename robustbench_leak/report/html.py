@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup, escape
 import pandas as pd
 
 from .figures import Figure
-from .fmt import human, metric_columns, missing, row_flags, spread_text, split_column, value_text
+from .fmt import human, metric_columns, missing, row_flags, spread_parts, split_column, value_text
 from .loader import RunData, parse_json
 
 SHOWN_BASE = ["rank", "model", "run", "dataset", "arch", "kernel", "window", "params", "flops", "seeds"]
@@ -37,6 +38,11 @@ def _sort_key(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(float(value))
     return str(value)
+
+
+def _breakable(name: str) -> Markup:
+    """'robust_accuracy' that may wrap after its underscores in a narrow header (escaped parts)."""
+    return Markup("_<wbr>").join(escape(part) for part in name.split("_"))
 
 
 def _run_provenance(run: RunData) -> dict[str, Any]:
@@ -79,7 +85,7 @@ def _rows(runs: list[RunData], table: pd.DataFrame, base: list[str],
         for col in base:
             value = r[col]
             text = human(value) if col in ("params", "flops") else ("–" if missing(value) else str(value))
-            cells.append({"key": col, "text": text, "sub": "", "sort": _sort_key(value), "flag": "", "note": 0,
+            cells.append({"key": col, "lines": [text], "sub": [], "sort": _sort_key(value), "flag": "", "note": 0,
                           "attack": ""})
         for col in cols:
             attack, metric = split_column(col)
@@ -90,9 +96,11 @@ def _rows(runs: list[RunData], table: pd.DataFrame, base: list[str],
                 if text not in footnotes:
                     footnotes.append(text)
                 note = footnotes.index(text) + 1
-            spread = "" if isinstance(value, str) or missing(value) else spread_text(
+            spread = [] if isinstance(value, str) or missing(value) else spread_parts(
                 metric, r.get(f"{col}.std"), r.get(f"{col}.lo"), r.get(f"{col}.hi"))
-            cells.append({"key": col, "text": value_text(value, metric), "sub": spread, "sort": _sort_key(value),
+            # a per-seed list (the chosen spatial transforms) gets one line per seed
+            lines = value.split("; ") if isinstance(value, str) else [value_text(value, metric)]
+            cells.append({"key": col, "lines": lines, "sub": spread, "sort": _sort_key(value),
                           "flag": flag, "note": note, "attack": attack})
         rows.append({"dataset": str(r.dataset), "window": str(r.window), "kernel": str(r.kernel),
                      "run": str(r.run), "cells": cells, "provenance": _row_provenance(by_label[r.run], r)})
@@ -118,8 +126,8 @@ def render(runs: list[RunData], table: pd.DataFrame, legend: dict[str, str], ran
     folded = [(c, str(table[c].iloc[0])) for c in FOLDABLE if table[c].nunique() == 1]
     base = [c for c in SHOWN_BASE if c not in dict(folded)]
     columns = [{"key": c, "header": HEADERS.get(c, c), "attack": "", "doc": legend.get(c, "")} for c in base]
-    columns += [{"key": c, "header": split_column(c)[1], "attack": split_column(c)[0], "doc": legend.get(c, "")}
-                for c in cols]
+    columns += [{"key": c, "header": _breakable(split_column(c)[1]), "attack": split_column(c)[0],
+                 "doc": legend.get(c, "")} for c in cols]
     groups: list[dict[str, Any]] = [{"label": "", "span": len(base)}]
     for c in cols:
         attack = split_column(c)[0]

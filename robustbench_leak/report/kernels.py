@@ -113,9 +113,11 @@ def first_conv(state: dict[str, torch.Tensor]) -> tuple[str, np.ndarray] | None:
 def first_layer_kernels(runs: list[RunData], table: pd.DataFrame, out: Path, n_show: int = 8) -> Figure:
     info = Figure("first_layer_kernels", "Learned first-layer kernels and their spectra",
                   f"Per model (lowest seed): the {n_show} first-layer filters with the largest norm, as applied "
-                  "(weight × window; input channels averaged; red positive, blue negative, each filter on its own scale), and the magnitude of their 2-D DFT (zero-padded "
+                  "(weight × window; input channels averaged; red positive, blue negative, each filter on its "
+                  "own scale), and the magnitude of their 2-D DFT (zero-padded "
                   "to 32 × 32, dB relative to each filter's peak). The last column is the mean magnitude over all "
-                  "filters. Windowed kernels decay to ~0 at the border; their spectra lose the ripples.")
+                  "filters. Windowed kernels decay towards 0 at the border by construction; compare the rows to see "
+                  "whether their spectra are smoother (fewer sidelobes) than the plain kernels'.")
     by_run = {r.label: r for r in runs}
     panels = []
     for _, row in table.iterrows():

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 import pandas as pd
 
@@ -63,6 +61,26 @@ def _axis_label(col: str) -> str:
     return col + (" (%)" if _scale(col) == 100 else "")
 
 
+def _annotate(ax, points: list[tuple[float, float, str]]) -> None:
+    """One label per position: models on the same point share it, one name per line."""
+    at: dict[tuple[float, float], list[str]] = {}
+    for x, y, label in points:
+        at.setdefault((round(x, 9), round(y, 9)), []).append(label)
+    for (x, y), labels in at.items():
+        ax.annotate("\n".join(labels), (x, y), xytext=(7, 4), textcoords="offset points", fontsize=7)
+
+
+def _limits(ax, x_col: str, y_col: str) -> None:
+    ax.margins(0.15)
+    for col, get, put in ((x_col, ax.get_xlim, ax.set_xlim), (y_col, ax.get_ylim, ax.set_ylim)):
+        if _scale(col) != 100:
+            continue
+        lo, hi = get()
+        if hi - lo < 4:  # all points (nearly) equal: show a readable span, not hundredths of a percent
+            lo, hi = (lo + hi) / 2 - 5, (lo + hi) / 2 + 5
+        put(max(lo, -2.0), min(hi, 102.0))  # never suggest accuracies below 0% or above 100%
+
+
 def accuracy_vs_robustness(runs: list[RunData], table: pd.DataFrame, out: Path) -> Figure:
     fig_info = Figure("accuracy_vs_robustness", "Clean accuracy vs robustness",
                       "Each point is a leaderboard row; error bars are the 95% confidence interval when stored, "
@@ -87,8 +105,8 @@ def accuracy_vs_robustness(runs: list[RunData], table: pd.DataFrame, out: Path) 
                 yerr = np.array(_err(r, y_col)).reshape(2, 1) * _scale(y_col)
                 ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", color=colours[label], ms=7, capsize=3,
                             label=label, zorder=3)
-                if len(sub) <= 8:
-                    ax.annotate(label, (x, y), xytext=(5, 5), textcoords="offset points", fontsize=7)
+            if len(sub) <= 8:
+                _annotate(ax, [(x, y, row_label(r, table)) for (_, r), x, y in zip(sub.iterrows(), xs, ys)])
             front = pareto_front(xs, ys)
             if front.any():
                 order = np.argsort(xs[front])
@@ -97,11 +115,7 @@ def accuracy_vs_robustness(runs: list[RunData], table: pd.DataFrame, out: Path) 
             ax.set_xlabel(_axis_label(x_col))
             ax.set_ylabel(_axis_label(y_col))
             ax.set_title(f"{dataset}: {split_column(y_col)[0]}" if len(datasets) > 1 else split_column(y_col)[0])
-            ax.margins(0.15)
-            for col, get, put in ((x_col, ax.get_xlim, ax.set_xlim), (y_col, ax.get_ylim, ax.set_ylim)):
-                if _scale(col) == 100:  # margins must not suggest accuracies below 0% or above 100%
-                    lo, hi = get()
-                    put(max(lo, -2.0), min(hi, 102.0))
+            _limits(ax, x_col, y_col)
             ax.grid(alpha=0.3)
     n_entries = len(set(h for ax in axes.flat for h in ax.get_legend_handles_labels()[1]))
     shared_legend(fig, axes, loc="outside lower center", ncol=min(n_entries, 4))
