@@ -154,10 +154,13 @@ def _default_rank(columns: list[str]) -> str:
     return columns[0]
 
 
-def to_markdown(table: pd.DataFrame, legend: dict[str, str], rank_col: str, title: str) -> str:
+def to_markdown(table: pd.DataFrame, legend: dict[str, str], rank_col: str, title: str,
+                notes: tuple[str, ...] = ()) -> str:
+    """The leaderboard as Markdown; ``notes`` (e.g. incomplete runs) go under the title."""
     metric_cols = metric_columns(table)
     show_run = table["run"].nunique() > 1 if "run" in table.columns else False
     lines = [f"# {title}", "", f"Ranked by `{rank_col}` (descending) within each dataset.", ""]
+    lines += [f"> **Note:** {note}" for note in notes] + ([""] if notes else [])
     footnotes: list[str] = []
     for dataset, group in table.groupby("dataset", sort=False):
         lines += [f"## {dataset}", ""]
@@ -212,7 +215,8 @@ def write_outputs(run_dirs: list[Path], out_dir: Path, rank_by: str | None = Non
         table.to_csv(out_dir / "leaderboard.csv", index=False)
         written.append(out_dir / "leaderboard.csv")
     if "md" in formats:
-        (out_dir / "leaderboard.md").write_text(to_markdown(table, legend, rank_col, title))
+        notes = tuple(r.incomplete() for r in runs if r.incomplete())
+        (out_dir / "leaderboard.md").write_text(to_markdown(table, legend, rank_col, title, notes))
         written.append(out_dir / "leaderboard.md")
     if "json" in formats:
         from .report.exports import write_json

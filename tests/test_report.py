@@ -232,3 +232,21 @@ def test_old_store_without_new_columns_still_renders(tmp_path):
     assert pd.read_csv(tmp_path / "out" / "leaderboard.csv")["clean.accuracy"].item() == pytest.approx(0.5)
     cols = [r[1] for r in sqlite3.connect(run / "results.sqlite").execute("PRAGMA table_info(models)")]
     assert "extra" in cols  # migrated on open
+
+
+def test_incomplete_run_is_said_so(tmp_path):
+    run = make_run(tmp_path / "r", [Fake("a", 3, "none", 0.5, 0.1, 0.2)])
+    con = sqlite3.connect(run / "results.sqlite")
+    with con:  # a run killed before its last two cells: planned, never finished
+        con.execute("UPDATE runs SET status = 'interrupted'")
+        for label in ("deepfool-2", "spatial-2"):
+            con.execute("INSERT INTO run_cells VALUES ('20260101T000000-aaaaaa', ?, 'eval', 'tk', 'b', 'tomen_cnn', "
+                        "'synthetic', 0, ?)", (f"missing-{label}", label))
+    con.close()
+    write_outputs([run], tmp_path / "out", formats=("md", "html"))
+    note = "run r is not complete (interrupted: 3 of 5 evaluations finished); missing values show as –"
+    assert f"> **Note:** {note}" in (tmp_path / "out" / "leaderboard.md").read_text()
+    assert f'<p class="note incomplete">{note}</p>' in (tmp_path / "out" / "leaderboard.html").read_text()
+    complete = make_run(tmp_path / "c", [Fake("a", 3, "none", 0.5, 0.1, 0.2)])
+    write_outputs([complete], tmp_path / "out2", formats=("md",))
+    assert "Note:" not in (tmp_path / "out2" / "leaderboard.md").read_text()

@@ -147,7 +147,8 @@ def render(runs: list[RunData], table: pd.DataFrame, legend: dict[str, str], ran
                  "kernel": sorted(table.kernel.astype(str).unique())},
         attack_labels=list(dict.fromkeys(split_column(c)[0] for c in cols)),
         figures=[_figure(f, page_dir) for f in figures], legend=legend_items, attacks=attacks,
-        runs=[_run_provenance(r) for r in runs])
+        runs=[_run_provenance(r) for r in runs],
+        incomplete=[r.incomplete() for r in runs if r.incomplete()])
 
 
 def write_html(runs: list[RunData], table: pd.DataFrame, legend: dict[str, str], rank_col: str, title: str,

@@ -28,6 +28,14 @@ class RunData:
     cells: pd.DataFrame  # finished eval cells; 'spec' and 'info' parsed into dicts
     specs: dict[str, dict[str, Any]]  # attack label -> attack spec, in the config's order
     samples: pd.DataFrame  # per-sample rows of minimum-norm attacks (with l2)
+    planned_evals: int = 0  # eval cells the latest run planned (finished ones are in ``cells``)
+
+    def incomplete(self) -> str:
+        """'' for a finished run, else a sentence saying what is missing."""
+        if self.run.get("status") == "done" and len(self.cells) >= self.planned_evals:
+            return ""
+        return (f"run {self.label} is not complete ({self.run.get('status') or 'unknown status'}: {len(self.cells)} "
+                f"of {self.planned_evals} evaluations finished); missing values show as –")
 
     def flags(self, model: str, dataset: str, attack: str) -> list[str]:
         """Sanity-check flags of a (model, dataset, attack) over seeds, each once, in order."""
@@ -63,6 +71,8 @@ def load_run(path: str | Path, label: str | None = None) -> RunData:
         models = store.model_info(run_id)
         cells = store.eval_cells(run_id)
         samples = store.perturbation_samples(run_id)
+        planned = store.conn.execute("SELECT COUNT(*) FROM run_cells WHERE run_id = ? AND kind = 'eval'",
+                                     (run_id,)).fetchone()[0]
     finally:
         store.close()
     cells["spec"] = [json.loads(s) for s in cells["spec"]]
@@ -73,7 +83,7 @@ def load_run(path: str | Path, label: str | None = None) -> RunData:
     label = label or default_label(Path(path))
     results["run"] = label
     return RunData(label=label, path=store_path(path), run=run, runs=runs, results=results, models=models,
-                   cells=cells, specs=specs, samples=samples)
+                   cells=cells, specs=specs, samples=samples, planned_evals=planned)
 
 
 def default_label(path: Path) -> str:
