@@ -23,11 +23,15 @@ def _cmd_run(args: argparse.Namespace) -> None:
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> None:
-    from .leaderboard import write_outputs
+    from .leaderboard import FORMATS, write_outputs
 
     dirs = [Path(d) for d in args.dirs]
+    if len(dirs) > 1 and not args.out:
+        raise ValueError(f"merging {len(dirs)} run folders: give --out DIR for the merged leaderboard "
+                         "(so that no run folder's own leaderboard is overwritten)")
     out = Path(args.out) if args.out else dirs[0]
-    for path in write_outputs(dirs, out, rank_by=args.rank_by, formats=tuple(args.format.split(","))):
+    formats = FORMATS if args.format == "all" else tuple(f.strip() for f in args.format.split(",") if f.strip())
+    for path in write_outputs(dirs, out, rank_by=args.rank_by, formats=formats):
         print(f"wrote {path}")
 
 
@@ -121,11 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--engine", help="run every attack that has this engine on it (e.g. art: ART's own code)")
     p.set_defaults(fn=_cmd_run)
-    p = sub.add_parser("leaderboard", help="re-render (and merge) leaderboards from run folders")
-    p.add_argument("dirs", nargs="+")
-    p.add_argument("--out", help="output folder (default: the first run folder)")
+    p = sub.add_parser("leaderboard", help="re-render (and merge) leaderboards from run folders or stores")
+    p.add_argument("dirs", nargs="+", metavar="RESULTS", help="run folders (or their results.sqlite files)")
+    p.add_argument("--out", help="output folder (default: the run folder; required when merging several)")
     p.add_argument("--rank-by", help="column to rank by, e.g. deepfool.rho_mean")
-    p.add_argument("--format", default="csv,md", help="comma-separated: csv, md")
+    p.add_argument("--format", default="all",
+                   help="'all' or comma-separated: csv, md, json, latex, html, plots (html includes the plots)")
     p.set_defaults(fn=_cmd_leaderboard)
     p = sub.add_parser("bench", help="native vs ART attack engines vs plain PyTorch, side by side, as JSON")
     p.add_argument("--config", default="configs/quickstart.yaml", help="config whose model is benchmarked")

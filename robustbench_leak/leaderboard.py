@@ -1,12 +1,13 @@
 """Leaderboards rendered from stored records (never from in-memory state of a run).
 
-One row per (dataset, model); each metric is the mean over seeds, with its standard deviation across
-seeds beside it in the CSV and as "mean ± std" in Markdown when there is more than one seed.
+One row per (dataset, run folder, model): each metric is the mean over seeds, with its standard
+deviation across seeds (``.std``) and, when the cells carry one, its confidence interval (``.lo``,
+``.hi``). Rows of different run folders never merge, even for the same model name: the ``run``
+column keeps them apart, and the rank is over all rows of a dataset.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,15 @@ import pandas as pd
 
 from .attacks import attack_class
 from .metrics import METRIC_DOCS
-from .store import STORE_NAME, Store
+from .report.fmt import BASE_COLUMNS, cell_text, human, metric_columns, row_flags, split_column
+from .report.loader import RunData, load_runs
+from .store import STORE_NAME
 
-BASE_COLUMNS = ["dataset", "rank", "model", "arch", "kernel", "window", "params", "flops", "seeds"]
 BASE_DOCS = {
     "dataset": "dataset the model was trained and evaluated on",
     "rank": "position when sorted by the ranking column (descending), within the dataset",
     "model": "model name from the run config",
+    "run": "run folder the row comes from (rows of different runs are never merged)",
     "arch": "registered architecture (or timm:<name>)",
     "kernel": "spatial kernel sizes of its convolutions",
     "window": "window multiplied into every spatial kernel: official outer(w, w) unless marked sqrt-",
@@ -29,95 +32,117 @@ BASE_DOCS = {
     "flops": "FLOPs of one forward pass on one image (PyTorch's FLOP counter)",
     "seeds": "number of training seeds aggregated (metrics are mean over seeds; ± is the std across seeds)",
 }
-PERCENT_METRICS = {"accuracy", "clean_accuracy", "robust_accuracy", "success_rate", "fooling_rate"}
-
-
-def _load(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict[str, Any]]]:
-    store = Store.open_existing(run_dir)
-    try:
-        run = store.latest_run()
-        if run is None:
-            raise ValueError(f"{store.path}: the store holds no run")
-        results = store.results(run["run_id"])
-        models = store.model_info(run["run_id"])
-        specs: dict[str, dict[str, Any]] = {}
-        for key, label in store.conn.execute(  # in the config's attack order
-                "SELECT c.spec, rc.attack FROM run_cells rc JOIN cells c ON c.cell_key = rc.cell_key "
-                "WHERE rc.run_id = ? AND rc.kind = 'eval' GROUP BY rc.attack ORDER BY MIN(rc.rowid)",
-                (run["run_id"],)):
-            specs[label] = json.loads(key)["attack"]
-        results["run_dir"] = str(run_dir)
-        return results, models, specs
-    finally:
-        store.close()
+# markers in table cells: marker -> (the column suffix that carries it, definition)
+NOTES = {
+    "±": (".std", "standard deviation across training seeds (only with more than one seed)"),
+    "[lo, hi]": (".lo", "95% bootstrap confidence interval over the evaluated test images; with several seeds, the "
+                        "mean of the per-seed bounds"),
+    "⚠": (".flags", "a sanity check of the attack failed for this cell (e.g. gradient masking suspected); the values "
+                    "are shown, the flag text is in the footnotes"),
+}
+FORMATS = ("csv", "md", "json", "latex", "html", "plots")
+TRANSFORM_METRICS = ("shift_rows", "shift_cols", "rotation_deg")
 
 
 def build_table(run_dirs: list[Path], rank_by: str | None = None) -> tuple[pd.DataFrame, dict[str, str], str]:
     """Wide leaderboard table, column legend, and the ranking column used."""
-    frames, model_frames, specs = [], [], {}
-    for d in run_dirs:
-        r, m, s = _load(Path(d))
-        frames.append(r)
-        model_frames.append(m)
-        for label, spec in s.items():
+    return table_from_runs(load_runs(run_dirs), rank_by)
+
+
+def _merged_specs(runs: list[RunData]) -> dict[str, dict[str, Any]]:
+    specs: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        for label, spec in run.specs.items():
             if label in specs and specs[label] != spec:
                 raise ValueError(f"attack label {label!r} means different attacks in the merged runs "
                                  f"({specs[label]} vs {spec}); rename one in its config")
             specs[label] = spec
-    results = pd.concat(frames, ignore_index=True)
-    models = pd.concat(model_frames, ignore_index=True)
-    if results.empty:
-        raise ValueError("no finished evaluations in " + ", ".join(map(str, run_dirs)))
+    return specs
 
+
+def _metric_doc(metric: str, kind: str) -> str:
+    text = METRIC_DOCS.get(metric, metric)
+    if metric == "robust_accuracy" and kind != "deepfool":
+        text = text.split(";")[0]  # the rest of the definition is about DeepFool
+    return text
+
+
+def _columns_and_legend(results: pd.DataFrame, specs: dict[str, dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
     legend = dict(BASE_DOCS)
     columns: list[str] = []
     for label, spec in specs.items():
         cls = attack_class(spec["kind"], spec["engine"])
-        shown = [m for m in dict.fromkeys(("accuracy", *cls.metrics)) if m in set(results.loc[results.attack == label, "metric"])]
+        have = set(results.loc[results.attack == label, "metric"])
         params = ", ".join(f"{k}={v}" for k, v in spec["params"].items())
         n = f"first {spec['n_samples']} test images" if spec["n_samples"] else "all test images"
         legend[f"attack:{label}"] = f"{cls.description}; engine `{cls.engine}`; {params}; {n}"
-        for metric in shown:
-            if metric in ("shift_rows", "shift_cols", "rotation_deg"):
-                continue
-            col = f"{label}.{metric}"
-            columns.append(col)
-            legend[col] = METRIC_DOCS.get(metric, metric)
-        if {"shift_rows", "shift_cols", "rotation_deg"} <= set(results.loc[results.attack == label, "metric"]):
-            col = f"{label}.transform"
-            columns.append(col)
-            legend[col] = ("global transform the attack chose, per seed: (rows, cols) shift in pixels and rotation "
-                           "in degrees")
+        for metric in dict.fromkeys(("accuracy", *cls.metrics)):
+            if metric in have and metric not in TRANSFORM_METRICS:
+                columns.append(f"{label}.{metric}")
+                legend[f"{label}.{metric}"] = _metric_doc(metric, spec["kind"])
+        if set(TRANSFORM_METRICS) <= have:
+            columns.append(f"{label}.transform")
+            legend[f"{label}.transform"] = ("global transform the attack chose, per seed: (rows, cols) shift in "
+                                            "pixels and rotation in degrees")
+    return columns, legend
 
-    rows = []
-    for (dataset, model), group in results.groupby(["dataset", "model"], sort=False):
-        info = models[(models.model == model) & (models.dataset == dataset)]
-        first = info.iloc[0] if len(info) else None
-        row: dict[str, Any] = {
-            "dataset": dataset, "model": model, "arch": group.arch.iloc[0],
-            "kernel": first.kernel if first is not None else "", "window": first.window if first is not None else "",
-            "params": int(first.params) if first is not None else np.nan,
-            "flops": int(first.flops) if first is not None else np.nan, "seeds": int(group.seed.nunique())}
-        for col in columns:
-            label, metric = col.rsplit(".", 1)
-            sub = group[group.attack == label]
-            if metric == "transform":
-                per_seed = sub.pivot_table(index="seed", columns="metric", values="value")
-                row[col] = "; ".join(f"({r.shift_rows:+.0f}, {r.shift_cols:+.0f}) px {r.rotation_deg:+.0f}°"
-                                     for r in per_seed.itertuples())
-                continue
-            values = sub.loc[sub.metric == metric, "value"].astype(float)
-            row[col] = values.mean() if len(values) else np.nan
-            row[f"{col}.std"] = values.std(ddof=1) if len(values) > 1 else np.nan
-        rows.append(row)
+
+def _row(run: RunData, dataset: str, model: str, group: pd.DataFrame, columns: list[str]) -> dict[str, Any]:
+    info = run.models[(run.models.model == model) & (run.models.dataset == dataset)]
+    first = info.sort_values("seed").iloc[0] if len(info) else None
+    row: dict[str, Any] = {
+        "dataset": dataset, "model": model, "run": run.label, "arch": group.arch.iloc[0],
+        "kernel": first.kernel if first is not None else "", "window": first.window if first is not None else "",
+        "params": int(first.params) if first is not None else np.nan,
+        "flops": int(first.flops) if first is not None else np.nan, "seeds": int(group.seed.nunique())}
+    for col in columns:
+        label, metric = split_column(col)
+        sub = group[group.attack == label]
+        if metric == "transform":
+            per_seed = sub.pivot_table(index="seed", columns="metric", values="value")
+            row[col] = "; ".join(f"({r.shift_rows:+.0f}, {r.shift_cols:+.0f}) px {r.rotation_deg:+.0f}°"
+                                 for r in per_seed.itertuples())
+            continue
+        rows = sub[sub.metric == metric]
+        values = rows["value"].astype(float)
+        row[col] = values.mean() if len(values) else np.nan
+        row[f"{col}.std"] = values.std(ddof=1) if len(values) > 1 else np.nan
+        lo, hi = rows["lo"].astype(float), rows["hi"].astype(float)
+        if lo.notna().any() and hi.notna().any():
+            row[f"{col}.lo"], row[f"{col}.hi"] = lo.mean(), hi.mean()
+    for label in dict.fromkeys(split_column(c)[0] for c in columns):
+        flags = run.flags(model, dataset, label)
+        if flags:
+            row[f"{label}.flags"] = "; ".join(flags)
+    return row
+
+
+def table_from_runs(runs: list[RunData], rank_by: str | None = None) -> tuple[pd.DataFrame, dict[str, str], str]:
+    """The wide table of already loaded runs (see ``build_table``)."""
+    specs = _merged_specs(runs)
+    results = pd.concat([r.results for r in runs], ignore_index=True)
+    if results.empty:
+        raise ValueError("no finished evaluations in " + ", ".join(str(r.path) for r in runs))
+    columns, legend = _columns_and_legend(results, specs)
+    rows = [_row(run, dataset, model, group, columns)
+            for run in runs for (dataset, model), group in run.results.groupby(["dataset", "model"], sort=False)]
     table = pd.DataFrame(rows)
 
     rank_col = rank_by or _default_rank(columns)
     if rank_col not in table.columns:
         raise ValueError(f"rank_by {rank_col!r} is not a leaderboard column; columns: {', '.join(columns)}")
-    table = table.sort_values(["dataset", rank_col], ascending=[True, False], na_position="last")
+    table = table.sort_values(["dataset", rank_col], ascending=[True, False], na_position="last", kind="stable")
     table["rank"] = table.groupby("dataset").cumcount() + 1
-    ordered = BASE_COLUMNS + [c for col in columns for c in (col, f"{col}.std") if c in table.columns]
+    ordered = list(BASE_COLUMNS)
+    for i, col in enumerate(columns):
+        ordered += [c for c in (col, f"{col}.std", f"{col}.lo", f"{col}.hi") if c in table.columns]
+        label = split_column(col)[0]
+        last_of_attack = i + 1 == len(columns) or split_column(columns[i + 1])[0] != label
+        if last_of_attack and f"{label}.flags" in table.columns:
+            ordered.append(f"{label}.flags")
+    for marker, (suffix, text) in NOTES.items():
+        if any(c.endswith(suffix) and table[c].notna().any() for c in table.columns):
+            legend[marker] = text
     return table[ordered].reset_index(drop=True), legend, rank_col
 
 
@@ -129,84 +154,94 @@ def _default_rank(columns: list[str]) -> str:
     return columns[0]
 
 
-def _fmt(value: Any, metric: str, std: Any = np.nan) -> str:
-    if isinstance(value, str):
-        return value
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return "–"
-    if metric in PERCENT_METRICS:
-        text = f"{100 * value:.1f}%"
-        return text + (f" ± {100 * std:.1f}" if not np.isnan(std) else "")
-    text = f"{value:.4f}"
-    return text + (f" ± {std:.4f}" if not np.isnan(std) else "")
-
-
-def _human(n: Any) -> str:
-    if n is None or (isinstance(n, float) and np.isnan(n)):
-        return "–"
-    n = float(n)
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return f"{n:.0f}"
-
-
-def to_markdown(table: pd.DataFrame, legend: dict[str, str], rank_col: str, title: str) -> str:
-    metric_cols = [c for c in table.columns if c not in BASE_COLUMNS and not c.endswith(".std")]
+def to_markdown(table: pd.DataFrame, legend: dict[str, str], rank_col: str, title: str,
+                notes: tuple[str, ...] = ()) -> str:
+    """The leaderboard as Markdown; ``notes`` (e.g. incomplete runs) go under the title."""
+    metric_cols = metric_columns(table)
+    show_run = table["run"].nunique() > 1 if "run" in table.columns else False
     lines = [f"# {title}", "", f"Ranked by `{rank_col}` (descending) within each dataset.", ""]
+    lines += [f"> **Note:** {note}" for note in notes] + ([""] if notes else [])
+    footnotes: list[str] = []
     for dataset, group in table.groupby("dataset", sort=False):
         lines += [f"## {dataset}", ""]
-        header = ["rank", "model", "arch", "kernel", "window", "params", "FLOPs", "seeds", *metric_cols]
+        header = ["rank", "model", *(["run"] if show_run else []), "arch", "kernel", "window", "params", "FLOPs",
+                  "seeds", *metric_cols]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "|".join("---" for _ in header) + "|")
         for _, r in group.iterrows():
-            cells = [str(r["rank"]), str(r.model), str(r.arch), str(r.kernel), str(r.window), _human(r.params),
-                     _human(r.flops), str(r.seeds)]
+            cells = [str(r["rank"]), str(r.model), *([str(r.run)] if show_run else []), str(r.arch), str(r.kernel),
+                     str(r.window), human(r.params), human(r.flops), str(r.seeds)]
             for col in metric_cols:
-                cells.append(_fmt(r[col], col.rsplit(".", 1)[1], r.get(f"{col}.std", np.nan)))
+                text, flags = cell_text(r, col), row_flags(r, col)
+                if flags:
+                    note = f"{split_column(col)[0]}, {r.model} ({r.run}): {flags}"
+                    if note not in footnotes:
+                        footnotes.append(note)
+                    text += f" ⚠[{footnotes.index(note) + 1}]"
+                cells.append(text)
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         lines.append("")
+    if footnotes:
+        lines += ["Flagged by a sanity check (values kept, read them with care):", ""]
+        lines += [f"{i}. {note}" for i, note in enumerate(footnotes, 1)] + [""]
     lines += ["## Attacks", ""]
     lines += [f"- **{key.split(':', 1)[1]}**: {text}" for key, text in legend.items() if key.startswith("attack:")]
     lines += ["", "## Legend", ""]
-    for col in ["rank", "model", "arch", "kernel", "window", "params", "flops", "seeds", *metric_cols]:
-        lines.append(f"- **{col}**: {legend.get(col, '')}")
+    keys = ["rank", "model", *(["run"] if show_run else []), "arch", "kernel", "window", "params", "flops", "seeds",
+            *metric_cols, *[k for k in NOTES if k in legend]]
+    lines += [f"- **{col}**: {legend.get(col, '')}" for col in keys]
     lines.append("")
     return "\n".join(lines)
 
 
 def write_outputs(run_dirs: list[Path], out_dir: Path, rank_by: str | None = None,
                   formats: tuple[str, ...] = ("csv", "md")) -> list[Path]:
-    """Render the leaderboard of ``run_dirs`` into ``out_dir``; returns the files written."""
-    if rank_by is None and len(run_dirs) == 1:
-        rank_by = _config_rank_by(Path(run_dirs[0]))
-    table, legend, rank_col = build_table([Path(d) for d in run_dirs], rank_by)
+    """Render the leaderboard of ``run_dirs`` into ``out_dir``; returns the files written.
+
+    ``formats``: any of csv, md, json, latex, html, plots (html embeds the plots, so it makes them too).
+    """
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ValueError(f"unknown leaderboard format {', '.join(unknown)}; allowed: {', '.join(FORMATS)}")
+    runs = load_runs(list(run_dirs))
+    if rank_by is None:
+        rank_by = _config_rank_by(runs)
+    table, legend, rank_col = table_from_runs(runs, rank_by)
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    title = "Leaderboard: " + ", ".join(r.label for r in runs)
     written = []
     if "csv" in formats:
-        path = out_dir / "leaderboard.csv"
-        table.to_csv(path, index=False)
-        written.append(path)
+        table.to_csv(out_dir / "leaderboard.csv", index=False)
+        written.append(out_dir / "leaderboard.csv")
     if "md" in formats:
-        path = out_dir / "leaderboard.md"
-        title = "Leaderboard: " + ", ".join(Path(d).name for d in run_dirs)
-        path.write_text(to_markdown(table, legend, rank_col, title))
-        written.append(path)
+        notes = tuple(r.incomplete() for r in runs if r.incomplete())
+        (out_dir / "leaderboard.md").write_text(to_markdown(table, legend, rank_col, title, notes))
+        written.append(out_dir / "leaderboard.md")
+    if "json" in formats:
+        from .report.exports import write_json
+
+        written.append(write_json(runs, table, legend, rank_col, title, out_dir / "leaderboard.json"))
+    if "latex" in formats:
+        from .report.exports import write_latex
+
+        written.append(write_latex(table, legend, rank_col, title, out_dir / "leaderboard.tex"))
+    if "plots" in formats or "html" in formats:
+        from .report.plots import make_plots
+
+        figures = make_plots(runs, table, out_dir / "plots")
+        written += [path for fig in figures for path in fig.files]
+        if "html" in formats:
+            from .report.html import write_html
+
+            written.append(write_html(runs, table, legend, rank_col, title, figures, out_dir / "leaderboard.html"))
     return written
 
 
-def _config_rank_by(run_dir: Path) -> str | None:
-    import yaml
-
-    store = Store.open_existing(run_dir)
-    try:
-        run = store.latest_run()
-    finally:
-        store.close()
-    if not run or not run.get("config_yaml"):
-        return None
-    data = yaml.safe_load(run["config_yaml"]) or {}
-    return data.get("rank_by") if isinstance(data, dict) else None
+def _config_rank_by(runs: list[RunData]) -> str | None:
+    """The configs' rank_by when every merged run names the same one."""
+    wanted = {run.config().get("rank_by") for run in runs}
+    return wanted.pop() if len(wanted) == 1 else None
 
 
-__all__ = ["build_table", "to_markdown", "write_outputs", "STORE_NAME"]
+__all__ = ["FORMATS", "build_table", "table_from_runs", "to_markdown", "write_outputs", "STORE_NAME"]

@@ -299,7 +299,7 @@ def run_eval_cell(task: dict[str, Any], ctx: dict[str, Any], log: Log = print) -
 def run_config(config: Config, out_dir: str | Path | None = None, executor: Executor | None = None,
                progress: bool = True, log: Log = print) -> Path:
     """Run every cell of ``config`` (skipping finished ones) and write the leaderboard into ``out_dir``."""
-    from .leaderboard import write_outputs
+    from .leaderboard import FORMATS, write_outputs
 
     out = Path(out_dir) if out_dir else Path("runs") / config.name
     out.mkdir(parents=True, exist_ok=True)
@@ -337,6 +337,8 @@ def run_config(config: Config, out_dir: str | Path | None = None, executor: Exec
     (out / "provenance.json").write_text(json.dumps({**prov, "run_id": run_id, "config": config.path,
                                                      "config_hash": config.config_hash(),
                                                      "seeds": config.run.seeds}, indent=2) + "\n")
-    written = write_outputs([out], out)
-    log("wrote " + ", ".join(str(p) for p in written))
+    written = write_outputs([out], out, formats=FORMATS)
+    plots = [p for p in written if p.parent.name == "plots"]
+    log("wrote " + ", ".join(str(p) for p in written if p not in plots)
+        + (f" and {len(plots)} plot files in {out / 'plots'}" if plots else ""))
     return out

@@ -160,6 +160,25 @@ class Store:
     def samples(self, cell_key: str) -> pd.DataFrame:
         return self.frame("SELECT * FROM samples WHERE cell_key = ? ORDER BY idx", (cell_key,))
 
+    def runs(self) -> pd.DataFrame:
+        """Every run recorded in this file (a resumed folder holds several), oldest first."""
+        return self.frame("SELECT * FROM runs ORDER BY started_at, rowid")
+
+    def eval_cells(self, run_id: str) -> pd.DataFrame:
+        """A run's finished eval cells with their spec, info (JSON text) and the run that computed them."""
+        return self.frame("""
+            SELECT rc.cell_key, rc.model, rc.dataset, rc.seed, rc.attack, rc.train_key, c.spec, c.info,
+                   c.run_id AS computed_in, c.device, c.finished_at, c.seconds
+            FROM run_cells rc JOIN cells c ON c.cell_key = rc.cell_key AND c.status = 'done'
+            WHERE rc.run_id = ? AND rc.kind = 'eval' ORDER BY rc.rowid""", (run_id,))
+
+    def perturbation_samples(self, run_id: str) -> pd.DataFrame:
+        """Per-sample rows of a run's eval cells that recorded a perturbation norm (minimum-norm attacks)."""
+        return self.frame("""
+            SELECT s.* FROM samples s JOIN run_cells rc ON rc.cell_key = s.cell_key
+            WHERE rc.run_id = ? AND rc.kind = 'eval' AND s.l2 IS NOT NULL ORDER BY s.cell_key, s.idx""",
+                          (run_id,))
+
     def cell_info(self, cell_key: str) -> dict[str, Any]:
         row = self.conn.execute("SELECT info FROM cells WHERE cell_key = ?", (cell_key,)).fetchone()
         return json.loads(row[0]) if row and row[0] else {}

@@ -30,6 +30,18 @@ def test_run_writes_full_leaderboard_and_reuses_checkpoints(tiny_config, tmp_pat
     assert (board["clean.accuracy"] > 0.5).all()
     md = (out / "leaderboard.md").read_text()
     assert "small-7x7-hamming" in md and "## Legend" in md and "rho_mean" in md
+    # every export, the plots and the HTML page, from the same stored records
+    records = json.loads((out / "leaderboard.json").read_text())["records"]
+    assert [r["name"] for r in records] == list(board.model)
+    assert records[0]["metrics"]["clean.accuracy"]["value"] == pytest.approx(board["clean.accuracy"][0])
+    assert "\\toprule" in (out / "leaderboard.tex").read_text()
+    plots = out / "plots"
+    for name in ("accuracy_vs_robustness", "robustness_curves", "training_curves", "first_layer_kernels", "windows"):
+        assert (plots / f"{name}.png").is_file() and (plots / f"{name}.svg").is_file(), name
+    html = (out / "leaderboard.html").read_text()
+    heatmap = (plots / "spatial_heatmap.png").is_file()  # only when the spatial engine stored its grid
+    assert html.count('src="data:image/png;base64,') == 5 + heatmap
+    assert "small-7x7-hamming" in html and "deepfool.rho_mean" in html
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["seeds"] == [0] and prov["versions"]["torch"] and prov["device"].startswith("cpu")
     assert prov["date"] and prov["config"] == str(tiny_config)

@@ -1,0 +1,1 @@
+"""Leaderboard outputs beyond CSV and Markdown: JSON records, LaTeX, plots and the HTML page."""

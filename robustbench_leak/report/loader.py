@@ -1,0 +1,125 @@
+"""Everything a leaderboard shows, read from the stores of one or more run folders.
+
+A run folder's store can hold several runs (a resumed run adds one each time); its leaderboard is its
+latest run. Cells that run skipped were computed by earlier runs of the same file, so per-row
+provenance lists the runs that actually computed each cell, not only the latest one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..store import STORE_NAME, Store
+
+
+@dataclass
+class RunData:
+    label: str  # short name of the run folder, unique among the merged runs
+    path: Path  # the store file
+    run: dict[str, Any]  # the latest run: its leaderboard is this folder's leaderboard
+    runs: dict[str, dict[str, Any]]  # every run in the file, by run_id
+    results: pd.DataFrame  # long: one row per (model, dataset, seed, attack, metric)
+    models: pd.DataFrame  # one row per trained model (model, dataset, seed, train_key, kernel, history, ...)
+    cells: pd.DataFrame  # finished eval cells; 'spec' and 'info' parsed into dicts
+    specs: dict[str, dict[str, Any]]  # attack label -> attack spec, in the config's order
+    samples: pd.DataFrame  # per-sample rows of minimum-norm attacks (with l2)
+    planned_evals: int = 0  # eval cells the latest run planned (finished ones are in ``cells``)
+
+    def incomplete(self) -> str:
+        """'' for a finished run, else a sentence saying what is missing."""
+        if self.run.get("status") == "done" and len(self.cells) >= self.planned_evals:
+            return ""
+        return (f"run {self.label} is not complete ({self.run.get('status') or 'unknown status'}: {len(self.cells)} "
+                f"of {self.planned_evals} evaluations finished); missing values show as –")
+
+    def flags(self, model: str, dataset: str, attack: str) -> list[str]:
+        """Sanity-check flags of a (model, dataset, attack) over seeds, each once, in order."""
+        sub = self.cells[(self.cells.model == model) & (self.cells.dataset == dataset) & (self.cells.attack == attack)]
+        out: list[str] = []
+        for info in sub["info"]:
+            for flag in info.get("flags") or []:
+                if str(flag) not in out:
+                    out.append(str(flag))
+        return out
+
+    def config(self) -> dict[str, Any]:
+        import yaml
+
+        data = yaml.safe_load(self.run.get("config_yaml") or "") or {}
+        return data if isinstance(data, dict) else {}
+
+
+def store_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path / STORE_NAME if path.is_dir() else path
+
+
+def load_run(path: str | Path, label: str | None = None) -> RunData:
+    store = Store.open_existing(path)
+    try:
+        run = store.latest_run()
+        if run is None:
+            raise ValueError(f"{store.path}: the store holds no run")
+        run_id = run["run_id"]
+        runs = {r["run_id"]: r for r in store.runs().to_dict("records")}
+        results = store.results(run_id)
+        models = store.model_info(run_id)
+        cells = store.eval_cells(run_id)
+        samples = store.perturbation_samples(run_id)
+        planned = store.conn.execute("SELECT COUNT(*) FROM run_cells WHERE run_id = ? AND kind = 'eval'",
+                                     (run_id,)).fetchone()[0]
+    finally:
+        store.close()
+    cells["spec"] = [json.loads(s) for s in cells["spec"]]
+    cells["info"] = [json.loads(i) if i else {} for i in cells["info"]]
+    specs: dict[str, dict[str, Any]] = {}
+    for attack, spec in zip(cells["attack"], cells["spec"]):
+        specs.setdefault(attack, spec["attack"])
+    label = label or default_label(Path(path))
+    results["run"] = label
+    return RunData(label=label, path=store_path(path), run=run, runs=runs, results=results, models=models,
+                   cells=cells, specs=specs, samples=samples, planned_evals=planned)
+
+
+def default_label(path: Path) -> str:
+    path = store_path(path)
+    return path.parent.name if path.name == STORE_NAME else path.stem
+
+
+def run_labels(paths: list[Path]) -> list[str]:
+    """Folder names, made unique with their parent folder (and a counter) where two are the same."""
+    resolved = [store_path(p).resolve() for p in paths]
+    seen: dict[Path, int] = {}
+    for i, r in enumerate(resolved):
+        if r in seen:
+            raise ValueError(f"{paths[i]}: given twice (same store as {paths[seen[r]]})")
+        seen[r] = i
+    names = [default_label(p) for p in paths]
+    labels = []
+    for path, name in zip(paths, names):
+        folder = store_path(path).resolve().parent
+        parent = folder.parent if store_path(path).name == STORE_NAME else folder
+        labels.append(f"{parent.name}/{name}" if names.count(name) > 1 and parent.name else name)
+    return [f"{label}#{labels[:i].count(label) + 1}" if labels.count(label) > 1 else label
+            for i, label in enumerate(labels)]
+
+
+def load_runs(paths: list[str | Path]) -> list[RunData]:
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("no run folder given")
+    return [load_run(p, label) for p, label in zip(paths, run_labels(paths))]
+
+
+def parse_json(text: Any, default: Any) -> Any:
+    if text is None or (isinstance(text, float) and text != text):
+        return default
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return default

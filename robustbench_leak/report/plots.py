@@ -1,0 +1,302 @@
+"""Leaderboard figures (seaborn/matplotlib, PNG and SVG under ``<out>/plots/``), all built from stored records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+import numpy as np
+import pandas as pd
+
+from ..metrics import robustness_curve
+from .figures import Figure, grid, palette, save, shared_legend, style
+from .fmt import PERCENT_METRICS, missing, row_label, split_column
+from .loader import RunData, parse_json
+
+
+def pareto_front(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Mask of the points no other point beats in both x and y (higher is better in both)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = np.ones(len(x), bool)
+    for i in range(len(x)):
+        better = (x >= x[i]) & (y >= y[i]) & ((x > x[i]) | (y > y[i]))
+        keep[i] = not better.any()
+    return keep
+
+
+def _attack_labels(runs: list[RunData], kind: str) -> list[str]:
+    labels: dict[str, None] = {}
+    for run in runs:
+        for label, spec in run.specs.items():
+            if spec["kind"] == kind:
+                labels[label] = None
+    return list(labels)
+
+
+def clean_column(runs: list[RunData], table: pd.DataFrame) -> str | None:
+    for label in _attack_labels(runs, "clean"):
+        if f"{label}.accuracy" in table.columns:
+            return f"{label}.accuracy"
+    return next((c for c in table.columns if c.endswith(".clean_accuracy")), None)
+
+
+def robustness_columns(runs: list[RunData], table: pd.DataFrame) -> list[str]:
+    cols = [f"{label}.rho_mean" for label in _attack_labels(runs, "deepfool")]
+    cols += [f"{label}.robust_accuracy" for label in _attack_labels(runs, "spatial")]
+    return [c for c in cols if c in table.columns and table[c].notna().any()]
+
+
+def _scale(col: str) -> float:
+    return 100.0 if split_column(col)[1] in PERCENT_METRICS else 1.0
+
+
+def _err(row: pd.Series, col: str) -> tuple[float, float]:
+    """(below, above) error bar: the confidence interval when stored, else the std across seeds."""
+    value, lo, hi = row.get(col), row.get(f"{col}.lo"), row.get(f"{col}.hi")
+    if not missing(lo) and not missing(hi):
+        return max(value - lo, 0.0), max(hi - value, 0.0)
+    std = row.get(f"{col}.std")
+    return (std, std) if not missing(std) else (0.0, 0.0)
+
+
+def _axis_label(col: str) -> str:
+    return col + (" (%)" if _scale(col) == 100 else "")
+
+
+def _annotate(ax, points: list[tuple[float, float, str]]) -> None:
+    """One label per position: models on the same point share it, one name per line."""
+    at: dict[tuple[float, float], list[str]] = {}
+    for x, y, label in points:
+        at.setdefault((round(x, 9), round(y, 9)), []).append(label)
+    for (x, y), labels in at.items():
+        ax.annotate("\n".join(labels), (x, y), xytext=(7, 4), textcoords="offset points", fontsize=7)
+
+
+def _limits(ax, x_col: str, y_col: str) -> None:
+    ax.margins(0.15)
+    for col, get, put in ((x_col, ax.get_xlim, ax.set_xlim), (y_col, ax.get_ylim, ax.set_ylim)):
+        if _scale(col) != 100:
+            continue
+        lo, hi = get()
+        if hi - lo < 4:  # all points (nearly) equal: show a readable span, not hundredths of a percent
+            lo, hi = (lo + hi) / 2 - 5, (lo + hi) / 2 + 5
+        put(max(lo, -2.0), min(hi, 102.0))  # never suggest accuracies below 0% or above 100%
+
+
+def accuracy_vs_robustness(runs: list[RunData], table: pd.DataFrame, out: Path) -> Figure:
+    fig_info = Figure("accuracy_vs_robustness", "Clean accuracy vs robustness",
+                      "Each point is a leaderboard row; error bars are the 95% confidence interval when stored, "
+                      "else the std across seeds. Ringed points joined by the dashed line form the Pareto front: "
+                      "no other model is both more accurate and more robust.")
+    x_col, y_cols = clean_column(runs, table), robustness_columns(runs, table)
+    if x_col is None or not y_cols:
+        fig_info.notes.append("needs a clean accuracy column and a DeepFool rho_mean or spatial accuracy column")
+        return fig_info
+    colours = palette(table)
+    datasets = list(dict.fromkeys(table.dataset))
+    fig, axes = grid(len(datasets), len(y_cols), 4.6, 3.6)
+    for i, dataset in enumerate(datasets):
+        rows = table[table.dataset == dataset]
+        for j, y_col in enumerate(y_cols):
+            ax = axes[i][j]
+            sub = rows[rows[x_col].notna() & rows[y_col].notna()]
+            xs, ys = sub[x_col].to_numpy(float) * _scale(x_col), sub[y_col].to_numpy(float) * _scale(y_col)
+            for (_, r), x, y in zip(sub.iterrows(), xs, ys):
+                label = row_label(r, table)
+                xerr = np.array(_err(r, x_col)).reshape(2, 1) * _scale(x_col)
+                yerr = np.array(_err(r, y_col)).reshape(2, 1) * _scale(y_col)
+                ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", color=colours[label], ms=7, capsize=3,
+                            label=label, zorder=3)
+            if len(sub) <= 8:
+                _annotate(ax, [(x, y, row_label(r, table)) for (_, r), x, y in zip(sub.iterrows(), xs, ys)])
+            front = pareto_front(xs, ys)
+            if front.any():
+                order = np.argsort(xs[front])
+                ax.plot(xs[front][order], ys[front][order], "--", color="0.3", lw=1, zorder=2, label="Pareto front")
+                ax.scatter(xs[front], ys[front], s=170, facecolors="none", edgecolors="0.1", lw=1.2, zorder=4)
+            ax.set_xlabel(_axis_label(x_col))
+            ax.set_ylabel(_axis_label(y_col))
+            ax.set_title(f"{dataset}: {split_column(y_col)[0]}" if len(datasets) > 1 else split_column(y_col)[0])
+            _limits(ax, x_col, y_col)
+            ax.grid(alpha=0.3)
+    n_entries = len(set(h for ax in axes.flat for h in ax.get_legend_handles_labels()[1]))
+    shared_legend(fig, axes, loc="outside lower center", ncol=min(n_entries, 4))
+    fig_info.files = save(fig, out, fig_info.name)
+    return fig_info
+
+
+def curve_frame(runs: list[RunData], table: pd.DataFrame, attack: str, n_budgets: int = 121) -> pd.DataFrame:
+    """Accuracy vs L2 budget of every row under the minimum-norm attack ``attack``, per seed (long frame).
+
+    Budgets run from 0 to a little past the 98th percentile of the successful perturbations of all rows
+    of a dataset, so curves of one dataset share their x axis.
+    """
+    by_run = {r.label: r for r in runs}
+    per_row = []
+    for _, row in table.iterrows():
+        run = by_run[row.run]
+        cells = run.cells[(run.cells.model == row.model) & (run.cells.dataset == row.dataset)
+                          & (run.cells.attack == attack)]
+        for key, seed in zip(cells.cell_key, cells.seed):
+            s = run.samples[run.samples.cell_key == key]
+            if len(s):
+                per_row.append((row.dataset, row_label(row, table), int(seed), s))
+    frames = []
+    for dataset in dict.fromkeys(d for d, _, _, _ in per_row):
+        rows = [r for r in per_row if r[0] == dataset]
+        flipped = np.concatenate([s.l2[s.adv_pred != s.clean_pred].to_numpy(float) for _, _, _, s in rows])
+        flipped = flipped[np.isfinite(flipped)]
+        top = float(np.quantile(flipped, 0.98)) * 1.1 if len(flipped) else 1.0
+        budgets = np.linspace(0.0, top, n_budgets)
+        for _, label, seed, s in rows:
+            acc = robustness_curve(s.label.to_numpy(), s.clean_pred.to_numpy(), s.adv_pred.to_numpy(),
+                                   s.l2.to_numpy(float), budgets)
+            frames.append(pd.DataFrame({"dataset": dataset, "model": label, "seed": seed, "budget": budgets,
+                                        "accuracy": acc}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["dataset", "model", "seed", "budget", "accuracy"])
+
+
+def robustness_curves(runs: list[RunData], table: pd.DataFrame, out: Path) -> Figure:
+    fig_info = Figure("robustness_curves", "Robustness curves",
+                      "Accuracy over all attacked images when the attacker may change each image by at most the "
+                      "given L2 norm (pixels in [0, 1]), from DeepFool's per-image minimal perturbations "
+                      "(an upper bound on the true robust accuracy: DeepFool's perturbation is not always minimal). "
+                      "Shaded: min-max across seeds.")
+    panels = []
+    for attack in _attack_labels(runs, "deepfool"):
+        frame = curve_frame(runs, table, attack)
+        panels += [(attack, dataset, sub) for dataset, sub in frame.groupby("dataset", sort=False)]
+    if not panels:
+        fig_info.notes.append("no DeepFool cell with per-image perturbation norms in these runs")
+        return fig_info
+    colours = palette(table)
+    fig, axes = grid(1, len(panels), 5.2, 3.6)
+    for ax, (attack, dataset, frame) in zip(axes[0], panels):
+        for label, sub in frame.groupby("model", sort=False):
+            stats = sub.groupby("budget")["accuracy"].agg(["mean", "min", "max"]) * 100
+            ax.plot(stats.index, stats["mean"], color=colours[label], lw=2, label=label)
+            if sub.seed.nunique() > 1:
+                ax.fill_between(stats.index, stats["min"], stats["max"], color=colours[label], alpha=0.2, lw=0)
+        ax.set_xlabel("L2 budget ε")
+        ax.set_ylabel("accuracy under budget (%)")
+        ax.set_ylim(-2, 102)
+        ax.set_title(f"{attack} on {dataset}")
+        ax.grid(alpha=0.3)
+    shared_legend(fig, axes)
+    fig_info.files = save(fig, out, fig_info.name)
+    return fig_info
+
+
+def spatial_grids(runs: list[RunData], table: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """(attack label, row label, mean accuracy per (translation, rotation)) for cells that stored a grid."""
+    by_run = {r.label: r for r in runs}
+    out = []
+    for label in _attack_labels(runs, "spatial"):
+        for _, row in table.iterrows():
+            run = by_run[row.run]
+            cells = run.cells[(run.cells.model == row.model) & (run.cells.dataset == row.dataset)
+                              & (run.cells.attack == label)]
+            points = [p for info in cells["info"] for p in info.get("grid") or []]
+            if not points:
+                continue
+            frame = pd.DataFrame(points)
+            frame["translation"] = [f"({int(r):+d}, {int(c):+d})" for r, c in zip(frame.shift_rows, frame.shift_cols)]
+            frame = frame.groupby(["shift_rows", "shift_cols", "translation", "rotation_deg"], as_index=False)[
+                "accuracy"].mean()  # mean over seeds
+            pivot = frame.pivot_table(index="translation", columns="rotation_deg", values="accuracy", sort=False)
+            order = frame.drop_duplicates("translation").sort_values(["shift_rows", "shift_cols"]).translation
+            title = row_label(row, table) + (f" ({row.dataset})" if table.dataset.nunique() > 1 else "")
+            out.append((label, title, pivot.loc[list(order), sorted(pivot.columns)]))
+    return out
+
+
+def spatial_heatmaps(runs: list[RunData], table: pd.DataFrame, out: Path) -> Figure:
+    fig_info = Figure("spatial_heatmap", "Spatial robustness: accuracy over translation × rotation",
+                      "Accuracy (0-1) on the attacked images under each single transform of the attack's grid: "
+                      "rows are (vertical, horizontal) shifts in pixels, columns rotations in degrees. The attack's "
+                      "worst case is the minimum of each map.")
+    maps = spatial_grids(runs, table)
+    if not maps:
+        fig_info.notes.append(
+            "no per-transform accuracies stored: the ART engine reports only the one global transform it chose "
+            "(column <attack>.transform in the table); a spatial engine that stores its grid gives this heatmap")
+        return fig_info
+    n_cols = min(3, len(maps))
+    n_rows = -(-len(maps) // n_cols)
+    n_trans, n_rot = maps[0][2].shape
+    fig, axes = grid(n_rows, n_cols, max(2.8, 0.5 * n_rot + 1.6), max(2.6, 0.28 * n_trans + 1.2))
+    image = None
+    for ax, (label, title, pivot) in zip(axes.flat, maps):
+        values = pivot.to_numpy(float)
+        image = ax.imshow(values, cmap="viridis", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+        ax.set_xticks(range(values.shape[1]), [f"{c:g}" for c in pivot.columns])
+        ax.set_yticks(range(values.shape[0]), list(pivot.index))
+        if values.size <= 120:
+            for (i, j), v in np.ndenumerate(values):
+                if np.isfinite(v):
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                            color="black" if v > 0.6 else "white")
+        ax.set_title(f"{title}: {label}")
+        ax.set_xlabel("rotation (°)")
+        ax.set_ylabel("shift (rows, cols) px")
+    fig.colorbar(image, ax=axes.ravel().tolist(), label="accuracy", shrink=0.8)
+    for ax in list(axes.flat)[len(maps):]:
+        ax.axis("off")
+    fig_info.files = save(fig, out, fig_info.name)
+    return fig_info
+
+
+def training_curves(runs: list[RunData], table: pd.DataFrame, out: Path) -> Figure:
+    fig_info = Figure("training_curves", "Training curves",
+                      "Training loss, and train (dashed) and test (solid) accuracy after each epoch; one line per "
+                      "training seed.")
+    by_run = {r.label: r for r in runs}
+    colours = palette(table)
+    lines = []
+    for _, row in table.iterrows():
+        run = by_run[row.run]
+        models = run.models[(run.models.model == row.model) & (run.models.dataset == row.dataset)]
+        for m in models.itertuples():
+            history = parse_json(m.history, [])
+            if history:
+                lines.append((row, row_label(row, table), pd.DataFrame(history)))
+            else:
+                fig_info.notes.append(f"{row_label(row, table)} seed {m.seed}: no training history stored")
+    if not lines:
+        return fig_info
+    datasets = list(dict.fromkeys(r.dataset for r, _, _ in lines))
+    fig, axes = grid(len(datasets), 2, 4.6, 3.3)
+    for i, dataset in enumerate(datasets):
+        loss_ax, acc_ax = axes[i]
+        seen: set[str] = set()
+        for row, label, h in (line for line in lines if line[0].dataset == dataset):
+            shown = label if label not in seen else None
+            seen.add(label)
+            loss_ax.plot(h.epoch, h.loss, "o-", color=colours[label], ms=3, label=shown)
+            if "test_accuracy" in h:
+                acc_ax.plot(h.epoch, 100 * h.test_accuracy, "o-", color=colours[label], ms=3, label=shown)
+            if "train_accuracy" in h:
+                acc_ax.plot(h.epoch, 100 * h.train_accuracy, "--", color=colours[label], alpha=0.7)
+        prefix = f"{dataset}: " if len(datasets) > 1 else ""
+        loss_ax.set(xlabel="epoch", ylabel="training loss", title=prefix + "loss")
+        acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title=prefix + "accuracy (solid test, dashed train)")
+        for ax in (loss_ax, acc_ax):
+            ax.grid(alpha=0.3)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+    shared_legend(fig, axes)
+    fig_info.files = save(fig, out, fig_info.name)
+    return fig_info
+
+
+def make_plots(runs: list[RunData], table: pd.DataFrame, out: Path) -> list[Figure]:
+    """Every figure of the leaderboard; a figure that cannot be made says why in its notes."""
+    from .kernels import first_layer_kernels, windows_figure
+
+    style()
+    figures = [accuracy_vs_robustness(runs, table, out), robustness_curves(runs, table, out),
+               spatial_heatmaps(runs, table, out), training_curves(runs, table, out),
+               first_layer_kernels(runs, table, out), windows_figure(out)]
+    for fig in figures:
+        if not fig.files:  # a figure of an earlier render must not outlive its data
+            for suffix in (".png", ".svg"):
+                (out / f"{fig.name}{suffix}").unlink(missing_ok=True)
+    return figures
