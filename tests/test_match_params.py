@@ -50,7 +50,8 @@ def test_match_resolved_in_options_and_reported_in_store(tmp_path):
     assert abs(params / target - 1) <= 0.02
     assert params != count_params(create_model("tomen_cnn", 10, 1, n_layers=3, width=64, kernel_size=7))
     assert matched.match_report == {"matched_to": "base-3x3", "target_params": target, "params": params,
-                                     "width_multiplier": wm, "input": [1, 10], "dataset": "synthetic"}
+                                     "tolerance": 0.02, "width_multiplier": wm, "input": [1, 10],
+                                     "dataset": "synthetic"}
     # the resolved multiplier is part of the options, hence of the checkpoint cache key
     trains, _ = plan(config)
     assert trains[1]["options"]["width_multiplier"] == wm
@@ -105,3 +106,24 @@ def test_model_without_width_multiplier(tmp_path):
         "arch: timm:resnet18\n    options: {window: hamming}"))
     with pytest.raises(ConfigError, match="has no width_multiplier option"):
         load_config(path)
+
+
+def test_match_tolerance_is_explicit(tmp_path):
+    """At width 16 integer channels cannot get within 2% of the 3x3 CNN; a config must say what it accepts."""
+    import yaml
+
+    from robustbench_leak.config import ConfigError
+
+    text = {"name": "t", "datasets": [{"name": "synthetic"}], "attacks": ["clean"], "models": [
+        {"name": "a", "arch": "tomen_cnn", "options": {"n_layers": 4, "width": 16, "kernel_size": 3}},
+        {"name": "b", "arch": "tomen_cnn", "options": {"n_layers": 4, "width": 16, "kernel_size": 7},
+         "match_params": "a"}]}
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(text))
+    with pytest.raises(ConfigError, match=r"within 2%.*\+3\.6%"):
+        load_config(path)
+    text["models"][1]["match_tolerance"] = 0.04
+    path.write_text(yaml.safe_dump(text))
+    matched = load_config(path).run.models[1]
+    assert matched.match_report["params"] == 24601 and matched.match_report["target_params"] == 23738
+    assert matched.match_report["tolerance"] == 0.04
