@@ -1,4 +1,4 @@
-"""``rbleak``: run | leaderboard | compare | bench | list."""
+"""``rbleak``: run | leaderboard | compare | claims | bench | list."""
 
 from __future__ import annotations
 
@@ -39,6 +39,22 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     from .bench import run_bench
 
     run_bench(Path(args.out), args.config, args.model, n_images=args.n_images, n_spatial=args.n_spatial)
+
+
+def _cmd_claims(args: argparse.Namespace) -> None:
+    from .report.claims import art_defect_table, evaluate_claims, provenance_lines, to_markdown
+
+    claims, _ = evaluate_claims(args.run_dir)
+    text = ["## Claims", "", *provenance_lines(args.run_dir), "", to_markdown(claims)]
+    if args.art:
+        text += ["## ART's spatial defect: as-is vs fixed", "", *provenance_lines(args.art), "",
+                 art_defect_table(args.art), ""]
+    output = "\n".join(text)
+    if args.out:
+        Path(args.out).write_text(output)
+        print(f"wrote {args.out}")
+    else:
+        print(output)
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:
@@ -139,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-images", type=int, default=200, help="test images for DeepFool")
     p.add_argument("--n-spatial", type=int, default=100, help="test images for the spatial grid search")
     p.set_defaults(fn=_cmd_bench)
+    p = sub.add_parser("claims", help="the paper's claims answered from a run's stored per-sample results")
+    p.add_argument("run_dir")
+    p.add_argument("--art", help="run folder of the ART as-is vs fixed spatial comparison")
+    p.add_argument("--out", help="write Markdown here instead of printing it")
+    p.set_defaults(fn=_cmd_claims)
     p = sub.add_parser("compare", help="paired tests (McNemar, Wilcoxon) between two models of a run")
     p.add_argument("run_dir")
     p.add_argument("model_a")

@@ -42,6 +42,19 @@ def test_native_deepfool_agrees_with_art(trained):
     assert native.metrics["rho_mean"] == pytest.approx(art.metrics["rho_mean"], rel=0.05)
 
 
+def test_native_deepfool_iterate_mode_is_arts_loop(trained):
+    """With stop_on: iterate the engine runs ART's loop step for step: the same norms to float precision."""
+    model, data = trained
+    x, y = data.test_x[:16], data.test_y[:16]
+    params = {"max_iter": 10, "overshoot": 0.02, "nb_grads": 10}
+    art = build_attack("deepfool", "art", batch_size=16, **params).run(model, x, y, CPU, progress=False)
+    native = build_attack("deepfool", "native", stop_on="iterate", **params).run(model, x, y, CPU, progress=False)
+    np.testing.assert_allclose(native.samples["l2"], art.samples["l2"], rtol=1e-4)
+    np.testing.assert_array_equal(native.samples["adv_pred"], art.samples["adv_pred"])
+    with pytest.raises(ValueError, match="stop_on"):
+        build_attack("deepfool", "native", stop_on="never")
+
+
 def test_native_deepfool_top_k_candidates(trained):
     """With fewer candidate classes the attack still fools, with norms no smaller than the all-class run."""
     model, data = trained
