@@ -77,13 +77,14 @@ def file_sha256(path: str) -> str:
 
 
 def plan(config: Config) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Train tasks and eval tasks of the grid models x datasets x seeds (x attacks)."""
+    """Train tasks and eval tasks of the grid datasets x seeds x models (x attacks), seed-major, so a run
+    stopped part-way has every model of the first seeds rather than every seed of the first models."""
     trains, evals = [], []
     sha: dict[str, str] = {}
     for ds in config.run.datasets:
-        for model in config.run.models:
-            settings = config.training_for(model).__dict__
-            for seed in config.run.seeds:
+        for seed in config.run.seeds:
+            for model in config.run.models:
+                settings = config.training_for(model).__dict__
                 t = {"model": model.name, "arch": model.arch, "options": model.options,
                      "dataset": dataset_spec(ds), "training": {**settings, "milestones": list(settings["milestones"])},
                      "seed": seed}
@@ -295,6 +296,14 @@ def run_eval_cell(task: dict[str, Any], ctx: dict[str, Any], log: Log = print) -
         store.close()
 
 
+def interleave(trains: list[dict[str, Any]], evals: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each train task followed by its eval tasks: finished rows accumulate as a long run goes on."""
+    by_train: dict[str, list[dict[str, Any]]] = {}
+    for e in evals:
+        by_train.setdefault(e["train"]["key"], []).append(e)
+    return [task for t in trains for task in (t, *by_train.get(t["key"], []))]
+
+
 # ------------------------------------------------------------------------------------------------
 def run_config(config: Config, out_dir: str | Path | None = None, executor: Executor | None = None,
                progress: bool = True, log: Log = print) -> Path:
@@ -323,9 +332,11 @@ def run_config(config: Config, out_dir: str | Path | None = None, executor: Exec
            "progress": progress, "run_id": run_id}
     log(f"run {run_id}: {len(trains)} train cells, {len(evals)} eval cells -> {out}")
     executor = executor or LocalExecutor()
+    def run_cell(task: dict[str, Any]) -> str:
+        return run_eval_cell(task, ctx, log) if "attack" in task else run_train_cell(task, ctx, log)
+
     try:
-        list(executor.map(lambda t: run_train_cell(t, ctx, log), trains))
-        list(executor.map(lambda t: run_eval_cell(t, ctx, log), evals))
+        list(executor.map(run_cell, interleave(trains, evals)))
     except BaseException:
         store = Store(out / STORE_NAME)
         store.finish_run(run_id, status="interrupted")

@@ -79,7 +79,8 @@ def test_killed_run_resumes_only_missing_cells(tiny_config, tmp_path):
     out = tmp_path / "out"
     lines: list[str] = []
     with pytest.raises(KeyboardInterrupt):
-        run_config(config, out, executor=CrashAfter(2 + 3), progress=False, log=lines.append)  # 2 trains, 3 evals
+        # local order: train A, its 3 evals, train B -> killed before any of B's evals
+        run_config(config, out, executor=CrashAfter(2 + 3), progress=False, log=lines.append)
     done = sqlite3.connect(out / "results.sqlite").execute(
         "SELECT COUNT(*) FROM cells WHERE kind = 'eval' AND status = 'done'").fetchone()[0]
     assert done == 3

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-PERCENT_METRICS = {"accuracy", "clean_accuracy", "robust_accuracy", "success_rate", "fooling_rate"}
+PERCENT_METRICS = {"accuracy", "clean_accuracy", "robust_accuracy", "robust_accuracy_conditional", "success_rate",
+                   "fooling_rate", "worst_of_grid_accuracy", "fit_fooling_rate", "sanity_pgd_success"}
 AUX_SUFFIXES = (".std", ".lo", ".hi", ".flags")
 # every leaderboard column that is not a metric
 BASE_COLUMNS = ["dataset", "rank", "model", "run", "arch", "kernel", "window", "params", "flops", "seeds"]
