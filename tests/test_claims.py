@@ -1,0 +1,77 @@
+"""Claims report: effects, joint-bootstrap CIs, paired tests and verdicts from stored per-sample results."""
+
+import numpy as np
+import pytest
+
+from robustbench_leak.report.claims import (compare, directional_verdict, equivalence_verdict, evaluate_claims,
+                                            to_markdown)
+from robustbench_leak.store import Store
+
+N = 400
+
+
+def add_model(store: Store, run_id: str, model: str, seed: int, attack: str, correct: np.ndarray,
+              rho: np.ndarray | None = None) -> dict:
+    label = np.zeros(N, dtype=int)
+    pred = np.where(correct, 0, 1)
+    key = f"{model}-{seed}-{attack}"
+    samples = {"label": label, "clean_pred": pred if attack == "clean" else np.zeros(N, dtype=int), "adv_pred": pred}
+    if rho is not None:
+        samples.update(l2=rho, rho=rho)
+    store.record_cell(key, "eval", {"attack": {"kind": attack}}, run_id, "cpu", "t", 1.0, {"n": N}, samples)
+    return {"cell_key": key, "kind": "eval", "train_key": f"{model}-{seed}", "model": model, "arch": "x",
+            "dataset": "d", "seed": seed, "attack": attack}
+
+
+@pytest.fixture
+def store(tmp_path):
+    rng = np.random.default_rng(0)
+    s = Store(tmp_path / "results.sqlite")
+    s.start_run("r", config_name="t")
+    rows = []
+    for seed in (0, 1):
+        good = rng.random(N) < 0.9  # ~90% correct
+        rows.append(add_model(s, "r", "better", seed, "clean", good))
+        rows.append(add_model(s, "r", "worse", seed, "clean", good & (rng.random(N) < 0.8)))  # strictly fewer
+        rows.append(add_model(s, "r", "twin", seed, "clean", good))  # identical correctness
+        base = rng.random(N) * 0.1 + 0.05
+        rows.append(add_model(s, "r", "better", seed, "deepfool", np.ones(N, bool), base * 1.2))
+        rows.append(add_model(s, "r", "worse", seed, "deepfool", np.ones(N, bool), base))
+    s.add_run_cells("r", rows)
+    s.finish_run("r")
+    yield s
+    s.close()
+
+
+def test_directional_effect_ci_and_test(store):
+    c = compare(store, "r", "better", "worse", "clean", "correct")
+    assert c.n_seeds == 2 and c.effect > 0.1
+    assert c.ci[0] > 0 and c.ci[0] <= c.effect <= c.ci[1]
+    assert c.test["only_b_correct"] == 0 and c.test["p_value"] < 1e-6
+    assert directional_verdict([c]) == "reproduced"
+    reverse = compare(store, "r", "worse", "better", "clean", "correct")
+    assert reverse.effect == pytest.approx(-c.effect) and directional_verdict([reverse]) == "not reproduced"
+
+
+def test_rho_uses_wilcoxon(store):
+    c = compare(store, "r", "better", "worse", "deepfool", "rho")
+    assert c.test["test"].startswith("Wilcoxon") and c.test["p_value"] < 1e-6
+    assert c.effect == pytest.approx(0.2 * c.mean_b, rel=1e-6)  # rho is 1.2x on every image
+
+
+def test_equivalence(store):
+    same = compare(store, "r", "twin", "better", "clean", "correct")
+    assert same.effect == 0 and same.ci == (0.0, 0.0)
+    assert equivalence_verdict([same]) == "reproduced"
+    different = compare(store, "r", "worse", "better", "clean", "correct")
+    assert equivalence_verdict([different]) == "not reproduced"
+    assert directional_verdict([same]) == "inconclusive"
+
+
+def test_evaluate_claims_marks_missing_models(store, tmp_path):
+    claims, _ = evaluate_claims(tmp_path, [("A beats B", "directional", [("better", "worse", "clean", "correct")]),
+                                           ("needs absent models", "directional",
+                                            [("cnn-7x7-hamming", "cnn-3x3", "clean", "correct")])])
+    assert [c.verdict for c in claims] == ["reproduced", "not evaluated"]
+    md = to_markdown(claims)
+    assert "Verdict: reproduced" in md and "missing from the store: cnn-7x7-hamming vs cnn-3x3" in md
