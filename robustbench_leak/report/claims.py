@@ -112,6 +112,15 @@ def compare(store: Store, run_id: str, model_a: str, model_b: str, attack: str, 
                       len(seeds))
 
 
+def _combine(verdicts: list[str]) -> str:
+    """A claim holds when every comparison supports it and fails when any contradicts it."""
+    if verdicts and all(v == "reproduced" for v in verdicts):
+        return "reproduced"
+    if any(v == "not reproduced" for v in verdicts):
+        return "not reproduced"
+    return "inconclusive"
+
+
 def directional_verdict(comps: list[Comparison]) -> str:
     verdicts = []
     for c in comps:
@@ -122,11 +131,7 @@ def directional_verdict(comps: list[Comparison]) -> str:
             verdicts.append("not reproduced")
         else:
             verdicts.append("inconclusive")
-    if verdicts and all(v == "reproduced" for v in verdicts):
-        return "reproduced"
-    if any(v == "not reproduced" for v in verdicts):
-        return "not reproduced"
-    return "inconclusive"
+    return _combine(verdicts)
 
 
 def equivalence_verdict(comps: list[Comparison]) -> str:
@@ -140,11 +145,7 @@ def equivalence_verdict(comps: list[Comparison]) -> str:
             verdicts.append("not reproduced")
         else:
             verdicts.append("inconclusive")
-    if verdicts and all(v == "reproduced" for v in verdicts):
-        return "reproduced"
-    if any(v == "not reproduced" for v in verdicts):
-        return "not reproduced"
-    return "inconclusive"
+    return _combine(verdicts)
 
 
 # (title, kind, [(model_a, model_b, attack, metric)]) -- the claims of Tomen & van Gemert for Fashion-MNIST
