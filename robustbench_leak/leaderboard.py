@@ -16,7 +16,7 @@ import pandas as pd
 
 from .attacks import attack_class
 from .metrics import METRIC_DOCS
-from .report.fmt import BASE_COLUMNS, cell_text, human, metric_columns, row_flags, split_column
+from .report.fmt import BASE_COLUMNS, cell_text, footnote_number, human, metric_columns, row_flags, split_column
 from .report.loader import RunData, load_runs
 from .store import STORE_NAME
 
@@ -175,9 +175,7 @@ def to_markdown(table: pd.DataFrame, legend: dict[str, str], rank_col: str, titl
                 text, flags = cell_text(r, col), row_flags(r, col)
                 if flags:
                     note = f"{split_column(col)[0]}, {r.model} ({r.run}): {flags}"
-                    if note not in footnotes:
-                        footnotes.append(note)
-                    text += f" ⚠[{footnotes.index(note) + 1}]"
+                    text += f" ⚠[{footnote_number(footnotes, note)}]"
                 cells.append(text)
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         lines.append("")

@@ -12,8 +12,8 @@ from typing import Any
 import pandas as pd
 
 from ..attacks import attack_class
-from .fmt import (PERCENT_METRICS, cell_text, human, metric_columns, missing, row_flags, split_column,
-                  value_text)
+from .fmt import (PERCENT_METRICS, cell_text, footnote_number, human, metric_columns, missing, row_flags,
+                  split_column, value_text)
 from .loader import RunData, parse_json
 
 
@@ -122,9 +122,7 @@ def to_latex(table: pd.DataFrame, legend: dict[str, str], rank_col: str, title: 
                 text, flags = _latex_cell(r, col), row_flags(r, col)
                 if flags:
                     note = f"{split_column(col)[0]}, {r.model}: {flags}"
-                    if note not in notes:
-                        notes.append(note)
-                    text += f"\\textsuperscript{{\\dag{notes.index(note) + 1}}}"
+                    text += f"\\textsuperscript{{\\dag{footnote_number(notes, note)}}}"
                 cells.append(text)
             body.append(" & ".join(cells) + " \\\\")
         label = re.sub(r"[^A-Za-z0-9]+", "-", str(dataset)).strip("-")

@@ -72,6 +72,13 @@ def cell_text(row: pd.Series, col: str) -> str:
     return value_text(value, metric) + (" " + spread if spread else "")
 
 
+def footnote_number(notes: list[str], note: str) -> int:
+    """1-based number of ``note`` in ``notes``, appending it the first time it is seen."""
+    if note not in notes:
+        notes.append(note)
+    return notes.index(note) + 1
+
+
 def row_flags(row: pd.Series, col: str) -> str:
     """Flag text of the attack behind ``col`` in this row ('' when none)."""
     flags = row.get(f"{split_column(col)[0]}.flags")
