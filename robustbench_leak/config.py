@@ -119,7 +119,11 @@ class ResolvedAttack(BaseModel):
     note: str | None = None  # what an engine switch changed, shown to the user
 
     def spec(self) -> dict[str, Any]:
-        spec = {"kind": self.kind, "engine": self.engine, "n_samples": self.n_samples, "params": self.params}
+        from .attacks import attack_class
+
+        neutral = attack_class(self.kind, self.engine).key_neutral
+        params = {k: v for k, v in self.params.items() if k not in neutral or v != neutral[k]}
+        spec = {"kind": self.kind, "engine": self.engine, "n_samples": self.n_samples, "params": params}
         if self.fit_samples is not None:  # only attacks that fit carry it, so other cells keep their keys
             spec["fit_samples"] = self.fit_samples
         return spec

@@ -81,6 +81,11 @@ def test_bench_reports_ratios(finished_run, tmp_path):
     assert saved["deepfool"]["native_vs_art"] == pytest.approx(res["deepfool"]["native_vs_art"])
     assert saved["deepfool"]["fooled_agreement"] >= 0.99
     assert saved["deepfool"]["median_relative_norm_difference"] < 0.05
+    # the default engine (candidate pruning) and the exact one, both measured against the same ART run
+    assert saved["deepfool"]["native_params"]["keep_candidates"] == 2
+    assert "keep_candidates" not in saved["deepfool"]["native_exact_params"]
+    assert saved["deepfool"]["native_exact_fooled_agreement"] >= 0.99
+    assert saved["deepfool"]["native_exact_vs_art"] > 0
     assert saved["spatial"]["n_transforms"] == 5 * 5 * 7 and saved["spatial"]["native_grid_evaluations_per_s"] > 0
     assert set(saved["targets"]) == {"deepfool_native_vs_art_at_least_20x", "deepfool_agreement_at_least_99pct",
                                      "deepfool_median_norm_difference_below_5pct", "spatial_grid_at_least_80pct_of_forward"}

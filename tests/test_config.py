@@ -30,7 +30,7 @@ def test_valid_config_resolves_presets_and_overrides(tmp_path):
     assert (deepfool.kind, deepfool.engine, deepfool.n_samples) == ("deepfool", "native", 16)
     # preset values kept, overrides applied
     assert deepfool.params == {"max_iter": 10, "overshoot": 0.02, "nb_grads": 10, "batch_size": 16,
-                               "stop_on": "returned"}
+                               "stop_on": "returned", "keep_candidates": 2}
     assert cfg.attacks[2].params["mode"] == "global" and cfg.attacks[2].fit_samples == 16
     assert "fit_samples" not in deepfool.spec() and cfg.attacks[2].spec()["fit_samples"] == 16
     settings = cfg.training_for(cfg.run.models[0])
@@ -158,7 +158,8 @@ def test_engine_switch(tmp_path):
     assert [(a.kind, a.engine) for a in cfg.attacks] == [("clean", "torch"), ("deepfool", "art"), ("spatial", "art")]
     # the native spatial preset's global mode is ART's own; the switch says what it dropped
     assert "mode" not in cfg.attacks[2].params and "mode" in cfg.attacks[2].note
-    assert cfg.attacks[1].note is None  # DeepFool's parameters mean the same in both engines
+    # DeepFool's shared parameters mean the same in both engines; the native-only pruning is named as dropped
+    assert "keep_candidates" in cfg.attacks[1].note and "keep_candidates" not in cfg.attacks[1].params
     worst = TINY_CONFIG.replace("    fit_samples: 16\n    params: {num_translations: 3, num_rotations: 3}",
                                 "    params: {num_translations: 3, num_rotations: 3, mode: worst_of_grid}")
     path.write_text(worst)
@@ -167,3 +168,15 @@ def test_engine_switch(tmp_path):
     path.write_text(TINY_CONFIG)
     with pytest.raises(ConfigError, match="unknown engine"):
         load_config(path, engine="fast")
+
+
+def test_key_neutral_params_leave_cell_keys_unchanged(tmp_path):
+    """A parameter added later, at its neutral value, is left out of the cell spec, so stored cells stay valid;
+    any other value is part of the key."""
+    exact = TINY_CONFIG.replace("preset: deepfool\n", "preset: deepfool-exact\n")
+    assert exact != TINY_CONFIG
+    _, cfg = _load(tmp_path, exact)
+    spec = cfg.attacks[1].spec()
+    assert cfg.attacks[1].params["keep_candidates"] is None and "keep_candidates" not in spec["params"]
+    _, pruned = _load(tmp_path, TINY_CONFIG)
+    assert pruned.attacks[1].spec()["params"]["keep_candidates"] == 2

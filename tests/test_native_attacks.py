@@ -42,6 +42,26 @@ def test_native_deepfool_agrees_with_art(trained):
     assert native.metrics["rho_mean"] == pytest.approx(art.metrics["rho_mean"], rel=0.05)
 
 
+def test_native_deepfool_candidate_pruning_agrees_with_art(trained):
+    """keep_candidates (the default preset's speed-up) against ART, and against the exact engine."""
+    model, data = trained
+    x, y = data.test_x[:48], data.test_y[:48]
+    params = {"max_iter": 10, "overshoot": 0.02, "nb_grads": 10}
+    art = build_attack("deepfool", "art", batch_size=48, **params).run(model, x, y, CPU, progress=False)
+    exact = build_attack("deepfool", "native", **params).run(model, x, y, CPU, progress=False)
+    for keep in (1, 2, 3):
+        pruned = build_attack("deepfool", "native", keep_candidates=keep, **params).run(model, x, y, CPU,
+                                                                                     progress=False)
+        a, b = art.samples, pruned.samples
+        assert np.mean((a["adv_pred"] != a["clean_pred"]) == (b["adv_pred"] != b["clean_pred"])) >= 0.99
+        assert np.median(np.abs(a["l2"] - b["l2"]) / np.maximum(a["l2"], 1e-12)) < 0.05
+    big = build_attack("deepfool", "native", keep_candidates=9, **params).run(model, x, y, CPU, progress=False)
+    np.testing.assert_allclose(big.samples["l2"], exact.samples["l2"], rtol=1e-5)  # keeping all = exact
+    for bad in (0, -1, 2.5, True, "2"):
+        with pytest.raises(ValueError, match="keep_candidates"):
+            build_attack("deepfool", "native", keep_candidates=bad)
+
+
 def test_native_deepfool_iterate_mode_is_arts_loop(trained):
     """With stop_on: iterate the engine runs ART's loop step for step: the same norms to float precision."""
     model, data = trained

@@ -26,6 +26,9 @@ class Attack(ABC):
     metrics: ClassVar[tuple[str, ...]] = ()  # the metric names it reports, in display order
     needs_fit: ClassVar[bool] = False
     preferred_engine: ClassVar[bool] = False  # the engine a config gets when it names none
+    # Parameters added after results were stored, at the value that behaves as before they existed: a
+    # cell's key leaves them out at that value, so stored cells stay valid.
+    key_neutral: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **params: Any) -> None:
         self.params = self.check_params(params)
