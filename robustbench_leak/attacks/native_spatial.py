@@ -7,6 +7,8 @@ never shifts vertically), and ``linspace(-max_rotation, max_rotation, num_rotati
 Like ART, a transform shifts first and then rotates about the image centre, fills with 0 and clips
 to [0, 1]; the resampling is one ``grid_sample`` (bicubic by default) instead of scipy's spline on
 the CPU, so rotated pixels differ slightly from ART's while integer shifts are exact.
+``interpolation: scipy`` resamples exactly as ART does (``scipy.ndimage.rotate``, cubic spline, on the
+CPU): slower, for cross-checks against ART and for numbers that must equal ART's.
 
 Modes:
 - ``global``: ART's threat model: one transform for the whole set, the one that changes the most
@@ -67,6 +69,11 @@ def rotate_images(x: torch.Tensor, degrees: float, mode: str = "bicubic") -> tor
     """Rotate about the image centre with zero padding, with scipy.ndimage.rotate's orientation."""
     if degrees == 0.0:
         return x
+    if mode == "scipy":  # ART's resampling, bit for bit: scipy's defaults (order 3 spline, constant 0 fill)
+        from scipy.ndimage import rotate
+
+        out = rotate(x.detach().cpu().numpy(), degrees, axes=(2, 3), reshape=False)
+        return torch.from_numpy(out).to(device=x.device, dtype=x.dtype)
     n, _, h, w = x.shape
     a = math.radians(degrees)
     cos, sin = math.cos(a), math.sin(a)
@@ -121,7 +128,7 @@ class NativeSpatial(Attack):
     def check_params(cls, params: dict) -> dict:
         merged = super().check_params(params)
         choices = {"mode": ("global", "worst_of_grid", "worst_of_k"), "fit_on": ("holdout", "attacked"),
-                   "interpolation": ("bilinear", "bicubic", "nearest")}
+                   "interpolation": ("bilinear", "bicubic", "nearest", "scipy")}
         for key, allowed in choices.items():
             if merged[key] not in allowed:
                 raise ValueError(f"attack 'spatial' parameter {key!r} must be one of {', '.join(allowed)}, "
