@@ -42,10 +42,17 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
 
 def _cmd_claims(args: argparse.Namespace) -> None:
-    from .report.claims import art_defect_table, evaluate_claims, provenance_lines, to_markdown
+    from .report.claims import art_defect_table, coverage_lines, evaluate_claims, provenance_lines, to_markdown
 
+    text = []
+    if args.preamble:
+        try:
+            text = [Path(args.preamble).read_text().rstrip(), ""]
+        except OSError as err:
+            raise SystemExit(f"rbleak claims: --preamble {args.preamble}: cannot read ({err.strerror})")
     claims, _ = evaluate_claims(args.run_dir)
-    text = ["## Claims", "", *provenance_lines(args.run_dir), "", to_markdown(claims)]
+    text += ["## Claims", "", *provenance_lines(args.run_dir), *coverage_lines(args.run_dir), "",
+             to_markdown(claims)]
     if args.art:
         text += ["## ART's spatial defect: as-is vs fixed", "", *provenance_lines(args.art), "",
                  art_defect_table(args.art), ""]
@@ -159,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir")
     p.add_argument("--art", help="run folder of the ART as-is vs fixed spatial comparison")
     p.add_argument("--out", help="write Markdown here instead of printing it")
+    p.add_argument("--preamble", help="Markdown file put before the generated part (protocol, commands)")
     p.set_defaults(fn=_cmd_claims)
     p = sub.add_parser("compare", help="paired tests (McNemar, Wilcoxon) between two models of a run")
     p.add_argument("run_dir")

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from robustbench_leak.report.claims import (compare, directional_verdict, equivalence_verdict, evaluate_claims,
-                                            to_markdown)
+from robustbench_leak.report.claims import (compare, coverage_lines, directional_verdict, equivalence_verdict,
+                                            evaluate_claims, to_markdown)
 from robustbench_leak.store import Store
 
 N = 400
@@ -75,3 +75,26 @@ def test_evaluate_claims_marks_missing_models(store, tmp_path):
     assert [c.verdict for c in claims] == ["reproduced", "not evaluated"]
     md = to_markdown(claims)
     assert "Verdict: reproduced" in md and "missing from the store: cnn-7x7-hamming vs cnn-3x3" in md
+
+
+def test_coverage_names_complete_and_missing_seeds(store, tmp_path):
+    line = coverage_lines(tmp_path)[0]
+    assert "every planned cell finished" in line and "better: seeds 0, 1 complete" in line
+    # a planned cell that never ran makes the run incomplete, and says which seed and how much is missing
+    store.add_run_cells("r", [{"cell_key": "absent", "kind": "eval", "train_key": "worse-2", "model": "worse",
+                               "arch": "x", "dataset": "d", "seed": 2, "attack": "clean"}])
+    line = coverage_lines(tmp_path)[0]
+    assert "incomplete run" in line and "worse: seeds 0, 1 complete; incomplete: 2 (0/1)" in line
+
+
+def test_claims_cli_preamble(store, tmp_path):
+    from robustbench_leak.cli import main
+
+    pre = tmp_path / "pre.md"
+    pre.write_text("# Report\n\nprotocol text\n")
+    out = tmp_path / "REPORT.md"
+    main(["claims", str(tmp_path), "--preamble", str(pre), "--out", str(out)])
+    text = out.read_text()
+    assert text.startswith("# Report\n\nprotocol text\n\n## Claims") and "coverage" in text
+    with pytest.raises(SystemExit, match="preamble"):
+        main(["claims", str(tmp_path), "--preamble", str(tmp_path / "nope.md")])

@@ -255,6 +255,31 @@ def art_defect_table(art_dir: str | Path) -> str:
     return "\n".join(lines)
 
 
+def coverage_lines(run_dir: str | Path) -> list[str]:
+    """Which seeds of each model of the latest run have every attack cell finished, so a partial run says so."""
+    store = Store.open_existing(run_dir)
+    try:
+        run = store.latest_run()
+        cells = store.frame("""
+            SELECT rc.model, rc.seed, COALESCE(SUM(c.status = 'done'), 0) AS done, COUNT(*) AS planned FROM run_cells rc
+            LEFT JOIN cells c ON c.cell_key = rc.cell_key WHERE rc.run_id = ? AND rc.kind = 'eval'
+            GROUP BY rc.model, rc.seed""", (run["run_id"],))
+    finally:
+        store.close()
+    if cells.empty:
+        return ["- coverage: no eval cells planned"]
+    parts, complete = [], True
+    for model, g in cells.groupby("model", sort=False):
+        full = [int(r.seed) for r in g.itertuples() if r.done == r.planned]
+        partial = [f"{int(r.seed)} ({int(r.done)}/{int(r.planned)})" for r in g.itertuples()
+                   if r.done != r.planned]
+        complete &= not partial
+        parts.append(f"{model}: seeds {', '.join(map(str, full)) or 'none'} complete"
+                     + (f"; incomplete: {', '.join(partial)}" if partial else ""))
+    head = "every planned cell finished" if complete else "**incomplete run: verdicts use the finished seeds only**"
+    return [f"- coverage ({head}): " + "; ".join(parts)]
+
+
 def provenance_lines(run_dir: str | Path) -> list[str]:
     import json
 
