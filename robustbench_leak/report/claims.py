@@ -216,8 +216,27 @@ def format_comparison(c: Comparison) -> str:
     return (f"| {c.model_a} vs {c.model_b} | {c.attack} | {c.metric} | {effect} | {ci} | {seeds} | {test} |")
 
 
+def verdict_rules() -> str:
+    """The verdict rules in words, with the constants the code uses."""
+    return (f"Verdict rules (fixed in `robustbench_leak/report/claims.py` before any result was seen): a "
+            f"directional claim is *reproduced* when the pooled effect has the claimed sign, the paired test gives "
+            f"p < {ALPHA} and every seed shows that sign; *not reproduced* when the effect has the opposite sign "
+            f"with p < {ALPHA}; *inconclusive* otherwise. An equivalence claim is *reproduced* when the whole 95% CI "
+            f"lies within +-{100 * ACCURACY_MARGIN:.0f} accuracy point(s) (+-{100 * RHO_MARGIN:.0f}% of B's mean "
+            f"rho), *not reproduced* when it lies wholly outside, *inconclusive* otherwise. A claim with several "
+            f"comparisons is reproduced when all are, not reproduced when any is.")
+
+
+def summary_table(claims: list[Claim]) -> str:
+    lines = ["| # | claim | verdict | comparisons (seeds) |", "|---|---|---|---|"]
+    for i, claim in enumerate(claims, 1):
+        seeds = ", ".join(f"{c.model_a} vs {c.model_b} on {c.attack} ({c.n_seeds})" for c in claim.comparisons)
+        lines.append(f"| {i} | {claim.title} | **{claim.verdict}** | {seeds or 'none in the store'} |")
+    return "\n".join(lines)
+
+
 def to_markdown(claims: list[Claim]) -> str:
-    lines = []
+    lines = [summary_table(claims), "", verdict_rules(), ""]
     for i, claim in enumerate(claims, 1):
         lines += [f"### Claim {i}: {claim.title}", "", f"**Verdict: {claim.verdict}** ({claim.kind} claim)", ""]
         if claim.comparisons:
