@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from robustbench_leak.config import load_config
@@ -92,8 +93,14 @@ def shrink(config: dict, root: str | None, extra_dataset: dict | None = None) ->
     return config
 
 
-def run_shrunk(tmp_path: Path, name: str, root: str | None, monkeypatch, extra_dataset: dict | None = None) -> pd.DataFrame:
+def run_shrunk(tmp_path: Path, name: str, root: str | None, monkeypatch, extra_dataset: dict | None = None,
+               width: int | None = None) -> pd.DataFrame:
     config = yaml.safe_load((REPO / "configs" / name).read_text())
+    if width is not None:  # paper-width models cost minutes on CPU even for one step; the recipe stays
+        for model in config["models"]:
+            model["options"]["width"] = width
+            if "match_params" in model:  # one channel is a coarse step at small width (see paper-fashion-mnist)
+                model["match_tolerance"] = 0.04
     path = tmp_path / name
     path.write_text(yaml.safe_dump(shrink(config, root, extra_dataset)))
     monkeypatch.setenv("RBLEAK_CACHE_DIR", str(tmp_path / "cache"))
@@ -112,6 +119,27 @@ def test_paper_fashion_mnist(tmp_path, monkeypatch):
                 "spatial-worst.robust_accuracy", "lowpass-2.robust_accuracy", "highpass-12.robust_accuracy"]:
         assert board[col].notna().all(), col
     assert "deepfool.rho_mean" in board.columns
+
+
+def test_paper_fashion_mnist_gpu_scale(tmp_path, monkeypatch):
+    """The paper-scale config: its matched model has the 3x3 model's size at width 128 (counted on the meta
+    device), and the config runs end to end (one step, narrowed so it takes seconds on CPU)."""
+    from robustbench_leak.models import count_params, create_model
+    from robustbench_leak.runner import plan
+
+    trains, _ = plan(load_config(REPO / "configs" / "paper-fashion-mnist-gpu.yaml"))
+    by_name = {t["model"]: t for t in trains if t["seed"] == 0}
+    assert by_name["cnn-3x3"]["options"]["width"] == 128 and by_name["cnn-3x3"]["options"]["n_layers"] == 6
+
+    def n_params(name: str) -> int:
+        with torch.device("meta"):
+            return count_params(create_model(by_name[name]["arch"], 10, 1, **by_name[name]["options"]))
+
+    assert abs(n_params("cnn-7x7-hamming-matched") / n_params("cnn-3x3") - 1) <= 0.02
+    assert n_params("cnn-7x7") > 4 * n_params("cnn-3x3")
+    monkeypatch.setenv("RBLEAK_FASHION_MNIST", str(write_mnist_like(tmp_path / "fmnist")))
+    board = run_shrunk(tmp_path, "paper-fashion-mnist-gpu.yaml", None, monkeypatch, width=16)
+    assert board["clean.accuracy"].notna().all() and board["spatial-worst.robust_accuracy"].notna().all()
 
 
 def test_paper_fashion_mnist_art(tmp_path, monkeypatch):
