@@ -42,7 +42,8 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
 
 def _cmd_claims(args: argparse.Namespace) -> None:
-    from .report.claims import art_defect_table, coverage_lines, evaluate_claims, provenance_lines, to_markdown
+    from .report.claims import (art_defect_table, coverage_lines, evaluate_claims, protocol_line, provenance_lines,
+                                 to_markdown)
 
     text = []
     if args.preamble:
@@ -52,10 +53,11 @@ def _cmd_claims(args: argparse.Namespace) -> None:
             raise SystemExit(f"rbleak claims: --preamble {args.preamble}: cannot read ({err.strerror})")
     claims, _ = evaluate_claims(args.run_dir)
     text += ["## Claims", "", *provenance_lines(args.run_dir), *coverage_lines(args.run_dir), "",
-             to_markdown(claims)]
+             to_markdown(claims, protocol_line(args.run_dir))]
     if args.art:
+        art_protocol = protocol_line(args.art)
         text += ["## ART's spatial defect: as-is vs fixed", "", *provenance_lines(args.art), "",
-                 art_defect_table(args.art), ""]
+                 art_defect_table(args.art), "", *([art_protocol, ""] if art_protocol else [])]
     output = "\n".join(text)
     if args.out:
         Path(args.out).write_text(output)

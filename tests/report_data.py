@@ -50,10 +50,13 @@ def grid_accuracy(shift_rows: int, shift_cols: int, rotation: float, seed: int) 
 
 
 def make_run(folder: Path, models: list[Fake], seeds: tuple[int, ...] = (0,), name: str = "fake",
-             run_id: str = "20260101T000000-aaaaaa", rank_by: str = "deepfool.rho_mean") -> Path:
+             run_id: str = "20260101T000000-aaaaaa", rank_by: str = "deepfool.rho_mean",
+             description: str = "") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     config = {"name": name, "seeds": list(seeds), "rank_by": rank_by,
               "models": [{"name": m.name, "arch": "tomen_cnn"} for m in models]}
+    if description:
+        config["description"] = description
     store = Store(folder / "results.sqlite")
     store.start_run(run_id, config_name=name, config_path=f"configs/{name}.yaml", config_hash="feedc0de",
                     config_yaml=yaml.safe_dump(config), device="cpu (test machine, 2 threads)",

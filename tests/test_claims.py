@@ -27,7 +27,7 @@ def add_model(store: Store, run_id: str, model: str, seed: int, attack: str, cor
 def store(tmp_path):
     rng = np.random.default_rng(0)
     s = Store(tmp_path / "results.sqlite")
-    s.start_run("r", config_name="t")
+    s.start_run("r", config_name="t", config_yaml="name: t\ndescription: CPU-scale protocol, width 4\n")
     rows = []
     for seed in (0, 1):
         good = rng.random(N) < 0.9  # ~90% correct
@@ -96,5 +96,7 @@ def test_claims_cli_preamble(store, tmp_path):
     main(["claims", str(tmp_path), "--preamble", str(pre), "--out", str(out)])
     text = out.read_text()
     assert text.startswith("# Report\n\nprotocol text\n\n## Claims") and "coverage" in text
+    # the run's protocol is stated under every claim table (and the summary)
+    assert text.count("_Protocol: CPU-scale protocol, width 4._") == 1 + text.count("| A vs B |")
     with pytest.raises(SystemExit, match="preamble"):
         main(["claims", str(tmp_path), "--preamble", str(tmp_path / "nope.md")])

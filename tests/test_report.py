@@ -250,3 +250,20 @@ def test_incomplete_run_is_said_so(tmp_path):
     complete = make_run(tmp_path / "c", [Fake("a", 3, "none", 0.5, 0.1, 0.2)])
     write_outputs([complete], tmp_path / "out2", formats=("md",))
     assert "Note:" not in (tmp_path / "out2" / "leaderboard.md").read_text()
+
+
+def test_protocol_is_stated_with_every_table(tmp_path):
+    """A config's description (e.g. a CPU-scale protocol) is repeated in the md, HTML, LaTeX and JSON tables."""
+    protocol = "CPU-scale protocol: width 4 & <2> layers"
+    run = make_run(tmp_path / "r", [Fake("a", 3, "none", 0.5, 0.1, 0.2)], description=protocol)
+    write_outputs([run], tmp_path / "out", formats=("md", "html", "latex", "json"))
+    out = tmp_path / "out"
+    assert f"> **Note:** protocol of run r: {protocol}" in (out / "leaderboard.md").read_text()
+    html = (out / "leaderboard.html").read_text()
+    assert '<p class="note protocol">protocol of run r: CPU-scale protocol: width 4 &amp; &lt;2&gt; layers</p>' in html
+    caption = next(line for line in (out / "leaderboard.tex").read_text().splitlines() if "caption" in line)
+    assert "Protocol of run r: CPU-scale protocol: width 4 \\& \\textless{}2\\textgreater{} layers." in caption
+    assert json.loads((out / "leaderboard.json").read_text())["protocols"] == {"r": protocol}
+    plain = make_run(tmp_path / "p", [Fake("a", 3, "none", 0.5, 0.1, 0.2)])
+    write_outputs([plain], tmp_path / "out2", formats=("md",))
+    assert "protocol" not in (tmp_path / "out2" / "leaderboard.md").read_text()

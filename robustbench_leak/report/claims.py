@@ -235,14 +235,30 @@ def summary_table(claims: list[Claim]) -> str:
     return "\n".join(lines)
 
 
-def to_markdown(claims: list[Claim]) -> str:
-    lines = [summary_table(claims), "", verdict_rules(), ""]
+def protocol_line(run_dir: str | Path) -> str:
+    """The latest run's config ``description`` as a line set under every table ('' when it has none)."""
+    import yaml
+
+    store = Store.open_existing(run_dir)
+    try:
+        run = store.latest_run()
+    finally:
+        store.close()
+    config = yaml.safe_load((run or {}).get("config_yaml") or "") or {}
+    desc = str(config.get("description") or "").strip() if isinstance(config, dict) else ""
+    return f"_Protocol: {desc}._" if desc else ""
+
+
+def to_markdown(claims: list[Claim], protocol: str = "") -> str:
+    """The claims as Markdown; ``protocol`` (see :func:`protocol_line`) is repeated under every table."""
+    lines = [summary_table(claims), "", *([protocol, ""] if protocol else []), verdict_rules(), ""]
     for i, claim in enumerate(claims, 1):
         lines += [f"### Claim {i}: {claim.title}", "", f"**Verdict: {claim.verdict}** ({claim.kind} claim)", ""]
         if claim.comparisons:
             lines += ["| A vs B | attack | metric | effect A - B (mean over seeds) | 95% CI | per seed | paired test |",
                       "|---|---|---|---|---|---|---|"]
             lines += [format_comparison(c) for c in claim.comparisons]
+            lines += ["", protocol] if protocol else []
         for m in claim.missing:
             lines.append(f"- missing from the store: {m}")
         lines.append("")

@@ -148,7 +148,8 @@ def render(runs: list[RunData], table: pd.DataFrame, legend: dict[str, str], ran
         attack_labels=list(dict.fromkeys(split_column(c)[0] for c in cols)),
         figures=[_figure(f, page_dir) for f in figures], legend=legend_items, attacks=attacks,
         runs=[_run_provenance(r) for r in runs],
-        incomplete=[r.incomplete() for r in runs if r.incomplete()])
+        incomplete=[r.incomplete() for r in runs if r.incomplete()],
+        protocols=[r.protocol() for r in runs if r.protocol()])
 
 
 def write_html(runs: list[RunData], table: pd.DataFrame, legend: dict[str, str], rank_col: str, title: str,

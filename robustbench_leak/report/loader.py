@@ -37,6 +37,11 @@ class RunData:
         return (f"run {self.label} is not complete ({self.run.get('status') or 'unknown status'}: {len(self.cells)} "
                 f"of {self.planned_evals} evaluations finished); missing values show as –")
 
+    def protocol(self) -> str:
+        """The config's ``description`` (e.g. "CPU-scale protocol: ..."), which every table of the run repeats."""
+        desc = str(self.config().get("description") or "").strip()
+        return f"protocol of run {self.label}: {desc}" if desc else ""
+
     def flags(self, model: str, dataset: str, attack: str) -> list[str]:
         """Sanity-check flags of a (model, dataset, attack) over seeds, each once, in order."""
         sub = self.cells[(self.cells.model == model) & (self.cells.dataset == dataset) & (self.cells.attack == attack)]
