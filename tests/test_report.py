@@ -267,3 +267,12 @@ def test_protocol_is_stated_with_every_table(tmp_path):
     plain = make_run(tmp_path / "p", [Fake("a", 3, "none", 0.5, 0.1, 0.2)])
     write_outputs([plain], tmp_path / "out2", formats=("md",))
     assert "protocol" not in (tmp_path / "out2" / "leaderboard.md").read_text()
+
+
+def test_rerendered_plots_are_byte_identical(run_dir, tmp_path):
+    """Re-rendering the same store gives the same SVG files (no dates, no random element ids)."""
+    first = {p.name: p.read_bytes() for p in write_outputs([run_dir], tmp_path / "a", formats=("plots",))
+             if p.suffix == ".svg"}
+    second = {p.name: p.read_bytes() for p in write_outputs([run_dir], tmp_path / "b", formats=("plots",))
+              if p.suffix == ".svg"}
+    assert first and first == second
