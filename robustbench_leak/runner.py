@@ -190,6 +190,11 @@ def ensure_model(task: dict[str, Any], ctx: dict[str, Any], log: Log = print,
 def run_train_cell(task: dict[str, Any], ctx: dict[str, Any], log: Log = print) -> str:
     store = Store(ctx["store"])
     try:
+        if store.is_done(task["key"]):
+            # Its record (which run trained it, how long it took) stays; eval cells that still need the
+            # weights load or train them themselves, so a resumed run needs no checkpoint of a finished row.
+            log(f"[skip] {task['model']} / {task['dataset']['name']} / seed {task['seed']}: model already in the store")
+            return "skipped"
         started = now()
         t0 = time.perf_counter()
         model, meta = ensure_model(task, ctx, log)

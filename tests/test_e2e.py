@@ -57,7 +57,11 @@ def test_run_writes_full_leaderboard_and_reuses_checkpoints(tiny_config, tmp_pat
     # same output folder again: every eval cell is already stored
     assert main(["run", str(tiny_config), "--out", str(out), "--quiet"]) == 0
     third = capsys.readouterr().out
-    assert third.count("[skip]") == 6 and "[eval]" not in third
+    assert third.count("[skip]") == 2 + 6 and "[eval]" not in third and "[cache]" not in third
+    # the train cells keep the record of the run that trained them (not overwritten by a cache load)
+    trained = sqlite3.connect(out / "results.sqlite").execute(
+        "SELECT COUNT(*) FROM cells WHERE kind = 'train' AND info LIKE '%\"loaded_from_cache\": false%'").fetchone()[0]
+    assert trained == 2
 
 
 class CrashAfter:
@@ -89,7 +93,7 @@ def test_killed_run_resumes_only_missing_cells(tiny_config, tmp_path):
 
     lines.clear()
     run_config(config, out, progress=False, log=lines.append)
-    assert sum(line.startswith("[skip]") for line in lines) == 3
+    assert sum(line.startswith("[skip]") for line in lines) == 2 + 3  # both trained models, A's three evals
     assert sum(line.startswith("[eval]") for line in lines) == 3
     assert not any(line.startswith("[train]") for line in lines)
     board = pd.read_csv(out / "leaderboard.csv")
