@@ -42,8 +42,8 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
 
 def _cmd_claims(args: argparse.Namespace) -> None:
-    from .report.claims import (art_defect_table, coverage_lines, evaluate_claims, protocol_line, provenance_lines,
-                                 to_markdown)
+    from .report.claims import (CLAIM_SETS, art_defect_table, coverage_lines, evaluate_claims, protocol_line,
+                                provenance_lines, to_markdown)
 
     text = []
     if args.preamble:
@@ -51,7 +51,7 @@ def _cmd_claims(args: argparse.Namespace) -> None:
             text = [Path(args.preamble).read_text().rstrip(), ""]
         except OSError as err:
             raise SystemExit(f"rbleak claims: --preamble {args.preamble}: cannot read ({err.strerror})")
-    claims, _ = evaluate_claims(args.run_dir)
+    claims, _ = evaluate_claims(args.run_dir, CLAIM_SETS[args.claims])
     text += ["## Claims", "", *provenance_lines(args.run_dir), *coverage_lines(args.run_dir), "",
              to_markdown(claims, protocol_line(args.run_dir))]
     if args.art:
@@ -169,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--art", help="run folder of the ART as-is vs fixed spatial comparison")
     p.add_argument("--out", help="write Markdown here instead of printing it")
     p.add_argument("--preamble", help="Markdown file put before the generated part (protocol, commands)")
+    p.add_argument("--claims", default="paper", choices=["paper", "depth-sweep"],
+                   help="which claims: the paper's (paper-fashion-mnist.yaml's model names) or the depth sweep's "
+                        "(paper-depth-sweep.yaml's)")
     p.set_defaults(fn=_cmd_claims)
     p = sub.add_parser("compare", help="paired tests (McNemar, Wilcoxon) between two models of a run")
     p.add_argument("run_dir")

@@ -100,3 +100,23 @@ def test_claims_cli_preamble(store, tmp_path):
     assert text.count("_Protocol: CPU-scale protocol, width 4._") == 1 + text.count("| A vs B |")
     with pytest.raises(SystemExit, match="preamble"):
         main(["claims", str(tmp_path), "--preamble", str(tmp_path / "nope.md")])
+
+
+
+def test_depth_sweep_claims_name_the_depth_sweep_models(store, tmp_path, capsys):
+    """--claims depth-sweep pairs hamming-dN with plain-dN, the model names of configs/paper-depth-sweep.yaml."""
+    from pathlib import Path
+
+    from robustbench_leak.cli import main
+    from robustbench_leak.config import load_config
+    from robustbench_leak.report.claims import CLAIM_SETS
+
+    names = {m.name for m in load_config(Path(__file__).parents[1] / "configs" / "paper-depth-sweep.yaml").run.models}
+    used = {m for _, _, pairs in CLAIM_SETS["depth-sweep"] for a, b, _, _ in pairs for m in (a, b)}
+    assert used == names
+    main(["claims", str(tmp_path), "--claims", "depth-sweep"])  # this store has none of those models
+    out = capsys.readouterr().out
+    assert out.count("**Verdict: not evaluated**") == len(CLAIM_SETS["depth-sweep"]) == 10
+    assert "missing from the store: hamming-d16 vs plain-d16 on deepfool" in out
+    with pytest.raises(SystemExit):
+        main(["claims", str(tmp_path), "--claims", "nope"])

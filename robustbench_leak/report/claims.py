@@ -171,6 +171,19 @@ PAPER_CLAIMS = [
 ]
 
 
+# The reproduction report's depth sweep (its Fig. 9): does windowing still help as the plain CNN gets deeper?
+# Model names are those of configs/paper-depth-sweep.yaml.
+DEPTHS = (2, 4, 8, 12, 16)
+DEPTH_CLAIMS = [
+    *[(f"At n_layers {d}, Hamming 7x7 is more accurate than plain 7x7", "directional",
+       [(f"hamming-d{d}", f"plain-d{d}", "clean", "correct")]) for d in DEPTHS],
+    *[(f"At n_layers {d}, Hamming 7x7 is more robust to DeepFool (larger rho) than plain 7x7", "directional",
+       [(f"hamming-d{d}", f"plain-d{d}", "deepfool", "rho")]) for d in DEPTHS],
+]
+
+CLAIM_SETS = {"paper": PAPER_CLAIMS, "depth-sweep": DEPTH_CLAIMS}
+
+
 def evaluate_claims(run_dir: str | Path, claims: list = PAPER_CLAIMS) -> tuple[list[Claim], dict[str, Any]]:
     store = Store.open_existing(run_dir)
     try:
