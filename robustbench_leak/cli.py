@@ -169,9 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--art", help="run folder of the ART as-is vs fixed spatial comparison")
     p.add_argument("--out", help="write Markdown here instead of printing it")
     p.add_argument("--preamble", help="Markdown file put before the generated part (protocol, commands)")
-    p.add_argument("--claims", default="paper", choices=["paper", "depth-sweep"],
-                   help="which claims: the paper's (paper-fashion-mnist.yaml's model names) or the depth sweep's "
-                        "(paper-depth-sweep.yaml's)")
+    p.add_argument("--claims", default="paper", choices=["paper", "depth-sweep", "subsampled"],
+                   help="which claims: the paper's (paper-fashion-mnist.yaml's model names), the depth sweep's "
+                        "(paper-depth-sweep.yaml's) or the 28 -> 14 subsampling's (paper-mnist14.yaml's)")
     p.set_defaults(fn=_cmd_claims)
     p = sub.add_parser("compare", help="paired tests (McNemar, Wilcoxon) between two models of a run")
     p.add_argument("run_dir")

@@ -103,17 +103,23 @@ def test_claims_cli_preamble(store, tmp_path):
 
 
 
-def test_depth_sweep_claims_name_the_depth_sweep_models(store, tmp_path, capsys):
-    """--claims depth-sweep pairs hamming-dN with plain-dN, the model names of configs/paper-depth-sweep.yaml."""
+def test_claim_sets_match_their_configs(store, tmp_path, capsys):
+    """Each claim set asks about exactly the models (and attacks) of the config it was written for."""
     from pathlib import Path
 
     from robustbench_leak.cli import main
     from robustbench_leak.config import load_config
     from robustbench_leak.report.claims import CLAIM_SETS
 
-    names = {m.name for m in load_config(Path(__file__).parents[1] / "configs" / "paper-depth-sweep.yaml").run.models}
-    used = {m for _, _, pairs in CLAIM_SETS["depth-sweep"] for a, b, _, _ in pairs for m in (a, b)}
-    assert used == names
+    configs = Path(__file__).parents[1] / "configs"
+    for claim_set, config in [("paper", "paper-fashion-mnist.yaml"), ("depth-sweep", "paper-depth-sweep.yaml"),
+                              ("subsampled", "paper-mnist14.yaml")]:
+        config = load_config(configs / config)
+        used = {m for _, _, pairs in CLAIM_SETS[claim_set] for a, b, _, _ in pairs for m in (a, b)}
+        # every model is asked about, and every model asked about exists
+        assert used == {m.name for m in config.run.models}, claim_set
+        attacks = {attack for _, _, pairs in CLAIM_SETS[claim_set] for _, _, attack, _ in pairs}
+        assert attacks <= {a.label for a in config.attacks}, claim_set
     main(["claims", str(tmp_path), "--claims", "depth-sweep"])  # this store has none of those models
     out = capsys.readouterr().out
     assert out.count("**Verdict: not evaluated**") == len(CLAIM_SETS["depth-sweep"]) == 10
