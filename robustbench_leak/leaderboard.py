@@ -208,12 +208,13 @@ def write_outputs(run_dirs: list[Path], out_dir: Path, rank_by: str | None = Non
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     title = "Leaderboard: " + ", ".join(r.label for r in runs)
+    protocols = tuple(r.protocol() for r in runs if r.protocol())
     written = []
     if "csv" in formats:
         table.to_csv(out_dir / "leaderboard.csv", index=False)
         written.append(out_dir / "leaderboard.csv")
     if "md" in formats:
-        notes = tuple(r.protocol() for r in runs if r.protocol()) + tuple(r.incomplete() for r in runs if r.incomplete())
+        notes = protocols + tuple(r.incomplete() for r in runs if r.incomplete())
         (out_dir / "leaderboard.md").write_text(to_markdown(table, legend, rank_col, title, notes))
         written.append(out_dir / "leaderboard.md")
     if "json" in formats:
@@ -223,7 +224,6 @@ def write_outputs(run_dirs: list[Path], out_dir: Path, rank_by: str | None = Non
     if "latex" in formats:
         from .report.exports import write_latex
 
-        protocols = tuple(r.protocol() for r in runs if r.protocol())
         written.append(write_latex(table, legend, rank_col, title, out_dir / "leaderboard.tex", protocols))
     if "plots" in formats or "html" in formats:
         from .report.plots import make_plots

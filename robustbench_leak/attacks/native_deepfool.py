@@ -12,7 +12,7 @@ Differences, all for speed:
   ``stop_on: iterate`` restores ART's loop exactly (same norms to 1e-9 in the tests);
 - candidate classes are the top-``nb_grads`` logits of each sample (ART takes the union over the
   whole input);
-- ``keep_candidates: m`` (the ``deepfool`` preset sets 3): after the first step only the ``m`` classes
+- ``keep_candidates: m`` (the ``deepfool`` preset sets 2): after the first step only the ``m`` classes
   whose linearised boundary was nearest stay candidates. Later steps then cost ``m`` backward passes
   instead of ``nb_grads - 1``; the nearest boundary rarely changes rank after the first step, and the
   cross-check against ART (same samples fooled, norms within 5%) is what licenses it. ``None`` keeps

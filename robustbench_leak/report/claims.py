@@ -266,15 +266,14 @@ def summary_table(claims: list[Claim]) -> str:
 
 def protocol_line(run_dir: str | Path) -> str:
     """The latest run's config ``description`` as a line set under every table ('' when it has none)."""
-    import yaml
+    from .loader import config_description
 
     store = Store.open_existing(run_dir)
     try:
         run = store.latest_run()
     finally:
         store.close()
-    config = yaml.safe_load((run or {}).get("config_yaml") or "") or {}
-    desc = str(config.get("description") or "").strip() if isinstance(config, dict) else ""
+    desc = config_description((run or {}).get("config_yaml"))
     return f"_Protocol: {desc}._" if desc else ""
 
 

@@ -81,7 +81,7 @@ def write_json(runs: list[RunData], table: pd.DataFrame, legend: dict[str, str],
                path: Path) -> Path:
     by_label = {r.label: r for r in runs}
     doc = {"title": title, "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "rank_by": rank_col, "protocols": {r.label: r.config().get("description") or "" for r in runs},
+           "rank_by": rank_col, "protocols": {r.label: r.description() for r in runs},
            "legend": legend,
            "records": [record(by_label[row.run], row, table) for _, row in table.iterrows()]}
     path.write_text(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")

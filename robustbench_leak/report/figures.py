@@ -25,7 +25,8 @@ def style() -> None:
     sns.set_theme(style="ticks", context="paper")
     # a fixed hash salt makes the SVG element ids, and so the files, the same when the same data is rendered again
     plt.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "robustbench-leak", "figure.dpi": DPI,
-                         "savefig.dpi": DPI, "axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8, "legend.fontsize": 8})
+                         "savefig.dpi": DPI, "axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8,
+                         "ytick.labelsize": 8, "legend.fontsize": 8})
 
 
 @dataclass

@@ -37,9 +37,12 @@ class RunData:
         return (f"run {self.label} is not complete ({self.run.get('status') or 'unknown status'}: {len(self.cells)} "
                 f"of {self.planned_evals} evaluations finished); missing values show as –")
 
-    def protocol(self) -> str:
+    def description(self) -> str:
         """The config's ``description`` (e.g. "CPU-scale protocol: ..."), which every table of the run repeats."""
-        desc = str(self.config().get("description") or "").strip()
+        return config_description(self.run.get("config_yaml"))
+
+    def protocol(self) -> str:
+        desc = self.description()
         return f"protocol of run {self.label}: {desc}" if desc else ""
 
     def flags(self, model: str, dataset: str, attack: str) -> list[str]:
@@ -53,10 +56,19 @@ class RunData:
         return out
 
     def config(self) -> dict[str, Any]:
-        import yaml
+        return parse_config(self.run.get("config_yaml"))
 
-        data = yaml.safe_load(self.run.get("config_yaml") or "") or {}
-        return data if isinstance(data, dict) else {}
+
+def parse_config(config_yaml: str | None) -> dict[str, Any]:
+    """A stored run's config text as a dict ({} when missing or not a mapping)."""
+    import yaml
+
+    data = yaml.safe_load(config_yaml or "") or {}
+    return data if isinstance(data, dict) else {}
+
+
+def config_description(config_yaml: str | None) -> str:
+    return str(parse_config(config_yaml).get("description") or "").strip()
 
 
 def store_path(path: str | Path) -> Path:
