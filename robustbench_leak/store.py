@@ -41,7 +41,11 @@ CREATE TABLE IF NOT EXISTS samples (
 STORE_NAME = "results.sqlite"
 
 # columns added after the first release: (table, column, type); added to older files on open
-MIGRATIONS = [("models", "extra", "TEXT")]
+MIGRATIONS = [("models", "extra", "TEXT"),
+              # perturbation spectra of minimum-norm attacks: share of |FFT(x_adv - x)|^2 above half-Nyquist,
+              # and the radial spectral centroid in cycles per pixel
+              ("samples", "hf_share", "REAL"), ("samples", "centroid", "REAL")]
+SAMPLE_COLUMNS = ["label", "clean_pred", "adv_pred", "l2", "rho", "hf_share", "centroid"]
 
 
 def now() -> str:
@@ -131,10 +135,10 @@ class Store:
                            for m, v in (metrics or {}).items()])
             if samples:
                 n = len(next(iter(samples.values())))
-                cols = ["label", "clean_pred", "adv_pred", "l2", "rho"]
-                rows = [(cell_key, i, *[_item(samples[col][i]) if col in samples else None for col in cols])
+                rows = [(cell_key, i, *[_item(samples[col][i]) if col in samples else None for col in SAMPLE_COLUMNS])
                         for i in range(n)]
-                c.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                c.executemany(f"INSERT INTO samples (cell_key, idx, {', '.join(SAMPLE_COLUMNS)}) "
+                              f"VALUES ({', '.join('?' * (len(SAMPLE_COLUMNS) + 2))})", rows)
             c.execute("INSERT OR REPLACE INTO cells VALUES (?, ?, ?, 'done', ?, ?, ?, ?, ?, ?)",
                       (cell_key, kind, json.dumps(spec, sort_keys=True), run_id, device, started_at, now(),
                        seconds, json.dumps(info or {}, default=str)))

@@ -11,6 +11,39 @@ import torch
 import torch.nn as nn
 
 
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric parameter: ``lo``/``hi`` bounds (None: unbounded), open or closed."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def contains(self, value: float) -> bool:
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        if self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi):
+            return False
+        return True
+
+    def describe(self) -> str:
+        parts = []
+        if self.lo is not None:
+            parts.append(f"{'>' if self.lo_open else '>='} {self.lo:g}")
+        if self.hi is not None:
+            parts.append(f"{'<' if self.hi_open else '<='} {self.hi:g}")
+        return " and ".join(parts) or "any number"
+
+
+def at_least(lo: float) -> Range:
+    return Range(lo=lo)
+
+
+def above(lo: float) -> Range:
+    return Range(lo=lo, lo_open=True)
+
+
 @dataclass
 class AttackResult:
     metrics: dict[str, float]
@@ -29,6 +62,9 @@ class Attack(ABC):
     # Parameters added after results were stored, at the value that behaves as before they existed: a
     # cell's key leaves them out at that value, so stored cells stay valid.
     key_neutral: ClassVar[dict[str, Any]] = {}
+    # Checked when the attack is built (ART's ``_check_params``): numeric ranges and string choices.
+    ranges: ClassVar[dict[str, Range]] = {}
+    choices: ClassVar[dict[str, tuple[Any, ...]]] = {}
 
     def __init__(self, **params: Any) -> None:
         self.params = self.check_params(params)
@@ -53,7 +89,13 @@ class Attack(ABC):
                 ok = True
             if not ok:
                 raise ValueError(f"attack {cls.kind!r} parameter {name!r} must be {type(default).__name__}, "
-                                 f"got {value!r}")
+                                 f"got {_short(value)}")
+            if name in cls.ranges and value is not None and not cls.ranges[name].contains(value):
+                raise ValueError(f"attack {cls.kind!r} parameter {name!r} must be {cls.ranges[name].describe()}, "
+                                 f"got {_short(value)}")
+            if name in cls.choices and value not in cls.choices[name]:
+                raise ValueError(f"attack {cls.kind!r} parameter {name!r} must be one of "
+                                 f"{', '.join(map(repr, cls.choices[name]))}, got {_short(value)}")
         return merged
 
     @abstractmethod
@@ -63,6 +105,12 @@ class Attack(ABC):
 
         ``fit`` is a disjoint (images, labels) split for attacks that choose something before attacking
         (``needs_fit``), such as one global spatial transform."""
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr`` cut to ``limit`` characters: a message never formats an unbounded value."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 _ATTACKS: dict[tuple[str, str], type[Attack]] = {}
