@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 
-from .checkpoints import CheckpointError
-from .config import ConfigError
-from .data import DataMissingError, IdxFormatError
+from .outputs import check_out_dir
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
     from .config import load_config
     from .runner import run_config
+    from .store import STORE_NAME, check_store_file
 
     config = load_config(args.config, engine=args.engine)
+    out = Path(args.out) if args.out else Path("runs") / config.name
+    check_out_dir(out, "--out")
+    check_store_file(out / STORE_NAME)
     for attack in config.attacks:
         if attack.note:
             print(f"note: {attack.note}")
-    run_config(config, args.out, progress=not args.quiet)
+    # progress bars only on a terminal: in a log file, CI or a cluster worker they are carriage-return noise
+    run_config(config, out, progress=not args.quiet and sys.stderr.isatty())
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> None:
@@ -30,6 +36,9 @@ def _cmd_leaderboard(args: argparse.Namespace) -> None:
         raise ValueError(f"merging {len(dirs)} run folders: give --out DIR for the merged leaderboard "
                          "(so that no run folder's own leaderboard is overwritten)")
     out = Path(args.out) if args.out else dirs[0]
+    if out.suffix == ".sqlite" or out.is_file():
+        out = out.parent if not args.out else out
+    check_out_dir(out, "--out" if args.out else "RESULTS")
     formats = FORMATS if args.format == "all" else tuple(f.strip() for f in args.format.split(",") if f.strip())
     for path in write_outputs(dirs, out, rank_by=args.rank_by, formats=formats):
         print(f"wrote {path}")
@@ -49,8 +58,9 @@ def _cmd_claims(args: argparse.Namespace) -> None:
     if args.preamble:
         try:
             text = [Path(args.preamble).read_text().rstrip(), ""]
-        except OSError as err:
-            raise SystemExit(f"rbleak claims: --preamble {args.preamble}: cannot read ({err.strerror})")
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"{args.preamble}: --preamble: cannot read as text "
+                             f"({getattr(err, 'strerror', None) or err})") from None
     claims, _ = evaluate_claims(args.run_dir, CLAIM_SETS[args.claims])
     text += ["## Claims", "", *provenance_lines(args.run_dir), *coverage_lines(args.run_dir), "",
              to_markdown(claims, protocol_line(args.run_dir))]
@@ -141,8 +151,31 @@ def _cmd_list(args: argparse.Namespace) -> None:
         print("options: sqrt: true (unofficial port's square-root window), normalize: none|mean|energy")
 
 
+def _error_log(exc: BaseException) -> str:
+    """Write the traceback of an unexpected error to a file; return its path ('' if none could be written)."""
+    try:
+        fd, path = tempfile.mkstemp(prefix="rbleak-error-", suffix=".log")
+        with os.fdopen(fd, "w") as fh:
+            fh.write("".join(traceback.format_exception(exc)))
+        return path
+    except OSError:
+        return ""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    lines = [line for line in text.splitlines() if line.strip()]
+    shown = "\n".join(lines[:2])
+    return shown if len(shown) <= 600 else shown[:600] + " ..."
+
+
+# errors that carry a message for the user (file, key, what is expected); anything else is a bug
+USER_ERRORS = (ValueError, OSError, FloatingPointError, RuntimeError, MemoryError)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rbleak", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run a config's grid and write its leaderboard")
     p.add_argument("config")
@@ -189,12 +222,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.fn(args)
-    except (ConfigError, DataMissingError, IdxFormatError, CheckpointError, FileNotFoundError, ValueError) as exc:
-        print(f"rbleak: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("rbleak: interrupted; rerun the same command to resume (finished cells are kept)", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - no traceback reaches a user unless asked for
+        if args.debug:
+            traceback.print_exc()
+        user = isinstance(exc, USER_ERRORS)
+        message = _one_line(exc) if user else f"internal error ({type(exc).__name__}: {_one_line(exc)})"
+        if isinstance(exc, MemoryError):
+            message = "out of memory" + (f": {message}" if str(exc) else "")
+        # a ValueError carries a complete message (file, key, what is allowed); for anything else the
+        # traceback may help, so it goes to a file
+        log = "" if args.debug or isinstance(exc, ValueError) else _error_log(exc)
+        hint = f" (traceback in {log}; --debug shows it)" if log else ""
+        print(f"rbleak: error: {message}{hint}", file=sys.stderr)
+        return 2 if user else 1
     return 0
 
 

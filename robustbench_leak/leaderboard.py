@@ -214,7 +214,7 @@ def write_outputs(run_dirs: list[Path], out_dir: Path, rank_by: str | None = Non
         table.to_csv(out_dir / "leaderboard.csv", index=False)
         written.append(out_dir / "leaderboard.csv")
     if "md" in formats:
-        notes = protocols + tuple(r.incomplete() for r in runs if r.incomplete())
+        notes = protocols + tuple(n for r in runs for n in r.status_notes())
         (out_dir / "leaderboard.md").write_text(to_markdown(table, legend, rank_col, title, notes))
         written.append(out_dir / "leaderboard.md")
     if "json" in formats:

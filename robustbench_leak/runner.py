@@ -25,7 +25,7 @@ from torch.nn.modules.utils import _pair
 
 from .attacks import build_attack
 from .checkpoints import CheckpointCache
-from .config import Config, canonical_hash
+from .config import DEFAULT_FIT_SAMPLES, Config, canonical_hash
 from .data import ImageDataset, load_dataset
 from .executor import Executor, LocalExecutor
 from .models import Normalized, count_flops, count_params, create_model
@@ -37,7 +37,6 @@ from .store import STORE_NAME, Store, now
 from .train import TrainSettings, predict, resolve_device, train_model
 
 WEIGHTS_VERSION = 1  # bump when a code change alters what the same spec trains to
-DEFAULT_FIT_SAMPLES = 500  # images a global spatial attack is fitted on (the END of the test set)
 
 Log = Callable[[str], None]
 

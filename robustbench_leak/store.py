@@ -3,12 +3,18 @@
 Each grid cell's outcome (its metrics, its per-sample results and its 'done' mark) is written in one
 transaction, so a run killed halfway leaves a consistent file, and a rerun finds exactly the cells
 that are missing.
+
+Only a run writes a store (``Store.open_for_run``): it refuses a file that is not an rbleak store,
+untouched, writes in WAL mode while it runs, and on close folds the WAL back into the one file. Every
+other command reads (``Store.open_existing``): read-only, and without SQLite's side files where no writer
+is active, so rendering never changes a store or its folder.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from urllib.parse import quote
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,6 +45,13 @@ CREATE TABLE IF NOT EXISTS samples (
 """
 
 STORE_NAME = "results.sqlite"
+APPLICATION_ID = 0x72626C6B  # "rblk" in SQLite's header: marks a file as ours
+OWN_TABLES = frozenset({"runs", "run_cells", "cells", "models", "metrics", "samples"})
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+class StoreError(ValueError):
+    """A file that cannot be used as a results store; the message names the file and why."""
 
 # columns added after the first release: (table, column, type); added to older files on open
 MIGRATIONS = [("models", "extra", "TEXT"),
@@ -52,14 +65,78 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def check_store_file(path: Path) -> None:
+    """Raise ``StoreError`` unless ``path`` is an rbleak store (or does not exist yet); reads only the header
+    and, through a read-only connection, the table names."""
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise StoreError(f"{path}: not a file (a results store is a single SQLite file)")
+    try:
+        with open(path, "rb") as fh:
+            header = fh.read(100)
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not header:
+        raise StoreError(f"{path}: an empty file, not an rbleak results store; move it away or choose another folder")
+    if not header.startswith(SQLITE_MAGIC) or len(header) < 100:
+        raise StoreError(f"{path}: not an SQLite database, so not an rbleak results store; move it away or choose "
+                         "another folder")
+    app_id = int.from_bytes(header[68:72], "big")
+    if app_id not in (0, APPLICATION_ID):
+        raise StoreError(f"{path}: another program's SQLite database (application id {app_id:#x}); left untouched")
+    conn = _connect_readonly(path)
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: not a readable SQLite database ({exc}); left untouched") from None
+    finally:
+        conn.close()
+    if not OWN_TABLES <= tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StoreError(f"{path}: an SQLite database without rbleak's tables ({shown or 'no tables'}): another "
+                         "program's file; left untouched")
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection. A WAL-mode file with no active writer (no ``-wal`` beside it) is opened as
+    immutable, so that SQLite creates no ``-shm``/``-wal`` side files in the folder."""
+    wal_mode = False
+    try:
+        with open(path, "rb") as fh:
+            header = fh.read(20)
+        wal_mode = len(header) == 20 and header[18] == 2
+    except OSError:
+        pass
+    immutable = wal_mode and not Path(f"{path}-wal").exists()
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro" + ("&immutable=1" if immutable else "")
+    return sqlite3.connect(uri, uri=True, timeout=60)
+
+
 class Store:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, readonly: bool = False) -> None:
+        """Prefer ``open_for_run`` (the one writer) and ``open_existing`` (readers)."""
         self.path = Path(path)
+        self.readonly = readonly
+        check_store_file(self.path)
+        if readonly:
+            self.conn = _connect_readonly(self.path)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(self.path, timeout=60)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.executescript(SCHEMA)
-        self._migrate()
+        try:
+            self.conn = sqlite3.connect(self.path, timeout=60)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            if self.conn.execute("PRAGMA application_id").fetchone()[0] == 0:
+                self.conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            self.conn.executescript(SCHEMA)
+            self._migrate()
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"{self.path}: cannot write the results store ({exc}); check the file's and the "
+                             "folder's permissions") from None
+
+    @classmethod
+    def open_for_run(cls, path: str | Path) -> "Store":
+        return cls(path)
 
     def _migrate(self) -> None:
         with self.conn:
@@ -75,9 +152,22 @@ class Store:
             path = path / STORE_NAME
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no results store here (expected a run folder holding {STORE_NAME})")
-        return cls(path)
+        store = cls(path, readonly=True)
+        try:
+            store.conn.execute("SELECT COUNT(*) FROM runs").fetchone()
+        except sqlite3.DatabaseError as exc:
+            store.conn.close()
+            raise StoreError(f"{path}: cannot read the results store ({exc})") from None
+        return store
 
     def close(self) -> None:
+        """Close; a writer first folds the WAL back into the file, which is then a single file again."""
+        if not self.readonly:
+            try:
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self.conn.execute("PRAGMA journal_mode=DELETE")
+            except sqlite3.OperationalError:
+                pass  # another connection still holds the file: it stays in WAL mode until the last one closes
         self.conn.close()
 
     @contextmanager
@@ -182,6 +272,61 @@ class Store:
             SELECT s.* FROM samples s JOIN run_cells rc ON rc.cell_key = s.cell_key
             WHERE rc.run_id = ? AND rc.kind = 'eval' AND s.l2 IS NOT NULL ORDER BY s.cell_key, s.idx""",
                           (run_id,))
+
+    # the newest finished result of every cell, whichever run computed it --------------------------
+    # A slot is what a table row shows: (kind, model, dataset, seed, attack). Runs into one folder may
+    # compute a slot several times (a changed preset, a rerun); the newest finished cell wins, so a later
+    # run that failed or planned other cells never hides what earlier runs stored.
+    NEWEST = """
+        WITH slots AS (
+            SELECT DISTINCT rc.cell_key, rc.kind, rc.train_key, rc.model, rc.arch, rc.dataset, rc.seed, rc.attack
+            FROM run_cells rc JOIN cells c ON c.cell_key = rc.cell_key AND c.status = 'done'),
+        ranked AS (
+            SELECT s.*, c.run_id AS computed_in, c.finished_at,
+                   ROW_NUMBER() OVER (PARTITION BY s.kind, s.model, s.dataset, s.seed, COALESCE(s.attack, '')
+                                      ORDER BY c.finished_at DESC, c.rowid DESC) AS newest
+            FROM slots s JOIN cells c ON c.cell_key = s.cell_key),
+        chosen AS (SELECT * FROM ranked WHERE newest = 1)
+    """
+
+    def newest_results(self) -> pd.DataFrame:
+        """Long table like ``results``, over the newest finished eval cell of every slot."""
+        return self.frame(self.NEWEST + """
+            SELECT ch.model, ch.arch, ch.dataset, ch.seed, ch.attack, m.metric, m.value, m.lo, m.hi,
+                   ch.cell_key, ch.train_key, c.device, c.finished_at
+            FROM chosen ch JOIN cells c ON c.cell_key = ch.cell_key JOIN metrics m ON m.cell_key = ch.cell_key
+            WHERE ch.kind = 'eval' ORDER BY c.rowid, m.rowid""")
+
+    def newest_model_info(self) -> pd.DataFrame:
+        """Trained-model rows behind the newest eval cells (and newest train cells), one per (model, dataset,
+        seed, train_key)."""
+        return self.frame(self.NEWEST + """
+            SELECT DISTINCT ch.model, ch.dataset, ch.seed, md.* FROM chosen ch
+            JOIN models md ON md.train_key = ch.train_key ORDER BY ch.model, ch.dataset, ch.seed""")
+
+    def newest_eval_cells(self) -> pd.DataFrame:
+        """The newest finished eval cell of every slot, with spec, info (JSON text) and the run that computed it."""
+        return self.frame(self.NEWEST + """
+            SELECT ch.cell_key, ch.model, ch.dataset, ch.seed, ch.attack, ch.train_key, c.spec, c.info,
+                   c.run_id AS computed_in, c.device, c.finished_at, c.seconds
+            FROM chosen ch JOIN cells c ON c.cell_key = ch.cell_key WHERE ch.kind = 'eval' ORDER BY c.rowid""")
+
+    def newest_perturbation_samples(self) -> pd.DataFrame:
+        """Per-sample rows with a perturbation norm (minimum-norm attacks) of the newest eval cells."""
+        return self.frame(self.NEWEST + """
+            SELECT s.* FROM samples s JOIN chosen ch ON ch.cell_key = s.cell_key
+            WHERE ch.kind = 'eval' AND s.l2 IS NOT NULL ORDER BY s.cell_key, s.idx""")
+
+    def missing_slots(self, run_id: str) -> int:
+        """Eval slots a run planned that have no finished result from any run."""
+        return int(self.conn.execute(self.NEWEST + """
+            SELECT COUNT(*) FROM run_cells rc WHERE rc.run_id = ? AND rc.kind = 'eval' AND NOT EXISTS (
+                SELECT 1 FROM chosen ch WHERE ch.kind = 'eval' AND ch.model = rc.model AND ch.dataset = rc.dataset
+                AND ch.seed = rc.seed AND ch.attack = rc.attack)""", (run_id,)).fetchone()[0])
+
+    def planned_evals(self, run_id: str) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM run_cells WHERE run_id = ? AND kind = 'eval'",
+                                     (run_id,)).fetchone()[0])
 
     def cell_info(self, cell_key: str) -> dict[str, Any]:
         row = self.conn.execute("SELECT info FROM cells WHERE cell_key = ?", (cell_key,)).fetchone()

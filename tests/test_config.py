@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from robustbench_leak.config import ConfigError, load_config
 
@@ -146,9 +147,19 @@ def test_missing_file(tmp_path):
 
 
 def test_repo_configs_are_valid(repo):
+    """Every shipped config validates; the data files are checked too, so a config whose data is not on this
+    machine (CIFAR, ImageNet: no download here) must fail on exactly that, in one line, before any work."""
+    local_data = {"fashion-mnist", "fashion-mnist-14", "synthetic"}
     for path in sorted((repo / "configs").glob("*.yaml")):
-        cfg = load_config(path)
-        assert cfg.run.models and cfg.attacks, path
+        names = {d["name"] for d in yaml.safe_load(path.read_text())["datasets"]}
+        if names <= local_data:
+            cfg = load_config(path)
+            assert cfg.run.models and cfg.attacks, path
+            continue
+        with pytest.raises(ConfigError) as info:
+            load_config(path)
+        msg = str(info.value)
+        assert msg.startswith(f"{path}: datasets[0]: ") and "\n" not in msg, msg
 
 
 def test_engine_switch(tmp_path):

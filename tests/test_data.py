@@ -193,10 +193,10 @@ def test_missing_files_raise_data_missing_error(tmp_path):
     with pytest.raises(DataMissingError) as info:
         load_dataset("fashion-mnist", root=str(tmp_path))
     msg = str(info.value)
+    assert "\n" not in msg and str(tmp_path) in msg and "plain or .gz" in msg
     for stem in FILES.values():
-        assert str(tmp_path / stem) in msg
-        assert str(tmp_path / f"{stem}.gz") in msg
-    assert "apt-get install -y dataset-fashion-mnist" in msg
+        assert stem in msg
+    assert "dataset-fashion-mnist" in msg
     assert isinstance(info.value, FileNotFoundError)
 
 

@@ -82,7 +82,7 @@ def test_port_resnet_pair_is_matched_within_two_percent():
 def test_unknown_or_self_target(tmp_path):
     with pytest.raises(ConfigError, match=r"models\[1\]\.match_params: unknown model 'base'; .*'base-3x3'"):
         load_config(write(tmp_path, target="base"))
-    with pytest.raises(ConfigError, match=r"models\[1\]\.match_params: unknown model 'hamming-7x7'"):
+    with pytest.raises(ConfigError, match=r"models\[1\]\.match_params: 'hamming-7x7' is this entry itself"):
         load_config(write(tmp_path, target="hamming-7x7"))
 
 

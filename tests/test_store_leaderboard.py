@@ -69,13 +69,15 @@ def test_write_outputs_and_merge(tmp_path):
     assert csv.loc[csv.model == "a", "deepfool.rho_mean"].item() == pytest.approx(0.05)
 
 
-def test_latest_run_only(tmp_path):
+def test_every_runs_newest_results_are_shown(tmp_path):
+    """A folder's leaderboard shows the newest finished result of every cell, whichever run computed it:
+    a later run with other cells does not hide an earlier run's."""
     s = Store(tmp_path / "results.sqlite")
-    fill(s, "old", {"gone": [(0.5, 0.5)]})
-    fill(s, "new", {"kept": [(0.6, 0.1)]})
+    fill(s, "old", {"earlier": [(0.5, 0.5)]})
+    fill(s, "new", {"later": [(0.6, 0.1)]})
     s.close()
     table, _, _ = build_table([tmp_path])
-    assert list(table.model) == ["kept"]
+    assert list(table.model) == ["earlier", "later"]
 
 
 def test_record_cell_is_atomic(tmp_path):

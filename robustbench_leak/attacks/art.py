@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from ..metrics import perturbation_metrics, prediction_metrics
 from ..train import predict
-from .base import Attack, AttackResult, register_attack
+from .base import Attack, AttackResult, Range, at_least, register_attack
 
 
 class ChannelsLast(nn.Module):
@@ -53,6 +53,7 @@ class ArtDeepFool(Attack):
     engine = "art"
     description = "DeepFool (white-box, minimum L2), ART's implementation"
     defaults = {"max_iter": 50, "overshoot": 0.02, "nb_grads": 10, "batch_size": 100}
+    ranges = {"max_iter": at_least(1), "overshoot": at_least(0.0), "nb_grads": at_least(1), "batch_size": at_least(1)}
     metrics = ("success_rate", "rho_mean", "rho_median", "robust_accuracy")
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
@@ -81,6 +82,8 @@ class ArtSpatial(Attack):
                    "translation + rotation on the attacked set")
     defaults = {"max_translation": 10.0, "num_translations": 5, "max_rotation": 30.0, "num_rotations": 7,
                 "fix_channels_first": True}
+    ranges = {"max_translation": Range(0.0, 100.0), "num_translations": at_least(1), "max_rotation": Range(0.0, 180.0),
+              "num_rotations": at_least(1)}
     metrics = ("robust_accuracy", "fooling_rate", "shift_rows", "shift_cols", "rotation_deg")
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,

@@ -15,7 +15,7 @@ import torch.nn as nn
 from ..metrics import flat_l2, prediction_metrics
 from ..train import predict
 from .art import _quiet_art, art_classifier, num_classes_of
-from .base import Attack, AttackResult, register_attack
+from .base import Attack, AttackResult, at_least, register_attack
 
 # constructor arguments the adapter supplies itself
 _SUPPLIED = {"estimator", "classifier", "self", "verbose"}
@@ -38,6 +38,7 @@ class ArtEvasion(Attack):
     engine = "art"
     description = "any ART evasion attack by class name (parameters passed to its constructor)"
     defaults = {"name": "FastGradientMethod", "batch_size": 128}
+    ranges = {"batch_size": at_least(1)}
     metrics = ("robust_accuracy", "success_rate", "l2_median", "linf_median")
 
     @classmethod

@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from ..metrics import accuracy
 from ..train import predict
-from .base import Attack, AttackResult, register_attack
+from .base import Attack, AttackResult, at_least, register_attack
 
 
 @register_attack
@@ -16,6 +16,7 @@ class CleanAccuracy(Attack):
     engine = "torch"
     description = "top-1 accuracy on unmodified test images"
     defaults = {"batch_size": 512}
+    ranges = {"batch_size": at_least(1)}
     metrics = ("accuracy",)
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,

@@ -14,7 +14,7 @@ from scipy.ndimage import gaussian_filter
 
 from ..metrics import prediction_metrics
 from ..train import predict
-from .base import Attack, AttackResult, register_attack
+from .base import Attack, AttackResult, Range, register_attack
 
 
 def gaussian_blur(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -23,6 +23,7 @@ def gaussian_blur(x: np.ndarray, sigma: float) -> np.ndarray:
 
 class _FrequencyCorruption(Attack):
     defaults = {"sigma": 2.0}
+    ranges = {"sigma": Range(0.0, 1000.0, lo_open=True)}
     metrics = ("robust_accuracy",)
 
     def corrupt(self, x: np.ndarray) -> np.ndarray:

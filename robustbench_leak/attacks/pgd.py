@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..metrics import flat_l2, prediction_metrics
 from ..train import predict
-from .base import Attack, AttackResult, register_attack
+from .base import Attack, AttackResult, Range, above, at_least, register_attack
 
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step: float, steps: int, norm: str,
@@ -55,6 +55,9 @@ class NativePGD(Attack):
     description = "projected gradient descent, untargeted (white-box), batched PyTorch"
     defaults = {"norm": "linf", "eps": 8 / 255, "step_size": 2 / 255, "steps": 20, "random_start": True,
                 "batch_size": 256, "seed": 0}
+    ranges = {"eps": at_least(0.0), "step_size": above(0.0), "steps": at_least(1), "batch_size": at_least(1),
+              "seed": Range(0, 2**63 - 1)}
+    choices = {"norm": ("linf", "l2")}
     metrics = ("robust_accuracy", "success_rate")
 
     @classmethod

@@ -28,6 +28,22 @@ class ImageDataset:
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
 
+    def validate(self) -> None:
+        """Labels within ``[0, num_classes)`` and image tensors of rank 4 with one sample per label:
+        a data file that breaks these fails when it is loaded, naming where it came from."""
+        where = self.source or self.name
+        for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
+            if len(x) != len(y):
+                raise ValueError(f"{where}: {split} split has {len(x)} images but {len(y)} labels")
+            if len(y) == 0:
+                raise ValueError(f"{where}: {split} split is empty")
+            if isinstance(x, torch.Tensor) and x.dim() != 4:
+                raise ValueError(f"{where}: {split} images have shape {tuple(x.shape)}; expected (N, C, H, W)")
+            lo, hi = int(y.min()), int(y.max())
+            if lo < 0 or hi >= self.num_classes:
+                raise ValueError(f"{where}: {split} labels range from {lo} to {hi}; allowed: 0 to "
+                                 f"{self.num_classes - 1} ({self.num_classes} classes)")
+
     def subset(self, train: int | None, test: int | None, seed: int = 0) -> "ImageDataset":
         """A seeded random subset of the training set and the first ``test`` test images."""
         out = self

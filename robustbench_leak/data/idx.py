@@ -79,8 +79,9 @@ def find_idx_files(folders: list[Path], names: dict[str, str]) -> tuple[dict[str
 def load_idx_dataset(name: str, folders: list[Path], classes: list[str], install_hint: str) -> ImageDataset:
     files, tried = find_idx_files(folders, MNIST_FILES)
     if files is None:
-        raise DataMissingError(f"dataset {name!r}: the four IDX files were not found. Tried:\n  "
-                               + "\n  ".join(tried) + f"\n{install_hint}")
+        folders_tried = list(dict.fromkeys(str(Path(t).parent) for t in tried))
+        raise DataMissingError(f"dataset {name!r}: the four IDX files ({', '.join(MNIST_FILES.values())}, "
+                               f"plain or .gz) are not in {', '.join(folders_tried)}; {install_hint}")
     arrays = {key: read_idx(path) for key, path in files.items()}
     for split in ("train", "test"):
         x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
@@ -105,9 +106,7 @@ def _folders(root: str | None, default: Path) -> list[Path]:
 @register_dataset("fashion-mnist", description="Fashion-MNIST 28x28 grayscale, 10 classes (IDX files)",
                   shape=lambda options: (1, len(FASHION_CLASSES), 28))
 def fashion_mnist(root: str | None = None) -> ImageDataset:
-    hint = ("Install it with `apt-get install -y dataset-fashion-mnist` (Debian), or set the dataset's "
-            "`root:` to a folder holding train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-            "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (each may be .gz).")
+    hint = "install Debian's dataset-fashion-mnist, or set the dataset's root: to a folder holding them"
     return load_idx_dataset("fashion-mnist", _folders(root, DEBIAN_FASHION_MNIST), FASHION_CLASSES, hint)
 
 
@@ -124,8 +123,7 @@ MNIST_CLASSES = [str(i) for i in range(10)]
 @register_dataset("mnist", description="MNIST 28x28 grayscale digits (IDX files under root)",
                   shape=lambda options: (1, 10, 28))
 def mnist(root: str | None = None) -> ImageDataset:
-    hint = ("Set the dataset's `root:` to a folder holding train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-            "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (each may be .gz).")
+    hint = "set the dataset's root: to a folder holding them"
     data = load_idx_dataset("mnist", _mnist_folders(root), MNIST_CLASSES, hint)
     return replace(data, mean=(0.1307,), std=(0.3081,))
 

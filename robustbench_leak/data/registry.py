@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
+import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -64,7 +66,22 @@ def load_dataset(name: str, train_subset: int | None = None, test_subset: int | 
     if unknown:
         raise ValueError(f"dataset {name!r} has no option {unknown}; allowed: "
                          f"{', '.join(['train_subset', 'test_subset', 'subset_seed', *entry.options()])}")
-    return entry.loader(**options).subset(train_subset, test_subset, subset_seed)
+    data = entry.loader(**options)
+    data.validate()
+    return data.subset(train_subset, test_subset, subset_seed)
+
+
+def load_dataset_cached(spec: dict[str, Any]) -> ImageDataset:
+    """``load_dataset`` for a spec (name, options, train_subset, test_subset, subset_seed), loaded once per
+    process: the config check and the cells of a run share it."""
+    return _load_cached(json.dumps(spec, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(spec_json: str) -> ImageDataset:
+    spec = json.loads(spec_json)
+    return load_dataset(spec["name"], train_subset=spec["train_subset"], test_subset=spec["test_subset"],
+                        subset_seed=spec["subset_seed"], **spec["options"])
 
 
 def dataset_shape(name: str, options: dict[str, Any] | None = None) -> Shape:

@@ -6,11 +6,15 @@ the list of options a config may set. Any timm model is available as ``timm:<nam
 
 from __future__ import annotations
 
+import functools
 import inspect
-from dataclasses import dataclass
+import typing
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch.nn as nn
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import create_model as pydantic_model
 
 TIMM_PREFIX = "timm:"
 
@@ -21,6 +25,7 @@ class ModelEntry:
     factory: Callable[..., nn.Module]
     family: str
     description: str
+    ranges: dict[str, dict[str, Any]] = field(default_factory=dict)  # option -> pydantic Field constraints
 
     def options(self) -> dict[str, Any]:
         """Option names with their defaults (``inspect.Parameter.empty`` when required)."""
@@ -30,16 +35,44 @@ class ModelEntry:
                 and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
 
 
+    def schema(self) -> type[BaseModel]:
+        return _option_schema(self.name)
+
+
+# ranges shared by the zoo's factories; a model's own ``ranges`` add to or override these
+COMMON_RANGES: dict[str, dict[str, Any]] = {
+    "n_layers": {"ge": 1, "le": 512}, "width": {"ge": 1, "le": 1 << 16}, "kernel_size": {"ge": 1, "le": 63},
+    "first_kernel_size": {"ge": 1, "le": 63}, "stem_kernel_size": {"ge": 1, "le": 63},
+    "first_stride": {"ge": 1, "le": 16}, "width_multiplier": {"gt": 0, "le": 64}, "image_size": {"ge": 1, "le": 4096},
+}
+
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, family: str, description: str = "") -> Callable:
+def register_model(name: str, family: str, description: str = "",
+                   ranges: dict[str, dict[str, Any]] | None = None) -> Callable:
+    """Register a factory; ``ranges`` maps an option to pydantic ``Field`` constraints such as ``{"ge": 2}``."""
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelEntry(name, fn, family, description or (fn.__doc__ or "").strip().split("\n")[0])
+        _REGISTRY[name] = ModelEntry(name, fn, family, description or (fn.__doc__ or "").strip().split("\n")[0],
+                                     dict(ranges or {}))
         return fn
     return decorator
+
+
+@functools.lru_cache(maxsize=None)
+def _option_schema(name: str) -> type[BaseModel]:
+    """A strict pydantic model of ``name``'s options: the factory's annotations, defaults and ranges."""
+    entry = _REGISTRY[name]
+    hints = typing.get_type_hints(entry.factory)
+    fields: dict[str, Any] = {}
+    for option, default in entry.options().items():
+        constraints = {**COMMON_RANGES.get(option, {}), **entry.ranges.get(option, {})}
+        required = default is inspect.Parameter.empty
+        fields[option] = (hints.get(option, Any), Field(... if required else default, **constraints))
+    return pydantic_model(f"{name}_options", __config__=ConfigDict(extra="forbid", strict=True,
+                                                                    allow_inf_nan=False), **fields)
 
 
 def _ensure_loaded() -> None:
@@ -70,12 +103,25 @@ def get_entry(name: str) -> ModelEntry:
 
 
 def check_options(name: str, options: dict[str, Any]) -> None:
-    """Raise ``ValueError`` naming any option that model ``name`` does not take."""
-    allowed = get_entry(name).options()
-    unknown = sorted(set(options) - set(allowed))
+    """Raise ``ValueError`` naming an option that model ``name`` does not take, or a value of the wrong type
+    or outside the option's range."""
+    entry = get_entry(name)
+    allowed = entry.options()
+    unknown = sorted(map(str, set(options) - set(allowed)))
     if unknown:
-        raise ValueError(f"model {name!r} has no option {', '.join(map(repr, unknown))}; "
+        raise ValueError(f"model {name!r} has no option {', '.join(map(_short, unknown))}; "
                          f"allowed: {', '.join(allowed)}")
+    try:
+        entry.schema()(**options)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        option = ".".join(str(p) for p in err["loc"])
+        raise ValueError(f"{option}: {err['msg']} (got {_short(err.get('input'))})") from None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 def create_model(name: str, num_classes: int, in_chans: int, **options: Any) -> nn.Module:

@@ -51,7 +51,7 @@ class TomenCNN(nn.Module):
         return self.fc(torch.flatten(self.pool(self.features(x)), 1))
 
 
-@register_model("tomen_cnn", family="tomen_cnn")
+@register_model("tomen_cnn", family="tomen_cnn", ranges={"n_layers": {"ge": 2, "le": 512}})
 def tomen_cnn(num_classes: int, in_chans: int, n_layers: int = 6, width: int = 128, kernel_size: int = 7,
               first_kernel_size: int | None = None, window: Any = "none", first_stride: int = 2,
               width_multiplier: float = 1.0) -> nn.Module:

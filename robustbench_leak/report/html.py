@@ -148,7 +148,7 @@ def render(runs: list[RunData], table: pd.DataFrame, legend: dict[str, str], ran
         attack_labels=list(dict.fromkeys(split_column(c)[0] for c in cols)),
         figures=[_figure(f, page_dir) for f in figures], legend=legend_items, attacks=attacks,
         runs=[_run_provenance(r) for r in runs],
-        incomplete=[r.incomplete() for r in runs if r.incomplete()],
+        incomplete=[n for r in runs for n in r.status_notes()],
         protocols=[r.protocol() for r in runs if r.protocol()])
 
 

@@ -1,8 +1,9 @@
 """Everything a leaderboard shows, read from the stores of one or more run folders.
 
-A run folder's store can hold several runs (a resumed run adds one each time); its leaderboard is its
-latest run. Cells that run skipped were computed by earlier runs of the same file, so per-row
-provenance lists the runs that actually computed each cell, not only the latest one.
+A run folder's store can hold several runs (a resumed run adds one each time). Its leaderboard shows
+the newest finished result of every cell (model, dataset, seed, attack), whichever run computed it, so
+a later run that failed or was interrupted never hides what earlier runs stored; runs that did not
+finish are named in a note. Per-row provenance lists the runs that actually computed each cell.
 """
 
 from __future__ import annotations
@@ -28,18 +29,38 @@ class RunData:
     cells: pd.DataFrame  # finished eval cells; 'spec' and 'info' parsed into dicts
     specs: dict[str, dict[str, Any]]  # attack label -> attack spec, in the config's order
     samples: pd.DataFrame  # per-sample rows of minimum-norm attacks (with l2)
-    planned_evals: int = 0  # eval cells the latest run planned (finished ones are in ``cells``)
+    planned_evals: int = 0  # eval cells the latest run planned
+    missing_evals: int = 0  # of those, the ones no run has finished
+    _config: dict[str, Any] | None = None
 
     def incomplete(self) -> str:
-        """'' for a finished run, else a sentence saying what is missing."""
-        if self.run.get("status") == "done" and len(self.cells) >= self.planned_evals:
+        """'' when every cell of the latest run has a result, else a sentence saying what is missing."""
+        if self.run.get("status") == "done" and self.missing_evals == 0:
             return ""
-        return (f"run {self.label} is not complete ({self.run.get('status') or 'unknown status'}: {len(self.cells)} "
-                f"of {self.planned_evals} evaluations finished); missing values show as –")
+        done = self.planned_evals - self.missing_evals
+        return (f"run {self.label} is not complete (latest run {self.run['run_id']}: "
+                f"{self.run.get('status') or 'unknown status'}; {done} of {self.planned_evals} evaluations have a "
+                "result); missing values show as –")
+
+    def status_notes(self) -> list[str]:
+        """What a table of this run must say about its completeness: the latest run, then unfinished ones."""
+        return [n for n in (self.incomplete(),) if n] + self.unfinished_runs()
+
+    def unfinished_runs(self) -> list[str]:
+        """One sentence per earlier run that did not finish (the latest one is covered by ``incomplete``)."""
+        out = []
+        for run_id, run in self.runs.items():
+            status = run.get("status") or "unknown"
+            if run_id == self.run["run_id"] or status == "done":
+                continue
+            what = {"running": "never finished (killed, or still running)"}.get(status, f"ended {status}")
+            out.append(f"run {run_id} of {self.label} (started {run.get('started_at')}) {what}; the results it "
+                       "stored are shown where they are the newest")
+        return out
 
     def description(self) -> str:
         """The config's ``description`` (e.g. "CPU-scale protocol: ..."), which every table of the run repeats."""
-        return config_description(self.run.get("config_yaml"))
+        return str(self.config().get("description") or "").strip()[:2000]
 
     def protocol(self) -> str:
         desc = self.description()
@@ -56,19 +77,27 @@ class RunData:
         return out
 
     def config(self) -> dict[str, Any]:
-        return parse_config(self.run.get("config_yaml"))
+        if self._config is None:  # parsed once: a stored config is read by several tables
+            self._config = parse_config(self.run.get("config_yaml"))
+        return self._config
 
 
 def parse_config(config_yaml: str | None) -> dict[str, Any]:
-    """A stored run's config text as a dict ({} when missing or not a mapping)."""
-    import yaml
+    """A stored run's config text as a dict ({} when missing, not a mapping, or over the config limits:
+    a store may come from anywhere, so its config text is parsed with the same bounds as a config file)."""
+    from ..config import ConfigError, MAX_CONFIG_BYTES, parse_yaml_text
 
-    data = yaml.safe_load(config_yaml or "") or {}
+    if not config_yaml or len(config_yaml) > MAX_CONFIG_BYTES:
+        return {}
+    try:
+        data = parse_yaml_text(config_yaml, "stored config") or {}
+    except ConfigError:
+        return {}
     return data if isinstance(data, dict) else {}
 
 
 def config_description(config_yaml: str | None) -> str:
-    return str(parse_config(config_yaml).get("description") or "").strip()
+    return str(parse_config(config_yaml).get("description") or "").strip()[:2000]
 
 
 def store_path(path: str | Path) -> Path:
@@ -84,12 +113,12 @@ def load_run(path: str | Path, label: str | None = None) -> RunData:
             raise ValueError(f"{store.path}: the store holds no run")
         run_id = run["run_id"]
         runs = {r["run_id"]: r for r in store.runs().to_dict("records")}
-        results = store.results(run_id)
-        models = store.model_info(run_id)
-        cells = store.eval_cells(run_id)
-        samples = store.perturbation_samples(run_id)
-        planned = store.conn.execute("SELECT COUNT(*) FROM run_cells WHERE run_id = ? AND kind = 'eval'",
-                                     (run_id,)).fetchone()[0]
+        results = store.newest_results()
+        models = store.newest_model_info()
+        cells = store.newest_eval_cells()
+        samples = store.newest_perturbation_samples()
+        planned = store.planned_evals(run_id)
+        missing = store.missing_slots(run_id)
     finally:
         store.close()
     cells["spec"] = [json.loads(s) for s in cells["spec"]]
@@ -100,7 +129,7 @@ def load_run(path: str | Path, label: str | None = None) -> RunData:
     label = label or default_label(Path(path))
     results["run"] = label
     return RunData(label=label, path=store_path(path), run=run, runs=runs, results=results, models=models,
-                   cells=cells, specs=specs, samples=samples, planned_evals=planned)
+                   cells=cells, specs=specs, samples=samples, planned_evals=planned, missing_evals=missing)
 
 
 def default_label(path: Path) -> str:

@@ -1,0 +1,121 @@
+"""Checks that need more than the schema: the registries (models, datasets), the data files themselves,
+counts against the data, and the ranking column. All run before any work starts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from .errors import ConfigError, format_validation, short
+from .schema import DatasetCfg, ResolvedAttack, RunConfig, TrainingCfg
+
+
+def check_device(run: RunConfig, path: str) -> None:
+    from ..train import resolve_device
+
+    try:
+        resolve_device(run.device)
+    except RuntimeError as exc:
+        raise ConfigError(f"{path}: device: {exc}") from None
+
+
+def check_models(run: RunConfig, path: str) -> None:
+    from ..models import check_options
+    from ..models.stats import build_for_counting
+
+    labels = [m.name for m in run.models]
+    for dup in sorted({n for n in labels if labels.count(n) > 1}):
+        raise ConfigError(f"{path}: models: the name {short(dup)} is used twice; model names must be unique")
+    for i, m in enumerate(run.models):
+        try:
+            check_options(m.arch, m.options)
+        except KeyError as exc:
+            raise ConfigError(f"{path}: models[{i}].arch: {exc.args[0]}") from None
+        except ValueError as exc:
+            raise ConfigError(f"{path}: models[{i}].options.{exc}") from None
+        try:
+            TrainingCfg(**{**run.training.model_dump(), **m.training})
+        except ValidationError as exc:
+            raise ConfigError(format_validation(path, exc, TrainingCfg, prefix=f"models[{i}].training.")) from None
+        except TypeError as exc:
+            raise ConfigError(f"{path}: models[{i}].training: {exc}") from None
+        try:  # build once (shapes only) so a bad option value fails now, not after other models trained
+            build_for_counting(m.arch, 10, 1, m.options)
+        except Exception as exc:  # noqa: BLE001 - any construction failure is a config error here
+            raise ConfigError(f"{path}: models[{i}].options: cannot build {m.arch!r}: "
+                              f"{short(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 200)}") from None
+
+
+def check_datasets(run: RunConfig, path: str) -> list[Any]:
+    """Load every dataset once (headers, sizes and labels are checked by the loaders) and check the subset
+    sizes against it; returns the loaded datasets in config order."""
+    from ..data import DataMissingError, get_dataset_entry, load_dataset_cached
+
+    loaded = []
+    for i, ds in enumerate(run.datasets):
+        key = f"{path}: datasets[{i}]"
+        try:
+            entry = get_dataset_entry(ds.name)
+        except KeyError as exc:
+            raise ConfigError(f"{key}.name: {exc.args[0]}") from None
+        unknown = sorted(map(str, set(ds.loader_options) - set(entry.options())))
+        if unknown:
+            allowed = ["name", "train_subset", "test_subset", "subset_seed", "normalize", *entry.options()]
+            raise ConfigError(f"{key}.{unknown[0][:60]}: unknown key for dataset {ds.name!r}; "
+                              f"allowed keys: {', '.join(allowed)}")
+        try:
+            full = load_dataset_cached(dataset_spec(ds, subsets=False))
+        except DataMissingError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+        except (ValueError, TypeError, OSError) as exc:
+            raise ConfigError(f"{key}: {short(str(exc), 300)}") from None
+        for split, size in (("train", len(full.train_y)), ("test", len(full.test_y))):
+            wanted = getattr(ds, f"{split}_subset")
+            if wanted is not None and wanted > size:
+                raise ConfigError(f"{key}.{split}_subset: {wanted} is more than the {size} {split} images of "
+                                  f"{ds.name!r}; allowed: 1 to {size}, or leave it out for all")
+        loaded.append(full.subset(ds.train_subset, ds.test_subset, ds.subset_seed))
+    return loaded
+
+
+def dataset_spec(ds: DatasetCfg, subsets: bool = True) -> dict[str, Any]:
+    """What a cell needs to load a dataset; the key of the loader cache."""
+    return {"name": ds.name, "options": ds.loader_options,
+            "train_subset": ds.train_subset if subsets else None, "test_subset": ds.test_subset if subsets else None,
+            "subset_seed": ds.subset_seed, "normalize": ds.normalize}
+
+
+def check_attack_counts(run: RunConfig, attacks: list[ResolvedAttack], datasets: list[Any], path: str) -> None:
+    """``n_samples`` (and a fitted attack's held-out split) must fit in every dataset's test set."""
+    from ..attacks import build_attack
+
+    for i, attack in enumerate(attacks):
+        instance = build_attack(attack.kind, attack.engine, **attack.params)
+        uses_fit = instance.needs_fit and getattr(instance, "uses_fit_split", lambda: True)()
+        fits = attack.fit_samples if uses_fit else 0
+        for ds, data in zip(run.datasets, datasets):
+            n_test = len(data.test_y)
+            n = attack.n_samples or n_test
+            if n > n_test:
+                raise ConfigError(f"{path}: attacks[{i}].n_samples: {n} is more than the {n_test} test images of "
+                                  f"{ds.name!r}; allowed: 1 to {n_test}")
+            if fits and n + fits > n_test:
+                raise ConfigError(f"{path}: attacks[{i}]: {attack.label!r} fits on the last {fits} test images, "
+                                  f"which would overlap the {n} attacked ones ({n_test} test images of {ds.name!r}); "
+                                  "lower n_samples or fit_samples")
+
+
+def check_rank_by(run: RunConfig, attacks: list[ResolvedAttack], path: str) -> None:
+    if run.rank_by is None:
+        return
+    from ..attacks import attack_class
+
+    transform = ("shift_rows", "shift_cols", "rotation_deg")
+    columns = ["params", "flops"]
+    for a in attacks:
+        cls = attack_class(a.kind, a.engine)
+        columns += [f"{a.label}.{m}" for m in dict.fromkeys(("accuracy", *cls.metrics)) if m not in transform]
+    if run.rank_by not in columns:
+        raise ConfigError(f"{path}: rank_by: {short(run.rank_by)} is not a leaderboard column; allowed: "
+                          f"{', '.join(columns)}")

@@ -1,0 +1,160 @@
+"""The run config's schema: keys, types and ranges (pydantic), and the resolved objects a run uses."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, field_validator
+
+from ..train import TrainSettings
+
+DEFAULT_FIT_SAMPLES = 500  # images a global spatial attack is fitted on (the END of the test set)
+
+# a run's name becomes a folder under runs/: one safe path component
+SafeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$", max_length=100)]
+# model names and attack labels appear in tables and file names: printable, no path separators
+Label = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f/\\]+$", min_length=1, max_length=100)]
+Seed = Annotated[int, Field(ge=0, lt=2**63)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class TrainingCfg(_Strict):
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.01, gt=0, le=100)
+    momentum: float = Field(0.9, ge=0, le=1)
+    weight_decay: float = Field(1e-3, ge=0, le=1)
+    nesterov: bool = False
+    epochs: int = Field(10, ge=0, le=100_000)
+    batch_size: int = Field(128, ge=1, le=1 << 20)
+    schedule: Literal["none", "step", "cosine"] = "cosine"
+    milestones: list[Annotated[int, Field(ge=0)]] = Field([], max_length=1000)
+    gamma: float = Field(0.1, gt=0)
+    warmup_epochs: int = Field(0, ge=0)
+    augment: Literal["none", "flip_crop"] = "none"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+
+
+class DatasetCfg(BaseModel):
+    """``name`` plus subset options; any other key is an option of that dataset's loader (e.g. root)."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    name: str = Field(max_length=100)
+    train_subset: int | None = Field(None, ge=1)
+    test_subset: int | None = Field(None, ge=1)
+    subset_seed: Seed = 0
+    normalize: bool = True
+
+    @property
+    def loader_options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    def label(self) -> str:
+        return self.name
+
+
+class ModelCfg(_Strict):
+    name: Label  # the label shown in leaderboards
+    arch: str = Field(max_length=200)  # registered model name or timm:<name>
+    options: dict[str, Any] = {}
+    training: dict[str, Any] = {}  # overrides of the run's training settings for this model
+    checkpoint: str | None = None  # load these weights instead of training (relative to the config's folder)
+    match_params: str | None = None  # another entry's name: pick width_multiplier to match its parameter count
+    match_tolerance: float = Field(0.02, gt=0, lt=1)  # relative; integer channel counts limit narrow nets
+    _match: dict[str, Any] | None = PrivateAttr(None)  # what match_params resolved to (set by load_config)
+
+    @property
+    def match_report(self) -> dict[str, Any] | None:
+        return self._match
+
+
+class AttackCfg(_Strict):
+    preset: str = Field(max_length=200)  # a file attacks/<preset>.yaml
+    label: Label | None = None
+    engine: str | None = Field(None, max_length=100)
+    n_samples: int | None = Field(None, ge=1)
+    fit_samples: int | None = Field(None, ge=1)  # for attacks fitted on a held-out split (global spatial)
+    params: dict[str, Any] = {}
+
+
+class RunConfig(_Strict):
+    name: SafeName
+    description: str = Field("", max_length=10_000)
+    device: str = "auto"
+    seeds: list[Seed] = Field([0], min_length=1, max_length=10_000)
+    datasets: list[DatasetCfg] = Field(min_length=1)
+    models: list[ModelCfg] = Field(min_length=1)
+    attacks: list[str | AttackCfg] = Field(["clean"], min_length=1)
+    training: TrainingCfg = TrainingCfg()
+    cache_dir: str | None = None
+    attack_dirs: list[str] = []
+    rank_by: str | None = None  # a leaderboard column such as deepfool.rho_mean
+    executor: Literal["local", "ray"] = "local"
+    address: str | None = None  # a Ray cluster to join (else RAY_ADDRESS, else a local cluster)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v != "auto" and not (v == "cpu" or (v.startswith("cuda") and (v == "cuda" or v[5:6] == ":" and v[6:].isdigit()))):
+            raise ValueError("must be auto, cpu, cuda or cuda:N")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("each seed may appear once")
+        return v
+
+
+class ResolvedAttack(BaseModel):
+    """An attack entry with its preset merged in: what a grid cell runs."""
+
+    label: str
+    kind: str
+    engine: str
+    n_samples: int | None
+    fit_samples: int | None = None
+    params: dict[str, Any]
+    preset: str
+    note: str | None = None  # what an engine switch changed, shown to the user
+
+    def spec(self) -> dict[str, Any]:
+        from ..attacks import attack_class
+
+        neutral = attack_class(self.kind, self.engine).key_neutral
+        params = {k: v for k, v in self.params.items() if k not in neutral or v != neutral[k]}
+        spec = {"kind": self.kind, "engine": self.engine, "n_samples": self.n_samples, "params": params}
+        if self.fit_samples is not None:  # only attacks that fit carry it, so other cells keep their keys
+            spec["fit_samples"] = self.fit_samples
+        return spec
+
+
+class Config(BaseModel):
+    """A validated run config plus everything resolved from it."""
+
+    path: str
+    text: str
+    run: RunConfig
+    attacks: list[ResolvedAttack]
+
+    @property
+    def name(self) -> str:
+        return self.run.name
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()[:16]
+
+    def training_for(self, model: ModelCfg) -> TrainSettings:
+        merged = {**self.run.training.model_dump(), **model.training}
+        merged["milestones"] = tuple(merged["milestones"])
+        return TrainSettings(**merged)
+
+
+def canonical_hash(obj: Any) -> str:
+    """Stable short hash of JSON-able data (keys sorted)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
