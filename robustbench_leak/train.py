@@ -314,7 +314,9 @@ def train_model(model: nn.Module, data: ImageDataset, s: TrainSettings, seed: in
                                          "lower the learning rate")
             record.update(loss=float(loss_sum) / n, train_accuracy=int(correct) / n)
             if (epoch + 1) % s.eval_every == 0 or epoch + 1 == s.epochs:
+                t_test = time.perf_counter()
                 record["test_accuracy"] = int(count_correct(model, test_x, test_y, device)) / len(data.test_y)
+                record["test_seconds"] = time.perf_counter() - t_test  # included in seconds
             record.update(lr=lr, seconds=time.perf_counter() - t0)
             history.append(record)
     model.eval()
