@@ -230,11 +230,12 @@ def fits_on_device(tensors: list[torch.Tensor], device: torch.device) -> bool:
     return sum(t.numel() * t.element_size() for t in tensors) <= RESIDENT_SHARE * free
 
 
-def resident(tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
-    """``tensors`` moved to ``device`` if they fit there, else kept where they are (pinned, on CUDA)."""
+def resident(tensors: list[torch.Tensor], device: torch.device) -> tuple[list[torch.Tensor], bool]:
+    """``tensors`` moved to ``device`` if they fit there, else kept where they are (pinned, on CUDA); and
+    whether they moved."""
     if fits_on_device(tensors, device):
-        return [t.to(device) for t in tensors]
-    return [t.pin_memory() if device.type == "cuda" else t for t in tensors]
+        return [t.to(device) for t in tensors], True
+    return [t.pin_memory() if device.type == "cuda" else t for t in tensors], False
 
 
 def show_progress(progress: bool) -> bool:
@@ -255,8 +256,8 @@ def train_model(model: nn.Module, data: ImageDataset, s: TrainSettings, seed: in
     opt = make_optimizer(model, s)
     n = len(data.train_y)
     steps = math.ceil(n / s.batch_size)
-    train_x, train_y = resident([data.train_x, data.train_y], device)
-    test_x, test_y = resident([data.test_x, data.test_y], device)
+    (train_x, train_y), on_device = resident([data.train_x, data.train_y], device)
+    (test_x, test_y), _ = resident([data.test_x, data.test_y], device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     history: list[dict[str, Any]] = []
     with numerics(device, precision, s.deterministic):
@@ -269,7 +270,7 @@ def train_model(model: nn.Module, data: ImageDataset, s: TrainSettings, seed: in
             if s.augment == "flip_crop":
                 parts = [draw_augment(min(s.batch_size, n - i * s.batch_size), gen) for i in range(steps)]
                 draws = AugmentDraws(*(torch.cat(t) for t in zip(*((p.flip, p.dy, p.dx) for p in parts))))
-                draws = draws.to(device) if train_x.device == device else draws
+                draws = draws.to(device) if on_device else draws
             elif s.augment != "none":
                 raise ValueError(f"unknown augment {s.augment!r}; allowed: none, flip_crop")
             order = order.to(train_x.device)
