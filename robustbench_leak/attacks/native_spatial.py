@@ -132,7 +132,7 @@ class GridEvaluator:
         rows, cols = self.rows[t0:t1], self.cols[t0:t1]
         shifted = padded[:, :, rows.view(m, h, 1), cols.view(m, 1, w)]  # (N, C, m, H, W)
         shifted = shifted.permute(2, 0, 1, 3, 4).reshape(m * n, c, h, w)
-        grid = self.grids[t0:t1].unsqueeze(1).expand(m, n, h, w, 2).reshape(m * n, h, w, 2)
+        grid = self.grids[t0:t1].to(x.dtype).unsqueeze(1).expand(m, n, h, w, 2).reshape(m * n, h, w, 2)
         rotated = F.grid_sample(shifted, grid, mode=self.mode, padding_mode="zeros", align_corners=True)
         keep = ~self.rotated[t0:t1].repeat_interleave(n).view(-1, 1, 1, 1)  # a 0 degree rotation is skipped
         return torch.where(keep, shifted, rotated).clamp(0.0, 1.0)
