@@ -47,7 +47,8 @@ def _cmd_leaderboard(args: argparse.Namespace) -> None:
 def _cmd_bench(args: argparse.Namespace) -> None:
     from .bench import run_bench
 
-    run_bench(Path(args.out), args.config, args.model, n_images=args.n_images, n_spatial=args.n_spatial)
+    run_bench(args.out, args.config, args.model, n_images=args.n_images, n_spatial=args.n_spatial,
+              device_name=args.device, n_train=args.n_train)
 
 
 def _cmd_claims(args: argparse.Namespace) -> None:
@@ -193,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("bench", help="native vs ART attack engines vs plain PyTorch, side by side, as JSON")
     p.add_argument("--config", default="configs/quickstart.yaml", help="config whose model is benchmarked")
     p.add_argument("--model", default="cnn-7x7-hamming", help="model name in that config (trained if not cached)")
-    p.add_argument("--out", default="bench.json")
+    p.add_argument("--out", default="bench.json", help="JSON file, or an existing folder to hold bench.json")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to measure (default: the config's device)")
+    p.add_argument("--n-train", type=int, help="training images for the training row (default: the config's)")
     p.add_argument("--n-images", type=int, default=200, help="test images for DeepFool")
     p.add_argument("--n-spatial", type=int, default=100, help="test images for the spatial grid search")
     p.set_defaults(fn=_cmd_bench)

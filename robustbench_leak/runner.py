@@ -34,7 +34,7 @@ from .nn import WindowedConv2d, WindowSpec
 from .provenance import provenance
 from .stats import metric_intervals
 from .store import STORE_NAME, Store, now
-from .train import TrainSettings, predict, resolve_device, train_model
+from .train import TrainSettings, predict, resolve_device, train_model, weight_settings
 
 WEIGHTS_VERSION = 1  # bump when a code change alters what the same spec trains to
 
@@ -51,7 +51,7 @@ def dataset_spec(ds) -> dict[str, Any]:
 def train_key(task: dict[str, Any]) -> str:
     ds = {k: v for k, v in task["dataset"].items() if k != "test_subset"}  # the test split does not shape weights
     return canonical_hash({"v": WEIGHTS_VERSION, "arch": task["arch"], "options": task["options"], "dataset": ds,
-                           "training": task["training"], "seed": task["seed"]})
+                           "training": weight_settings(task["training"]), "seed": task["seed"]})
 
 
 def loaded_key(task: dict[str, Any]) -> str:

@@ -1,11 +1,30 @@
-"""Training: SGD or Adam, step or cosine schedule, seeded, on whatever device is given."""
+"""Training: SGD or Adam, step or cosine schedule, seeded, on whatever device is given.
+
+The loop never waits for the device inside an epoch: the loss sum, the correct count and a
+non-finite-loss marker accumulate on the device and are read once, at the end of the epoch, where a
+non-finite loss raises ``FloatingPointError`` naming the epoch and step where it first appeared.
+The training set stays on the device when it fits; the random numbers of the data order and of the
+augmentation are drawn once per epoch from one seeded CPU generator, in the order the per-step loop
+of earlier versions drew them, and the augmentation itself runs on the device. So the same seed
+gives the same data order and the same crops on every device, and on the CPU the weights are
+bitwise those of earlier versions (tests/test_train_loop.py keeps the old loop as the reference).
+
+Reproducibility on CUDA: with ``deterministic: true`` (deterministic algorithms, cuDNN's
+deterministic kernels, no cuDNN autotuning) two runs on the same GPU model, driver and torch build
+give bitwise equal weights; across GPU models or library versions they do not. With the default
+``deterministic: false`` cuDNN may pick kernels that accumulate in a varying order, so reruns agree
+only to float rounding, as before.
+"""
 
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
@@ -13,6 +32,16 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import ImageDataset
+
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
+COMPILE_MODES = ("none", "torch", "cudagraph")
+RESIDENT_SHARE = 0.5  # the data may take at most this share of the device's free memory to stay resident
+POSTFIX_EVERY = 50  # steps between progress-bar loss updates (each one waits for the device)
+
+# Settings that do not shape the weights, or at these values train exactly as before they existed: a
+# train key leaves them out (``weight_settings``), so keys of existing configs stay valid.
+KEY_NEUTRAL: dict[str, Any] = {"deterministic": False, "precision": "auto", "compile": "none"}
+NOT_IN_KEY = ("eval_every",)  # the test pass reads the model in eval mode and draws no random numbers
 
 
 @dataclass(frozen=True)
@@ -30,6 +59,16 @@ class TrainSettings:
     warmup_epochs: int = 0
     augment: str = "none"  # none | flip_crop (random horizontal flip + 4 px padded random crop)
     label_smoothing: float = 0.0
+    eval_every: int = 1  # test pass every this many epochs; the last epoch always has one
+    deterministic: bool = False  # deterministic algorithms (bitwise reruns on the same GPU)
+    precision: str = "auto"  # auto (CPU: fp32, CUDA: TF32 convolutions) | fp32 | tf32 | bf16
+    compile: str = "none"  # none | torch (torch.compile) | cudagraph (torch.compile, CUDA graphs)
+
+
+def weight_settings(training: dict[str, Any]) -> dict[str, Any]:
+    """The training settings that shape the weights, as a train key hashes them."""
+    return {k: v for k, v in training.items()
+            if k not in NOT_IN_KEY and not (k in KEY_NEUTRAL and v == KEY_NEUTRAL[k])}
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -39,6 +78,60 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} was asked for but CUDA is not available; use device: auto or cpu")
     return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` per device: fp32 on the CPU; on CUDA ``tf32-conv`` (TF32 convolutions, fp32 matmuls: PyTorch's
+    own default, so weights trained before this option existed keep their keys). Not bf16: cuDNN's 7x7
+    bf16 kernels are slower than TF32 on an H100."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"training.precision: must be one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "tf32-conv" if device.type == "cuda" else "fp32"
+    if precision == "tf32" and device.type != "cuda":
+        raise ValueError(f"training.precision: tf32 needs a CUDA device (training on {device.type}); use auto or fp32")
+    return precision
+
+
+@contextmanager
+def numerics(device: torch.device, precision: str, deterministic: bool) -> Iterator[None]:
+    """Set the float formats and determinism flags for one training run; restore them afterwards."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic, cudnn.benchmark,
+             torch.are_deterministic_algorithms_enabled())
+    try:
+        if device.type == "cuda":
+            cudnn.allow_tf32 = precision in ("tf32", "tf32-conv", "bf16")
+            matmul.allow_tf32 = precision in ("tf32", "bf16")
+            if deterministic:
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be deterministic
+                cudnn.deterministic, cudnn.benchmark = True, False
+        if deterministic:
+            torch.use_deterministic_algorithms(True)
+        yield
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic, cudnn.benchmark = saved[:4]
+        torch.use_deterministic_algorithms(saved[4])
+
+
+def compiled(model: nn.Module, mode: str, device: torch.device) -> nn.Module:
+    """``model`` itself, or compiled for training steps (it shares the parameters)."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"training.compile: must be one of {', '.join(COMPILE_MODES)}")
+    if mode == "none":
+        return model
+    if mode == "cudagraph" and device.type != "cuda":
+        raise ValueError(f"training.compile: cudagraph needs a CUDA device (training on {device.type}); "
+                         "use none or torch")
+    if not hasattr(torch, "compile"):
+        raise ValueError("training.compile: this torch has no torch.compile; use compile: none")
+    if device.type == "cuda":
+        try:
+            import triton  # noqa: F401  (inductor's GPU code generator)
+        except ImportError:
+            raise ValueError("training.compile: torch.compile on CUDA needs triton, which is not installed; "
+                             "use compile: none") from None
+    return torch.compile(model, mode="reduce-overhead" if mode == "cudagraph" else None)
 
 
 def make_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
@@ -66,66 +159,166 @@ def lr_factor(s: TrainSettings, epoch_progress: float) -> float:
     raise ValueError(f"unknown schedule {s.schedule!r}; allowed: none, step, cosine")
 
 
+@dataclass
+class AugmentDraws:
+    """The random numbers of flip_crop for a run of images: flip flags and crop offsets (0..8 px)."""
+
+    flip: torch.Tensor
+    dy: torch.Tensor
+    dx: torch.Tensor
+
+    def to(self, device: torch.device) -> AugmentDraws:
+        return AugmentDraws(self.flip.to(device), self.dy.to(device), self.dx.to(device))
+
+    def slice(self, start: int, stop: int) -> AugmentDraws:
+        return AugmentDraws(self.flip[start:stop], self.dy[start:stop], self.dx[start:stop])
+
+
+def draw_augment(n: int, gen: torch.Generator) -> AugmentDraws:
+    """flip_crop's draws for ``n`` images, in the order ``augment_batch`` has always drawn them."""
+    flip = torch.rand(n, generator=gen) < 0.5
+    dy = torch.randint(0, 9, (n,), generator=gen)
+    dx = torch.randint(0, 9, (n,), generator=gen)
+    return AugmentDraws(flip, dy, dx)
+
+
+def apply_augment(x: torch.Tensor, draws: AugmentDraws) -> torch.Tensor:
+    """Random horizontal flip, then a random crop of the 4 px zero-padded image, on ``x``'s device."""
+    n, _, h, w = x.shape
+    x = torch.where(draws.flip.to(x.device).view(-1, 1, 1, 1), x.flip(3), x)
+    padded = F.pad(x, (4, 4, 4, 4))
+    rows = draws.dy.to(x.device).view(-1, 1) + torch.arange(h, device=x.device)
+    cols = draws.dx.to(x.device).view(-1, 1) + torch.arange(w, device=x.device)
+    idx = torch.arange(n, device=x.device).view(-1, 1, 1)
+    return padded.permute(0, 2, 3, 1)[idx, rows.view(n, h, 1), cols.view(n, 1, w)].permute(0, 3, 1, 2)
+
+
 def augment_batch(x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
     if kind == "none":
         return x
     if kind != "flip_crop":
         raise ValueError(f"unknown augment {kind!r}; allowed: none, flip_crop")
-    n, _, h, w = x.shape
-    flip = torch.rand(n, generator=gen) < 0.5
-    x = torch.where(flip.to(x.device).view(-1, 1, 1, 1), x.flip(3), x)
-    padded = F.pad(x, (4, 4, 4, 4))
-    dy = torch.randint(0, 9, (n,), generator=gen)
-    dx = torch.randint(0, 9, (n,), generator=gen)
-    rows = (dy.view(-1, 1) + torch.arange(h)).to(x.device)
-    cols = (dx.view(-1, 1) + torch.arange(w)).to(x.device)
-    idx = torch.arange(n, device=x.device).view(-1, 1, 1)
-    return padded.permute(0, 2, 3, 1)[idx, rows.view(n, h, 1), cols.view(n, 1, w)].permute(0, 3, 1, 2)
+    return apply_augment(x, draw_augment(len(x), gen))
 
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 512) -> torch.Tensor:
-    """Predicted labels (on the CPU) for images ``x``, in eval mode."""
+    """Predicted labels (on the CPU) for images ``x``, in eval mode; one wait for the device at the end."""
     model.eval()
-    preds = [model(x[i:i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)]
-    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+    preds = [model(x[i:i + batch_size].to(device, non_blocking=True)).argmax(1) for i in range(0, len(x), batch_size)]
+    return torch.cat(preds).cpu() if preds else torch.empty(0, dtype=torch.long)
+
+
+@torch.no_grad()
+def count_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+                  batch_size: int = 512) -> torch.Tensor:
+    """Number of correctly classified images, as a tensor on ``device`` (no wait for the device)."""
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    for i in range(0, len(x), batch_size):
+        pred = model(x[i:i + batch_size].to(device, non_blocking=True)).argmax(1)
+        correct += (pred == y[i:i + batch_size].to(device, non_blocking=True)).sum()
+    return correct
+
+
+def fits_on_device(tensors: list[torch.Tensor], device: torch.device) -> bool:
+    """Whether ``tensors`` may stay resident on ``device``: always on the CPU; on CUDA when they take at most
+    ``RESIDENT_SHARE`` of its free memory."""
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return sum(t.numel() * t.element_size() for t in tensors) <= RESIDENT_SHARE * free
+
+
+def resident(tensors: list[torch.Tensor], device: torch.device) -> tuple[list[torch.Tensor], bool]:
+    """``tensors`` moved to ``device`` if they fit there, else kept where they are (pinned, on CUDA); and
+    whether they moved."""
+    if fits_on_device(tensors, device):
+        return [t.to(device) for t in tensors], True
+    return [t.pin_memory() if device.type == "cuda" else t for t in tensors], False
+
+
+def show_progress(progress: bool) -> bool:
+    """A progress bar only for a person watching: asked for, and stdout is a terminal."""
+    return progress and sys.stdout.isatty()
 
 
 def train_model(model: nn.Module, data: ImageDataset, s: TrainSettings, seed: int, device: torch.device,
                 progress: bool = True, desc: str = "train") -> list[dict[str, Any]]:
-    """Train ``model`` in place; returns one record per epoch (loss, train and test accuracy, lr, seconds)."""
+    """Train ``model`` in place; returns one record per epoch (loss, train accuracy, lr, seconds, and the test
+    accuracy on epochs with a test pass: every ``eval_every``-th and the last)."""
+    if s.eval_every < 1:
+        raise ValueError("training.eval_every: must be an integer >= 1")
+    precision = resolve_precision(s.precision, device)
     model.to(device)
+    step_model = compiled(model, s.compile, device)
     gen = torch.Generator().manual_seed(seed)
     opt = make_optimizer(model, s)
     n = len(data.train_y)
     steps = math.ceil(n / s.batch_size)
+    (train_x, train_y), on_device = resident([data.train_x, data.train_y], device)
+    (test_x, test_y), _ = resident([data.test_x, data.test_y], device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     history: list[dict[str, Any]] = []
-    for epoch in range(s.epochs):
-        model.train()
-        t0 = time.perf_counter()
-        order = torch.randperm(n, generator=gen)
-        loss_sum, correct = 0.0, 0
-        bar = tqdm(range(steps), desc=f"{desc} epoch {epoch + 1}/{s.epochs}", disable=not progress, leave=False)
-        for step in bar:
-            lr = s.lr * lr_factor(s, epoch + step / steps)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            idx = order[step * s.batch_size:(step + 1) * s.batch_size]
-            x = augment_batch(data.train_x[idx].to(device), s.augment, gen)
-            y = data.train_y[idx].to(device)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=s.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {step}; "
+    with numerics(device, precision, s.deterministic):
+        for epoch in range(s.epochs):
+            model.train()
+            t0 = time.perf_counter()
+            # every random number of the epoch, in the order the per-step loop of earlier versions drew them
+            order = torch.randperm(n, generator=gen)
+            draws = None
+            if s.augment == "flip_crop":
+                parts = [draw_augment(min(s.batch_size, n - i * s.batch_size), gen) for i in range(steps)]
+                draws = AugmentDraws(*(torch.cat(t) for t in zip(*((p.flip, p.dy, p.dx) for p in parts))))
+                draws = draws.to(device) if on_device else draws
+            elif s.augment != "none":
+                raise ValueError(f"unknown augment {s.augment!r}; allowed: none, flip_crop")
+            order = order.to(train_x.device)
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            correct = torch.zeros((), dtype=torch.long, device=device)
+            first_bad = torch.full((), steps, dtype=torch.long, device=device)  # steps: none so far
+            bar = tqdm(range(steps), desc=f"{desc} epoch {epoch + 1}/{s.epochs}", disable=not show_progress(progress),
+                       leave=False)
+            for step in bar:
+                lr = s.lr * lr_factor(s, epoch + step / steps)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                start, stop = step * s.batch_size, min(n, (step + 1) * s.batch_size)
+                idx = order[start:stop]
+                x = train_x[idx].to(device, non_blocking=True)
+                y = train_y[idx].to(device, non_blocking=True)
+                if draws is not None:
+                    x = apply_augment(x, draws.slice(start, stop))
+                try:
+                    with autocast:
+                        logits = step_model(x)
+                        loss = F.cross_entropy(logits, y, label_smoothing=s.label_smoothing)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                except Exception as exc:
+                    if s.compile == "none" or epoch or step:
+                        raise
+                    raise RuntimeError(f"training.compile: {s.compile} failed on {device} ({type(exc).__name__}); "
+                                       "use compile: none") from exc
+                opt.step()
+                loss = loss.detach().float()
+                first_bad = torch.where(torch.isfinite(loss) | (first_bad < steps), first_bad, step)
+                loss_sum += loss.double() * len(idx)
+                correct += (logits.detach().argmax(1) == y).sum()
+                if not bar.disable and (step % POSTFIX_EVERY == 0 or step == steps - 1):
+                    bar.set_postfix(loss=f"{float(loss_sum) / stop:.3f}")
+            record: dict[str, Any] = {"epoch": epoch + 1}
+            # the one wait for the device in an epoch
+            bad = int(first_bad)
+            if bad < steps:
+                raise FloatingPointError(f"{desc}: loss became non-finite at epoch {epoch + 1}, step {bad}; "
                                          "lower the learning rate")
-            loss_sum += float(loss.detach()) * len(idx)
-            correct += int((logits.argmax(1) == y).sum())
-            bar.set_postfix(loss=f"{loss_sum / min(n, (step + 1) * s.batch_size):.3f}")
-        test_acc = float((predict(model, data.test_x, device) == data.test_y).float().mean())
-        history.append({"epoch": epoch + 1, "loss": loss_sum / n, "train_accuracy": correct / n,
-                        "test_accuracy": test_acc, "lr": lr, "seconds": time.perf_counter() - t0})
+            record.update(loss=float(loss_sum) / n, train_accuracy=int(correct) / n)
+            if (epoch + 1) % s.eval_every == 0 or epoch + 1 == s.epochs:
+                t_test = time.perf_counter()
+                record["test_accuracy"] = int(count_correct(model, test_x, test_y, device)) / len(data.test_y)
+                record["test_seconds"] = time.perf_counter() - t_test  # included in seconds
+            record.update(lr=lr, seconds=time.perf_counter() - t0)
+            history.append(record)
     model.eval()
     return history

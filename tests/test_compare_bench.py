@@ -88,5 +88,6 @@ def test_bench_reports_ratios(finished_run, tmp_path):
     assert saved["deepfool"]["native_exact_vs_art"] > 0
     assert saved["spatial"]["n_transforms"] == 5 * 5 * 7 and saved["spatial"]["native_grid_evaluations_per_s"] > 0
     assert set(saved["targets"]) == {"deepfool_native_vs_art_at_least_20x", "deepfool_agreement_at_least_99pct",
-                                     "deepfool_median_norm_difference_below_5pct", "spatial_grid_at_least_80pct_of_forward"}
+                                     "deepfool_median_norm_difference_below_5pct", "spatial_grid_at_least_80pct_of_forward",
+                                     "training_harness_at_least_0.9x_plain"}
     assert saved["provenance"]["versions"]["torch"]

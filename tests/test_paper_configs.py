@@ -186,3 +186,19 @@ def test_missing_cifar_data_names_the_folder(tmp_path, monkeypatch):
         load_dataset("cifar10", root=str(tmp_path))
     with pytest.raises(DataMissingError, match="root"):
         load_dataset("cifar10")
+
+
+def test_paper_fashion_mnist_gpu_scale_protocol_loads(tmp_path, monkeypatch):
+    """The GPU-scale protocol: the CPU-scale config's models, attacks and seeds at depth 6, width 64, 10 epochs."""
+    monkeypatch.setenv("RBLEAK_FASHION_MNIST", str(write_mnist_like(tmp_path / "fmnist")))
+    gpu = load_config(REPO / "configs" / "paper-fashion-mnist-gpu-scale.yaml")
+    cpu = load_config(REPO / "configs" / "paper-fashion-mnist.yaml")
+    assert [m.name for m in gpu.run.models] == [m.name for m in cpu.run.models]
+    assert [a.spec() for a in gpu.attacks] == [a.spec() for a in cpu.attacks]
+    assert [a.label for a in gpu.attacks] == [a.label for a in cpu.attacks]
+    assert gpu.run.seeds == cpu.run.seeds == [0, 1, 2]
+    t = gpu.run.training
+    assert (t.epochs, t.batch_size, t.schedule, t.augment) == (10, 128, "cosine", "flip_crop")
+    assert gpu.run.datasets[0].train_subset is None  # the full training set
+    assert all(m.options["n_layers"] == 6 and m.options["width"] == 64 for m in gpu.run.models)
+    assert abs(gpu.run.models[-1].match_report["params"] / gpu.run.models[-1].match_report["target_params"] - 1) <= 0.02

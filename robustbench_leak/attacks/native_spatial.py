@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from ..metrics import prediction_metrics
 from ..train import predict
-from .base import Attack, AttackResult, register_attack
+from .base import Attack, AttackResult, Range, at_least, register_attack
 
 
 @dataclass(frozen=True)
@@ -93,22 +93,97 @@ def transform_images(x: torch.Tensor, t: Transform, mode: str = "bicubic") -> to
     return rotate_images(shift_images(x, t.shift_rows, t.shift_cols), t.rotation_deg, mode).clamp(0.0, 1.0)
 
 
+def _sampling_grids(transforms: list[Transform], h: int, w: int, device: torch.device) -> torch.Tensor:
+    """``grid_sample`` grids of the rotations of ``transforms``, (T, H, W, 2): ``rotate_images``'s grid, each
+    cosine and sine rounded to float32 from double precision as its float-times-tensor arithmetic does."""
+    angles = [math.radians(t.rotation_deg) for t in transforms]
+    cos = torch.tensor([math.cos(a) for a in angles], dtype=torch.float32, device=device).view(-1, 1, 1)
+    sin = torch.tensor([math.sin(a) for a in angles], dtype=torch.float32, device=device).view(-1, 1, 1)
+    rows = torch.arange(h, dtype=torch.float32, device=device) - (h - 1) / 2
+    cols = torch.arange(w, dtype=torch.float32, device=device) - (w - 1) / 2
+    pr, pc = torch.meshgrid(rows, cols, indexing="ij")
+    src_r = cos * pr + sin * pc + (h - 1) / 2
+    src_c = -sin * pr + cos * pc + (w - 1) / 2
+    return torch.stack([2 * src_c / (w - 1) - 1, 2 * src_r / (h - 1) - 1], dim=-1)
+
+
+class GridEvaluator:
+    """Every transform of a list applied to a batch of images in one device batch: integer shifts as one
+    gather from a zero-padded copy, rotations as one ``grid_sample`` with per-transform grids, built once on
+    the device. The images are bitwise ``transform_images``'s (tests compare them)."""
+
+    def __init__(self, transforms: list[Transform], h: int, w: int, device: torch.device, mode: str) -> None:
+        self.mode = mode
+        self.pad = max([abs(t.shift_rows) for t in transforms] + [abs(t.shift_cols) for t in transforms] + [0])
+        as_tensor = lambda v, dt: torch.tensor(v, dtype=dt, device=device)  # noqa: E731
+        dr = as_tensor([t.shift_rows for t in transforms], torch.long)
+        dc = as_tensor([t.shift_cols for t in transforms], torch.long)
+        # output pixel (i, j) of a shift by (dr, dc) is input pixel (i - dr, j - dc), zero outside
+        self.rows = torch.arange(h, device=device) - dr.view(-1, 1) + self.pad  # (T, H)
+        self.cols = torch.arange(w, device=device) - dc.view(-1, 1) + self.pad  # (T, W)
+        self.rotated = as_tensor([t.rotation_deg != 0.0 for t in transforms], torch.bool)
+        self.grids = _sampling_grids(transforms, h, w, device)
+
+    def images(self, x: torch.Tensor, t0: int, t1: int) -> torch.Tensor:
+        """Transforms ``t0:t1`` of images ``x`` (on the device), transform-major: ((t1 - t0) * len(x), C, H, W)."""
+        n, c, h, w = x.shape
+        m = t1 - t0
+        padded = F.pad(x, (self.pad,) * 4)
+        rows, cols = self.rows[t0:t1], self.cols[t0:t1]
+        shifted = padded[:, :, rows.view(m, h, 1), cols.view(m, 1, w)]  # (N, C, m, H, W)
+        shifted = shifted.permute(2, 0, 1, 3, 4).reshape(m * n, c, h, w)
+        grid = self.grids[t0:t1].to(x.dtype).unsqueeze(1).expand(m, n, h, w, 2).reshape(m * n, h, w, 2)
+        rotated = F.grid_sample(shifted, grid, mode=self.mode, padding_mode="zeros", align_corners=True)
+        keep = ~self.rotated[t0:t1].repeat_interleave(n).view(-1, 1, 1, 1)  # a 0 degree rotation is skipped
+        return torch.where(keep, shifted, rotated).clamp(0.0, 1.0)
+
+
 def grid_predictions(model: nn.Module, x: torch.Tensor, transforms: list[Transform], device: torch.device,
                      batch_size: int, interpolation: str, progress: bool = False) -> torch.Tensor:
-    """Predicted labels of every image under every transform: (len(transforms), len(x)), on the CPU."""
-    out = torch.empty(len(transforms), len(x), dtype=torch.long)
+    """Predicted labels of every image under every transform: (len(transforms), len(x)), on the CPU.
+
+    Each forward pass evaluates about ``batch_size`` (transform, image) pairs; the predictions stay on the
+    device until the end."""
     model.eval()
+    if interpolation == "scipy" or not transforms:
+        return _grid_predictions_per_transform(model, x, transforms, device, batch_size, interpolation, progress)
+    h, w = x.shape[2:]
+    evaluator = GridEvaluator(transforms, h, w, device, interpolation)
+    out = torch.empty(len(transforms), len(x), dtype=torch.long, device=device)
+    per_chunk = max(1, batch_size // max(1, min(len(x), batch_size)))
+    with torch.no_grad():
+        for start in tqdm(range(0, len(x), batch_size), desc="spatial (native)", disable=not progress, leave=False):
+            xb = x[start:start + batch_size].to(device, non_blocking=True)
+            for t0 in range(0, len(transforms), per_chunk):
+                t1 = min(len(transforms), t0 + per_chunk)
+                pred = model(evaluator.images(xb, t0, t1)).argmax(1)
+                out[t0:t1, start:start + len(xb)] = pred.view(t1 - t0, len(xb))
+    return out.cpu()
+
+
+def _grid_predictions_per_transform(model: nn.Module, x: torch.Tensor, transforms: list[Transform],
+                                    device: torch.device, batch_size: int, interpolation: str,
+                                    progress: bool) -> torch.Tensor:
+    """One ``transform_images`` call per transform: for scipy's resampling, which runs on the CPU anyway."""
+    out = torch.empty(len(transforms), len(x), dtype=torch.long)
     per_chunk = max(1, batch_size // max(1, min(len(x), batch_size)))
     with torch.no_grad():
         for start in tqdm(range(0, len(x), batch_size), desc="spatial (native)", disable=not progress, leave=False):
             xb = x[start:start + batch_size].to(device)
-            # several transforms per forward pass when the image batch is small
             for t0 in range(0, len(transforms), per_chunk):
                 group = transforms[t0:t0 + per_chunk]
                 batch = torch.cat([transform_images(xb, t, interpolation) for t in group])
                 pred = model(batch).argmax(1).view(len(group), len(xb)).cpu()
                 out[t0:t0 + len(group), start:start + len(xb)] = pred
     return out
+
+
+def per_transform_accuracy(grid: list[Transform], preds: np.ndarray, labels: np.ndarray) -> dict[str, list[float]]:
+    """Accuracy of every grid transform on the attacked images: tx (column shift, px), ty (row shift, px),
+    rot (degrees), accuracy; equal-length lists in grid order."""
+    return {"tx": [float(t.shift_cols) for t in grid], "ty": [float(t.shift_rows) for t in grid],
+            "rot": [float(t.rotation_deg) for t in grid],
+            "accuracy": [float(a) for a in (preds == labels[None]).mean(1)]}
 
 
 @register_attack
@@ -123,6 +198,8 @@ class NativeSpatial(Attack):
     metrics = ("robust_accuracy", "worst_of_grid_accuracy", "fooling_rate", "shift_rows", "shift_cols",
                "rotation_deg")
     needs_fit = True
+    ranges = {"max_translation": Range(0.0, 100.0), "num_translations": at_least(1), "max_rotation": Range(0.0, 180.0),
+              "num_rotations": at_least(1), "k": at_least(1), "seed": Range(0, 2**63 - 1), "batch_size": at_least(1)}
 
     @classmethod
     def check_params(cls, params: dict) -> dict:
@@ -147,9 +224,9 @@ class NativeSpatial(Attack):
         clean_pred = predict(model, x, device).numpy()
         info: dict = {"mode": p["mode"], "grid_size": len(grid)}
         metrics: dict[str, float] = {}
-        need_grid_on_x = p["mode"] == "worst_of_grid" or p["record_grid"] or p["fit_on"] == "attacked"
+        # global and worst_of_grid always evaluate the grid on the attacked images (per-transform accuracy)
         preds = (grid_predictions(model, x, grid, device, p["batch_size"], p["interpolation"], progress).numpy()
-                 if need_grid_on_x and p["mode"] != "worst_of_k" else None)
+                 if p["mode"] != "worst_of_k" else None)
 
         if p["mode"] == "global":
             if p["fit_on"] == "holdout":
@@ -186,6 +263,9 @@ class NativeSpatial(Attack):
             adv_pred = _worst_case(k_preds, labels, clean_pred)
             metrics.update(prediction_metrics(labels, clean_pred, adv_pred))
             info["k"] = p["k"]
+        if preds is not None:
+            info["per_transform"] = per_transform_accuracy(grid, preds, labels)
+            info["grid_mean_accuracy"] = float(np.mean(info["per_transform"]["accuracy"]))
         if preds is not None and p["record_grid"]:
             info["grid"] = [{"shift_rows": t.shift_rows, "shift_cols": t.shift_cols, "rotation_deg": t.rotation_deg,
                              "accuracy": float(np.mean(preds[i] == labels))} for i, t in enumerate(grid)]

@@ -37,6 +37,10 @@ class TrainingCfg(_Strict):
     warmup_epochs: int = Field(0, ge=0)
     augment: Literal["none", "flip_crop"] = "none"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    eval_every: int = Field(1, ge=1)  # test pass every this many epochs; the last epoch always has one
+    deterministic: bool = False  # deterministic algorithms: bitwise reruns on the same GPU model and software
+    precision: Literal["auto", "fp32", "tf32", "bf16"] = "auto"  # auto: fp32 on the CPU, TF32 convolutions on CUDA
+    compile: Literal["none", "torch", "cudagraph"] = "none"  # torch.compile (cudagraph: with CUDA graphs, CUDA only)
 
 
 class DatasetCfg(BaseModel):

@@ -273,7 +273,8 @@ def training_curves(runs: list[RunData], table: pd.DataFrame, out: Path) -> Figu
             seen.add(label)
             loss_ax.plot(h.epoch, h.loss, "o-", color=colours[label], ms=3, label=shown)
             if "test_accuracy" in h:
-                acc_ax.plot(h.epoch, 100 * h.test_accuracy, "o-", color=colours[label], ms=3, label=shown)
+                tested = h.dropna(subset=["test_accuracy"])  # eval_every > 1 tests only some epochs
+                acc_ax.plot(tested.epoch, 100 * tested.test_accuracy, "o-", color=colours[label], ms=3, label=shown)
             if "train_accuracy" in h:
                 acc_ax.plot(h.epoch, 100 * h.train_accuracy, "--", color=colours[label], alpha=0.7)
         prefix = f"{dataset}: " if len(datasets) > 1 else ""
