@@ -52,7 +52,7 @@ def radial_profile(delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _profile(power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     freq, index = radial_bins(*power.shape[1:])
-    flat, idx = power.reshape(len(power), -1), index.ravel()
+    flat, idx = power.reshape(len(power), index.size), index.ravel()
     profile = np.zeros((len(power), len(freq)))
     for k in range(len(freq)):
         members = idx == k
