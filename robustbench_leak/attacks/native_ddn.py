@@ -68,7 +68,7 @@ class NativeDDN(Attack):
     engine = "native"
     minimum_norm = True
     description = "DDN (Rony et al., CVPR 2019; white-box, minimum L2), batched PyTorch engine with Foolbox 3's loop"
-    defaults = {"steps": 200, "init_epsilon": 1.0, "gamma": 0.05, "alpha_init": 1.0, "alpha_final": 0.01,
+    defaults = {"steps": 100, "init_epsilon": 1.0, "gamma": 0.05, "alpha_init": 1.0, "alpha_final": 0.01,
                 "batch_size": 256}
     ranges = {"steps": at_least(1), "init_epsilon": above(0), "gamma": Range(0, 1, lo_open=True, hi_open=True),
               "alpha_init": above(0), "alpha_final": above(0), "batch_size": at_least(1)}

@@ -79,7 +79,7 @@ class NativeFMN(Attack):
     engine = "native"
     minimum_norm = True
     description = "FMN L2 (Pintor et al., NeurIPS 2021; white-box, minimum L2), batched PyTorch engine"
-    defaults = {"steps": 200, "alpha_init": 1.0, "alpha_final": 0.01, "gamma_init": 0.05, "gamma_final": 0.001,
+    defaults = {"steps": 100, "alpha_init": 1.0, "alpha_final": 0.01, "gamma_init": 0.05, "gamma_final": 0.001,
                 "batch_size": 256}
     ranges = {"steps": at_least(1), "alpha_init": above(0), "alpha_final": above(0),
               "gamma_init": UNIT_OPEN, "gamma_final": UNIT_OPEN, "batch_size": at_least(1)}
