@@ -137,3 +137,50 @@ def test_presets_build_and_minnorm_runs_deepfool_exact():
         assert build_attack(preset["attack"], preset["engine"], **preset["params"]).minimum_norm
     exact = yaml.safe_load((REPO / "attacks" / "deepfool-exact.yaml").read_text())["params"]
     assert DEEPFOOL_EXACT == {k: v for k, v in exact.items() if k != "batch_size"}
+
+
+MINNORM_CONFIG = """
+name: tiny-minnorm
+device: cpu
+seeds: [0]
+datasets:
+  - name: synthetic
+    n_train: 256
+    n_test: 16
+training: {optimizer: sgd, lr: 0.1, epochs: 2, batch_size: 32, schedule: cosine}
+models:
+  - name: small-5x5
+    arch: tomen_cnn
+    options: {n_layers: 3, width: 8, kernel_size: 5, window: hamming}
+attacks:
+  - preset: minnorm
+    n_samples: 12
+    params: {ddn_steps: 3, fmn_steps: 3, batch_size: 12}
+"""
+
+
+def test_minnorm_cell_through_the_runner(tmp_path, monkeypatch):
+    """A stored minnorm cell: spectra per sample, the mean spectrum and the convergence flag in its info."""
+    from robustbench_leak.cli import main
+    from robustbench_leak.store import STORE_NAME, Store
+
+    monkeypatch.setenv("RBLEAK_CACHE_DIR", str(tmp_path / "cache"))
+    config = tmp_path / "minnorm.yaml"
+    config.write_text(MINNORM_CONFIG)
+    assert main(["run", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    store = Store(tmp_path / "out" / STORE_NAME)
+    try:
+        run_id = store.latest_run()["run_id"]
+        cells = store.eval_cells(run_id)
+        assert len(cells) == 1
+        info = store.cell_info(cells.cell_key[0])
+        samples = store.samples(cells.cell_key[0])
+        metrics = set(store.results(run_id).metric)
+    finally:
+        store.close()
+    assert any("did not converge" in f for f in info["flags"])  # 3 steps: the attack's own flag survives
+    assert {"sanity_pgd_success", "overestimate_deepfool", "converged_fmn", "rho_mean"} <= metrics
+    fooled = samples.adv_pred != samples.clean_pred
+    assert samples.hf_share[fooled].notna().all() and samples.hf_share[~fooled].isna().all()
+    assert set(info["spectrum"]) >= {"freq", "mean", "lo", "hi", "n"} and info["member_seconds"].keys() == {
+        "deepfool", "ddn", "fmn"}

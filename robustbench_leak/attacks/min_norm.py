@@ -6,7 +6,9 @@ the relative change of its best (smallest) adversarial norm over the last 10% of
 counts as infinite change. The signal is the median over those images (NaN when none is fooled).
 Small means the best norm had stopped improving; above ``CONVERGENCE_TOLERANCE`` (1%) the cell is
 flagged in ``info["flags"]``: more steps would probably have found smaller perturbations, so its rho
-overestimates the model's robustness by more than the attack's usual slack.
+overestimates the model's robustness by more than the attack's usual slack. The signal is necessary,
+not sufficient: with a step size annealed towards zero (DDN, FMN) late changes are small by
+construction, so step counts are also checked against runs with more steps (README).
 """
 
 from __future__ import annotations
