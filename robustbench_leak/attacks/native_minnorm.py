@@ -80,6 +80,7 @@ class NativeMinNorm(Attack):
 def combine(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor,
             out: dict[str, tuple[torch.Tensor, ...]], seconds: dict[str, float], p: dict[str, Any],
             device: torch.device) -> AttackResult:
+    """The ensemble's result from each member's (examples, ...) on the CPU: re-check, pick, metrics, flags."""
     clean_np, y_np = clean.numpy(), y.numpy()
     correct = clean_np == y_np
     advs = {m: out[m][0] for m in MEMBERS}
