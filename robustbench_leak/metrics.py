@@ -24,6 +24,14 @@ METRIC_DOCS = {
     "shift_cols": "horizontal shift in pixels of the chosen global transform",
     "rotation_deg": "rotation in degrees of the chosen global transform",
     "n": "number of images evaluated",
+    "converged_ddn": ("DDN's convergence signal: median relative fall of the best adversarial norm over the last 10% of "
+                      "its steps (above 1% flags the cell)"),
+    "converged_fmn": ("FMN's convergence signal: median relative fall of the best adversarial norm over the last 10% of "
+                      "its steps (above 1% flags the cell)"),
+    **{f"overestimate_{m}": (f"median over clean-correct images {m} fooled of its L2 norm / the minnorm ensemble's "
+                             "(1 = it always found the smallest)") for m in ("deepfool", "ddn", "fmn")},
+    **{f"success_{m}": f"success rate of the ensemble member {m} alone (clean-correct images)"
+       for m in ("deepfool", "ddn", "fmn")},
 }
 
 

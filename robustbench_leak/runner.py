@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.utils import _pair
 
-from .attacks import build_attack
+from .attacks import attack_class, build_attack
 from .checkpoints import CheckpointCache
 from .config import DEFAULT_FIT_SAMPLES, Config, canonical_hash
 from .data import ImageDataset, load_dataset
@@ -241,9 +241,9 @@ def sanity_checks(kind: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     """Checks from "On Evaluating Adversarial Robustness"; failures are flagged, never hidden."""
     from .attacks.pgd import pgd
 
-    flags: list[str] = []
+    flags: list[str] = list(result.info.get("flags", []))  # the attack's own, e.g. a convergence flag
     samples = result.samples
-    if kind == "deepfool":
+    if attack_class(kind).minimum_norm:
         correct = samples["clean_pred"] == samples["label"]
         not_fooled = int(np.sum(correct & (samples["adv_pred"] == samples["clean_pred"])))
         if not_fooled > 0.01 * max(1, int(correct.sum())):

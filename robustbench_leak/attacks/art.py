@@ -51,6 +51,7 @@ def num_classes_of(model: nn.Module, x: torch.Tensor, device: torch.device) -> i
 class ArtDeepFool(Attack):
     kind = "deepfool"
     engine = "art"
+    minimum_norm = True
     description = "DeepFool (white-box, minimum L2), ART's implementation"
     defaults = {"max_iter": 50, "overshoot": 0.02, "nb_grads": 10, "batch_size": 100}
     ranges = {"max_iter": at_least(1), "overshoot": at_least(0.0), "nb_grads": at_least(1), "batch_size": at_least(1)}

@@ -59,6 +59,9 @@ class Attack(ABC):
     metrics: ClassVar[tuple[str, ...]] = ()  # the metric names it reports, in display order
     needs_fit: ClassVar[bool] = False
     preferred_engine: ClassVar[bool] = False  # the engine a config gets when it names none
+    # A minimum-norm L2 attack (per-sample l2/rho): the runner gives it the DeepFool sanity checks
+    # (re-check of every example, unbounded PGD against gradient masking).
+    minimum_norm: ClassVar[bool] = False
     # Parameters added after results were stored, at the value that behaves as before they existed: a
     # cell's key leaves them out at that value, so stored cells stay valid.
     key_neutral: ClassVar[dict[str, Any]] = {}
@@ -125,7 +128,8 @@ def register_attack(cls: type[Attack]) -> type[Attack]:
 
 
 def _ensure_loaded() -> None:
-    from . import art, art_any, clean, corruptions, native_deepfool, native_spatial, pgd  # noqa: F401
+    from . import (art, art_any, clean, corruptions, native_ddn, native_deepfool, native_fmn,  # noqa: F401
+                   native_minnorm, native_spatial, pgd)
 
 
 def attack_class(kind: str, engine: str | None = None) -> type[Attack]:

@@ -30,9 +30,9 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from ..metrics import perturbation_metrics
 from ..train import predict
 from .base import Attack, AttackResult, at_least, register_attack
+from .min_norm import minimum_norm_result
 
 TOL = 10e-8  # ART's guard against division by zero
 
@@ -113,6 +113,7 @@ class NativeDeepFool(Attack):
     kind = "deepfool"
     engine = "native"
     preferred_engine = True
+    minimum_norm = True
     description = "DeepFool (white-box, minimum L2), batched PyTorch engine with ART's semantics"
     defaults = {"max_iter": 50, "overshoot": 0.02, "nb_grads": 10, "batch_size": 256, "stop_on": "returned",
                 "keep_candidates": None, "grad_strategy": "auto"}
@@ -150,7 +151,6 @@ class NativeDeepFool(Attack):
         x_adv = torch.cat(advs).cpu()  # one wait for the device, after the last batch
         clean_pred = predict(model, x, device).numpy()
         adv_pred = predict(model, x_adv, device).numpy()  # re-check every returned example
-        metrics, samples = perturbation_metrics(x.numpy(), x_adv.numpy(), y.numpy(), clean_pred, adv_pred)
         it = torch.cat(iters).cpu().numpy()
-        return AttackResult(metrics, samples, info={"iterations_mean": float(np.mean(it)),
-                                                    "iterations_max": int(np.max(it)) if len(it) else 0})
+        return minimum_norm_result(x, x_adv, y, clean_pred, adv_pred, info={
+            "iterations_mean": float(np.mean(it)), "iterations_max": int(np.max(it)) if len(it) else 0})

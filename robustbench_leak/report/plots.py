@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..attacks import attack_class
 from ..metrics import robustness_curve
 from .figures import Figure, grid, palette, save, shared_legend, style
 from .fmt import PERCENT_METRICS, missing, row_label, split_column
@@ -31,6 +32,16 @@ def _attack_labels(runs: list[RunData], kind: str) -> list[str]:
     return list(labels)
 
 
+def _minimum_norm_labels(runs: list[RunData]) -> list[str]:
+    """Attacks with per-image minimal perturbations (DeepFool, DDN, FMN, minnorm): rho and robustness curves."""
+    labels: dict[str, None] = {}
+    for run in runs:
+        for label, spec in run.specs.items():
+            if attack_class(spec["kind"], spec["engine"]).minimum_norm:
+                labels[label] = None
+    return list(labels)
+
+
 def clean_column(runs: list[RunData], table: pd.DataFrame) -> str | None:
     for label in _attack_labels(runs, "clean"):
         if f"{label}.accuracy" in table.columns:
@@ -39,7 +50,7 @@ def clean_column(runs: list[RunData], table: pd.DataFrame) -> str | None:
 
 
 def robustness_columns(runs: list[RunData], table: pd.DataFrame) -> list[str]:
-    cols = [f"{label}.rho_mean" for label in _attack_labels(runs, "deepfool")]
+    cols = [f"{label}.rho_mean" for label in _minimum_norm_labels(runs)]
     cols += [f"{label}.robust_accuracy" for label in _attack_labels(runs, "spatial")]
     return [c for c in cols if c in table.columns and table[c].notna().any()]
 
@@ -158,15 +169,16 @@ def curve_frame(runs: list[RunData], table: pd.DataFrame, attack: str, n_budgets
 def robustness_curves(runs: list[RunData], table: pd.DataFrame, out: Path) -> Figure:
     fig_info = Figure("robustness_curves", "Robustness curves",
                       "Accuracy over all attacked images when the attacker may change each image by at most the "
-                      "given L2 norm (pixels in [0, 1]), from DeepFool's per-image minimal perturbations "
-                      "(an upper bound on the true robust accuracy: DeepFool's perturbation is not always minimal). "
+                      "given L2 norm (pixels in [0, 1]), from a minimum-norm attack's per-image perturbations "
+                      "(an upper bound on the true robust accuracy: the perturbation found is not always minimal; "
+                      "minnorm, the smallest of DeepFool, DDN and FMN, is the tightest). "
                       "Shaded: min-max across seeds.")
     panels = []
-    for attack in _attack_labels(runs, "deepfool"):
+    for attack in _minimum_norm_labels(runs):
         frame = curve_frame(runs, table, attack)
         panels += [(attack, dataset, sub) for dataset, sub in frame.groupby("dataset", sort=False)]
     if not panels:
-        fig_info.notes.append("no DeepFool cell with per-image perturbation norms in these runs")
+        fig_info.notes.append("no minimum-norm attack cell (DeepFool, DDN, FMN, minnorm) with per-image norms in these runs")
         return fig_info
     colours = palette(table)
     fig, axes = grid(1, len(panels), 5.2, 3.6)

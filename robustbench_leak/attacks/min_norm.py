@@ -1,0 +1,110 @@
+"""What every minimum-norm L2 attack returns besides its examples: metrics, spectra, convergence.
+
+Convergence signal of an iterative minimum-norm attack (DDN, FMN): for each image fooled at the end,
+the relative change of its best (smallest) adversarial norm over the last 10% of the steps,
+``(best at the start of the tail - final best) / final best``; an image first fooled inside the tail
+counts as infinite change. The signal is the median over those images (NaN when none is fooled).
+Small means the best norm had stopped improving; above ``CONVERGENCE_TOLERANCE`` (1%) the cell is
+flagged in ``info["flags"]``: more steps would probably have found smaller perturbations, so its rho
+overestimates the model's robustness by more than the attack's usual slack. The signal is necessary,
+not sufficient: with a step size annealed towards zero (DDN, FMN) late changes are small by
+construction, so step counts are also checked against runs with more steps (README).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from ..metrics import perturbation_metrics
+from ..spectra import mean_spectrum, normalised_profiles, spectral_summaries
+from ..train import predict
+from .base import AttackResult
+
+TAIL = 0.1  # share of the steps the convergence signal looks at
+CONVERGENCE_TOLERANCE = 0.01
+
+
+def cosine(i: int, steps: int, start: float, end: float) -> float:
+    """Cosine annealing from ``start`` (step 0) towards ``end`` (reached after the last step)."""
+    return end + (start - end) * (1 + math.cos(math.pi * i / steps)) / 2
+
+
+def tail_snapshot_step(steps: int) -> int:
+    """Index of the step after whose check the best norms are snapshot: the last ``TAIL`` of the steps follow.
+
+    -1 (before any step) when the tail is every step."""
+    return steps - max(1, math.ceil(TAIL * steps)) - 1
+
+
+def convergence_signal(best_before: np.ndarray, best_final: np.ndarray) -> float:
+    """Median relative change of the best norm over the tail, over images fooled at the end (inf: not yet
+    fooled at the tail's start); NaN when none is fooled."""
+    before, final = np.asarray(best_before, np.float64), np.asarray(best_final, np.float64)
+    fooled = np.isfinite(final)
+    if not fooled.any():
+        return float("nan")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        change = (before[fooled] - final[fooled]) / np.maximum(final[fooled], 1e-12)
+    return float(np.median(np.where(np.isfinite(before[fooled]), change, np.inf)))
+
+
+def convergence_flag(member: str, signal: float, steps: int) -> str | None:
+    if not signal > CONVERGENCE_TOLERANCE:  # NaN (nothing fooled) is the re-check's flag, not this one
+        return None
+    shown = "inf" if math.isinf(signal) else f"{100 * signal:.1f}%"
+    return (f"{member} did not converge: the median best norm still fell by {shown} over the last "
+            f"{int(100 * TAIL)}% of its {steps} steps (tolerance {100 * CONVERGENCE_TOLERANCE:g}%); raise steps")
+
+
+def spectra(x: np.ndarray, x_adv: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarray,
+            label: np.ndarray, seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Per-sample ``hf_share``/``centroid`` (NaN where the prediction did not change) and the mean spectrum
+    over clean-correct images whose prediction changed (``info["spectrum"]``)."""
+    delta = (x_adv.astype(np.float64) - x.astype(np.float64))
+    flipped = adv_pred != clean_pred
+    hf, centroid = spectral_summaries(delta)
+    hf[~flipped], centroid[~flipped] = np.nan, np.nan
+    use = flipped & (clean_pred == label)
+    freq, profiles = normalised_profiles(delta[use])
+    return {"hf_share": hf, "centroid": centroid}, {"spectrum": mean_spectrum(freq, profiles, seed=seed)}
+
+
+def minimum_norm_result(x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, clean_pred: np.ndarray,
+                        adv_pred: np.ndarray, info: dict[str, Any] | None = None) -> AttackResult:
+    """DeepFool's metrics (``perturbation_metrics``) plus the spectra, from CPU tensors and re-checked predictions."""
+    xn, an, yn = x.numpy(), x_adv.numpy(), y.numpy()
+    metrics, samples = perturbation_metrics(xn, an, yn, clean_pred, adv_pred)
+    spec_samples, spec_info = spectra(xn, an, clean_pred, adv_pred, yn)
+    return AttackResult(metrics, {**samples, **spec_samples}, info={**(info or {}), **spec_info})
+
+
+def batched(engine: Callable[..., tuple[torch.Tensor, ...]], model: nn.Module, x: torch.Tensor,
+            labels: torch.Tensor, batch_size: int, device: torch.device, desc: str, progress: bool,
+            **params: Any) -> tuple[torch.Tensor, ...]:
+    """``engine(model, x_batch, labels_batch, **params)`` over batches on ``device``; outputs joined on the CPU."""
+    parts: list[tuple[torch.Tensor, ...]] = []
+    for i in tqdm(range(0, len(x), batch_size), desc=desc, disable=not progress, leave=False):
+        out = engine(model, x[i:i + batch_size].to(device), labels[i:i + batch_size].to(device), **params)
+        parts.append(tuple(t.cpu() for t in out))
+    return tuple(torch.cat(ts) for ts in zip(*parts))
+
+
+def iterative_result(member: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor,
+                     clean: torch.Tensor, best_final: torch.Tensor, best_before: torch.Tensor, steps: int,
+                     device: torch.device) -> AttackResult:
+    """An iterative engine's result: re-check every example, then metrics, spectra, ``converged_<member>``
+    and its flag."""
+    adv_pred = predict(model, x_adv, device).numpy()
+    signal = convergence_signal(best_before.numpy(), best_final.numpy())
+    result = minimum_norm_result(x, x_adv, y, clean.numpy(), adv_pred)
+    result.metrics[f"converged_{member}"] = signal
+    flag = convergence_flag(member.upper(), signal, steps)
+    if flag:
+        result.info["flags"] = [flag]
+    return result
