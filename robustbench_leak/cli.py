@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             message = "out of memory" + (f": {message}" if str(exc) else "")
         # a ValueError carries a complete message (file, key, what is allowed); for anything else the
         # traceback may help, so it goes to a file
-        log = "" if args.debug or isinstance(exc, ValueError) else _error_log(exc)
+        log = "" if args.debug or isinstance(exc, (ValueError, FloatingPointError)) else _error_log(exc)
         hint = f" (traceback in {log}; --debug shows it)" if log else ""
         print(f"rbleak: error: {message}{hint}", file=sys.stderr)
         return 2 if user else 1
