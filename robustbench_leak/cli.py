@@ -9,6 +9,8 @@ from pathlib import Path
 from .checkpoints import CheckpointError
 from .config import ConfigError
 from .data import DataMissingError, IdxFormatError
+from .driver import CellsFailed
+from .outlock import OutDirLocked
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
@@ -16,10 +18,35 @@ def _cmd_run(args: argparse.Namespace) -> None:
     from .runner import run_config
 
     config = load_config(args.config, engine=args.engine)
+    if args.executor:
+        config.run.executor = args.executor
+    if args.address:
+        config.run.address = args.address
     for attack in config.attacks:
         if attack.note:
             print(f"note: {attack.note}")
+    _log_to_stdout()
     run_config(config, args.out, progress=not args.quiet)
+
+
+def _log_to_stdout() -> None:
+    """The package's log lines ([train], [eval], [skip], ...) on stdout, between any progress bars."""
+    import logging
+
+    from tqdm import tqdm
+
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            tqdm.write(self.format(record), file=sys.stdout)
+
+    root = logging.getLogger("robustbench_leak")
+    for h in [h for h in root.handlers if getattr(h, "rbleak_cli", False)]:
+        root.removeHandler(h)
+    handler = Handler()
+    handler.rbleak_cli = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    root.propagate = False
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> None:
@@ -149,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="output folder (default runs/<config name>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--engine", help="run every attack that has this engine on it (e.g. art: ART's own code)")
+    p.add_argument("--executor", choices=["local", "ray"], help="where cells run (default: the config's executor:, "
+                   "else local); ray starts a local Ray cluster unless --address or RAY_ADDRESS names one")
+    p.add_argument("--address", help="executor ray: the Ray cluster to join, e.g. 10.0.0.5:6379 or auto")
     p.set_defaults(fn=_cmd_run)
     p = sub.add_parser("leaderboard", help="re-render (and merge) leaderboards from run folders or stores")
     p.add_argument("dirs", nargs="+", metavar="RESULTS", help="run folders (or their results.sqlite files)")
@@ -192,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataMissingError, IdxFormatError, CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"rbleak: error: {exc}", file=sys.stderr)
         return 2
+    except (CellsFailed, OutDirLocked) as exc:
+        print(f"rbleak: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("rbleak: interrupted; rerun the same command to resume (finished cells are kept)", file=sys.stderr)
         return 130

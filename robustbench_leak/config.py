@@ -97,6 +97,8 @@ class RunConfig(_Strict):
     cache_dir: str | None = None
     attack_dirs: list[str] = []
     rank_by: str | None = None  # a leaderboard column such as deepfool.rho_mean
+    executor: Literal["local", "ray"] = "local"  # where cells run; results do not depend on it
+    address: str | None = Field(None, min_length=1)  # executor ray: a cluster to join (else RAY_ADDRESS, else local)
 
     @field_validator("device")
     @classmethod
