@@ -14,7 +14,7 @@ import sys
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .checkpoints import default_cache_dir
 from .config import Config
@@ -102,19 +102,20 @@ def write_outcome(store: Store, outcome: Outcome, run_id: str, ctx: dict[str, An
 
 
 def run_config(config: Config, out_dir: str | Path | None = None, executor: Executor | None = None,
-               progress: bool = True, log: Log | None = None) -> Path:
+               progress: bool = True, log: Log | None = None, formats: Sequence[str] | None = None) -> Path:
     """Run every missing cell of ``config`` and write the leaderboard into ``out_dir`` (absolute from here on).
 
-    ``executor``: default from the config's ``executor:`` key. Raises ``OutDirLocked`` when another run
-    holds ``out_dir``, and ``CellsFailed`` (after storing everything else and writing the leaderboard)
-    when some cells failed."""
+    ``executor``: default from the config's ``executor:`` key; ``formats``: leaderboard formats (default
+    all). Raises ``OutDirLocked`` when another run holds ``out_dir``, and ``CellsFailed`` (after storing
+    everything else and writing the leaderboard) when some cells failed."""
     log = log or logger.info
     out = (Path(out_dir) if out_dir else Path("runs") / config.name).expanduser().resolve()
     with locked_out_dir(out):
-        return _run_locked(config, out, executor, progress, log)
+        return _run_locked(config, out, executor, progress, log, formats)
 
 
-def _run_locked(config: Config, out: Path, executor: Executor | None, progress: bool, log: Log) -> Path:
+def _run_locked(config: Config, out: Path, executor: Executor | None, progress: bool, log: Log,
+                formats: Sequence[str] | None) -> Path:
     from .leaderboard import FORMATS, write_outputs
 
     executor = executor or make_executor(config.run.executor, config.run.address)
@@ -164,7 +165,7 @@ def _run_locked(config: Config, out: Path, executor: Executor | None, progress: 
                                                      "seeds": config.run.seeds,
                                                      "executor": getattr(executor, "name", type(executor).__name__)},
                                                     indent=2) + "\n")
-    written = write_outputs([out], out, formats=FORMATS)
+    written = write_outputs([out], out, formats=tuple(formats or FORMATS))
     plots = [p for p in written if p.parent.name == "plots"]
     log("wrote " + ", ".join(str(p) for p in written if p not in plots)
         + (f" and {len(plots)} plot files in {out / 'plots'}" if plots else ""))
