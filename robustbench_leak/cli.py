@@ -63,9 +63,15 @@ def _cmd_leaderboard(args: argparse.Namespace) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
+    if args.executors:
+        from .bench_executors import run_executor_bench
+
+        run_executor_bench(Path(args.out or "bench-executors.json"), args.grid, workers=args.workers)
+        return
     from .bench import run_bench
 
-    run_bench(Path(args.out), args.config, args.model, n_images=args.n_images, n_spatial=args.n_spatial)
+    run_bench(Path(args.out or "bench.json"), args.config, args.model, n_images=args.n_images,
+              n_spatial=args.n_spatial)
 
 
 def _cmd_claims(args: argparse.Namespace) -> None:
@@ -190,9 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("bench", help="native vs ART attack engines vs plain PyTorch, side by side, as JSON")
     p.add_argument("--config", default="configs/quickstart.yaml", help="config whose model is benchmarked")
     p.add_argument("--model", default="cnn-7x7-hamming", help="model name in that config (trained if not cached)")
-    p.add_argument("--out", default="bench.json")
+    p.add_argument("--out", help="JSON file (default bench.json; with --executors, bench-executors.json)")
     p.add_argument("--n-images", type=int, default=200, help="test images for DeepFool")
     p.add_argument("--n-spatial", type=int, default=100, help="test images for the spatial grid search")
+    p.add_argument("--executors", action="store_true",
+                   help="instead: a grid's wall-clock time on the local executor vs Ray, and Ray's start-up time")
+    p.add_argument("--grid", default="configs/bench-grid.yaml", help="with --executors: the config to time")
+    p.add_argument("--workers", type=int, default=2, help="with --executors: Ray workers (CPUs), >= 1")
     p.set_defaults(fn=_cmd_bench)
     p = sub.add_parser("claims", help="the paper's claims answered from a run's stored per-sample results")
     p.add_argument("run_dir")
