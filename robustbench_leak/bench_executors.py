@@ -106,8 +106,8 @@ def run_executor_bench(out: Path, grid: str, workers: int = 2, log: Log = print)
         local_threads = torch.get_num_threads()
         try:
             startup = ray_startup(workers)
-            log(f"ray start-up: init {startup['init_seconds']:.1f} s, first task {startup['first_task_seconds']:.1f} s, "
-                f"{workers} workers importing the package {startup['worker_warm_up_seconds']:.1f} s")
+            log(f"ray start-up: init {startup['init_seconds']:.1f} s, first task "
+                f"{startup['first_task_seconds']:.1f} s, {workers} workers importing the package {startup['worker_warm_up_seconds']:.1f} s")
             ray_seconds = _timed_run(grid, folder / "ray", RayExecutor(cpus_per_cell=1), log)
         finally:
             ray.shutdown()

@@ -45,6 +45,9 @@ class CellsFailed(RuntimeError):
 
 def make_executor(name: str, address: str | None = None) -> Executor:
     if name == "local":
+        if address:
+            raise ValueError("address: only the ray executor joins a cluster; set executor: ray (or --executor ray) "
+                             "or remove the address")
         return LocalExecutor()
     if name == "ray":
         from .ray_executor import RayExecutor

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 
 from .executor import Job, Log, Outcome, dependency_failed, run_job
 
-SMALL_MODEL_PARAMS = 5_000_000  # below this, a cell shares a GPU with three others
+SMALL_MODEL_PARAMS = 1_000_000  # below this (CPU-scale models), a cell shares a GPU with up to three others
 SMALL_MODEL_GPU_SHARE = 0.25
 KILL_DIR_ENV = "RBLEAK_TEST_KILL_DIR"  # tests only: see _test_kill_hook
 
@@ -149,8 +149,9 @@ def import_ray() -> Any:
 
 
 def gpu_share(task: dict[str, Any]) -> float:
-    """A GPU for a model of ``SMALL_MODEL_PARAMS`` or more, else a quarter of one (small models leave most
-    of a GPU idle); a model whose size cannot be counted without loading data gets a whole one."""
+    """A GPU for a model of ``SMALL_MODEL_PARAMS`` or more (every paper-scale model), else a quarter of one
+    (a CPU-scale model leaves most of a GPU idle); a model whose size cannot be counted without loading
+    data gets a whole one."""
     from .data import get_dataset_entry
     from .models.match import params_of
 
