@@ -65,6 +65,8 @@ class RayExecutor:
 
     # execution ----------------------------------------------------------------------------------
     def execute(self, jobs: Sequence[Job], ctx: dict[str, Any], log: Log) -> Iterator[Outcome]:
+        if not jobs:  # every cell is stored already: no cluster to start
+            return
         ray = import_ray()
         started_here = self.connect(ray)
         inflight: dict[Any, Job] = {}
