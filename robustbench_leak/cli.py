@@ -20,6 +20,8 @@ def _cmd_run(args: argparse.Namespace) -> None:
     config = load_config(args.config, engine=args.engine)
     if args.executor:
         config.run.executor = args.executor
+        if args.executor == "local":
+            config.run.address = None  # run here, whatever cluster the config names
     if args.address:
         config.run.address = args.address
     for attack in config.attacks:

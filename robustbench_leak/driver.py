@@ -43,17 +43,18 @@ class CellsFailed(RuntimeError):
                          "same command to retry the failed ones):\n" + "\n".join(lines))
 
 
-def make_executor(name: str, address: str | None = None) -> Executor:
+def make_executor(name: str, address: str | None = None, where: str = "config") -> Executor:
+    """The executor a config names (``where``: the config's path, for messages)."""
     if name == "local":
         if address:
-            raise ValueError("address: only the ray executor joins a cluster; set executor: ray (or --executor ray) "
-                             "or remove the address")
+            raise ValueError(f"{where}: address: only the ray executor joins a cluster; set executor: ray (or "
+                             "--executor ray) or remove the address")
         return LocalExecutor()
     if name == "ray":
         from .ray_executor import RayExecutor
 
         return RayExecutor(address=address)
-    raise ValueError(f"executor: unknown executor {name!r}; expected local or ray")
+    raise ValueError(f"{where}: executor: unknown executor {name!r}; expected local or ray")
 
 
 def jobs_to_run(trains: list[dict[str, Any]], evals: list[dict[str, Any]], store: Store,
@@ -112,16 +113,16 @@ def run_config(config: Config, out_dir: str | Path | None = None, executor: Exec
     all). Raises ``OutDirLocked`` when another run holds ``out_dir``, and ``CellsFailed`` (after storing
     everything else and writing the leaderboard) when some cells failed."""
     log = log or logger.info
+    executor = executor or make_executor(config.run.executor, config.run.address, config.path)
     out = (Path(out_dir) if out_dir else Path("runs") / config.name).expanduser().resolve()
     with locked_out_dir(out):
         return _run_locked(config, out, executor, progress, log, formats)
 
 
-def _run_locked(config: Config, out: Path, executor: Executor | None, progress: bool, log: Log,
+def _run_locked(config: Config, out: Path, executor: Executor, progress: bool, log: Log,
                 formats: Sequence[str] | None) -> Path:
     from .leaderboard import FORMATS, write_outputs
 
-    executor = executor or make_executor(config.run.executor, config.run.address)
     device = resolve_device(config.run.device)
     prov = provenance(device)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]

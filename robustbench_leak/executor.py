@@ -76,6 +76,8 @@ class LocalExecutor:
 
     Weights stay in memory from a train job to its evals and are dropped after its last eval."""
 
+    name = "local"
+
     def execute(self, jobs: Sequence[Job], ctx: dict[str, Any], log: Log) -> Iterator[Outcome]:
         remaining: dict[str, int] = {}
         for job in jobs:

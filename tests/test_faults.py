@@ -68,7 +68,7 @@ def test_failed_cells_are_stored_reported_and_retried(tmp_path, capsys):
     assert "Traceback" in stored[("eval", "ok", "overlap")][1]["traceback"]
     assert stored[("train", "diverges", None)][0] == "failed"
     assert stored[("eval", "diverges", "clean")][1]["error"] == "its model failed to train"
-    assert json.loads((out / "provenance.json").read_text())["executor"] == "LocalExecutor"
+    assert json.loads((out / "provenance.json").read_text())["executor"] == "local"
     # the leaderboard holds what finished; the failed run says it is not complete
     board = pd.read_csv(out / "leaderboard.csv")
     assert board.set_index("model").loc["ok", "clean.accuracy"] > 0
@@ -100,3 +100,12 @@ def test_second_run_into_a_held_folder_refuses_and_leaves_the_store_alone(tiny_c
     # released with the holder: the lock can be taken again at once
     with locked_out_dir(out):
         pass
+
+
+def test_address_needs_the_ray_executor(tiny_config, tmp_path, capsys):
+    tiny_config.write_text(tiny_config.read_text() + "address: 10.0.0.5:6379\n")
+    assert main(["run", str(tiny_config), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"rbleak: error: {tiny_config}: address: only the ray executor joins a cluster; set executor: ray " \
+                  "(or --executor ray) or remove the address\n"
+    assert not (tmp_path / "out").exists()
