@@ -55,7 +55,7 @@ class RayExecutor:
         if address:
             ray.init(address=address)
         else:
-            ray.init(num_cpus=self.num_cpus or os.cpu_count() or 1, include_dashboard=False)
+            ray.init(num_cpus=self.num_cpus, include_dashboard=False)  # None: Ray counts the machine's CPUs
         return True
 
     def resources(self, task: dict[str, Any], ctx: dict[str, Any], gpus: float) -> dict[str, float]:
