@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from .attacks import build_attack
 from .attacks.native_spatial import art_grid, grid_predictions
+from .outputs import check_out_file
 from .provenance import provenance
 from .data import ImageDataset
 from .train import (AugmentDraws, TrainSettings, apply_augment, make_optimizer, numerics, resolve_device,
@@ -45,6 +46,7 @@ def output_path(out: str, default_name: str = "bench.json") -> Path:
         raise ValueError(f"--out: {out}: folder does not exist; create it or give a file path in an existing folder")
     if not os.path.isdir(path.parent):
         raise ValueError(f"--out: {path.parent}: folder does not exist; create it or give an existing folder")
+    check_out_file(path, "--out", "provenance")
     existed = os.path.exists(path)
     try:
         with open(path, "a"):

@@ -9,7 +9,9 @@ import tempfile
 import traceback
 from pathlib import Path
 
-from .outputs import check_out_dir
+from .driver import CellsFailed
+from .outlock import OutDirLocked
+from .outputs import check_out_dir, check_out_file
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
@@ -18,14 +20,41 @@ def _cmd_run(args: argparse.Namespace) -> None:
     from .store import STORE_NAME, check_store_file
 
     config = load_config(args.config, engine=args.engine)
+    if args.executor:
+        config.run.executor = args.executor
+        if args.executor == "local":
+            config.run.address = None  # run here, whatever cluster the config names
+    if args.address:
+        config.run.address = args.address
     out = Path(args.out) if args.out else Path("runs") / config.name
     check_out_dir(out, "--out")
     check_store_file(out / STORE_NAME)
     for attack in config.attacks:
         if attack.note:
             print(f"note: {attack.note}")
+    _log_to_stdout()
     # progress bars only on a terminal: in a log file, CI or a cluster worker they are carriage-return noise
     run_config(config, out, progress=not args.quiet and sys.stderr.isatty())
+
+
+def _log_to_stdout() -> None:
+    """The package's log lines ([train], [eval], [skip], ...) on stdout, between any progress bars."""
+    import logging
+
+    from tqdm import tqdm
+
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            tqdm.write(self.format(record), file=sys.stdout)
+
+    root = logging.getLogger("robustbench_leak")
+    for h in [h for h in root.handlers if getattr(h, "rbleak_cli", False)]:
+        root.removeHandler(h)
+    handler = Handler()
+    handler.rbleak_cli = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    root.propagate = False
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> None:
@@ -45,9 +74,17 @@ def _cmd_leaderboard(args: argparse.Namespace) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
+    if args.executors:
+        from .bench_executors import run_executor_bench
+
+        from .bench import output_path
+
+        run_executor_bench(output_path(args.out or "bench-executors.json", "bench-executors.json"), args.grid,
+                           workers=args.workers)
+        return
     from .bench import run_bench
 
-    run_bench(args.out, args.config, args.model, n_images=args.n_images, n_spatial=args.n_spatial,
+    run_bench(args.out or "bench.json", args.config, args.model, n_images=args.n_images, n_spatial=args.n_spatial,
               device_name=args.device, n_train=args.n_train)
 
 
@@ -62,6 +99,8 @@ def _cmd_claims(args: argparse.Namespace) -> None:
         except (OSError, UnicodeDecodeError) as err:
             raise ValueError(f"{args.preamble}: --preamble: cannot read as text "
                              f"({getattr(err, 'strerror', None) or err})") from None
+    if args.out:
+        check_out_file(Path(args.out), "--out", "## Claims")
     claims, _ = evaluate_claims(args.run_dir, CLAIM_SETS[args.claims])
     text += ["## Claims", "", *provenance_lines(args.run_dir), *coverage_lines(args.run_dir), "",
              to_markdown(claims, protocol_line(args.run_dir))]
@@ -71,7 +110,7 @@ def _cmd_claims(args: argparse.Namespace) -> None:
                  art_defect_table(args.art), "", *([art_protocol, ""] if art_protocol else [])]
     output = "\n".join(text)
     if args.out:
-        Path(args.out).write_text(output)
+        Path(args.out).write_text(output)  # checked before the claims were computed
         print(f"wrote {args.out}")
     else:
         print(output)
@@ -183,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="output folder (default runs/<config name>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--engine", help="run every attack that has this engine on it (e.g. art: ART's own code)")
+    p.add_argument("--executor", choices=["local", "ray"], help="where cells run (default: the config's executor:, "
+                   "else local); ray starts a local Ray cluster unless --address or RAY_ADDRESS names one")
+    p.add_argument("--address", help="executor ray: the Ray cluster to join, e.g. 10.0.0.5:6379 or auto")
     p.set_defaults(fn=_cmd_run)
     p = sub.add_parser("leaderboard", help="re-render (and merge) leaderboards from run folders or stores")
     p.add_argument("dirs", nargs="+", metavar="RESULTS", help="run folders (or their results.sqlite files)")
@@ -194,11 +236,16 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("bench", help="native vs ART attack engines vs plain PyTorch, side by side, as JSON")
     p.add_argument("--config", default="configs/quickstart.yaml", help="config whose model is benchmarked")
     p.add_argument("--model", default="cnn-7x7-hamming", help="model name in that config (trained if not cached)")
-    p.add_argument("--out", default="bench.json", help="JSON file, or an existing folder to hold bench.json")
+    p.add_argument("--out", help="JSON file, or an existing folder to hold it (default bench.json; with --executors, "
+                                 "bench-executors.json)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to measure (default: the config's device)")
     p.add_argument("--n-train", type=int, help="training images for the training row (default: the config's)")
     p.add_argument("--n-images", type=int, default=200, help="test images for DeepFool")
     p.add_argument("--n-spatial", type=int, default=100, help="test images for the spatial grid search")
+    p.add_argument("--executors", action="store_true",
+                   help="instead: a grid's wall-clock time on the local executor vs Ray, and Ray's start-up time")
+    p.add_argument("--grid", default="configs/bench-grid.yaml", help="with --executors: the config to time")
+    p.add_argument("--workers", type=int, default=2, help="with --executors: Ray workers (CPUs), >= 1")
     p.set_defaults(fn=_cmd_bench)
     p = sub.add_parser("claims", help="the paper's claims answered from a run's stored per-sample results")
     p.add_argument("run_dir")
@@ -225,6 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.fn(args)
+    except (CellsFailed, OutDirLocked) as exc:
+        lines = str(exc).splitlines()
+        shown = [line if len(line) <= 300 else line[:300] + " ..." for line in lines[:21]]
+        more = [f"  ... and {len(lines) - 21} more"] if len(lines) > 21 else []
+        print("rbleak: error: " + "\n".join(shown + more), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("rbleak: interrupted; rerun the same command to resume (finished cells are kept)", file=sys.stderr)
         return 130

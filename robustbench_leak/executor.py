@@ -1,19 +1,105 @@
-"""How grid cells are executed. Cells are plain JSON-able tasks, so any executor can ship them."""
+"""How grid cells are executed: jobs go in, outcomes stream out; the driver writes what comes back.
+
+A ``Job`` is one cell to compute: a train job, or an eval job that ``needs`` a train job's weights (its
+one dependency). An executor runs a train job before the eval jobs that need it, hands them its weights
+(in memory here, through Ray's object store in ``ray_executor``), and yields an ``Outcome`` per job as it
+starts and as it finishes. A cell that raises is an outcome with an ``error``, never an exception of
+the executor: the rest of the grid goes on. Executors never open the results store.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator, Protocol
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Protocol, Sequence
+
+logger = logging.getLogger(__name__)
+
+Log = Callable[[str], None]
+DEPENDENCY_FAILED = "its model failed to train"
+
+
+@dataclass(frozen=True)
+class Job:
+    key: str  # the cell key
+    kind: str  # "train" | "eval"
+    task: dict[str, Any]  # the planned task (see plan.py)
+    record: bool = True  # a train job whose records are stored already only provides weights
+    needs: str | None = None  # an eval job: the key of the train job whose weights it attacks
+
+
+@dataclass
+class Outcome:
+    job: Job
+    state: str  # "started" | "done" | "failed"
+    records: dict[str, Any] | None = None  # what the cell returned (see cells.py); None unless done
+    error: str | None = None  # one line, when failed
+    traceback: str | None = None
+    logs: list[str] = field(default_factory=list)  # lines the cell logged that were not shown yet
+    seconds: float | None = None
 
 
 class Executor(Protocol):
-    def map(self, fn: Callable[[dict[str, Any]], Any], tasks: Iterable[dict[str, Any]]) -> Iterator[Any]:
-        """Run ``fn`` on every task; tasks are independent and may run in any order."""
+    def execute(self, jobs: Sequence[Job], ctx: dict[str, Any], log: Log) -> Iterator[Outcome]:
+        """Run every job, each train job before the eval jobs that need it; yield a "started" outcome when
+        a job starts (where the executor knows) and a "done" or "failed" one when it ends."""
         ...
 
 
-class LocalExecutor:
-    """Sequential, in this process (the default; a 2-core machine gains nothing from more)."""
+def run_job(job: Job, ctx: dict[str, Any], weights: Any, log: Log | None = None) -> tuple[Outcome, Any]:
+    """Run one cell, catching what it raises: ``(outcome, weights)``; a train job's weights, else None.
 
-    def map(self, fn: Callable[[dict[str, Any]], Any], tasks: Iterable[dict[str, Any]]) -> Iterator[Any]:
-        for task in tasks:
-            yield fn(task)
+    ``log``: where the cell's lines go as they happen; without one they are kept in ``outcome.logs``."""
+    from . import cells
+
+    lines: list[str] = []
+    sink = log or lines.append
+    t0 = time.perf_counter()
+    try:
+        if job.kind == "train":
+            records, weights = cells.train_cell(job.task, ctx, record=job.record, log=sink)
+        else:
+            records, weights = cells.eval_cell(job.task, ctx, weights, log=sink), None
+    except Exception as exc:  # noqa: BLE001 - a failing cell is recorded, and the grid goes on
+        return Outcome(job, "failed", error=cells.describe_error(exc), traceback=cells.format_traceback(exc),
+                       logs=lines, seconds=time.perf_counter() - t0), None
+    return Outcome(job, "done", records=records, logs=lines, seconds=time.perf_counter() - t0), weights
+
+
+def dependency_failed(job: Job) -> Outcome:
+    return Outcome(job, "failed", error=DEPENDENCY_FAILED)
+
+
+class LocalExecutor:
+    """Sequential, in this process, in the jobs' order (the default; a 2-core machine gains little from more).
+
+    Weights stay in memory from a train job to its evals and are dropped after its last eval."""
+
+    name = "local"
+
+    def execute(self, jobs: Sequence[Job], ctx: dict[str, Any], log: Log) -> Iterator[Outcome]:
+        remaining: dict[str, int] = {}
+        for job in jobs:
+            if job.needs:
+                remaining[job.needs] = remaining.get(job.needs, 0) + 1
+        weights: dict[str, Any] = {}
+        failed: set[str] = set()
+        for job in jobs:
+            if job.needs in failed:
+                yield dependency_failed(job)
+                continue
+            if job.needs is not None and job.needs not in weights:
+                raise RuntimeError(f"eval job {job.key} comes before the train job {job.needs} it needs")
+            yield Outcome(job, "started")
+            outcome, result = run_job(job, ctx, weights.get(job.needs) if job.needs else None, log)
+            if job.kind == "train":
+                if outcome.state == "failed":
+                    failed.add(job.key)
+                elif remaining.get(job.key):
+                    weights[job.key] = result
+            elif job.needs is not None:
+                remaining[job.needs] -= 1
+                if not remaining[job.needs]:
+                    weights.pop(job.needs, None)
+            yield outcome

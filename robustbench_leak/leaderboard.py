@@ -18,6 +18,7 @@ from .attacks import attack_class
 from .metrics import METRIC_DOCS
 from .report.fmt import BASE_COLUMNS, cell_text, footnote_number, human, metric_columns, row_flags, split_column
 from .report.loader import RunData, load_runs
+from .outputs import mark_folder
 from .store import STORE_NAME
 
 BASE_DOCS = {
@@ -207,6 +208,7 @@ def write_outputs(run_dirs: list[Path], out_dir: Path, rank_by: str | None = Non
     table, legend, rank_col = table_from_runs(runs, rank_by)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    mark_folder(out_dir)
     title = "Leaderboard: " + ", ".join(r.label for r in runs)
     protocols = tuple(r.protocol() for r in runs if r.protocol())
     written = []

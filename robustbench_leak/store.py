@@ -332,6 +332,27 @@ class Store:
         row = self.conn.execute("SELECT info FROM cells WHERE cell_key = ?", (cell_key,)).fetchone()
         return json.loads(row[0]) if row and row[0] else {}
 
+    # failures (readers take only status 'done' as results) -------------------------------------
+    def record_failure(self, cell_key: str, kind: str, spec: dict[str, Any], run_id: str, device: str,
+                       error: str, traceback: str | None = None) -> None:
+        """Mark a cell 'failed' with its one-line error (and traceback, in ``info``); a cell already done
+        keeps its result. A later run retries it."""
+        with self.transaction() as c:
+            c.execute("INSERT INTO cells VALUES (?, ?, ?, 'failed', ?, ?, NULL, ?, NULL, ?) "
+                      "ON CONFLICT(cell_key) DO UPDATE SET kind = excluded.kind, spec = excluded.spec, "
+                      "status = 'failed', run_id = excluded.run_id, device = excluded.device, started_at = NULL, "
+                      "finished_at = excluded.finished_at, seconds = NULL, info = excluded.info "
+                      "WHERE cells.status != 'done'",
+                      (cell_key, kind, json.dumps(spec, sort_keys=True), run_id, device, now(),
+                       json.dumps({"error": error, "traceback": traceback})))
+
+    def failed_cells(self, run_id: str) -> pd.DataFrame:
+        """A run's planned cells that are stored as failed, with their error (``info`` JSON text)."""
+        return self.frame("""
+            SELECT rc.cell_key, rc.kind, rc.model, rc.dataset, rc.seed, rc.attack, c.run_id AS failed_in, c.info
+            FROM run_cells rc JOIN cells c ON c.cell_key = rc.cell_key AND c.status = 'failed'
+            WHERE rc.run_id = ? ORDER BY rc.rowid""", (run_id,))
+
 
 def _text(value: Any) -> Any:
     if isinstance(value, (dict, list, tuple)):

@@ -8,6 +8,7 @@ import pytest
 
 from robustbench_leak.cli import main
 from robustbench_leak.config import load_config
+from robustbench_leak.executor import LocalExecutor
 from robustbench_leak.runner import plan, run_config
 
 
@@ -65,17 +66,18 @@ def test_run_writes_full_leaderboard_and_reuses_checkpoints(tiny_config, tmp_pat
 
 
 class CrashAfter:
-    """An executor that dies after ``n`` tasks, like a run killed halfway."""
+    """The local executor, dying after ``n`` finished cells, like a run killed halfway."""
 
     def __init__(self, n: int) -> None:
         self.n = n
 
-    def map(self, fn, tasks):
-        for task in tasks:
-            if self.n == 0:
+    def execute(self, jobs, ctx, log):
+        for outcome in LocalExecutor().execute(jobs, ctx, log):
+            if outcome.state == "started" and self.n == 0:
                 raise KeyboardInterrupt
-            self.n -= 1
-            yield fn(task)
+            if outcome.state != "started":
+                self.n -= 1
+            yield outcome
 
 
 def test_killed_run_resumes_only_missing_cells(tiny_config, tmp_path):

@@ -98,7 +98,7 @@ class RunConfig(_Strict):
     attack_dirs: list[str] = []
     rank_by: str | None = None  # a leaderboard column such as deepfool.rho_mean
     executor: Literal["local", "ray"] = "local"
-    address: str | None = None  # a Ray cluster to join (else RAY_ADDRESS, else a local cluster)
+    address: str | None = Field(None, min_length=1, max_length=500)  # executor ray: a cluster to join (else RAY_ADDRESS, else local)
 
     @field_validator("device")
     @classmethod

@@ -80,15 +80,10 @@ def load_dataset_cached(spec: dict[str, Any]) -> ImageDataset:
 @functools.lru_cache(maxsize=4)
 def _load_cached(spec_json: str) -> ImageDataset:
     spec = json.loads(spec_json)
-    return load_dataset(spec["name"], train_subset=spec["train_subset"], test_subset=spec["test_subset"],
-                        subset_seed=spec["subset_seed"], **spec["options"])
+    full = _load_full(spec["name"], json.dumps(spec["options"], sort_keys=True))
+    return full.subset(spec["train_subset"], spec["test_subset"], spec["subset_seed"])
 
 
-def dataset_shape(name: str, options: dict[str, Any] | None = None) -> Shape:
-    """(in_chans, num_classes, image_size) of dataset ``name`` with loader ``options``."""
-    entry = get_dataset_entry(name)
-    options = dict(options or {})
-    if entry.shape is not None:
-        return entry.shape({**entry.options(), **options})
-    data = entry.loader(**options)
-    return data.in_chans, data.num_classes, int(data.input_shape[-1])
+@functools.lru_cache(maxsize=2)
+def _load_full(name: str, options_json: str) -> ImageDataset:
+    return load_dataset(name, **json.loads(options_json))

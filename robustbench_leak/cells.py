@@ -1,0 +1,272 @@
+"""Cells: what one grid cell computes, as a pure function of its spec that returns records.
+
+A train cell loads its model from the checkpoint cache, or from a ``checkpoint:`` file, or trains it
+(and caches it); it returns the model's record and its weights (a CPU state dict). An eval cell gets
+those weights from its train cell (or, when given none, from the checkpoint cache) and never trains; it
+returns metrics, per-sample arrays, flags and timing. No cell opens the results store: the driver
+writes what cells return, so cells can run in any process, on any machine, in parallel.
+
+``ctx`` carries what every cell of a run shares: ``device`` (the config's string), ``cache_dir`` (an
+absolute path, or None for this machine's default) and ``progress`` (progress bars).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.nn.modules.utils import _pair
+
+from .attacks import attack_class, build_attack
+from .checkpoints import CheckpointCache, CheckpointError, load_state
+from .config import DEFAULT_FIT_SAMPLES
+from .data import ImageDataset, load_dataset_cached
+from .models import Normalized, count_flops, count_params, create_model
+from .models.checkpoint_io import load_checkpoint
+from .nn import WindowedConv2d, WindowSpec
+from .plan import eval_label, train_label
+from .stats import metric_intervals
+from .store import now
+from .train import TrainSettings, predict, resolve_device, train_model
+
+ERROR_CHARS = 300  # a failed cell's one-line error is cut to this; its full traceback is stored
+
+Log = Callable[[str], None]
+Weights = dict[str, torch.Tensor]
+
+
+def _quiet(line: str) -> None:
+    pass
+
+
+# ------------------------------------------------------------------------------------------------
+# shared helpers (also used by ``rbleak bench``)
+def get_dataset(spec: dict[str, Any]) -> ImageDataset:
+    """A cell's dataset, loaded once per process (the config check loads the same spec first)."""
+    return load_dataset_cached(spec)
+
+
+def build_model(task: dict[str, Any], data: ImageDataset) -> nn.Module:
+    torch.manual_seed(task["seed"])  # the seed fixes the initial weights as well as the data order
+    net = create_model(task["arch"], data.num_classes, data.in_chans, **task["options"])
+    if task["dataset"]["normalize"]:
+        return Normalized(net, data.mean, data.std)
+    return Normalized(net, (0.0,) * data.in_chans, (1.0,) * data.in_chans)
+
+
+def describe_kernels(model: nn.Module) -> str:
+    """Kernel sizes of the spatial convolutions, e.g. '7x7' or '3x3 (first 7x7)'."""
+    sizes = [f"{kh}x{kw}" for m in model.modules() if isinstance(m, nn.Conv2d)
+             for kh, kw in [_pair(m.kernel_size)] if max(kh, kw) > 1]
+    if not sizes:
+        return "1x1"
+    rest = sorted(set(sizes[1:]) or {sizes[0]}, key=lambda s: int(s.split("x")[0]))
+    text = "/".join(rest)
+    return text if sizes[0] in rest and len(set(sizes)) == len(rest) else f"{text} (first {sizes[0]})"
+
+
+def describe_window(model: nn.Module, options: dict[str, Any]) -> str:
+    labels = sorted({m.window_spec.label() for m in model.modules()
+                     if isinstance(m, WindowedConv2d) and not m.window_spec.is_identity})
+    if labels:
+        return ", ".join(labels)
+    return WindowSpec.parse(options.get("window")).label()
+
+
+@functools.lru_cache(maxsize=64)
+def _flops_cached(arch: str, options_json: str, num_classes: int, input_shape: tuple[int, ...]) -> int:
+    net = create_model(arch, num_classes, input_shape[0], **json.loads(options_json))
+    return count_flops(net, input_shape)
+
+
+def _cache(ctx: dict[str, Any]) -> CheckpointCache:
+    return CheckpointCache(Path(ctx["cache_dir"]) if ctx.get("cache_dir") else None)
+
+
+def ensure_model(task: dict[str, Any], ctx: dict[str, Any], log: Log = print,
+                 announce_cache: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+    """The trained model of a train task: loaded from the cache, or trained and cached now.
+
+    Only train cells (and ``rbleak bench``) call this; eval cells never train."""
+    device = resolve_device(ctx["device"])
+    data = get_dataset(task["dataset"])
+    model = build_model(task, data)
+    cache = _cache(ctx)
+    meta = None if task.get("checkpoint") else cache.load(task["key"], model)
+    label = train_label(task)
+    if task.get("checkpoint"):
+        info = load_checkpoint(model, task["checkpoint"]["path"])
+        if announce_cache:
+            log(f"[load] {label}: loaded {info.path} ({info.describe()}); no training")
+        return model.to(device).eval(), {"loaded_from_cache": False, "loaded_checkpoint": info.path,
+                                         "naming": info.naming, "entry": info.entry, "history": []}
+    if meta is not None:
+        if announce_cache:
+            log(f"[cache] {label}: loaded checkpoint {cache.path(task['key'])} (no retraining)")
+        meta["loaded_from_cache"] = True
+        return model.to(device).eval(), meta
+    log(f"[train] {label}: training on {device} ({len(data.train_y)} images, {task['training']['epochs']} epochs)")
+    t0 = time.perf_counter()
+    settings = TrainSettings(**{**task["training"], "milestones": tuple(task["training"]["milestones"])})
+    history = train_model(model, data, settings, task["seed"], device, progress=ctx.get("progress", True),
+                          desc=task["model"])
+    seconds = time.perf_counter() - t0
+    meta = {"spec": {k: v for k, v in task.items() if k != "key"}, "history": history, "train_seconds": seconds,
+            "trained_on": str(device), "created": now()}
+    path = cache.save(task["key"], model, meta)
+    last = history[-1] if history else {}
+    log(f"[train] {label}: done in {seconds:.0f}s, test accuracy {last.get('test_accuracy', float('nan')):.4f}; "
+        f"saved {path}")
+    meta["loaded_from_cache"] = False
+    return model.eval(), meta
+
+
+def state_of(model: nn.Module) -> Weights:
+    """The weights an eval cell needs, on the CPU (what crosses process and machine boundaries)."""
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+# ------------------------------------------------------------------------------------------------
+# train cell
+def train_cell(task: dict[str, Any], ctx: dict[str, Any], record: bool = True,
+               log: Log = _quiet) -> tuple[dict[str, Any] | None, Weights]:
+    """The model of ``task`` (cached, loaded or trained now) and, when ``record``, its store records.
+
+    ``record=False`` is for a model whose records are already stored (a resumed run) but whose weights
+    some eval still needs: it keeps the record of the run that trained it and says nothing on a cache hit.
+    Returns ``(records, weights)``; records hold ``model`` (for ``Store.record_model``), ``cell`` (for
+    ``Store.record_cell``) and ``outcome`` (trained, cached or loaded)."""
+    started = now()
+    t0 = time.perf_counter()
+    model, meta = ensure_model(task, ctx, log, announce_cache=record)
+    weights = state_of(model)
+    if not record:
+        return None, weights
+    data = get_dataset(task["dataset"])
+    net = model.net
+    extra = dict(task.get("match") or {})
+    checkpoint_path = str(_cache(ctx).path(task["key"]))
+    if meta.get("loaded_checkpoint"):
+        checkpoint_path = meta["loaded_checkpoint"]
+        extra.update({"checkpoint": checkpoint_path, "sha256": task["checkpoint"]["sha256"],
+                      "naming": meta["naming"], "entry": meta["entry"]})
+    model_record = {
+        "arch": task["arch"], "options": task["options"], "kernel": describe_kernels(net),
+        "window": describe_window(net, task["options"]), "params": count_params(net),
+        "flops": _flops_cached(task["arch"], json.dumps(task["options"], sort_keys=True), data.num_classes,
+                               data.input_shape),
+        "checkpoint": checkpoint_path,
+        "history": meta.get("history", []), "train_seconds": meta.get("train_seconds"),
+        "trained_on": meta.get("trained_on"), "extra": extra or None}
+    cell = {"spec": {k: v for k, v in task.items() if k != "key"}, "device": ctx["device"], "started_at": started,
+            "seconds": time.perf_counter() - t0,
+            "info": {"loaded_from_cache": meta["loaded_from_cache"], "loaded_checkpoint": meta.get("loaded_checkpoint")}}
+    outcome = "loaded" if meta.get("loaded_checkpoint") else "cached" if meta["loaded_from_cache"] else "trained"
+    return {"model": model_record, "cell": cell, "outcome": outcome}, weights
+
+
+# ------------------------------------------------------------------------------------------------
+# eval cell
+def fit_split(attack, data: ImageDataset, n_attacked: int, fit_samples: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The last ``fit_samples`` test images, for attacks that choose before attacking; never the attacked ones."""
+    if not (attack.needs_fit and getattr(attack, "uses_fit_split", lambda: True)()):
+        return None
+    n_total = len(data.test_y)
+    if n_attacked + fit_samples > n_total:
+        raise ValueError(f"attack {attack.kind!r} fits on the last {fit_samples} test images, which would overlap "
+                         f"the {n_attacked} attacked ones ({n_total} test images in all); lower n_samples or "
+                         f"fit_samples")
+    return data.test_x[n_total - fit_samples:], data.test_y[n_total - fit_samples:]
+
+
+def sanity_checks(kind: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, result, device: torch.device) -> list[str]:
+    """Checks from "On Evaluating Adversarial Robustness"; failures are flagged, never hidden."""
+    from .attacks.pgd import pgd
+
+    flags: list[str] = list(result.info.get("flags", []))  # the attack's own, e.g. a convergence flag
+    samples = result.samples
+    if attack_class(kind).minimum_norm:
+        correct = samples["clean_pred"] == samples["label"]
+        not_fooled = int(np.sum(correct & (samples["adv_pred"] == samples["clean_pred"])))
+        if not_fooled > 0.01 * max(1, int(correct.sum())):
+            flags.append(f"{not_fooled} of {int(correct.sum())} clean-correct {kind} examples are still classified "
+                         "correctly on re-check (max_iter too low, or masked gradients)")
+        idx = torch.from_numpy(np.flatnonzero(correct))
+        if len(idx):
+            gen = torch.Generator().manual_seed(0)
+            adv = torch.cat([pgd(model, x[idx[i:i + 256]].to(device), y[idx[i:i + 256]].to(device), eps=1.0,
+                                 step=0.1, steps=20, norm="linf", random_start=False,
+                                 gen=gen).cpu() for i in range(0, len(idx), 256)])
+            with torch.no_grad():
+                success = float((predict(model, adv, device) != y[idx]).float().mean())
+            result.metrics["sanity_pgd_success"] = success
+            if success < 0.99:
+                flags.append(f"unbounded PGD (L-inf eps=1) fooled only {100 * success:.1f}% of clean-correct images: "
+                             "gradients may be masked, so gradient-based robustness numbers are not trustworthy")
+    return flags
+
+
+def trained_model(train: dict[str, Any], ctx: dict[str, Any], weights: Weights | None) -> nn.Module:
+    """The model of train task ``train`` with its trained weights, never training: ``weights`` from the
+    train cell, else the ``checkpoint:`` file or the checkpoint cache (``CheckpointError`` when absent)."""
+    data = get_dataset(train["dataset"])
+    model = build_model(train, data)
+    if weights is not None:
+        load_state(model, weights, f"weights of {train_label(train)}")
+    elif train.get("checkpoint"):
+        load_checkpoint(model, train["checkpoint"]["path"])
+    else:
+        cache = _cache(ctx)
+        if cache.load(train["key"], model) is None:
+            raise CheckpointError(f"{cache.path(train['key'])}: no checkpoint of {train_label(train)}; an eval cell "
+                                  "never trains, so its train cell must run first (or cache_dir must be shared)")
+    return model
+
+
+def eval_cell(task: dict[str, Any], ctx: dict[str, Any], weights: Weights | None,
+              log: Log = _quiet) -> dict[str, Any]:
+    """Attack the trained model of ``task["train"]``; returns the ``cell`` record for ``Store.record_cell``
+    (metrics, per-sample arrays, intervals, info with flags and timing)."""
+    device = resolve_device(ctx["device"])
+    model = trained_model(task["train"], ctx, weights)
+    model.to(device).eval().requires_grad_(False)
+    data = get_dataset(task["train"]["dataset"])
+    spec = task["attack"]
+    n = spec["n_samples"] or len(data.test_y)
+    x, y = data.test_x[:n], data.test_y[:n]
+    attack = build_attack(spec["kind"], spec["engine"], **spec["params"])
+    fit = fit_split(attack, data, n, spec.get("fit_samples") or DEFAULT_FIT_SAMPLES)
+    torch.manual_seed(task["train"]["seed"])
+    started = now()
+    t0 = time.perf_counter()
+    result = attack.run(model, x, y, device, progress=ctx.get("progress", True), fit=fit)
+    seconds = time.perf_counter() - t0
+    flags = sanity_checks(spec["kind"], model, x, y, result, device)
+    intervals = metric_intervals(result.samples, result.metrics, seed=task["train"]["seed"])
+    info = {**result.info, "images_per_second": n / seconds if seconds else None, "attack_seconds": seconds}
+    if flags:
+        info["flags"] = flags
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items() if k in attack.metrics or k == "accuracy")
+    log(f"[eval] {eval_label(task)}: {shown} ({n} images, {seconds:.1f}s)" + "".join(f"\n  FLAG: {f}" for f in flags))
+    return {"cell": {"spec": {"train_key": task["train"]["key"], "attack": spec}, "device": str(device),
+                     "started_at": started, "seconds": seconds, "metrics": result.metrics,
+                     "samples": result.samples, "info": info, "intervals": intervals}}
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line: the exception's type and the first line of its message, cut to ``ERROR_CHARS``."""
+    text = (str(exc).strip().splitlines() or [""])[0]
+    if len(text) > ERROR_CHARS:
+        text = text[:ERROR_CHARS] + f"... ({len(text)} characters)"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def format_traceback(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

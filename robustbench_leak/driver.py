@@ -1,0 +1,178 @@
+"""The driver: the one process that writes a run's store.
+
+It plans the grid, decides from the store which cells are missing, hands the executor jobs (train jobs
+first, each eval job depending on its train job), and writes every outcome the executor streams back:
+a finished cell in one transaction, a failed one as 'failed' with its error. A driver killed mid-run
+loses nothing already written, and the same command resumes: finished cells are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .checkpoints import default_cache_dir
+from .config import Config
+from .executor import Executor, Job, LocalExecutor, Outcome
+from .outlock import locked_out_dir
+from .plan import cell_label, eval_label, interleave, plan, run_cell_rows, train_label
+from .progress import CellProgress
+from .provenance import provenance
+from .store import STORE_NAME, Store
+from .train import resolve_device
+
+logger = logging.getLogger(__name__)
+
+Log = Callable[[str], None]
+
+
+class CellsFailed(RuntimeError):
+    """Some cells of a run failed (each is stored as 'failed' with its error); the rest finished."""
+
+    def __init__(self, out: Path, failed: list[Outcome], total: int) -> None:
+        self.out = out
+        self.failed = failed
+        lines = [f"  {cell_label(o.job.task)}{'' if o.job.record else ' (weights for its evals)'}: {o.error}"
+                 for o in failed]
+        super().__init__(f"{out}: {len(failed)} of the {total} cells run failed (finished cells are stored; rerun the "
+                         "same command to retry the failed ones):\n" + "\n".join(lines))
+
+
+def make_executor(name: str, address: str | None = None, where: str = "config") -> Executor:
+    """The executor a config names (``where``: the config's path, for messages)."""
+    if name == "local":
+        if address:
+            raise ValueError(f"{where}: address: only the ray executor joins a cluster; set executor: ray (or "
+                             "--executor ray) or remove the address")
+        return LocalExecutor()
+    if name == "ray":
+        from .ray_executor import RayExecutor
+
+        return RayExecutor(address=address)
+    raise ValueError(f"{where}: executor: unknown executor {name!r}; expected local or ray")
+
+
+def jobs_to_run(trains: list[dict[str, Any]], evals: list[dict[str, Any]], store: Store,
+                log: Log) -> list[Job]:
+    """The missing cells as jobs, in the local order (each train job followed by its eval jobs).
+
+    A train cell already stored keeps the record of the run that trained it; it becomes a job only when
+    one of its evals is missing, and then only provides the weights."""
+    missing_evals: dict[str, int] = {}
+    for e in evals:
+        if not store.is_done(e["key"]):
+            missing_evals[e["train"]["key"]] = missing_evals.get(e["train"]["key"], 0) + 1
+    jobs: list[Job] = []
+    seen: set[str] = set()
+    for task in interleave(trains, evals):
+        if task["key"] in seen:  # two model entries with one recipe are one cell
+            continue
+        seen.add(task["key"])
+        if "attack" in task:
+            if store.is_done(task["key"]):
+                log(f"[skip] {eval_label(task)}: already in the store")
+            else:
+                jobs.append(Job(task["key"], "eval", task, needs=task["train"]["key"]))
+        elif store.is_done(task["key"]):
+            log(f"[skip] {train_label(task)}: model already in the store")
+            if missing_evals.get(task["key"]):
+                jobs.append(Job(task["key"], "train", task, record=False))
+        else:
+            jobs.append(Job(task["key"], "train", task))
+    return jobs
+
+
+def write_outcome(store: Store, outcome: Outcome, run_id: str, ctx: dict[str, Any]) -> None:
+    job = outcome.job
+    spec = ({k: v for k, v in job.task.items() if k != "key"} if job.kind == "train"
+            else {"train_key": job.task["train"]["key"], "attack": job.task["attack"]})
+    if outcome.state == "failed":
+        if job.record:  # a stored train cell that only had to provide weights keeps its record
+            store.record_failure(job.key, job.kind, spec, run_id, ctx["device"], outcome.error or "failed",
+                                 outcome.traceback)
+        return
+    if job.kind == "train":
+        if outcome.records is None:  # weights only
+            return
+        store.record_model(job.key, outcome.records["model"])
+    cell = outcome.records["cell"]
+    store.record_cell(job.key, job.kind, cell["spec"], run_id, cell["device"], cell["started_at"], cell["seconds"],
+                      cell.get("metrics"), cell.get("samples"), info=cell.get("info"), intervals=cell.get("intervals"))
+
+
+def run_config(config: Config, out_dir: str | Path | None = None, executor: Executor | None = None,
+               progress: bool = True, log: Log | None = None, formats: Sequence[str] | None = None) -> Path:
+    """Run every missing cell of ``config`` and write the leaderboard into ``out_dir`` (absolute from here on).
+
+    ``executor``: default from the config's ``executor:`` key; ``formats``: leaderboard formats (default
+    all). Raises ``OutDirLocked`` when another run holds ``out_dir``, and ``CellsFailed`` (after storing
+    everything else and writing the leaderboard) when some cells failed."""
+    log = log or logger.info
+    executor = executor or make_executor(config.run.executor, config.run.address, config.path)
+    out = (Path(out_dir) if out_dir else Path("runs") / config.name).expanduser().resolve()
+    with locked_out_dir(out):
+        return _run_locked(config, out, executor, progress, log, formats)
+
+
+def _run_locked(config: Config, out: Path, executor: Executor, progress: bool, log: Log,
+                formats: Sequence[str] | None) -> Path:
+    from .leaderboard import FORMATS, write_outputs
+
+    device = resolve_device(config.run.device)
+    prov = provenance(device)
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    cache_dir = Path(config.run.cache_dir).expanduser() if config.run.cache_dir else default_cache_dir()
+    # every cell of a run shares these; on another machine, only what is in here is known
+    ctx = {"cache_dir": str(cache_dir.resolve()), "device": config.run.device,
+           "progress": progress and getattr(executor, "cell_progress_bars", True)}
+    trains, evals = plan(config)
+    store = Store(out / STORE_NAME)
+    failed: list[Outcome] = []
+    try:
+        store.start_run(run_id, config_name=config.name, config_path=config.path, config_hash=config.config_hash(),
+                        config_yaml=config.text, device=prov["device"], versions=prov["versions"],
+                        git_commit=prov["git_commit"], command=prov["command"])
+        store.add_run_cells(run_id, run_cell_rows(trains, evals))
+        (out / "config.yaml").write_text(config.text)
+        log(f"run {run_id}: {len(trains)} train cells, {len(evals)} eval cells -> {out}")
+        jobs = jobs_to_run(trains, evals, store, log)
+        display = CellProgress(len(jobs), enabled=progress and bool(jobs), log=log, stream=sys.stdout)
+        outcomes = executor.execute(jobs, ctx, log)
+        try:
+            for outcome in outcomes:
+                for line in outcome.logs:
+                    log(line)
+                if outcome.state == "started":
+                    display.started(outcome.job.key)
+                    continue
+                write_outcome(store, outcome, run_id, ctx)
+                if outcome.state == "failed":
+                    failed.append(outcome)
+                    log(f"[failed] {cell_label(outcome.job.task)}: {outcome.error}")
+                display.finished(outcome.job.key, outcome.state == "done")
+        finally:
+            getattr(outcomes, "close", lambda: None)()  # a generator executor cleans up now (Ray: cancels)
+            display.close()
+    except BaseException as exc:
+        store.finish_run(run_id, status="interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed")
+        store.close()
+        raise
+    store.finish_run(run_id, status="failed" if failed else "done")
+    store.close()
+    (out / "provenance.json").write_text(json.dumps({**prov, "run_id": run_id, "config": config.path,
+                                                     "config_hash": config.config_hash(),
+                                                     "seeds": config.run.seeds,
+                                                     "executor": getattr(executor, "name", type(executor).__name__)},
+                                                    indent=2) + "\n")
+    written = write_outputs([out], out, formats=tuple(formats or FORMATS))
+    plots = [p for p in written if p.parent.name == "plots"]
+    log("wrote " + ", ".join(str(p) for p in written if p not in plots)
+        + (f" and {len(plots)} plot files in {out / 'plots'}" if plots else ""))
+    if failed:
+        raise CellsFailed(out, failed, len(jobs))
+    return out
