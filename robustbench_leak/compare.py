@@ -24,7 +24,8 @@ def compare_models(run_dir: str | Path, model_a: str, model_b: str, attack: str 
             if frame.empty:
                 known = store.run_model_names(run["run_id"])
                 raise ValueError(f"{store.path}: no model {name!r} in the latest run; models: {', '.join(known)}")
-        pairs = a.drop(columns="info").merge(b.drop(columns="info"), on=["dataset", "seed", "attack"], suffixes=("_a", "_b"))
+        keep = ["cell_key", "dataset", "seed", "attack"]
+        pairs = a[keep].merge(b[keep], on=["dataset", "seed", "attack"], suffixes=("_a", "_b"))
         if attack is not None:
             pairs = pairs[pairs.attack == attack]
         records = []

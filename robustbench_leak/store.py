@@ -189,9 +189,9 @@ class Store:
 
     # readers of the claims and compare reports ----------------------------------------------------
     def done_eval_cells(self, run_id: str, model: str, attack: str | None = None) -> pd.DataFrame:
-        """A model's finished eval cells in a run (cell_key, dataset, seed, attack, info as JSON text),
-        optionally of one attack label only."""
-        sql = ("SELECT rc.cell_key, rc.dataset, rc.seed, rc.attack, c.info FROM run_cells rc JOIN cells c "
+        """A model's finished eval cells in a run (cell_key, dataset, seed, attack; spec and info as JSON
+        text), optionally of one attack label only."""
+        sql = ("SELECT rc.cell_key, rc.dataset, rc.seed, rc.attack, c.spec, c.info FROM run_cells rc JOIN cells c "
                "ON c.cell_key = rc.cell_key AND c.status = 'done' WHERE rc.run_id = ? AND rc.kind = 'eval' "
                "AND rc.model = ?")
         if attack is None:

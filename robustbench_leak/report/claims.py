@@ -71,9 +71,12 @@ class Claim:
     missing: list[str] = field(default_factory=list)
 
 
-def _cells(store: Store, run_id: str, model: str, attack: str) -> dict[int, tuple[str, dict[str, Any]]]:
+def _cells(store: Store, run_id: str, model: str, attack: str) -> dict[int, tuple[str, dict[str, Any], str]]:
+    """seed -> (cell_key, info, attack kind) of a model's finished cells of one attack label."""
     frame = store.done_eval_cells(run_id, model, attack)
-    return {int(r.seed): (r.cell_key, json.loads(r.info) if r.info else {}) for r in frame.itertuples()}
+    return {int(r.seed): (r.cell_key, json.loads(r.info) if r.info else {},
+                          str((json.loads(r.spec) if r.spec else {}).get("attack", {}).get("kind", "")))
+            for r in frame.itertuples()}
 
 
 def _flags(model: str, seed: int, info: dict[str, Any]) -> list[str]:
@@ -117,11 +120,13 @@ def compare(store: Store, run_id: str, model_a: str, model_b: str, attack: str, 
                       stats.seed_t_test(per_seed), stats.sign_flip_test(per_seed),
                       stats.clustered_permutation_test(diff, mask), float(np.nanmean(mean_a)),
                       float(np.nanmean(mean_b)), int(n_images or 0), flagged=flagged)
-    if metric == "correct" and attack != "clean":
+    first = ca[seeds[0]]
+    # sensitivity to the chosen transform: spatial attacks that choose one (not the per-example worst cases)
+    if first[2] == "spatial" and first[1].get("mode") not in ("worst_of_grid", "worst_of_k"):
         comp.sensitivity = sensitivity({s: ca[s][1] for s in seeds}, {s: cb[s][1] for s in seeds})
-        if comp.sensitivity is None and any(k in ca[seeds[0]][1] for k in ("mode", "grid_size")):
+        if comp.sensitivity is None:
             comp.sensitivity_note = ("not available for this run: its spatial cells store no per-transform "
-                                     "accuracies (info 'per_transform' or 'grid')")
+                                     "accuracies (cell info 'per_transform' or 'grid')")
     return comp
 
 

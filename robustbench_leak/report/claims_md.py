@@ -33,13 +33,21 @@ def _p(x: float) -> str:
     return "–" if not math.isfinite(x) else f"{x:.3g}"
 
 
+def _clustered_p(test: dict) -> str:
+    """The clustered p; at the Monte Carlo floor it says so (no permutation was as extreme)."""
+    p = test["p_value"]
+    if not test["exact"] and test["n_perm"] and p <= 1 / (1 + test["n_perm"]) + 1e-12:
+        return f"<= {p:.1g} (none of {test['n_perm']:,} permutations as extreme)"
+    return _p(p)
+
+
 def comparison_row(c: Comparison) -> str:
     rho = c.metric == "rho"
     unit = "" if rho else " pts"
     means = (f"A {c.mean_a:.4f} vs B {c.mean_b:.4f}" if rho else f"A {100 * c.mean_a:.2f}% vs B {100 * c.mean_b:.2f}%")
     seeds = ", ".join(f"{s}: {_val(e, rho)}" for s, e in zip(c.seeds, c.per_seed))
     cl = c.clustered
-    clustered = f"{_p(cl['p_value'])} ({cl['images_differing']} images differ, {cl['images_differing_in_2_or_more_seeds']} in 2+ seeds)"
+    clustered = f"{_clustered_p(cl)} ({cl['images_differing']} images differ, {cl['images_differing_in_2_or_more_seeds']} in 2+ seeds)"
     verdict = c.ruling.verdict if c.ruling else "–"
     return (f"| {c.model_a} vs {c.model_b} | {c.attack} | {c.metric} | {_val(c.effect, rho)}{unit} ({means}) | "
             f"{_ci(c.image_ci, rho)} | {_ci(c.seed_ci, rho)} (two-stage bootstrap {_ci(c.two_stage_ci, rho)}) | "
@@ -73,9 +81,8 @@ def how_to_read() -> str:
 
 
 def _sensitivity_lines(c: Comparison, sens: Sensitivity, base: Path | None) -> list[str]:
-    src = ("accuracy on the attacked images under each transform (cell info `per_transform`)" if sens.source ==
-           "per_transform" else "accuracy on the images the global attack was fitted on, under each transform of "
-           "its grid search (cell info `grid`, written before `per_transform` existed)")
+    src = ("accuracy on the attacked images under each transform of the attack's grid, from the cells' "
+           + ("`per_transform`" if sens.source == "per_transform" else "`grid` (written before `per_transform`)"))
     seeds = ", ".join(f"{s}: {_pts(e)}" for s, e in zip(sens.seeds, sens.grid_effect_per_seed))
     lines = [f"Sensitivity of {c.model_a} vs {c.model_b} on {c.attack} to the transform ({len(sens.table)} "
              f"transforms, seeds {', '.join(map(str, sens.seeds))}; {src}):", "",
