@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import robustness_curve
-from .figures import Figure, grid, palette, save, shared_legend, style
+from .figures import Figure, grid, palette, protocol_title, save, shared_legend, style
 from .fmt import PERCENT_METRICS, missing, row_label, split_column
 from .loader import RunData, parse_json
 
@@ -83,7 +83,8 @@ def _limits(ax, x_col: str, y_col: str) -> None:
 
 def accuracy_vs_robustness(runs: list[RunData], table: pd.DataFrame, out: Path) -> Figure:
     fig_info = Figure("accuracy_vs_robustness", "Clean accuracy vs robustness",
-                      "Each point is a leaderboard row; error bars are the 95% confidence interval when stored, "
+                      "Each point is a leaderboard row; error bars are the row's 95% interval when stored (rows "
+                      "with several seeds: t-interval over seeds; single-seed rows: bootstrap over test images), "
                       "else the std across seeds. Ringed points joined by the dashed line form the Pareto front: "
                       "no other model is both more accurate and more robust.")
     x_col, y_cols = clean_column(runs, table), robustness_columns(runs, table)
@@ -292,9 +293,15 @@ def make_plots(runs: list[RunData], table: pd.DataFrame, out: Path) -> list[Figu
     from .kernels import first_layer_kernels, windows_figure
 
     style()
-    figures = [accuracy_vs_robustness(runs, table, out), robustness_curves(runs, table, out),
-               spatial_heatmaps(runs, table, out), training_curves(runs, table, out),
-               first_layer_kernels(runs, table, out), windows_figure(out)]
+    protocol = "; ".join(r.protocol() for r in runs if r.protocol())
+    with protocol_title(protocol):  # over every figure made from the runs' results (not the window shapes)
+        figures = [accuracy_vs_robustness(runs, table, out), robustness_curves(runs, table, out),
+                   spatial_heatmaps(runs, table, out), training_curves(runs, table, out),
+                   first_layer_kernels(runs, table, out)]
+    if protocol:
+        for fig in figures:
+            fig.caption += f" {protocol[0].upper()}{protocol[1:]}."
+    figures.append(windows_figure(out))
     for fig in figures:
         if not fig.files:  # a figure of an earlier render must not outlive its data
             for suffix in (".png", ".svg"):
