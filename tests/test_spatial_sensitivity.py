@@ -38,6 +38,7 @@ def test_sensitivity_pairs_transforms_and_splits_rotation_directions():
     assert sens.grid_effect_per_seed == pytest.approx([want - 0.01, want, want + 0.01])
     assert sens.by_direction["-"][2] == pytest.approx(0.05) and sens.by_direction["+"][2] == pytest.approx(-0.02)
     assert sens.by_direction["0"][2] == pytest.approx(0.01)
+    assert sens.by_rotation == pytest.approx({-30.0: 0.05, -10.0: 0.05, 0.0: 0.01, 10.0: -0.02, 30.0: -0.02})
     assert len(sens.top) == 5 and set(sens.top.rot) == {30.0}  # strongest: +30 deg, where A is weakest too
 
 
@@ -80,6 +81,7 @@ def test_report_shows_sensitivity_with_heatmap(tmp_path):
     written = write_figures(claims, tmp_path / "plots")
     assert len(written) == 1 and written[0].stat().st_size > 0
     md = to_markdown(claims, base=tmp_path)
+    assert "per rotation, averaged over the shifts: -30°: +4.00, -10°: +4.00, +0°: +0.00, +10°: -3.00" in md
     assert "averaged over the grid" in md and "negative rotations only" in md and "positive rotations only" in md
     assert "](plots/spatial_diff_spatial_a_vs_b.png)" in md
 

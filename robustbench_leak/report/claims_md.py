@@ -94,6 +94,8 @@ def _sensitivity_lines(c: Comparison, sens: Sensitivity, base: Path | None) -> l
         if key in sens.by_direction:
             a, b, d = sens.by_direction[key]
             lines.append(f"- {names[key]} only: A {100 * a:.2f}% vs B {100 * b:.2f}%, effect {_pts(d)} pts")
+    lines.append("- per rotation, averaged over the shifts: " + ", ".join(
+        f"{rot:+g}°: {_pts(d)}" for rot, d in sorted(sens.by_rotation.items())) + " pts")
     lines += ["", "The strongest transforms (lowest accuracy of A and B together), with the effect at each:", "",
               "| tx px | ty px | rotation ° | A | B | effect A - B (pts) | per seed |", "|---|---|---|---|---|---|---|"]
     seed_cols = [col for col in sens.table.columns if col.startswith("diff_seed")]

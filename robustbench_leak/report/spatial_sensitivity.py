@@ -47,6 +47,7 @@ class Sensitivity:
     grid_effect_per_seed: list[float]
     grid_effect_ci: tuple[float, float]  # t-interval over seeds
     by_direction: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # '+'/'-'/'0' -> (a, b, diff)
+    by_rotation: dict[float, float] = field(default_factory=dict)  # rotation -> diff averaged over the shifts
     top: pd.DataFrame | None = None  # the TOP_K strongest transforms (lowest accuracy of A and B together)
     figure: Path | None = None
 
@@ -86,6 +87,7 @@ def sensitivity(infos_a: dict[int, dict[str, Any]], infos_b: dict[int, dict[str,
         if sel.any():
             sub = table[sel]
             out.by_direction[name] = (float(sub.acc_a.mean()), float(sub.acc_b.mean()), float(sub["diff"].mean()))
+    out.by_rotation = {float(r): float(d) for r, d in table.groupby("rot")["diff"].mean().items()}
     strength = (table.acc_a + table.acc_b) / 2
     out.top = table.assign(strength=strength).nsmallest(TOP_K, "strength")
     return out
