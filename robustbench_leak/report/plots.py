@@ -10,6 +10,7 @@ from ..metrics import robustness_curve
 from .figures import Figure, grid, palette, protocol_title, save, shared_legend, style
 from .fmt import PERCENT_METRICS, missing, row_label, split_column
 from .loader import RunData, parse_json
+from .spatial_sensitivity import transform_table
 
 
 def pareto_front(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -188,7 +189,8 @@ def robustness_curves(runs: list[RunData], table: pd.DataFrame, out: Path) -> Fi
 
 
 def spatial_grids(runs: list[RunData], table: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
-    """(attack label, row label, mean accuracy per (translation, rotation)) for cells that stored a grid."""
+    """(attack label, row label, mean accuracy per (translation, rotation)) for cells that stored their grid
+    (info ``per_transform``, or ``grid`` in older stores)."""
     by_run = {r.label: r for r in runs}
     out = []
     for label in _attack_labels(runs, "spatial"):
@@ -196,10 +198,11 @@ def spatial_grids(runs: list[RunData], table: pd.DataFrame) -> list[tuple[str, s
             run = by_run[row.run]
             cells = run.cells[(run.cells.model == row.model) & (run.cells.dataset == row.dataset)
                               & (run.cells.attack == label)]
-            points = [p for info in cells["info"] for p in info.get("grid") or []]
-            if not points:
+            tables = [t[0] for t in map(transform_table, cells["info"]) if t is not None]
+            if not tables:
                 continue
-            frame = pd.DataFrame(points)
+            frame = pd.concat(tables, ignore_index=True).rename(
+                columns={"ty": "shift_rows", "tx": "shift_cols", "rot": "rotation_deg"})
             frame["translation"] = [f"({int(r):+d}, {int(c):+d})" for r, c in zip(frame.shift_rows, frame.shift_cols)]
             frame = frame.groupby(["shift_rows", "shift_cols", "translation", "rotation_deg"], as_index=False)[
                 "accuracy"].mean()  # mean over seeds
