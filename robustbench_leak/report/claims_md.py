@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .claims import Claim, Comparison
 from .spatial_sensitivity import Sensitivity, heatmap
-from .verdicts import rules_text
+from .verdicts import rho_text, rules_text
 
 
 def _pts(x: float) -> str:
@@ -20,7 +20,7 @@ def _pts(x: float) -> str:
 def _val(x: float, rho: bool) -> str:
     if not math.isfinite(x):
         return "–"
-    return f"{x:+.4f}" if rho else _pts(x)
+    return rho_text(x) if rho else _pts(x)
 
 
 def _ci(ci: tuple[float, float], rho: bool) -> str:

@@ -39,9 +39,14 @@ def margin(metric: str, mean_b: float) -> float:
     return RHO_MARGIN * abs(mean_b) if metric == "rho" else ACCURACY_MARGIN
 
 
+def rho_text(x: float) -> str:
+    """4 decimals; a nonzero value that would round to 0 keeps its sign and size (e.g. -1.2e-05)."""
+    return f"{x:+.1e}" if x != 0 and abs(x) < 5e-5 else f"{x:+.4f}"
+
+
 def _interval_text(lo: float, hi: float, metric: str) -> str:
     if metric == "rho":
-        return f"[{lo:+.4f}, {hi:+.4f}]"
+        return f"[{rho_text(lo)}, {rho_text(hi)}]"
     return f"[{100 * lo:+.2f}, {100 * hi:+.2f}] pts"
 
 
