@@ -3,8 +3,9 @@
 One row per (dataset, run folder, model): each metric is the mean over seeds, with its standard
 deviation across seeds (``.std``) and, when the cells carry one, a 95% interval (``.lo``, ``.hi``) whose
 coverage ``.interval`` names: ``seeds`` (rows with several seeds: a t-interval over the per-seed values,
-so training randomness is in it) or ``images`` (single-seed rows: the cell's bootstrap over test images). Rows of different run folders never merge, even for the same model name: the ``run``
-column keeps them apart, and the rank is over all rows of a dataset.
+so training randomness is in it) or ``images`` (single-seed rows: the cell's bootstrap over test images).
+Rows of different run folders never merge, even for the same model name: the ``run`` column keeps them
+apart, and the rank is over all rows of a dataset.
 """
 
 from __future__ import annotations

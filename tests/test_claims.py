@@ -1,9 +1,12 @@
 """Claims report: effects, image- and seed-level intervals, paired tests and verdicts from stored per-sample
 results; claim sets as validated YAML."""
 
+import json
+
 import numpy as np
 import pytest
 import yaml
+from scipy import stats as sps
 
 from robustbench_leak.report import verdicts
 from robustbench_leak.report.claim_set import ClaimSet, claim_set_names, load_claim_set
@@ -64,7 +67,7 @@ def test_directional_effect_intervals_and_tests(store):
     assert c.n_seeds == 2 and c.effect > 0.1
     assert c.image_ci[0] > 0 and c.image_ci[0] <= c.effect <= c.image_ci[1]
     assert c.seed_ci[0] <= c.effect <= c.seed_ci[1]
-    assert c.seed_test["p_value"] == pytest.approx(__import__("scipy").stats.ttest_1samp(c.per_seed, 0).pvalue)
+    assert c.seed_test["p_value"] == pytest.approx(sps.ttest_1samp(c.per_seed, 0).pvalue)
     assert c.sign_flip["p_value"] == pytest.approx(0.5)  # 2 seeds, both positive: 2 of 4 sign patterns as extreme
     assert c.clustered["p_value"] < 1e-6 and c.clustered["exact"]
     assert ruled("directional", c) == "reproduced"  # per-seed effects ~0.18 and ~0.19: a narrow t-interval
@@ -102,9 +105,9 @@ def test_verdict_rules_are_symmetric():
 
 
 def test_evaluate_claims_marks_missing_models(store, tmp_path):
-    claims, _ = evaluate_claims(tmp_path, claim_set(("A beats B", "directional", [("better", "worse", "clean", "correct")]),
-                                                    ("needs absent models", "directional",
-                                                     [("cnn-7x7-hamming", "cnn-3x3", "clean", "correct")])))
+    claims, _ = evaluate_claims(tmp_path, claim_set(
+        ("A beats B", "directional", [("better", "worse", "clean", "correct")]),
+        ("needs absent models", "directional", [("cnn-7x7-hamming", "cnn-3x3", "clean", "correct")])))
     assert [c.verdict for c in claims] == ["reproduced", "not evaluated"]
     md = to_markdown(claims)
     assert "Verdict: reproduced" in md and "missing from the store: cnn-7x7-hamming vs cnn-3x3" in md
@@ -194,7 +197,7 @@ def test_claim_set_errors_are_one_line(tmp_path, data, key):
 
 def test_flagged_cells_are_named(store, tmp_path):
     info = {"flags": ["gradient masking suspected"]}
-    store.conn.execute("UPDATE cells SET info = ? WHERE cell_key = ?", (__import__("json").dumps(info), "better-1-deepfool"))
+    store.conn.execute("UPDATE cells SET info = ? WHERE cell_key = ?", (json.dumps(info), "better-1-deepfool"))
     store.conn.commit()
     claims, _ = evaluate_claims(tmp_path, claim_set(("rho", "directional", [("better", "worse", "deepfool", "rho")])))
     md = to_markdown(claims)

@@ -47,7 +47,8 @@ def comparison_row(c: Comparison) -> str:
     means = (f"A {c.mean_a:.4f} vs B {c.mean_b:.4f}" if rho else f"A {100 * c.mean_a:.2f}% vs B {100 * c.mean_b:.2f}%")
     seeds = ", ".join(f"{s}: {_val(e, rho)}" for s, e in zip(c.seeds, c.per_seed))
     cl = c.clustered
-    clustered = f"{_clustered_p(cl)} ({cl['images_differing']} images differ, {cl['images_differing_in_2_or_more_seeds']} in 2+ seeds)"
+    clustered = (f"{_clustered_p(cl)} ({cl['images_differing']} images differ, "
+                 f"{cl['images_differing_in_2_or_more_seeds']} in 2+ seeds)")
     verdict = c.ruling.verdict if c.ruling else "–"
     return (f"| {c.model_a} vs {c.model_b} | {c.attack} | {c.metric} | {_val(c.effect, rho)}{unit} ({means}) | "
             f"{_ci(c.image_ci, rho)} | {_ci(c.seed_ci, rho)} (two-stage bootstrap {_ci(c.two_stage_ci, rho)}) | "
@@ -55,8 +56,8 @@ def comparison_row(c: Comparison) -> str:
             f"{verdict} |")
 
 
-TABLE_HEAD = ["| A vs B | attack | metric | effect A - B (mean over seeds) | image-level 95% CI | seed-level 95% CI (t) "
-              "| per seed (seed: effect) | seed-level p | image-clustered p | verdict |",
+TABLE_HEAD = ["| A vs B | attack | metric | effect A - B (mean over seeds) | image-level 95% CI "
+              "| seed-level 95% CI (t) | per seed (seed: effect) | seed-level p | image-clustered p | verdict |",
               "|---|---|---|---|---|---|---|---|---|---|"]
 
 
@@ -97,7 +98,8 @@ def _sensitivity_lines(c: Comparison, sens: Sensitivity, base: Path | None) -> l
     lines.append("- per rotation, averaged over the shifts: " + ", ".join(
         f"{rot:+g}°: {_pts(d)}" for rot, d in sorted(sens.by_rotation.items())) + " pts")
     lines += ["", "The strongest transforms (lowest accuracy of A and B together), with the effect at each:", "",
-              "| tx px | ty px | rotation ° | A | B | effect A - B (pts) | per seed |", "|---|---|---|---|---|---|---|"]
+              "| tx px | ty px | rotation ° | A | B | effect A - B (pts) | per seed |",
+              "|---|---|---|---|---|---|---|"]
     seed_cols = [col for col in sens.table.columns if col.startswith("diff_seed")]
     for _, r in sens.top.iterrows():
         per = ", ".join(_pts(r[col]) for col in seed_cols)

@@ -25,7 +25,8 @@ ACCURACY_MARGIN = 0.01
 RHO_MARGIN = 0.05  # relative to the reference model's (B's) mean rho
 MIN_SEEDS = 2
 
-REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_EVALUATED = "reproduced", "not reproduced", "inconclusive", "not evaluated"
+REPRODUCED, NOT_REPRODUCED = "reproduced", "not reproduced"
+INCONCLUSIVE, NOT_EVALUATED = "inconclusive", "not evaluated"
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,8 @@ def rules_text() -> str:
             f"on the seed-level interval only: the 95% Student-t interval of the per-seed effects, training seeds "
             f"as the unit). A directional claim is *reproduced* when that interval lies entirely on the claimed "
             f"side of 0, *not reproduced* when it lies entirely on the other side, *inconclusive* otherwise. An "
-            f"equivalence claim is *reproduced* when the interval lies inside the margin (+-{100 * ACCURACY_MARGIN:.0f} "
-            f"accuracy point; +-{100 * RHO_MARGIN:.0f}% of B's mean rho), *not reproduced* when it lies entirely "
+            f"equivalence claim is *reproduced* when the interval lies inside the margin "
+            f"(+-{100 * ACCURACY_MARGIN:.0f} accuracy point; +-{100 * RHO_MARGIN:.0f}% of B's mean rho), *not reproduced* when it lies entirely "
             f"outside, *inconclusive* otherwise. With fewer than {MIN_SEEDS} seeds there is no seed-level interval and "
             f"the verdict is inconclusive. A claim with several comparisons is reproduced when all are, not "
             f"reproduced when any is. The image-level interval, the per-seed effects (and how many share the claimed "
