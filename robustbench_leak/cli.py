@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .driver import CellsFailed
 from .outlock import OutDirLocked
-from .outputs import check_out_dir, check_out_file
+from .outputs import check_out_dir, check_out_file, is_rbleak_folder, mark_folder
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
@@ -89,9 +89,18 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
 
 def _cmd_claims(args: argparse.Namespace) -> None:
-    from .report.claims import (CLAIM_SETS, art_defect_table, coverage_lines, evaluate_claims, protocol_line,
-                                provenance_lines, to_markdown)
+    from .report.claim_set import claim_set_names, load_claim_set
+    from .report.claims import art_defect_table, coverage_lines, evaluate_claims, protocol_line, provenance_lines
+    from .report.claims_md import to_markdown, write_figures
 
+    if args.list:
+        for name in claim_set_names():
+            cs = load_claim_set(name)
+            print(f"{name:<12} {len(cs.claims)} claims, models of configs/{cs.config}: {cs.description}")
+        return
+    if args.run_dir is None:
+        raise ValueError("claims: RUN_DIR: give a run folder (or --list)")
+    claim_set = load_claim_set(args.claims)
     text = []
     if args.preamble:
         try:
@@ -101,9 +110,17 @@ def _cmd_claims(args: argparse.Namespace) -> None:
                              f"({getattr(err, 'strerror', None) or err})") from None
     if args.out:
         check_out_file(Path(args.out), "--out", "## Claims")
-    claims, _ = evaluate_claims(args.run_dir, CLAIM_SETS[args.claims])
+        if not is_rbleak_folder(Path(args.out).parent):
+            check_out_dir(Path(args.out).parent / "plots", "--out (its plots/ folder)")
+    claims, _ = evaluate_claims(args.run_dir, claim_set)
+    protocol = protocol_line(args.run_dir)
+    base = Path(args.out).parent if args.out else None
+    if base is not None:
+        write_figures(claims, base / "plots", protocol)
+        if not is_rbleak_folder(base) and (base / "plots").is_dir():
+            mark_folder(base / "plots")
     text += ["## Claims", "", *provenance_lines(args.run_dir), *coverage_lines(args.run_dir), "",
-             to_markdown(claims, protocol_line(args.run_dir))]
+             to_markdown(claims, protocol, base)]
     if args.art:
         art_protocol = protocol_line(args.art)
         text += ["## ART's spatial defect: as-is vs fixed", "", *provenance_lines(args.art), "",
@@ -114,6 +131,16 @@ def _cmd_claims(args: argparse.Namespace) -> None:
         print(f"wrote {args.out}")
     else:
         print(output)
+
+
+def _claims_choice(text: str) -> str:
+    """A shipped claim set's name, or a path to a claim-set YAML file."""
+    from .report.claim_set import claim_set_names
+
+    if text in claim_set_names() or text.endswith((".yaml", ".yml")):
+        return text
+    raise argparse.ArgumentTypeError(f"invalid choice: {text[:60]!r} (choose from {', '.join(claim_set_names())}, "
+                                     "or give a path to a claim-set .yaml file)")
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:
@@ -248,13 +275,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="with --executors: Ray workers (CPUs), >= 1")
     p.set_defaults(fn=_cmd_bench)
     p = sub.add_parser("claims", help="the paper's claims answered from a run's stored per-sample results")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", nargs="?")
+    p.add_argument("--list", action="store_true", help="list the shipped claim sets and exit")
     p.add_argument("--art", help="run folder of the ART as-is vs fixed spatial comparison")
-    p.add_argument("--out", help="write Markdown here instead of printing it")
+    p.add_argument("--out", help="write Markdown here instead of printing it (figures go to plots/ beside it)")
     p.add_argument("--preamble", help="Markdown file put before the generated part (protocol, commands)")
-    p.add_argument("--claims", default="paper", choices=["paper", "depth-sweep", "subsampled"],
-                   help="which claims: the paper's (paper-fashion-mnist.yaml's model names), the depth sweep's "
-                        "(paper-depth-sweep.yaml's) or the 28 -> 14 subsampling's (paper-mnist14.yaml's)")
+    p.add_argument("--claims", default="paper", type=_claims_choice, metavar="SET",
+                   help="a shipped claim set (rbleak claims --list: paper, depth-sweep, subsampled, each written "
+                        "for one config's model names) or a path to a claim-set YAML file")
     p.set_defaults(fn=_cmd_claims)
     p = sub.add_parser("compare", help="paired tests (McNemar, Wilcoxon) between two models of a run")
     p.add_argument("run_dir")

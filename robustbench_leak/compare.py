@@ -6,15 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from .stats import mcnemar, wilcoxon
 from .store import Store
-
-
-def _cells(store: Store, run_id: str, model: str) -> pd.DataFrame:
-    return store.frame("SELECT cell_key, dataset, seed, attack FROM run_cells WHERE run_id = ? AND kind = 'eval' "
-                       "AND model = ?", (run_id, model))
 
 
 def compare_models(run_dir: str | Path, model_a: str, model_b: str, attack: str | None = None) -> list[dict[str, Any]]:
@@ -25,12 +19,13 @@ def compare_models(run_dir: str | Path, model_a: str, model_b: str, attack: str 
         run = store.latest_run()
         if run is None:
             raise ValueError(f"{store.path}: the store holds no run")
-        a, b = _cells(store, run["run_id"], model_a), _cells(store, run["run_id"], model_b)
+        a, b = store.done_eval_cells(run["run_id"], model_a), store.done_eval_cells(run["run_id"], model_b)
         for name, frame in ((model_a, a), (model_b, b)):
             if frame.empty:
-                known = store.frame("SELECT DISTINCT model FROM run_cells WHERE run_id = ?", (run["run_id"],)).model
+                known = store.run_model_names(run["run_id"])
                 raise ValueError(f"{store.path}: no model {name!r} in the latest run; models: {', '.join(known)}")
-        pairs = a.merge(b, on=["dataset", "seed", "attack"], suffixes=("_a", "_b"))
+        keep = ["cell_key", "dataset", "seed", "attack"]
+        pairs = a[keep].merge(b[keep], on=["dataset", "seed", "attack"], suffixes=("_a", "_b"))
         if attack is not None:
             pairs = pairs[pairs.attack == attack]
         records = []

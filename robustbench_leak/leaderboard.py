@@ -1,9 +1,11 @@
 """Leaderboards rendered from stored records (never from in-memory state of a run).
 
 One row per (dataset, run folder, model): each metric is the mean over seeds, with its standard
-deviation across seeds (``.std``) and, when the cells carry one, its confidence interval (``.lo``,
-``.hi``). Rows of different run folders never merge, even for the same model name: the ``run``
-column keeps them apart, and the rank is over all rows of a dataset.
+deviation across seeds (``.std``) and, when the cells carry one, a 95% interval (``.lo``, ``.hi``) whose
+coverage ``.interval`` names: ``seeds`` (rows with several seeds: a t-interval over the per-seed values,
+so training randomness is in it) or ``images`` (single-seed rows: the cell's bootstrap over test images).
+Rows of different run folders never merge, even for the same model name: the ``run`` column keeps them
+apart, and the rank is over all rows of a dataset.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import pandas as pd
 
 from .attacks import attack_class
 from .metrics import METRIC_DOCS
-from .report.fmt import BASE_COLUMNS, cell_text, footnote_number, human, metric_columns, row_flags, split_column
+from .report.fmt import (BASE_COLUMNS, INTERVAL_DOCS, PERCENT_METRICS, cell_text, footnote_number, human, metric_columns, row_flags,
+                         split_column)
+from .stats import t_interval
 from .report.loader import RunData, load_runs
 from .outputs import mark_folder
 from .store import STORE_NAME
@@ -36,12 +40,15 @@ BASE_DOCS = {
 # markers in table cells: marker -> (the column suffix that carries it, definition)
 NOTES = {
     "±": (".std", "standard deviation across training seeds (only with more than one seed)"),
-    "[lo, hi]": (".lo", "95% bootstrap confidence interval over the evaluated test images; with several seeds, the "
-                        "mean of the per-seed bounds"),
+    "[lo, hi]": (".lo", "95% interval. Rows with several seeds: Student-t interval of the mean over the per-seed "
+                        "values (covers training randomness, each seed's test-set sampling included), clipped to "
+                        "0-100% for percentages. Rows with one seed: bootstrap over the evaluated test images (covers "
+                        "test-set sampling only, not training randomness)"),
     "⚠": (".flags", "a sanity check of the attack failed for this cell (e.g. gradient masking suspected); the values "
                     "are shown, the flag text is in the footnotes"),
 }
 FORMATS = ("csv", "md", "json", "latex", "html", "plots")
+
 TRANSFORM_METRICS = ("shift_rows", "shift_cols", "rotation_deg")
 
 
@@ -109,8 +116,13 @@ def _row(run: RunData, dataset: str, model: str, group: pd.DataFrame, columns: l
         row[col] = values.mean() if len(values) else np.nan
         row[f"{col}.std"] = values.std(ddof=1) if len(values) > 1 else np.nan
         lo, hi = rows["lo"].astype(float), rows["hi"].astype(float)
-        if lo.notna().any() and hi.notna().any():
-            row[f"{col}.lo"], row[f"{col}.hi"] = lo.mean(), hi.mean()
+        if len(values) > 1 and lo.notna().any() and hi.notna().any():
+            low, high = t_interval(values.to_numpy())
+            if metric in PERCENT_METRICS:
+                low, high = max(low, 0.0), min(high, 1.0)
+            row[f"{col}.lo"], row[f"{col}.hi"], row[f"{col}.interval"] = low, high, "seeds"
+        elif lo.notna().any() and hi.notna().any():
+            row[f"{col}.lo"], row[f"{col}.hi"], row[f"{col}.interval"] = lo.mean(), hi.mean(), "images"
     for label in dict.fromkeys(split_column(c)[0] for c in columns):
         flags = run.flags(model, dataset, label)
         if flags:
@@ -136,7 +148,12 @@ def table_from_runs(runs: list[RunData], rank_by: str | None = None) -> tuple[pd
     table["rank"] = table.groupby("dataset").cumcount() + 1
     ordered = list(BASE_COLUMNS)
     for i, col in enumerate(columns):
-        ordered += [c for c in (col, f"{col}.std", f"{col}.lo", f"{col}.hi") if c in table.columns]
+        ordered += [c for c in (col, f"{col}.std", f"{col}.lo", f"{col}.hi", f"{col}.interval") if c in table.columns]
+        if f"{col}.interval" in table.columns:
+            kinds = [k for k in INTERVAL_DOCS if (table[f"{col}.interval"] == k).any()]
+            legend[col] = legend.get(col, "") + ". Interval: " + "; ".join(
+                ("rows with several seeds: " if k == "seeds" else "single-seed rows: ") + INTERVAL_DOCS[k]
+                for k in kinds)
         label = split_column(col)[0]
         last_of_attack = i + 1 == len(columns) or split_column(columns[i + 1])[0] != label
         if last_of_attack and f"{label}.flags" in table.columns:
@@ -213,7 +230,10 @@ def write_outputs(run_dirs: list[Path], out_dir: Path, rank_by: str | None = Non
     protocols = tuple(r.protocol() for r in runs if r.protocol())
     written = []
     if "csv" in formats:
-        table.to_csv(out_dir / "leaderboard.csv", index=False)
+        # protocol lines lead as comments: read with pandas.read_csv(path, comment="#")
+        described = [(r.label, r.description()) for r in runs if r.description()]
+        header = "".join(f"# protocol{f' ({label})' if len(runs) > 1 else ''}: {desc}\n" for label, desc in described)
+        (out_dir / "leaderboard.csv").write_text(header + table.to_csv(index=False))
         written.append(out_dir / "leaderboard.csv")
     if "md" in formats:
         notes = protocols + tuple(n for r in runs for n in r.status_notes())

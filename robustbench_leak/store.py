@@ -353,6 +353,29 @@ class Store:
             FROM run_cells rc JOIN cells c ON c.cell_key = rc.cell_key AND c.status = 'failed'
             WHERE rc.run_id = ? ORDER BY rc.rowid""", (run_id,))
 
+    # readers of the claims and compare reports ----------------------------------------------------
+    def done_eval_cells(self, run_id: str, model: str, attack: str | None = None) -> pd.DataFrame:
+        """A model's finished eval cells in a run (cell_key, dataset, seed, attack; spec and info as JSON
+        text), optionally of one attack label only."""
+        sql = ("SELECT rc.cell_key, rc.dataset, rc.seed, rc.attack, c.spec, c.info FROM run_cells rc JOIN cells c "
+               "ON c.cell_key = rc.cell_key AND c.status = 'done' WHERE rc.run_id = ? AND rc.kind = 'eval' "
+               "AND rc.model = ?")
+        if attack is None:
+            return self.frame(sql + " ORDER BY rc.rowid", (run_id, model))
+        return self.frame(sql + " AND rc.attack = ? ORDER BY rc.rowid", (run_id, model, attack))
+
+    def run_model_names(self, run_id: str) -> list[str]:
+        """The model names a run planned, in order of first appearance."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT model FROM run_cells WHERE run_id = ? GROUP BY model ORDER BY MIN(rowid)", (run_id,))]
+
+    def eval_coverage(self, run_id: str) -> pd.DataFrame:
+        """Per (model, seed) of a run: eval cells finished ('done') and planned."""
+        return self.frame("""
+            SELECT rc.model, rc.seed, COALESCE(SUM(c.status = 'done'), 0) AS done, COUNT(*) AS planned
+            FROM run_cells rc LEFT JOIN cells c ON c.cell_key = rc.cell_key WHERE rc.run_id = ? AND rc.kind = 'eval'
+            GROUP BY rc.model, rc.seed ORDER BY rc.model, rc.seed""", (run_id,))
+
 
 def _text(value: Any) -> Any:
     if isinstance(value, (dict, list, tuple)):

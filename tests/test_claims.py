@@ -1,11 +1,30 @@
-"""Claims report: effects, joint-bootstrap CIs, paired tests and verdicts from stored per-sample results."""
+"""Claims report: effects, image- and seed-level intervals, paired tests and verdicts from stored per-sample
+results; claim sets as validated YAML."""
+
+import json
 
 import numpy as np
 import pytest
+import yaml
+from scipy import stats as sps
 
-from robustbench_leak.report.claims import (compare, coverage_lines, directional_verdict, equivalence_verdict,
-                                            evaluate_claims, to_markdown)
+from robustbench_leak.report import verdicts
+from robustbench_leak.report.claim_set import ClaimSet, claim_set_names, load_claim_set
+from robustbench_leak.report.claims import Claim, compare, coverage_lines, evaluate_claims, rule
+from robustbench_leak.report.claims_md import to_markdown
 from robustbench_leak.store import Store
+
+
+def ruled(kind, *comps):
+    claim = Claim("t", kind, list(comps))
+    rule(claim)
+    return claim.verdict
+
+
+def claim_set(*claims):
+    return ClaimSet.model_validate({"description": "test", "config": "x.yaml", "claims": [
+        {"title": t, "kind": k, "comparisons": [{"a": a, "b": b, "attack": at, "metric": m} for a, b, at, m in pairs]}
+        for t, k, pairs in claims]})
 
 N = 400
 
@@ -43,35 +62,52 @@ def store(tmp_path):
     s.close()
 
 
-def test_directional_effect_ci_and_test(store):
+def test_directional_effect_intervals_and_tests(store):
     c = compare(store, "r", "better", "worse", "clean", "correct")
     assert c.n_seeds == 2 and c.effect > 0.1
-    assert c.ci[0] > 0 and c.ci[0] <= c.effect <= c.ci[1]
-    assert c.test["only_b_correct"] == 0 and c.test["p_value"] < 1e-6
-    assert directional_verdict([c]) == "reproduced"
+    assert c.image_ci[0] > 0 and c.image_ci[0] <= c.effect <= c.image_ci[1]
+    assert c.seed_ci[0] <= c.effect <= c.seed_ci[1]
+    assert c.seed_test["p_value"] == pytest.approx(sps.ttest_1samp(c.per_seed, 0).pvalue)
+    assert c.sign_flip["p_value"] == pytest.approx(0.5)  # 2 seeds, both positive: 2 of 4 sign patterns as extreme
+    assert c.clustered["p_value"] < 1e-6 and c.clustered["exact"]
+    assert ruled("directional", c) == "reproduced"  # per-seed effects ~0.18 and ~0.19: a narrow t-interval
     reverse = compare(store, "r", "worse", "better", "clean", "correct")
-    assert reverse.effect == pytest.approx(-c.effect) and directional_verdict([reverse]) == "not reproduced"
+    assert reverse.effect == pytest.approx(-c.effect) and ruled("directional", reverse) == "not reproduced"
 
 
-def test_rho_uses_wilcoxon(store):
+def test_rho_effect(store):
     c = compare(store, "r", "better", "worse", "deepfool", "rho")
-    assert c.test["test"].startswith("Wilcoxon") and c.test["p_value"] < 1e-6
+    assert not c.clustered["exact"] and c.clustered["p_value"] < 1e-3
     assert c.effect == pytest.approx(0.2 * c.mean_b, rel=1e-6)  # rho is 1.2x on every image
 
 
 def test_equivalence(store):
     same = compare(store, "r", "twin", "better", "clean", "correct")
-    assert same.effect == 0 and same.ci == (0.0, 0.0)
-    assert equivalence_verdict([same]) == "reproduced"
+    assert same.effect == 0 and same.image_ci == (0.0, 0.0) and same.seed_ci == (0.0, 0.0)
+    assert ruled("equivalence", same) == "reproduced"
     different = compare(store, "r", "worse", "better", "clean", "correct")
-    assert equivalence_verdict([different]) == "not reproduced"
-    assert directional_verdict([same]) == "inconclusive"
+    assert ruled("equivalence", different) == "not reproduced"
+    assert ruled("directional", same) == "inconclusive"
+
+
+def test_verdict_rules_are_symmetric():
+    for lo, hi, want in ((0.01, 0.05, "reproduced"), (-0.05, -0.01, "not reproduced"), (-0.01, 0.05, "inconclusive")):
+        assert verdicts.directional((lo, hi), 3, "clean_accuracy").verdict == want
+        mirrored = {"reproduced": "not reproduced", "not reproduced": "reproduced"}.get(want, want)
+        assert verdicts.directional((-hi, -lo), 3, "clean_accuracy").verdict == mirrored
+    assert verdicts.directional((0.01, 0.05), 1, "clean_accuracy").verdict == "inconclusive"
+    assert verdicts.equivalence((-0.004, 0.009), 3, "clean_accuracy", 0.9).verdict == "reproduced"
+    assert verdicts.equivalence((0.011, 0.02), 3, "clean_accuracy", 0.9).verdict == "not reproduced"
+    assert verdicts.equivalence((-0.005, 0.02), 3, "clean_accuracy", 0.9).verdict == "inconclusive"
+    assert verdicts.equivalence((-0.001, 0.001), 3, "rho", 0.04).verdict == "reproduced"  # margin 0.002
+    assert verdicts.equivalence((-0.001, 0.003), 3, "rho", 0.04).verdict == "inconclusive"
+    assert verdicts.combine(["reproduced", "not reproduced"]) == "not reproduced"
 
 
 def test_evaluate_claims_marks_missing_models(store, tmp_path):
-    claims, _ = evaluate_claims(tmp_path, [("A beats B", "directional", [("better", "worse", "clean", "correct")]),
-                                           ("needs absent models", "directional",
-                                            [("cnn-7x7-hamming", "cnn-3x3", "clean", "correct")])])
+    claims, _ = evaluate_claims(tmp_path, claim_set(
+        ("A beats B", "directional", [("better", "worse", "clean", "correct")]),
+        ("needs absent models", "directional", [("cnn-7x7-hamming", "cnn-3x3", "clean", "correct")])))
     assert [c.verdict for c in claims] == ["reproduced", "not evaluated"]
     md = to_markdown(claims)
     assert "Verdict: reproduced" in md and "missing from the store: cnn-7x7-hamming vs cnn-3x3" in md
@@ -109,20 +145,61 @@ def test_claim_sets_match_their_configs(store, tmp_path, capsys):
 
     from robustbench_leak.cli import main
     from robustbench_leak.config import load_config
-    from robustbench_leak.report.claims import CLAIM_SETS
 
     configs = Path(__file__).parents[1] / "configs"
-    for claim_set, config in [("paper", "paper-fashion-mnist.yaml"), ("depth-sweep", "paper-depth-sweep.yaml"),
-                              ("subsampled", "paper-mnist14.yaml")]:
-        config = load_config(configs / config)
-        used = {m for _, _, pairs in CLAIM_SETS[claim_set] for a, b, _, _ in pairs for m in (a, b)}
+    assert claim_set_names() == ["depth-sweep", "paper", "subsampled"]
+    for name in claim_set_names():
+        cs = load_claim_set(name)
+        config = load_config(configs / cs.config)
+        used = {m for c in cs.claims for p in c.comparisons for m in (p.a, p.b)}
         # every model is asked about, and every model asked about exists
-        assert used == {m.name for m in config.run.models}, claim_set
-        attacks = {attack for _, _, pairs in CLAIM_SETS[claim_set] for _, _, attack, _ in pairs}
-        assert attacks <= {a.label for a in config.attacks}, claim_set
+        assert used == {m.name for m in config.run.models}, name
+        attacks = {p.attack for c in cs.claims for p in c.comparisons}
+        assert attacks <= {a.label for a in config.attacks}, name
     main(["claims", str(tmp_path), "--claims", "depth-sweep"])  # this store has none of those models
     out = capsys.readouterr().out
-    assert out.count("**Verdict: not evaluated**") == len(CLAIM_SETS["depth-sweep"]) == 10
+    assert out.count("**Verdict: not evaluated**") == len(load_claim_set("depth-sweep").claims) == 10
     assert "missing from the store: hamming-d16 vs plain-d16 on deepfool" in out
     with pytest.raises(SystemExit):
         main(["claims", str(tmp_path), "--claims", "nope"])
+
+
+def test_claims_list_and_yaml_path(store, tmp_path, capsys):
+    from robustbench_leak.cli import main
+
+    main(["claims", "--list"])
+    out = capsys.readouterr().out
+    assert [line.split()[0] for line in out.splitlines()] == claim_set_names()
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump({"description": "d", "config": "x.yaml", "claims": [
+        {"title": "better beats worse", "kind": "directional",
+         "comparisons": [{"a": "better", "b": "worse", "attack": "clean", "metric": "correct"}]}]}))
+    main(["claims", str(tmp_path), "--claims", str(path)])
+    out = capsys.readouterr().out
+    assert "**Verdict: reproduced**" in out and "seed-level 95% interval" in out
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"description": "d", "config": "x", "claims": [{"title": "t", "kind": "maybe", "comparisons": []}]},
+     "claims.0.kind"),
+    ({"description": "d", "config": "x", "claims": [{"title": "t", "kind": "directional",
+                                                      "comparisons": [{"a": "x", "b": "y", "attack": "clean"}]}]},
+     "claims.0.comparisons.0.metric"),
+    ({"description": "d", "config": "x", "claims": [], "extra": 1}, "claims"),
+])
+def test_claim_set_errors_are_one_line(tmp_path, data, key):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ValueError) as err:
+        load_claim_set(path)
+    assert str(err.value).startswith(f"{path}: {key}: ") and "\n" not in str(err.value)
+
+
+def test_flagged_cells_are_named(store, tmp_path):
+    info = {"flags": ["gradient masking suspected"]}
+    store.conn.execute("UPDATE cells SET info = ? WHERE cell_key = ?", (json.dumps(info), "better-1-deepfool"))
+    store.conn.commit()
+    claims, _ = evaluate_claims(tmp_path, claim_set(("rho", "directional", [("better", "worse", "deepfool", "rho")])))
+    md = to_markdown(claims)
+    assert "- deepfool: better seed 1: gradient masking suspected (used in better vs worse)" in md
+    assert "Uses flagged cells: better seed 1: gradient masking suspected." in md

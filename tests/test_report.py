@@ -37,10 +37,17 @@ def test_ci_and_flags_in_table_and_markdown(run_dir):
     assert rank_col == "deepfool.rho_mean"  # from the config's rank_by
     assert list(table.model) == ["cnn-7x7-hamming", "cnn-7x7", "cnn-3x3"]
     ham = table.iloc[0]
-    # two seeds: mean of the values and mean of the per-seed bounds
+    # two seeds: mean of the values and the seed-level t-interval over the per-seed values
+    from scipy import stats as sps
+
+    def t95(values):
+        return sps.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=sps.sem(values))
+
     assert ham["clean.accuracy"] == pytest.approx(0.925)
-    assert ham["clean.accuracy.lo"] == pytest.approx(0.875) and ham["clean.accuracy.hi"] == pytest.approx(0.975)
-    assert ham["deepfool.rho_mean.lo"] == pytest.approx(0.18) and ham["deepfool.rho_mean.hi"] == pytest.approx(0.22)
+    assert (ham["clean.accuracy.lo"], ham["clean.accuracy.hi"]) == pytest.approx(t95([0.92, 0.93]))
+    assert (ham["deepfool.rho_mean.lo"], ham["deepfool.rho_mean.hi"]) == pytest.approx(t95([0.20, 0.21]))
+    assert ham["clean.accuracy.interval"] == "seeds"
+    assert "several seeds: 95% t-interval" in legend["clean.accuracy"]
     assert ham["deepfool.rho_mean.std"] == pytest.approx(np.std([0.20, 0.21], ddof=1))
     assert ham["deepfool.flags"].startswith("gradient masking suspected")
     assert table["deepfool.flags"].isna().sum() == 2
@@ -48,19 +55,25 @@ def test_ci_and_flags_in_table_and_markdown(run_dir):
     assert "[lo, hi]" in legend and "⚠" in legend and "DeepFool" not in legend["spatial.robust_accuracy"]
 
     md = to_markdown(table, legend, rank_col, "T")
-    assert "92.5% ± 0.7 [87.5, 97.5]" in md
-    assert "0.2050 ± 0.0071 [0.1800, 0.2200] ⚠[1]" in md
+    lo, hi = t95([0.92, 0.93])
+    assert f"92.5% ± 0.7 [{100 * lo:.1f}, {100 * hi:.1f}]" in md
+    lo, hi = t95([0.20, 0.21])
+    assert f"0.2050 ± 0.0071 [{lo:.4f}, {hi:.4f}] ⚠[1]" in md
     assert "1. deepfool, cnn-7x7-hamming (run): gradient masking suspected" in md
     assert md.count("⚠[") == 4  # every DeepFool metric of the flagged row, none elsewhere
 
 
 def test_csv_has_interval_columns(outputs):
     out, written = outputs
-    csv = pd.read_csv(out / "leaderboard.csv")
+    csv = pd.read_csv(out / "leaderboard.csv", comment="#")
     wanted = {"run", "clean.accuracy.lo", "clean.accuracy.hi", "deepfool.rho_mean.lo", "deepfool.flags"}
     assert wanted <= set(csv.columns)
     row = csv[csv.model == "cnn-3x3"].iloc[0]
-    assert row["clean.accuracy.lo"] == pytest.approx(0.855) and row["run"] == "run"
+    from scipy import stats as sps
+
+    lo = sps.t.interval(0.95, 1, loc=0.905, scale=sps.sem([0.90, 0.91]))[0]  # two seeds: seed-level t-interval
+    assert row["clean.accuracy.lo"] == pytest.approx(lo) and row["clean.accuracy.interval"] == "seeds"
+    assert row["run"] == "run"
     names = {p.name for p in written}
     assert {"leaderboard.csv", "leaderboard.md", "leaderboard.json", "leaderboard.tex", "leaderboard.html"} <= names
 
@@ -86,7 +99,7 @@ def test_merge_keeps_rows_of_each_run_apart(tmp_path):
     assert main(["leaderboard", str(a), str(b / "results.sqlite"), "--out", str(out), "--format", "json,csv"]) == 0
     merged = json.loads((out / "leaderboard.json").read_text())
     assert [(r["name"], r["run"]) for r in merged["records"]] == list(zip(table.model, table.run))
-    assert pd.read_csv(out / "leaderboard.csv").run.tolist() == ["b/run", "b/run", "a/run"]
+    assert pd.read_csv(out / "leaderboard.csv", comment="#").run.tolist() == ["b/run", "b/run", "a/run"]
     assert not (out / "leaderboard.md").exists() and not (out / "plots").exists()
     assert main(["leaderboard", str(a), "--out", str(tmp_path / "x"), "--format", "csv,pdf"]) == 2
 
@@ -102,7 +115,10 @@ def test_json_records_like_robustbench(outputs):
     assert rec["options"]["window"] == "hamming" and rec["seeds"] == [0, 1]
     rho = rec["metrics"]["deepfool.rho_mean"]
     assert rho["value"] == pytest.approx(0.205)
-    assert rho["lo"] == pytest.approx(0.18) and rho["hi"] == pytest.approx(0.22)
+    from scipy import stats as sps
+
+    assert (rho["lo"], rho["hi"]) == pytest.approx(sps.t.interval(0.95, 1, loc=0.205, scale=sps.sem([0.20, 0.21])))
+    assert rho["interval"]["covers"] == "seeds" and "t-interval" in rho["interval"]["method"]
     assert rho["per_seed"] == {"0": pytest.approx(0.20), "1": pytest.approx(0.21)}
     assert rho["flags"] == ["gradient masking suspected: 2 of 4 images unchanged after 5 iterations"]
     assert rec["metrics"]["spatial.transform"]["value"] == "(-2, +2) px +30°; (-2, +2) px +30°"
@@ -229,7 +245,7 @@ def test_old_store_without_new_columns_still_renders(tmp_path):
         con.execute("ALTER TABLE models DROP COLUMN extra")
     con.close()
     write_outputs([run], tmp_path / "out", formats=("csv", "json"))
-    assert pd.read_csv(tmp_path / "out" / "leaderboard.csv")["clean.accuracy"].item() == pytest.approx(0.5)
+    assert pd.read_csv(tmp_path / "out" / "leaderboard.csv", comment="#")["clean.accuracy"].item() == pytest.approx(0.5)
     cols = [r[1] for r in sqlite3.connect(run / "results.sqlite").execute("PRAGMA table_info(models)")]
     assert "extra" in cols  # migrated on open
 
@@ -256,13 +272,18 @@ def test_protocol_is_stated_with_every_table(tmp_path):
     """A config's description (e.g. a CPU-scale protocol) is repeated in the md, HTML, LaTeX and JSON tables."""
     protocol = "CPU-scale protocol: width 4 & <2> layers"
     run = make_run(tmp_path / "r", [Fake("a", 3, "none", 0.5, 0.1, 0.2)], description=protocol)
-    write_outputs([run], tmp_path / "out", formats=("md", "html", "latex", "json"))
+    figures = write_outputs([run], tmp_path / "out", formats=("md", "html", "latex", "json", "csv", "plots"))
     out = tmp_path / "out"
+    assert (out / "leaderboard.csv").read_text().splitlines()[0] == f"# protocol: {protocol}"
+    assert pd.read_csv(out / "leaderboard.csv", comment="#").model.tolist() == ["a"]
+    svg = (out / "plots" / "accuracy_vs_robustness.svg").read_text()
+    assert "CPU-scale protocol: width 4 &amp; &lt;2&gt; layers" in svg and any(p.suffix == ".png" for p in figures)
     assert f"> **Note:** protocol of run r: {protocol}" in (out / "leaderboard.md").read_text()
     html = (out / "leaderboard.html").read_text()
     assert '<p class="note protocol">protocol of run r: CPU-scale protocol: width 4 &amp; &lt;2&gt; layers</p>' in html
     caption = next(line for line in (out / "leaderboard.tex").read_text().splitlines() if "caption" in line)
     assert "Protocol of run r: CPU-scale protocol: width 4 \\& \\textless{}2\\textgreater{} layers." in caption
+    assert "Intervals [lo, hi]: single-seed rows: 95\\% bootstrap over the test images" in caption
     assert json.loads((out / "leaderboard.json").read_text())["protocols"] == {"r": protocol}
     plain = make_run(tmp_path / "p", [Fake("a", 3, "none", 0.5, 0.1, 0.2)])
     write_outputs([plain], tmp_path / "out2", formats=("md",))

@@ -1,22 +1,20 @@
-"""The paper's claims, each answered from stored per-sample results with an effect, a 95% CI, paired tests
-and a verdict (``rbleak claims``).
+"""The claims report's evaluation driver (``rbleak claims``): reads a run's stored per-image results
+through :class:`~robustbench_leak.store.Store`, computes each paired comparison with
+:mod:`robustbench_leak.stats`, and rules on it with :mod:`robustbench_leak.report.verdicts`.
 
-Effects are differences between two models evaluated on the same test images, averaged over the seeds
-both have. The CI resamples images (jointly across seeds, because every seed sees the same images;
-2,000 bootstrap draws). The paired tests pool the (image, seed) pairs: exact McNemar for correctness,
-Wilcoxon signed-rank for DeepFool's per-image rho.
+Claim sets are data (:mod:`robustbench_leak.report.claim_set`); the Markdown is
+:mod:`robustbench_leak.report.claims_md`.
 
-Verdict rules, fixed before looking at any result:
-- a directional claim ("A beats B") is *reproduced* when the pooled effect has the claimed sign, the
-  paired test gives p < 0.05 and every seed shows the same sign; *not reproduced* when the effect has
-  the opposite sign with p < 0.05; *inconclusive* otherwise;
-- an equivalence claim ("A equals B") is *reproduced* when the whole CI lies inside the margin
-  (1 accuracy point; 5% of B's mean rho), *not reproduced* when the whole CI lies outside it,
-  *inconclusive* otherwise.
+An effect is a difference between two models evaluated on the same test images, averaged over the
+seeds both have. It comes with two intervals: image-level (test-set sampling; the images are resampled
+jointly across seeds, seeds fixed) and seed-level (training randomness: a t-interval on the per-seed
+effects, and a two-stage bootstrap over seeds then images), with a seed-level test (t-test and exact
+sign-flip test on the per-seed effects) and an image-clustered paired permutation test.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,12 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..stats import CONFIDENCE, N_BOOT, mcnemar, wilcoxon
+from .. import stats
 from ..store import Store
-
-ALPHA = 0.05
-ACCURACY_MARGIN = 0.01
-RHO_MARGIN = 0.05  # relative to the reference model's mean rho
+from . import verdicts
+from .claim_set import ClaimSet, load_claim_set
+from .spatial_sensitivity import Sensitivity, sensitivity
 
 
 @dataclass
@@ -38,13 +35,31 @@ class Comparison:
     attack: str
     model_a: str
     model_b: str
-    effect: float
-    ci: tuple[float, float]
+    effect: float  # mean over seeds of the per-seed effects
+    image_ci: tuple[float, float]
+    seed_ci: tuple[float, float]  # t-interval on the per-seed effects: the verdict's interval
+    two_stage_ci: tuple[float, float]
+    seeds: list[int]
     per_seed: list[float]
-    test: dict[str, Any]
+    seed_test: dict[str, Any]
+    sign_flip: dict[str, Any]
+    clustered: dict[str, Any]
     mean_a: float
     mean_b: float
-    n_seeds: int
+    n_images: int  # images per seed (before the mask)
+    ruling: verdicts.Ruling | None = None
+    flagged: list[str] = field(default_factory=list)  # "model seed N: flag" of the cells used
+    sensitivity: Sensitivity | None = None
+    sensitivity_note: str = ""  # why there is none, for spatial comparisons
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def seeds_agreeing(self) -> int:
+        """Seeds whose effect is positive (the claimed side for directional claims)."""
+        return int(sum(e > 0 for e in self.per_seed))
 
 
 @dataclass
@@ -52,216 +67,106 @@ class Claim:
     title: str
     kind: str  # "directional" | "equivalence"
     comparisons: list[Comparison] = field(default_factory=list)
-    verdict: str = "inconclusive"
+    verdict: str = verdicts.INCONCLUSIVE
     missing: list[str] = field(default_factory=list)
 
 
-def _per_seed_samples(store: Store, run_id: str, model: str, attack: str) -> dict[int, pd.DataFrame]:
-    cells = store.frame("SELECT rc.cell_key, rc.seed FROM run_cells rc JOIN cells c ON c.cell_key = rc.cell_key "
-                        "AND c.status = 'done' WHERE rc.run_id = ? AND rc.kind = 'eval' AND rc.model = ? "
-                        "AND rc.attack = ?", (run_id, model, attack))
-    return {int(r.seed): store.samples(r.cell_key).set_index("idx") for r in cells.itertuples()}
+def _cells(store: Store, run_id: str, model: str, attack: str) -> dict[int, tuple[str, dict[str, Any], str]]:
+    """seed -> (cell_key, info, attack kind) of a model's finished cells of one attack label."""
+    frame = store.done_eval_cells(run_id, model, attack)
+    return {int(r.seed): (r.cell_key, json.loads(r.info) if r.info else {},
+                          str((json.loads(r.spec) if r.spec else {}).get("attack", {}).get("kind", "")))
+            for r in frame.itertuples()}
 
 
-def _joint_bootstrap(values: list[np.ndarray], masks: list[np.ndarray], seed: int = 0) -> tuple[float, float]:
-    """CI of mean over seeds of the masked mean, resampling image indices jointly across seeds."""
-    n = len(values[0])
-    rng = np.random.default_rng(seed)
-    stats = []
-    for start in range(0, N_BOOT, 200):
-        idx = rng.integers(0, n, size=(min(200, N_BOOT - start), n))
-        per_seed = []
-        for v, m in zip(values, masks):
-            mm = m[idx]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                per_seed.append((v[idx] * mm).sum(1) / mm.sum(1))
-        stats.append(np.mean(per_seed, axis=0))
-    boot = np.concatenate(stats)
-    boot = boot[np.isfinite(boot)]
-    a = (1 - CONFIDENCE) / 2
-    return float(np.quantile(boot, a)), float(np.quantile(boot, 1 - a))
+def _flags(model: str, seed: int, info: dict[str, Any]) -> list[str]:
+    return [f"{model} seed {seed}: {flag}" for flag in info.get("flags") or []]
 
 
 def compare(store: Store, run_id: str, model_a: str, model_b: str, attack: str, metric: str) -> Comparison | None:
     """``metric``: 'correct' (accuracy after ``attack``; clean accuracy for attack 'clean') or 'rho'."""
-    sa, sb = _per_seed_samples(store, run_id, model_a, attack), _per_seed_samples(store, run_id, model_b, attack)
-    seeds = sorted(set(sa) & set(sb))
+    ca, cb = _cells(store, run_id, model_a, attack), _cells(store, run_id, model_b, attack)
+    seeds = sorted(set(ca) & set(cb))
     if not seeds:
         return None
-    values, masks, per_seed, pa, pb = [], [], [], [], []
+    diffs, masks, mean_a, mean_b, flagged = [], [], [], [], []
+    n_images = None
     for s in seeds:
-        a, b = sa[s], sb[s].loc[sa[s].index]
+        a = store.samples(ca[s][0]).set_index("idx")
+        b = store.samples(cb[s][0]).set_index("idx").reindex(a.index)
+        if n_images is not None and len(a) != n_images:
+            raise ValueError(f"{model_a} vs {model_b} on {attack}: seed {s} has {len(a)} images, others {n_images}")
+        n_images = len(a)
         if not (a.label.to_numpy() == b.label.to_numpy()).all():
             raise ValueError(f"{model_a} and {model_b} were not evaluated on the same images ({attack}, seed {s})")
         if metric == "rho":
             mask = ((a.clean_pred == a.label) & (b.clean_pred == b.label)).to_numpy()
             va, vb = a.rho.to_numpy(float), b.rho.to_numpy(float)
+            mask = mask & np.isfinite(va) & np.isfinite(vb)
         else:
             mask = np.ones(len(a), dtype=bool)
             va, vb = (a.adv_pred == a.label).to_numpy(float), (b.adv_pred == b.label).to_numpy(float)
-        values.append(np.nan_to_num(va - vb))
+        diffs.append(np.where(mask, np.nan_to_num(va - vb), 0.0))
         masks.append(mask)
-        per_seed.append(float((va - vb)[mask].mean()) if mask.any() else float("nan"))
-        pa.append(va[mask])
-        pb.append(vb[mask])
-    all_a, all_b = np.concatenate(pa), np.concatenate(pb)
-    test = wilcoxon(all_a, all_b) if metric == "rho" else mcnemar(all_a.astype(bool), all_b.astype(bool))
+        mean_a.append(va[mask].mean() if mask.any() else np.nan)
+        mean_b.append(vb[mask].mean() if mask.any() else np.nan)
+        flagged += _flags(model_a, s, ca[s][1]) + _flags(model_b, s, cb[s][1])
+    diff, mask = np.stack(diffs), np.stack(masks)
+    per_seed = stats.per_seed_effects(diff, mask)
+    boot = stats.paired_bootstrap(diff, mask)
     name = "rho" if metric == "rho" else ("clean_accuracy" if attack == "clean" else "robust_accuracy")
-    return Comparison(name, attack, model_a, model_b, float(np.nanmean(per_seed)), _joint_bootstrap(values, masks),
-                      per_seed, test, float(np.mean([x.mean() for x in pa])), float(np.mean([x.mean() for x in pb])),
-                      len(seeds))
+    comp = Comparison(name, attack, model_a, model_b, float(np.nanmean(per_seed)), boot["image"],
+                      stats.t_interval(per_seed), boot["two_stage"], seeds, [float(e) for e in per_seed],
+                      stats.seed_t_test(per_seed), stats.sign_flip_test(per_seed),
+                      stats.clustered_permutation_test(diff, mask), float(np.nanmean(mean_a)),
+                      float(np.nanmean(mean_b)), int(n_images or 0), flagged=flagged)
+    first = ca[seeds[0]]
+    # sensitivity to the chosen transform: spatial attacks that choose one (not the per-example worst cases)
+    if first[2] == "spatial" and first[1].get("mode") not in ("worst_of_grid", "worst_of_k"):
+        comp.sensitivity = sensitivity({s: ca[s][1] for s in seeds}, {s: cb[s][1] for s in seeds})
+        if comp.sensitivity is None:
+            comp.sensitivity_note = ("not available for this run: its spatial cells store no per-transform "
+                                     "accuracies (cell info 'per_transform' or 'grid')")
+    return comp
 
 
-def _combine(verdicts: list[str]) -> str:
-    """A claim holds when every comparison supports it and fails when any contradicts it."""
-    if verdicts and all(v == "reproduced" for v in verdicts):
-        return "reproduced"
-    if any(v == "not reproduced" for v in verdicts):
-        return "not reproduced"
-    return "inconclusive"
-
-
-def directional_verdict(comps: list[Comparison]) -> str:
-    verdicts = []
-    for c in comps:
-        p = c.test["p_value"]
-        if c.effect > 0 and p < ALPHA and all(e > 0 for e in c.per_seed):
-            verdicts.append("reproduced")
-        elif c.effect < 0 and p < ALPHA:
-            verdicts.append("not reproduced")
+def rule(claim: Claim) -> None:
+    """Apply the verdict policy to each comparison and to the claim."""
+    if not claim.comparisons or claim.missing:
+        claim.verdict = verdicts.NOT_EVALUATED
+        return
+    for c in claim.comparisons:
+        if claim.kind == "directional":
+            c.ruling = verdicts.directional(c.seed_ci, c.n_seeds, c.metric)
         else:
-            verdicts.append("inconclusive")
-    return _combine(verdicts)
+            c.ruling = verdicts.equivalence(c.seed_ci, c.n_seeds, c.metric, c.mean_b)
+    claim.verdict = verdicts.combine([c.ruling.verdict for c in claim.comparisons])
 
 
-def equivalence_verdict(comps: list[Comparison]) -> str:
-    verdicts = []
-    for c in comps:
-        margin = ACCURACY_MARGIN if c.metric != "rho" else RHO_MARGIN * abs(c.mean_b)
-        lo, hi = c.ci
-        if -margin <= lo and hi <= margin:
-            verdicts.append("reproduced")
-        elif lo > margin or hi < -margin:
-            verdicts.append("not reproduced")
-        else:
-            verdicts.append("inconclusive")
-    return _combine(verdicts)
-
-
-# (title, kind, [(model_a, model_b, attack, metric)]) -- the claims of Tomen & van Gemert for Fashion-MNIST
-PAPER_CLAIMS = [
-    ("Windowed 7x7 is more accurate than the 3x3 baseline", "directional",
-     [("cnn-7x7-hamming", "cnn-3x3", "clean", "correct")]),
-    ("Windowed 7x7 is more accurate than plain 7x7", "directional",
-     [("cnn-7x7-hamming", "cnn-7x7", "clean", "correct")]),
-    ("Windowed 7x7 is more robust to DeepFool (larger minimal perturbation rho) than 3x3 and plain 7x7",
-     "directional", [("cnn-7x7-hamming", "cnn-3x3", "deepfool", "rho"), ("cnn-7x7-hamming", "cnn-7x7", "deepfool", "rho")]),
-    ("Windowed 7x7 is more robust to the spatial transformation than 3x3 and plain 7x7 (global transform, ART's "
-     "threat model)", "directional",
-     [("cnn-7x7-hamming", "cnn-3x3", "spatial", "correct"), ("cnn-7x7-hamming", "cnn-7x7", "spatial", "correct")]),
-    ("... and under the per-example worst case over the transform grid (a stronger attack than the paper's)",
-     "directional", [("cnn-7x7-hamming", "cnn-3x3", "spatial-worst", "correct"),
-                     ("cnn-7x7-hamming", "cnn-7x7", "spatial-worst", "correct")]),
-    ("Hann and Blackman windows perform like Hamming (clean accuracy and DeepFool rho)", "equivalence",
-     [("cnn-7x7-hann", "cnn-7x7-hamming", "clean", "correct"), ("cnn-7x7-blackman", "cnn-7x7-hamming", "clean", "correct"),
-      ("cnn-7x7-hann", "cnn-7x7-hamming", "deepfool", "rho"), ("cnn-7x7-blackman", "cnn-7x7-hamming", "deepfool", "rho")]),
-    ("The gain holds at matched parameter count (windowed 7x7 narrowed to the 3x3 model's size vs 3x3)",
-     "directional", [("cnn-7x7-hamming-matched", "cnn-3x3", "clean", "correct"),
-                     ("cnn-7x7-hamming-matched", "cnn-3x3", "deepfool", "rho")]),
-]
-
-
-# The reproduction report's depth sweep (its Fig. 9): does windowing still help as the plain CNN gets deeper?
-# Model names are those of configs/paper-depth-sweep.yaml.
-DEPTHS = (2, 4, 8, 12, 16)
-DEPTH_CLAIMS = [
-    *[(f"At n_layers {d}, Hamming 7x7 is more accurate than plain 7x7", "directional",
-       [(f"hamming-d{d}", f"plain-d{d}", "clean", "correct")]) for d in DEPTHS],
-    *[(f"At n_layers {d}, Hamming 7x7 is more robust to DeepFool (larger rho) than plain 7x7", "directional",
-       [(f"hamming-d{d}", f"plain-d{d}", "deepfool", "rho")]) for d in DEPTHS],
-]
-
-# The reproduction report's subsampling test: inputs subsampled 28 -> 14 carry relatively more high-frequency
-# energy, where the report saw windowing help. Model names are those of configs/paper-mnist14.yaml.
-SUBSAMPLED_CLAIMS = [
-    ("On 14x14 inputs, windowed 7x7 is more accurate than plain 7x7 (the report's subsampling claim)", "directional",
-     [("cnn-7x7-hamming", "cnn-7x7", "clean", "correct")]),
-    ("On 14x14 inputs, windowed 7x7 is more accurate than the 3x3 baseline", "directional",
-     [("cnn-7x7-hamming", "cnn-3x3", "clean", "correct")]),
-    ("On 14x14 inputs, a windowed 7x7 first layer (3x3 after it) is more accurate than the 3x3 baseline",
-     "directional", [("cnn-first7x7-3x3-hamming", "cnn-3x3", "clean", "correct")]),
-    ("On 14x14 inputs, windowed 7x7 is more robust to DeepFool (larger rho) than 3x3 and plain 7x7", "directional",
-     [("cnn-7x7-hamming", "cnn-3x3", "deepfool", "rho"), ("cnn-7x7-hamming", "cnn-7x7", "deepfool", "rho")]),
-    ("On 14x14 inputs, windowed 7x7 is more robust to the spatial transformation (global transform) than 3x3 and "
-     "plain 7x7", "directional",
-     [("cnn-7x7-hamming", "cnn-3x3", "spatial", "correct"), ("cnn-7x7-hamming", "cnn-7x7", "spatial", "correct")]),
-]
-
-CLAIM_SETS = {"paper": PAPER_CLAIMS, "depth-sweep": DEPTH_CLAIMS, "subsampled": SUBSAMPLED_CLAIMS}
-
-
-def evaluate_claims(run_dir: str | Path, claims: list = PAPER_CLAIMS) -> tuple[list[Claim], dict[str, Any]]:
+def evaluate_claims(run_dir: str | Path, claim_set: ClaimSet | str = "paper") -> tuple[list[Claim], dict[str, Any]]:
+    """Every claim of ``claim_set`` (a :class:`ClaimSet`, a shipped set's name or a YAML path) on the
+    latest run of ``run_dir``."""
+    if not isinstance(claim_set, ClaimSet):
+        claim_set = load_claim_set(claim_set)
     store = Store.open_existing(run_dir)
     try:
         run = store.latest_run()
         if run is None:
             raise ValueError(f"{store.path}: the store holds no run")
         out = []
-        for title, kind, pairs in claims:
-            claim = Claim(title, kind)
-            for a, b, attack, metric in pairs:
-                c = compare(store, run["run_id"], a, b, attack, metric)
+        for spec in claim_set.claims:
+            claim = Claim(spec.title, spec.kind)
+            for p in spec.comparisons:
+                c = compare(store, run["run_id"], p.a, p.b, p.attack, p.metric)
                 if c is None:
-                    claim.missing.append(f"{a} vs {b} on {attack}")
+                    claim.missing.append(f"{p.a} vs {p.b} on {p.attack}")
                 else:
                     claim.comparisons.append(c)
-            if claim.comparisons and not claim.missing:
-                claim.verdict = (directional_verdict if kind == "directional" else equivalence_verdict)(claim.comparisons)
-            else:
-                claim.verdict = "not evaluated"
+            rule(claim)
             out.append(claim)
         return out, run
     finally:
         store.close()
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:+.2f} pts"
-
-
-def format_comparison(c: Comparison) -> str:
-    if c.metric == "rho":
-        effect = f"{c.effect:+.4f} (A {c.mean_a:.4f} vs B {c.mean_b:.4f})"
-        ci = f"[{c.ci[0]:+.4f}, {c.ci[1]:+.4f}]"
-        seeds = ", ".join(f"{e:+.4f}" for e in c.per_seed)
-        test = (f"Wilcoxon p = {c.test['p_value']:.3g} (n = {c.test['n']} image-seed pairs, median paired "
-                f"difference {c.test['median_difference']:+.4f})")
-    else:
-        effect = f"{_pct(c.effect)} (A {100 * c.mean_a:.2f}% vs B {100 * c.mean_b:.2f}%)"
-        ci = f"[{_pct(c.ci[0])}, {_pct(c.ci[1])}]"
-        seeds = ", ".join(_pct(e) for e in c.per_seed)
-        test = (f"McNemar p = {c.test['p_value']:.3g} (n = {c.test['n']}; only A correct {c.test['only_a_correct']}, "
-                f"only B correct {c.test['only_b_correct']})")
-    return (f"| {c.model_a} vs {c.model_b} | {c.attack} | {c.metric} | {effect} | {ci} | {seeds} | {test} |")
-
-
-def verdict_rules() -> str:
-    """The verdict rules in words, with the constants the code uses."""
-    return (f"Verdict rules (fixed in `robustbench_leak/report/claims.py` before any result was seen): a "
-            f"directional claim is *reproduced* when the pooled effect has the claimed sign, the paired test gives "
-            f"p < {ALPHA} and every seed shows that sign; *not reproduced* when the effect has the opposite sign "
-            f"with p < {ALPHA}; *inconclusive* otherwise. An equivalence claim is *reproduced* when the whole 95% CI "
-            f"lies within +-{100 * ACCURACY_MARGIN:.0f} accuracy point(s) (+-{100 * RHO_MARGIN:.0f}% of B's mean "
-            f"rho), *not reproduced* when it lies wholly outside, *inconclusive* otherwise. A claim with several "
-            f"comparisons is reproduced when all are, not reproduced when any is.")
-
-
-def summary_table(claims: list[Claim]) -> str:
-    lines = ["| # | claim | verdict | comparisons (seeds) |", "|---|---|---|---|"]
-    for i, claim in enumerate(claims, 1):
-        seeds = ", ".join(f"{c.model_a} vs {c.model_b} on {c.attack} ({c.n_seeds})" for c in claim.comparisons)
-        lines.append(f"| {i} | {claim.title} | **{claim.verdict}** | {seeds or 'none in the store'} |")
-    return "\n".join(lines)
 
 
 def protocol_line(run_dir: str | Path) -> str:
@@ -277,31 +182,12 @@ def protocol_line(run_dir: str | Path) -> str:
     return f"_Protocol: {desc}._" if desc else ""
 
 
-def to_markdown(claims: list[Claim], protocol: str = "") -> str:
-    """The claims as Markdown; ``protocol`` (see :func:`protocol_line`) is repeated under every table."""
-    lines = [summary_table(claims), "", *([protocol, ""] if protocol else []), verdict_rules(), ""]
-    for i, claim in enumerate(claims, 1):
-        lines += [f"### Claim {i}: {claim.title}", "", f"**Verdict: {claim.verdict}** ({claim.kind} claim)", ""]
-        if claim.comparisons:
-            lines += ["| A vs B | attack | metric | effect A - B (mean over seeds) | 95% CI | per seed | paired test |",
-                      "|---|---|---|---|---|---|---|"]
-            lines += [format_comparison(c) for c in claim.comparisons]
-            lines += ["", protocol] if protocol else []
-        for m in claim.missing:
-            lines.append(f"- missing from the store: {m}")
-        lines.append("")
-    return "\n".join(lines)
-
-
 def art_defect_table(art_dir: str | Path) -> str:
     """ART as-is vs fixed vs the native engine on the same grid, per model and seed, from the store."""
     store = Store.open_existing(art_dir)
     try:
         run = store.latest_run()
-        rows = store.frame("""
-            SELECT rc.model, rc.seed, rc.attack, m.metric, m.value, m.lo, m.hi FROM run_cells rc
-            JOIN cells c ON c.cell_key = rc.cell_key AND c.status = 'done' JOIN metrics m ON m.cell_key = rc.cell_key
-            WHERE rc.run_id = ? AND rc.kind = 'eval'""", (run["run_id"],))
+        rows = store.results(run["run_id"])
     finally:
         store.close()
     if rows.empty:
@@ -323,10 +209,7 @@ def coverage_lines(run_dir: str | Path) -> list[str]:
     store = Store.open_existing(run_dir)
     try:
         run = store.latest_run()
-        cells = store.frame("""
-            SELECT rc.model, rc.seed, COALESCE(SUM(c.status = 'done'), 0) AS done, COUNT(*) AS planned FROM run_cells rc
-            LEFT JOIN cells c ON c.cell_key = rc.cell_key WHERE rc.run_id = ? AND rc.kind = 'eval'
-            GROUP BY rc.model, rc.seed""", (run["run_id"],))
+        cells = store.eval_coverage(run["run_id"])
     finally:
         store.close()
     if cells.empty:
@@ -344,12 +227,10 @@ def coverage_lines(run_dir: str | Path) -> list[str]:
 
 
 def provenance_lines(run_dir: str | Path) -> list[str]:
-    import json
-
     store = Store.open_existing(run_dir)
     try:
         run = store.latest_run()
-        first = store.frame("SELECT MIN(started_at) AS t FROM runs").t.iloc[0]
+        first = store.runs().started_at.min()
     finally:
         store.close()
     versions = json.loads(run["versions"] or "{}")

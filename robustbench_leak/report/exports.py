@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from ..attacks import attack_class
-from .fmt import (PERCENT_METRICS, cell_text, footnote_number, human, metric_columns, missing, row_flags,
+from .fmt import (INTERVAL_DOCS, PERCENT_METRICS, cell_text, footnote_number, human, metric_columns, missing, row_flags,
                   split_column, value_text)
 from .loader import RunData, parse_json
 
@@ -56,6 +56,9 @@ def record(run: RunData, row: pd.Series, table: pd.DataFrame) -> dict[str, Any]:
         for part in ("std", "lo", "hi"):
             if f"{col}.{part}" in row.index and not missing(row[f"{col}.{part}"]):
                 entry[part] = _clean(row[f"{col}.{part}"])
+        covers = row.get(f"{col}.interval")
+        if not missing(covers):  # what [lo, hi] covers: "seeds" or "images"
+            entry["interval"] = {"covers": covers, "method": INTERVAL_DOCS[covers]}
         per_seed = results[(results.attack == label) & (results.metric == metric)]
         if len(per_seed):
             entry["per_seed"] = {str(int(s)): _clean(v) for s, v in zip(per_seed.seed, per_seed.value)}
@@ -128,8 +131,12 @@ def to_latex(table: pd.DataFrame, legend: dict[str, str], rank_col: str, title: 
                 cells.append(text)
             body.append(" & ".join(cells) + " \\\\")
         label = re.sub(r"[^A-Za-z0-9]+", "-", str(dataset)).strip("-")
+        kinds = {k for c in group.columns if c.endswith(".interval") for k in group[c].dropna()}
+        intervals = [("rows with several seeds: " if k == "seeds" else "single-seed rows: ") + INTERVAL_DOCS[k]
+                     for k in INTERVAL_DOCS if k in kinds]
         caption = " ".join([f"{title}: {dataset}. Ranked by {rank_col} (descending).",
-                            *(p[0].upper() + p[1:] + "." for p in protocols)])
+                            *(p[0].upper() + p[1:] + "." for p in protocols),
+                            *(["Intervals [lo, hi]: " + "; ".join(intervals) + "."] if intervals else [])])
         out += ["\\begin{table}[t]", "\\centering", "\\small",
                 f"\\caption{{{latex_escape(caption)}}}", f"\\label{{tab:leaderboard-{label}}}",
                 "\\begin{tabular}{" + "r" + "l" * (len(heads) - 1 - len(cols)) + "r" * len(cols) + "}",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import matplotlib
 
@@ -42,8 +44,24 @@ class Figure:
         return next((p for p in self.files if p.suffix == ".png"), None)
 
 
+# the protocol line(s) of the runs being plotted, set by ``protocol_title``: every saved figure states it
+_PROTOCOL: ContextVar[str] = ContextVar("protocol", default="")
+
+
+@contextmanager
+def protocol_title(text: str) -> Iterator[None]:
+    """Within the block, ``save`` puts ``text`` (e.g. "protocol of run x: CPU-scale ...") over every figure."""
+    token = _PROTOCOL.set(text)
+    try:
+        yield
+    finally:
+        _PROTOCOL.reset(token)
+
+
 def save(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
+    if _PROTOCOL.get():
+        fig.suptitle(_PROTOCOL.get(), fontsize=7, color="0.3")
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg"]
     for path in paths:
         # no date in the SVG: rendering the same data twice gives the same file

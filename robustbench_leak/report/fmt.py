@@ -9,7 +9,12 @@ import pandas as pd
 
 PERCENT_METRICS = {"accuracy", "clean_accuracy", "robust_accuracy", "robust_accuracy_conditional", "success_rate",
                    "fooling_rate", "worst_of_grid_accuracy", "fit_fooling_rate", "sanity_pgd_success"}
-AUX_SUFFIXES = (".std", ".lo", ".hi", ".flags")
+AUX_SUFFIXES = (".std", ".lo", ".hi", ".interval", ".flags")
+# what a row's [lo, hi] covers, by the value of its '<col>.interval' column
+INTERVAL_DOCS = {
+    "seeds": "95% t-interval over the per-seed values (training randomness, with each seed's test-set sampling)",
+    "images": "95% bootstrap over the test images of the single seed (test-set sampling only)",
+}
 # every leaderboard column that is not a metric
 BASE_COLUMNS = ["dataset", "rank", "model", "run", "arch", "kernel", "window", "params", "flops", "seeds"]
 

@@ -8,9 +8,10 @@ import pandas as pd
 
 from ..attacks import attack_class
 from ..metrics import robustness_curve
-from .figures import Figure, grid, palette, save, shared_legend, style
+from .figures import Figure, grid, palette, protocol_title, save, shared_legend, style
 from .fmt import PERCENT_METRICS, missing, row_label, split_column
 from .loader import RunData, parse_json
+from .spatial_sensitivity import transform_table
 
 
 def pareto_front(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -94,7 +95,8 @@ def _limits(ax, x_col: str, y_col: str) -> None:
 
 def accuracy_vs_robustness(runs: list[RunData], table: pd.DataFrame, out: Path) -> Figure:
     fig_info = Figure("accuracy_vs_robustness", "Clean accuracy vs robustness",
-                      "Each point is a leaderboard row; error bars are the 95% confidence interval when stored, "
+                      "Each point is a leaderboard row; error bars are the row's 95% interval when stored (rows "
+                      "with several seeds: t-interval over seeds; single-seed rows: bootstrap over test images), "
                       "else the std across seeds. Ringed points joined by the dashed line form the Pareto front: "
                       "no other model is both more accurate and more robust.")
     x_col, y_cols = clean_column(runs, table), robustness_columns(runs, table)
@@ -199,7 +201,8 @@ def robustness_curves(runs: list[RunData], table: pd.DataFrame, out: Path) -> Fi
 
 
 def spatial_grids(runs: list[RunData], table: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
-    """(attack label, row label, mean accuracy per (translation, rotation)) for cells that stored a grid."""
+    """(attack label, row label, mean accuracy per (translation, rotation)) for cells that stored their grid
+    (info ``per_transform``, or ``grid`` in older stores)."""
     by_run = {r.label: r for r in runs}
     out = []
     for label in _attack_labels(runs, "spatial"):
@@ -207,10 +210,11 @@ def spatial_grids(runs: list[RunData], table: pd.DataFrame) -> list[tuple[str, s
             run = by_run[row.run]
             cells = run.cells[(run.cells.model == row.model) & (run.cells.dataset == row.dataset)
                               & (run.cells.attack == label)]
-            points = [p for info in cells["info"] for p in info.get("grid") or []]
-            if not points:
+            tables = [t[0] for t in map(transform_table, cells["info"]) if t is not None]
+            if not tables:
                 continue
-            frame = pd.DataFrame(points)
+            frame = pd.concat(tables, ignore_index=True).rename(
+                columns={"ty": "shift_rows", "tx": "shift_cols", "rot": "rotation_deg"})
             frame["translation"] = [f"({int(r):+d}, {int(c):+d})" for r, c in zip(frame.shift_rows, frame.shift_cols)]
             frame = frame.groupby(["shift_rows", "shift_cols", "translation", "rotation_deg"], as_index=False)[
                 "accuracy"].mean()  # mean over seeds
@@ -305,9 +309,15 @@ def make_plots(runs: list[RunData], table: pd.DataFrame, out: Path) -> list[Figu
     from .kernels import first_layer_kernels, windows_figure
 
     style()
-    figures = [accuracy_vs_robustness(runs, table, out), robustness_curves(runs, table, out),
-               spatial_heatmaps(runs, table, out), training_curves(runs, table, out),
-               first_layer_kernels(runs, table, out), windows_figure(out)]
+    protocol = "; ".join(r.protocol() for r in runs if r.protocol())
+    with protocol_title(protocol):  # over every figure made from the runs' results (not the window shapes)
+        figures = [accuracy_vs_robustness(runs, table, out), robustness_curves(runs, table, out),
+                   spatial_heatmaps(runs, table, out), training_curves(runs, table, out),
+                   first_layer_kernels(runs, table, out)]
+    if protocol:
+        for fig in figures:
+            fig.caption += f" {protocol[0].upper()}{protocol[1:]}."
+    figures.append(windows_figure(out))
     for fig in figures:
         if not fig.files:  # a figure of an earlier render must not outlive its data
             for suffix in (".png", ".svg"):

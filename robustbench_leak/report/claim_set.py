@@ -1,0 +1,76 @@
+"""Claim sets as data: one YAML file per set under ``report/claim_sets/``, validated when loaded.
+
+A claim set names the config it was written for (``config``, a file under ``configs/``), and each claim
+lists paired comparisons ``a`` vs ``b`` on an attack label of that config, for a metric: ``correct``
+(accuracy after the attack; clean accuracy for attack ``clean``) or ``rho`` (DeepFool's minimal
+perturbation size, on the images both models classify correctly).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..attacks.base import _short
+
+CLAIM_SET_DIR = Path(__file__).parent / "claim_sets"
+
+
+class ComparisonSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    a: str = Field(min_length=1, max_length=100)
+    b: str = Field(min_length=1, max_length=100)
+    attack: str = Field(min_length=1, max_length=100)
+    metric: Literal["correct", "rho"]
+
+
+class ClaimSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str = Field(min_length=1, max_length=300)
+    kind: Literal["directional", "equivalence"]
+    comparisons: list[ComparisonSpec] = Field(min_length=1, max_length=20)
+
+
+class ClaimSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    description: str = Field(min_length=1, max_length=500)
+    config: str = Field(min_length=1, max_length=200)
+    claims: list[ClaimSpec] = Field(min_length=1, max_length=100)
+    name: str = ""  # the file's stem, set when loaded
+
+
+def claim_set_names() -> list[str]:
+    """The claim sets shipped with the package (file stems), sorted."""
+    return sorted(p.stem for p in CLAIM_SET_DIR.glob("*.yaml"))
+
+
+def _one_line(err: ValidationError, path: Path) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    return f"{path}: {key}: {first['msg']}"
+
+
+def load_claim_set(name_or_path: str | Path) -> ClaimSet:
+    """A shipped claim set by name (see :func:`claim_set_names`), or any claim-set YAML file by path."""
+    text = str(name_or_path)
+    path = CLAIM_SET_DIR / f"{text}.yaml" if text in claim_set_names() else Path(text)
+    if not path.is_file():
+        raise ValueError(f"{_short(text)}: claims: expected one of {', '.join(claim_set_names())} or a path to a "
+                         "claim-set YAML file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "(top level)"
+        raise ValueError(f"{path}: {where}: not valid YAML") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: (top level): expected a mapping with description, config and claims")
+    try:
+        claim_set = ClaimSet.model_validate(data)
+    except ValidationError as err:
+        raise ValueError(_one_line(err, path)) from None
+    claim_set.name = path.stem
+    return claim_set

@@ -1,0 +1,174 @@
+"""Markdown of the claims report: a summary table, the verdict rules, one section per claim (each
+comparison with both intervals, per-seed effects, p-values and its verdict), spatial sensitivity, and the
+sanity-flagged cells the report uses."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from .claims import Claim, Comparison
+from .spatial_sensitivity import Sensitivity, heatmap
+from .verdicts import rho_text, rules_text
+
+
+def _pts(x: float) -> str:
+    return "–" if not math.isfinite(x) else f"{100 * x:+.2f}"
+
+
+def _val(x: float, rho: bool) -> str:
+    if not math.isfinite(x):
+        return "–"
+    return rho_text(x) if rho else _pts(x)
+
+
+def _ci(ci: tuple[float, float], rho: bool) -> str:
+    if not all(math.isfinite(v) for v in ci):
+        return "–"
+    return f"[{_val(ci[0], rho)}, {_val(ci[1], rho)}]"
+
+
+def _p(x: float) -> str:
+    return "–" if not math.isfinite(x) else f"{x:.3g}"
+
+
+def _clustered_p(test: dict) -> str:
+    """The clustered p; at the Monte Carlo floor it says so (no permutation was as extreme)."""
+    p = test["p_value"]
+    if not test["exact"] and test["n_perm"] and p <= 1 / (1 + test["n_perm"]) + 1e-12:
+        return f"<= {p:.1g} (none of {test['n_perm']:,} permutations as extreme)"
+    return _p(p)
+
+
+def comparison_row(c: Comparison) -> str:
+    rho = c.metric == "rho"
+    unit = "" if rho else " pts"
+    means = (f"A {c.mean_a:.4f} vs B {c.mean_b:.4f}" if rho else f"A {100 * c.mean_a:.2f}% vs B {100 * c.mean_b:.2f}%")
+    seeds = ", ".join(f"{s}: {_val(e, rho)}" for s, e in zip(c.seeds, c.per_seed))
+    cl = c.clustered
+    clustered = (f"{_clustered_p(cl)} ({cl['images_differing']} images differ, "
+                 f"{cl['images_differing_in_2_or_more_seeds']} in 2+ seeds)")
+    verdict = c.ruling.verdict if c.ruling else "–"
+    return (f"| {c.model_a} vs {c.model_b} | {c.attack} | {c.metric} | {_val(c.effect, rho)}{unit} ({means}) | "
+            f"{_ci(c.image_ci, rho)} | {_ci(c.seed_ci, rho)} (two-stage bootstrap {_ci(c.two_stage_ci, rho)}) | "
+            f"{seeds} | t-test {_p(c.seed_test['p_value'])}; sign-flip {_p(c.sign_flip['p_value'])} | {clustered} | "
+            f"{verdict} |")
+
+
+TABLE_HEAD = ["| A vs B | attack | metric | effect A - B (mean over seeds) | image-level 95% CI "
+              "| seed-level 95% CI (t) | per seed (seed: effect) | seed-level p | image-clustered p | verdict |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+
+
+def summary_table(claims: list[Claim]) -> str:
+    lines = ["| # | claim | verdict | comparisons (seeds) |", "|---|---|---|---|"]
+    for i, claim in enumerate(claims, 1):
+        seeds = ", ".join(f"{c.model_a} vs {c.model_b} on {c.attack} ({c.n_seeds})" for c in claim.comparisons)
+        lines.append(f"| {i} | {claim.title} | **{claim.verdict}** | {seeds or 'none in the store'} |")
+    return "\n".join(lines)
+
+
+def how_to_read() -> str:
+    return ("How to read a comparison: accuracy effects are in percentage points, rho effects absolute. The "
+            "image-level interval resamples the test images jointly across seeds with the seeds fixed (test-set "
+            "sampling only; 2,000 draws). The seed-level interval is the 95% t-interval of the per-seed effects "
+            "(training randomness); the two-stage bootstrap beside it resamples seeds, then images. The seed-level "
+            "p-values test the per-seed effects against 0: a one-sample t-test, and an exact sign-flip test (which "
+            "cannot go below 2 / 2^seeds). The image-clustered p is a permutation test that swaps A and B on an "
+            "image in every seed at once, so an image counts once however many seeds it differs in (for accuracy "
+            "a McNemar test clustered by image, exact; for rho a test of the mean paired difference, 10,000 "
+            "permutations).")
+
+
+def _sensitivity_lines(c: Comparison, sens: Sensitivity, base: Path | None) -> list[str]:
+    src = ("accuracy on the attacked images under each transform of the attack's grid, from the cells' "
+           + ("`per_transform`" if sens.source == "per_transform" else "`grid` (written before `per_transform`)"))
+    seeds = ", ".join(f"{s}: {_pts(e)}" for s, e in zip(sens.seeds, sens.grid_effect_per_seed))
+    lines = [f"Sensitivity of {c.model_a} vs {c.model_b} on {c.attack} to the transform ({len(sens.table)} "
+             f"transforms, seeds {', '.join(map(str, sens.seeds))}; {src}):", "",
+             f"- averaged over the grid: A {100 * sens.grid_a:.2f}% vs B {100 * sens.grid_b:.2f}%, effect "
+             f"{_pts(sens.grid_a - sens.grid_b)} pts, seed-level 95% CI {_ci(sens.grid_effect_ci, False)} pts "
+             f"(per seed {seeds})"]
+    names = {"-": "negative rotations", "0": "no rotation", "+": "positive rotations"}
+    for key in ("-", "0", "+"):
+        if key in sens.by_direction:
+            a, b, d = sens.by_direction[key]
+            lines.append(f"- {names[key]} only: A {100 * a:.2f}% vs B {100 * b:.2f}%, effect {_pts(d)} pts")
+    lines.append("- per rotation, averaged over the shifts: " + ", ".join(
+        f"{rot:+g}°: {_pts(d)}" for rot, d in sorted(sens.by_rotation.items())) + " pts")
+    lines += ["", "The strongest transforms (lowest accuracy of A and B together), with the effect at each:", "",
+              "| tx px | ty px | rotation ° | A | B | effect A - B (pts) | per seed |",
+              "|---|---|---|---|---|---|---|"]
+    seed_cols = [col for col in sens.table.columns if col.startswith("diff_seed")]
+    for _, r in sens.top.iterrows():
+        per = ", ".join(_pts(r[col]) for col in seed_cols)
+        lines.append(f"| {r.tx:+.0f} | {r.ty:+.0f} | {r.rot:+.0f} | {100 * r.acc_a:.1f}% | {100 * r.acc_b:.1f}% | "
+                     f"{_pts(r['diff'])} | {per} |")
+    if sens.figure is not None:
+        rel = os.path.relpath(sens.figure, base) if base is not None else str(sens.figure)
+        lines += ["", f"![A - B per transform: {c.model_a} vs {c.model_b} on {c.attack}]({rel})"]
+    return lines + [""]
+
+
+def flagged_lines(claims: list[Claim]) -> list[str]:
+    """The sanity-flagged cells the report's comparisons use, each once."""
+    seen: dict[str, list[str]] = {}
+    for claim in claims:
+        for c in claim.comparisons:
+            for flag in c.flagged:
+                where = seen.setdefault(f"{c.attack}: {flag}", [])
+                if f"{c.model_a} vs {c.model_b}" not in where:
+                    where.append(f"{c.model_a} vs {c.model_b}")
+    if not seen:
+        return ["No cell used by this report was flagged by a sanity check."]
+    lines = ["Cells used by this report that a sanity check flagged (their values are kept; read the comparisons "
+             "that use them with care):", ""]
+    lines += [f"- {flag} (used in {', '.join(where)})" for flag, where in seen.items()]
+    return lines
+
+
+def to_markdown(claims: list[Claim], protocol: str = "", base: Path | None = None) -> str:
+    """The claims as Markdown; ``protocol`` (see ``claims.protocol_line``) is repeated under every table;
+    figure links are relative to ``base`` (the report's folder)."""
+    lines = [summary_table(claims), "", *([protocol, ""] if protocol else []), rules_text(), "", how_to_read(), ""]
+    lines += ["### Sanity-flagged cells", "", *flagged_lines(claims), ""]
+    for i, claim in enumerate(claims, 1):
+        lines += [f"### Claim {i}: {claim.title}", "", f"**Verdict: {claim.verdict}** ({claim.kind} claim)", ""]
+        if claim.comparisons:
+            lines += [*TABLE_HEAD, *[comparison_row(c) for c in claim.comparisons], ""]
+            for c in claim.comparisons:
+                if c.ruling:
+                    sign = (f"; {c.seeds_agreeing} of {c.n_seeds} seeds have A - B > 0"
+                            if claim.kind == "directional" else "")
+                    lines.append(f"- {c.model_a} vs {c.model_b} on {c.attack} ({c.metric}): **{c.ruling.verdict}**: "
+                                 f"{c.ruling.reason}{sign}.")
+                if c.flagged:
+                    lines.append(f"  Uses flagged cells: {'; '.join(c.flagged)}.")
+            lines.append("")
+            for c in claim.comparisons:
+                if c.sensitivity is not None:
+                    lines += _sensitivity_lines(c, c.sensitivity, base)
+                elif c.sensitivity_note:
+                    lines += [f"Sensitivity of {c.model_a} vs {c.model_b} on {c.attack} to the transform: "
+                              f"{c.sensitivity_note}.", ""]
+            lines += [protocol, ""] if protocol else []
+        for m in claim.missing:
+            lines.append(f"- missing from the store: {m}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_figures(claims: list[Claim], out_dir: Path, protocol: str = "") -> list[Path]:
+    """Heatmaps of A - B per transform for the comparisons that have spatial sensitivity."""
+    written = []
+    for claim in claims:
+        for c in claim.comparisons:
+            if c.sensitivity is not None:
+                title = f"{c.model_a} - {c.model_b}, {c.attack}: accuracy per transform"
+                if protocol:
+                    title += "\n" + protocol.strip("_").rstrip(".")
+                path = out_dir / f"spatial_diff_{c.attack}_{c.model_a}_vs_{c.model_b}.png"
+                c.sensitivity.figure = heatmap(c.sensitivity, title, path)
+                written.append(c.sensitivity.figure)
+    return written
