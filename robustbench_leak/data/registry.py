@@ -87,3 +87,13 @@ def _load_cached(spec_json: str) -> ImageDataset:
 @functools.lru_cache(maxsize=2)
 def _load_full(name: str, options_json: str) -> ImageDataset:
     return load_dataset(name, **json.loads(options_json))
+
+
+def dataset_shape(name: str, options: dict[str, Any] | None = None) -> Shape:
+    """(in_chans, num_classes, image_size) of dataset ``name`` with loader ``options``."""
+    entry = get_dataset_entry(name)
+    options = dict(options or {})
+    if entry.shape is not None:
+        return entry.shape({**entry.options(), **options})
+    data = entry.loader(**options)
+    return data.in_chans, data.num_classes, int(data.input_shape[-1])
