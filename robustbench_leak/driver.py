@@ -169,10 +169,17 @@ def _run_locked(config: Config, out: Path, executor: Executor, progress: bool, l
                                                      "seeds": config.run.seeds,
                                                      "executor": getattr(executor, "name", type(executor).__name__)},
                                                     indent=2) + "\n")
-    written = write_outputs([out], out, formats=tuple(formats or FORMATS))
+    try:
+        written = write_outputs([out], out, formats=tuple(formats or FORMATS))
+    except ValueError as exc:
+        if not failed:
+            raise
+        written = []  # nothing finished to rank: the failures below are the news
+        log(f"no leaderboard written: {exc}")
     plots = [p for p in written if p.parent.name == "plots"]
-    log("wrote " + ", ".join(str(p) for p in written if p not in plots)
-        + (f" and {len(plots)} plot files in {out / 'plots'}" if plots else ""))
+    if written:
+        log("wrote " + ", ".join(str(p) for p in written if p not in plots)
+            + (f" and {len(plots)} plot files in {out / 'plots'}" if plots else ""))
     if failed:
         raise CellsFailed(out, failed, len(jobs))
     return out

@@ -62,9 +62,13 @@ def mark_folder(out: Path) -> None:
 def check_out_file(path: Path, what: str, signature: str) -> None:
     """An existing file may be overwritten only when it holds ``signature`` (a line our outputs carry), or
     for JSON, a top-level ``signature`` key."""
-    if not path.exists():
+    try:
+        exists, is_file = path.exists(), path.is_file()
+    except OSError as exc:
+        raise ValueError(f"{str(path)[:200]}: {what}: not a usable path ({exc.strerror or exc})") from None
+    if not exists:
         return
-    if not path.is_file():
+    if not is_file:
         raise ValueError(f"{path}: {what}: not a file")
     try:
         text = path.read_text(errors="replace")[:1_000_000]

@@ -14,6 +14,16 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_datasets():
+    """Tests point the same dataset spec at different files (RBLEAK_FASHION_MNIST): no cached loads across them."""
+    from robustbench_leak.data.registry import clear_dataset_cache
+
+    clear_dataset_cache()
+    yield
+    clear_dataset_cache()
+
+
+@pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
 

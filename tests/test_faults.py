@@ -12,6 +12,7 @@ from robustbench_leak.cli import main
 from robustbench_leak.config import load_config
 from robustbench_leak.outlock import LOCK_NAME, OutDirLocked, locked_out_dir
 from robustbench_leak.runner import CellsFailed, run_config
+from robustbench_leak.store import Store
 
 FAULTY = """
 name: faulty
@@ -87,7 +88,8 @@ def test_failed_cells_are_stored_reported_and_retried(tmp_path, capsys):
 def test_second_run_into_a_held_folder_refuses_and_leaves_the_store_alone(tiny_config, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "results.sqlite").write_bytes(b"a store another run is writing")
+    Store(out / "results.sqlite").close()  # a store another run is writing
+    before = (out / "results.sqlite").read_bytes()
     with locked_out_dir(out):
         assert main(["run", str(tiny_config), "--out", str(out), "--quiet"]) == 1
         err = capsys.readouterr().err
@@ -95,7 +97,7 @@ def test_second_run_into_a_held_folder_refuses_and_leaves_the_store_alone(tiny_c
         assert len(err.splitlines()) == 1
         with pytest.raises(OutDirLocked, match=str(out.resolve())):
             run_config(load_config(tiny_config), out, progress=False, log=lambda line: None, formats=CSV)
-    assert (out / "results.sqlite").read_bytes() == b"a store another run is writing"
+    assert (out / "results.sqlite").read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == sorted([LOCK_NAME, "results.sqlite"])
     # released with the holder: the lock can be taken again at once
     with locked_out_dir(out):

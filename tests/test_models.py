@@ -114,7 +114,7 @@ def test_first_layer_stride_2_rest_stride_1():
 
 
 def test_tomen_cnn_rejects_one_layer():
-    with pytest.raises(ValueError, match="n_layers >= 2"):
+    with pytest.raises(ValueError, match="n_layers: Input should be greater than or equal to 2"):
         create_model("tomen_cnn", num_classes=10, in_chans=1, n_layers=1)
 
 

@@ -190,7 +190,8 @@ def test_missing_cifar_data_names_the_folder(tmp_path, monkeypatch):
 
 def test_paper_fashion_mnist_gpu_scale_protocol_loads(tmp_path, monkeypatch):
     """The GPU-scale protocol: the CPU-scale config's models, attacks and seeds at depth 6, width 64, 10 epochs."""
-    monkeypatch.setenv("RBLEAK_FASHION_MNIST", str(write_mnist_like(tmp_path / "fmnist")))
+    # enough test images for the configs' counts: 1,000 attacked plus the spatial fit split of 500
+    monkeypatch.setenv("RBLEAK_FASHION_MNIST", str(write_mnist_like(tmp_path / "fmnist", n_test=1500)))
     gpu = load_config(REPO / "configs" / "paper-fashion-mnist-gpu-scale.yaml")
     cpu = load_config(REPO / "configs" / "paper-fashion-mnist.yaml")
     assert [m.name for m in gpu.run.models] == [m.name for m in cpu.run.models]

@@ -103,16 +103,21 @@ def test_killed_worker_is_retried_and_the_run_completes(ray_cluster, tmp_path, m
 
 
 def test_raising_cell_is_reported_and_the_rest_completes(ray_cluster, tmp_path):
-    text = GRID + "  - {preset: spatial, label: overlap, n_samples: 48, fit_samples: 32}\n"  # 48 + 32 > 64
+    # a config error is caught before any work, so the failure here happens at run time: training diverges
+    text = GRID.replace("kernel_size: 7, window: hamming}\n", "kernel_size: 7, window: hamming}\n"
+                        "    training: {lr: 1.0e+12}\n")
+    assert text != GRID
     with pytest.raises(CellsFailed) as info:
         run_config(grid(tmp_path, text), tmp_path / "out", executor=RayExecutor(), progress=False,
                    log=lambda line: None, formats=CSV)
     failed = str(info.value).splitlines()[1:]
-    assert len(failed) == 2 and all("/ overlap / seed 0: ValueError: attack 'spatial' fits on" in f for f in failed)
+    assert failed and all("small-7x7-hamming" in f for f in failed)
+    assert any("non-finite" in f for f in failed)
     rows = sqlite3.connect(tmp_path / "out" / "results.sqlite").execute(
-        "SELECT rc.attack, c.status FROM cells c JOIN run_cells rc ON rc.cell_key = c.cell_key "
+        "SELECT rc.model, rc.attack, c.status FROM cells c JOIN run_cells rc ON rc.cell_key = c.cell_key "
         "WHERE rc.kind = 'eval'").fetchall()
-    assert sorted(rows) == [("clean", "done")] * 2 + [("deepfool", "done")] * 2 + [("overlap", "failed")] * 2
+    assert sorted(rows) == [("small-3x3", "clean", "done"), ("small-3x3", "deepfool", "done"),
+                            ("small-7x7-hamming", "clean", "failed"), ("small-7x7-hamming", "deepfool", "failed")]
 
 
 def test_resource_requests(repo):

@@ -25,7 +25,7 @@ class _Strict(BaseModel):
 
 class TrainingCfg(_Strict):
     optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(0.01, gt=0, le=100)
+    lr: float = Field(0.01, gt=0)
     momentum: float = Field(0.9, ge=0, le=1)
     weight_decay: float = Field(1e-3, ge=0, le=1)
     nesterov: bool = False

@@ -77,6 +77,12 @@ def load_dataset_cached(spec: dict[str, Any]) -> ImageDataset:
     return _load_cached(json.dumps(spec, sort_keys=True))
 
 
+def clear_dataset_cache() -> None:
+    """Forget loaded datasets (the cache key is the spec, not the files it resolves to)."""
+    _load_cached.cache_clear()
+    _load_full.cache_clear()
+
+
 @functools.lru_cache(maxsize=4)
 def _load_cached(spec_json: str) -> ImageDataset:
     spec = json.loads(spec_json)

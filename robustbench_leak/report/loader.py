@@ -38,9 +38,8 @@ class RunData:
         if self.run.get("status") == "done" and self.missing_evals == 0:
             return ""
         done = self.planned_evals - self.missing_evals
-        return (f"run {self.label} is not complete (latest run {self.run['run_id']}: "
-                f"{self.run.get('status') or 'unknown status'}; {done} of {self.planned_evals} evaluations have a "
-                "result); missing values show as –")
+        return (f"run {self.label} is not complete ({self.run.get('status') or 'unknown status'}: {done} of "
+                f"{self.planned_evals} evaluations finished); missing values show as –")
 
     def status_notes(self) -> list[str]:
         """What a table of this run must say about its completeness: the latest run, then unfinished ones."""
