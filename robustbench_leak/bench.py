@@ -46,7 +46,6 @@ def output_path(out: str, default_name: str = "bench.json") -> Path:
         raise ValueError(f"--out: {out}: folder does not exist; create it or give a file path in an existing folder")
     if not os.path.isdir(path.parent):
         raise ValueError(f"--out: {path.parent}: folder does not exist; create it or give an existing folder")
-    check_out_file(path, "--out", "provenance")
     existed = os.path.exists(path)
     try:
         with open(path, "a"):
@@ -55,6 +54,7 @@ def output_path(out: str, default_name: str = "bench.json") -> Path:
         raise ValueError(f"--out: {path}: not writable ({type(exc).__name__}); give a writable file or folder") from None
     if not existed:
         path.unlink()
+    check_out_file(path, "--out", "provenance")
     return path
 
 

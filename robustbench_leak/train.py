@@ -224,6 +224,8 @@ def count_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: to
 def fits_on_device(tensors: list[torch.Tensor], device: torch.device) -> bool:
     """Whether ``tensors`` may stay resident on ``device``: always on the CPU; on CUDA when they take at most
     ``RESIDENT_SHARE`` of its free memory."""
+    if not all(isinstance(t, torch.Tensor) for t in tensors):
+        return False  # a lazily decoded image set (ImageNet folders) is read batch by batch
     if device.type != "cuda":
         return True
     free, _ = torch.cuda.mem_get_info(device)
@@ -235,7 +237,7 @@ def resident(tensors: list[torch.Tensor], device: torch.device) -> tuple[list[to
     whether they moved."""
     if fits_on_device(tensors, device):
         return [t.to(device) for t in tensors], True
-    return [t.pin_memory() if device.type == "cuda" else t for t in tensors], False
+    return [t.pin_memory() if device.type == "cuda" and isinstance(t, torch.Tensor) else t for t in tensors], False
 
 
 def show_progress(progress: bool) -> bool:
@@ -273,7 +275,7 @@ def train_model(model: nn.Module, data: ImageDataset, s: TrainSettings, seed: in
                 draws = draws.to(device) if on_device else draws
             elif s.augment != "none":
                 raise ValueError(f"unknown augment {s.augment!r}; allowed: none, flip_crop")
-            order = order.to(train_x.device)
+            order = order.to(train_y.device)  # labels are always a tensor (images may be decoded lazily)
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
             correct = torch.zeros((), dtype=torch.long, device=device)
             first_bad = torch.full((), steps, dtype=torch.long, device=device)  # steps: none so far

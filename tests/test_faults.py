@@ -33,8 +33,8 @@ models:
     training: {lr: 1.0e+12}
 attacks:
   - clean
-  # 48 attacked + 32 fitted > 64 test images: this cell raises when it runs, for every model
-  - {preset: spatial, label: overlap, n_samples: 48, fit_samples: 32, params: {num_translations: 2, num_rotations: 2}}
+  # a valid attack whose engine the test makes raise when it runs (a config error would stop the run first)
+  - {preset: spatial, label: overlap, n_samples: 16, fit_samples: 16, params: {num_translations: 2, num_rotations: 2}}
 """
 CSV = ("csv",)  # the leaderboard table alone: rendering plots takes longer than this grid
 
@@ -47,7 +47,13 @@ def cells(out):
     return {(kind, model, attack): (status, json.loads(info)) for status, kind, model, attack, info in rows}
 
 
-def test_failed_cells_are_stored_reported_and_retried(tmp_path, capsys):
+def test_failed_cells_are_stored_reported_and_retried(tmp_path, capsys, monkeypatch):
+    from robustbench_leak.attacks.native_spatial import NativeSpatial
+
+    def broken(self, *args, **kwargs):
+        raise ValueError("injected fault: the spatial engine raised")
+
+    monkeypatch.setattr(NativeSpatial, "run", broken)
     path = tmp_path / "faulty.yaml"
     path.write_text(FAULTY)
     out = tmp_path / "out"
@@ -60,7 +66,7 @@ def test_failed_cells_are_stored_reported_and_retried(tmp_path, capsys):
     assert "train diverges / synthetic / seed 0: FloatingPointError: diverges: loss became" in message
     assert "eval diverges / clean / seed 0: its model failed to train" in message
     assert "eval diverges / overlap / seed 0: its model failed to train" in message
-    assert "eval ok / overlap / seed 0: ValueError: attack 'spatial' fits on the last 32 test images" in message
+    assert "eval ok / overlap / seed 0: ValueError: injected fault: the spatial engine raised" in message
     assert len(message.splitlines()) == 1 + 4
 
     stored = cells(out)
@@ -71,7 +77,7 @@ def test_failed_cells_are_stored_reported_and_retried(tmp_path, capsys):
     assert stored[("eval", "diverges", "clean")][1]["error"] == "its model failed to train"
     assert json.loads((out / "provenance.json").read_text())["executor"] == "local"
     # the leaderboard holds what finished; the failed run says it is not complete
-    board = pd.read_csv(out / "leaderboard.csv")
+    board = pd.read_csv(out / "leaderboard.csv", comment="#")
     assert board.set_index("model").loc["ok", "clean.accuracy"] > 0
     status = sqlite3.connect(out / "results.sqlite").execute("SELECT status FROM runs").fetchone()[0]
     assert status == "failed"

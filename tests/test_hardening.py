@@ -60,7 +60,7 @@ def test_failed_later_run_keeps_earlier_results_visible(tmp_path):
     assert sorted(table.model) == ["a", "b"]
     written = write_outputs([tmp_path], tmp_path, formats=("md",))
     md = written[0].read_text()
-    assert "r2" in md and "failed" in md and "0 of 1 evaluations" in md
+    assert "(failed: 0 of 1 evaluations finished)" in md
 
 
 def test_newest_finished_result_of_each_cell_wins(tmp_path):
@@ -251,8 +251,12 @@ def test_non_finite_loss_is_one_line(tmp_path, capsys, monkeypatch, tiny_config)
     real = torch.nn.functional.cross_entropy
     monkeypatch.setattr(torch.nn.functional, "cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))
     cfg = _write(tmp_path, TINY_CONFIG.replace("lr: 0.1", "lr: 0.0987"))  # a key of its own: nothing cached
-    err = _cli_error(capsys, "run", str(cfg), "--out", str(tmp_path / "out"))
-    assert "loss became non-finite" in err and "epoch 1" in err and "traceback" not in err
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    # one line for the run, then one per failed cell (the cells that cannot run without the model say so)
+    lines = err.splitlines()
+    assert lines[0].startswith("rbleak: error: ") and "8 of the 8 cells" in lines[0] and "Traceback" not in err
+    assert "loss became non-finite at epoch 1" in err and len(lines) == 9
 
 
 def test_unexpected_error_goes_to_a_log_not_the_terminal(tmp_path, capsys, monkeypatch):
