@@ -317,6 +317,13 @@ class Store:
             SELECT s.* FROM samples s JOIN chosen ch ON ch.cell_key = s.cell_key
             WHERE ch.kind = 'eval' AND s.l2 IS NOT NULL ORDER BY s.cell_key, s.idx""")
 
+    def attack_order(self, run_id: str) -> list[str]:
+        """Attack labels in the order the run's config lists them; labels only earlier runs had come after."""
+        return [r[0] for r in self.conn.execute("""
+            SELECT attack FROM run_cells WHERE kind = 'eval' GROUP BY attack
+            ORDER BY MIN(CASE WHEN run_id = ? THEN rowid END) IS NULL, MIN(CASE WHEN run_id = ? THEN rowid END),
+                     MIN(rowid)""", (run_id, run_id))]
+
     def missing_slots(self, run_id: str) -> int:
         """Eval slots a run planned that have no finished result from any run."""
         return int(self.conn.execute(self.NEWEST + """

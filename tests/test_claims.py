@@ -202,3 +202,36 @@ def test_flagged_cells_are_named(store, tmp_path):
     md = to_markdown(claims)
     assert "- deepfool: better seed 1: gradient masking suspected (used in better vs worse)" in md
     assert "Uses flagged cells: better seed 1: gradient masking suspected." in md
+
+
+def test_low_frequency_question_from_stored_spectra(tmp_path):
+    """The spectra question compares 1 - hf_share per image; stores without spectra say so instead."""
+    rng = np.random.default_rng(1)
+    s = Store(tmp_path / "results.sqlite")
+    s.start_run("r", config_name="t", config_yaml="name: t\n")
+    rows = []
+    for seed in (0, 1, 2):
+        for model, centre in (("smooth", 0.2), ("rough", 0.5)):
+            key = f"{model}-{seed}"
+            hf = np.clip(centre + 0.05 * rng.standard_normal(N), 0, 1)
+            hf[:10] = np.nan  # images the attack did not fool: no spectrum
+            samples = {"label": np.zeros(N, int), "clean_pred": np.zeros(N, int), "adv_pred": np.ones(N, int),
+                       "l2": np.full(N, 0.5), "rho": np.full(N, 0.05), "hf_share": hf, "centroid": hf / 2}
+            s.record_cell(key, "eval", {"attack": {"kind": "deepfool"}}, "r", "cpu", "t", 1.0, {"n": N}, samples)
+            rows.append({"cell_key": key, "kind": "eval", "train_key": key, "model": model, "arch": "x",
+                         "dataset": "d", "seed": seed, "attack": "deepfool"})
+    s.add_run_cells("r", rows)
+    s.finish_run("r")
+    s.close()
+    question = ("q", "directional", [("smooth", "rough", "deepfool", "low_freq_share")])
+    claims, _ = evaluate_claims(tmp_path, claim_set(question))
+    c = claims[0].comparisons[0]
+    assert c.metric == "low_freq_share" and c.effect == pytest.approx(0.3, abs=0.02)
+    assert c.n_images == N and claims[0].verdict == verdicts.REPRODUCED
+    # a store whose cells hold no spectra (the published runs so far): not evaluated, with the reason
+    s = Store(tmp_path / "results.sqlite")
+    s.conn.execute("UPDATE samples SET hf_share = NULL")
+    s.conn.commit()
+    s.close()
+    claims, _ = evaluate_claims(tmp_path, claim_set(question))
+    assert claims[0].verdict == verdicts.NOT_EVALUATED and "no perturbation spectra stored" in claims[0].missing[0]

@@ -79,6 +79,8 @@ def test_newest_finished_result_of_each_cell_wins(tmp_path):
     table, _, _ = build_table([tmp_path], rank_by="clean.accuracy")
     assert table.loc[0, "clean.accuracy"] == pytest.approx(0.9)
     assert table.loc[0, "deepfool.rho_mean"] == pytest.approx(0.05)  # r1's cell, not hidden by r2
+    columns = list(table.columns)  # the config's attack order, although r2 computed 'clean' last
+    assert columns.index("clean.accuracy") < columns.index("deepfool.rho_mean")
 
 
 # 2. files that are not ours are never modified ---------------------------------------------------------

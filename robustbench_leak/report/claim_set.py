@@ -24,7 +24,9 @@ class ComparisonSpec(BaseModel):
     a: str = Field(min_length=1, max_length=100)
     b: str = Field(min_length=1, max_length=100)
     attack: str = Field(min_length=1, max_length=100)
-    metric: Literal["correct", "rho"]
+    # correct: accuracy after the attack; rho: minimal perturbation size; low_freq_share: share of the
+    # minimal perturbation's energy below half-Nyquist (1 - hf_share; higher = lower-frequency)
+    metric: Literal["correct", "rho", "low_freq_share"]
 
 
 class ClaimSpec(BaseModel):

@@ -103,6 +103,11 @@ def compare(store: Store, run_id: str, model_a: str, model_b: str, attack: str, 
             mask = ((a.clean_pred == a.label) & (b.clean_pred == b.label)).to_numpy()
             va, vb = a.rho.to_numpy(float), b.rho.to_numpy(float)
             mask = mask & np.isfinite(va) & np.isfinite(vb)
+        elif metric == "low_freq_share":
+            if "hf_share" not in a or "hf_share" not in b:
+                return None  # a store from before perturbation spectra were recorded
+            va, vb = 1 - a.hf_share.to_numpy(float), 1 - b.hf_share.to_numpy(float)
+            mask = ((a.clean_pred == a.label) & (b.clean_pred == b.label)).to_numpy() & np.isfinite(va) & np.isfinite(vb)
         else:
             mask = np.ones(len(a), dtype=bool)
             va, vb = (a.adv_pred == a.label).to_numpy(float), (b.adv_pred == b.label).to_numpy(float)
@@ -112,9 +117,11 @@ def compare(store: Store, run_id: str, model_a: str, model_b: str, attack: str, 
         mean_b.append(vb[mask].mean() if mask.any() else np.nan)
         flagged += _flags(model_a, s, ca[s][1]) + _flags(model_b, s, cb[s][1])
     diff, mask = np.stack(diffs), np.stack(masks)
+    if metric == "low_freq_share" and not mask.any():
+        return None  # no spectra stored for these cells (computed before spectra were recorded)
     per_seed = stats.per_seed_effects(diff, mask)
     boot = stats.paired_bootstrap(diff, mask)
-    name = "rho" if metric == "rho" else ("clean_accuracy" if attack == "clean" else "robust_accuracy")
+    name = metric if metric in ("rho", "low_freq_share") else ("clean_accuracy" if attack == "clean" else "robust_accuracy")
     comp = Comparison(name, attack, model_a, model_b, float(np.nanmean(per_seed)), boot["image"],
                       stats.t_interval(per_seed), boot["two_stage"], seeds, [float(e) for e in per_seed],
                       stats.seed_t_test(per_seed), stats.sign_flip_test(per_seed),
@@ -159,7 +166,9 @@ def evaluate_claims(run_dir: str | Path, claim_set: ClaimSet | str = "paper") ->
             for p in spec.comparisons:
                 c = compare(store, run["run_id"], p.a, p.b, p.attack, p.metric)
                 if c is None:
-                    claim.missing.append(f"{p.a} vs {p.b} on {p.attack}")
+                    why = (": no perturbation spectra stored (cells computed before spectra were recorded)"
+                           if p.metric == "low_freq_share" else "")
+                    claim.missing.append(f"{p.a} vs {p.b} on {p.attack}{why}")
                 else:
                     claim.comparisons.append(c)
             rule(claim)

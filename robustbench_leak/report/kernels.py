@@ -120,6 +120,7 @@ def first_layer_kernels(runs: list[RunData], table: pd.DataFrame, out: Path, n_s
                   "whether their spectra are smoother (fewer sidelobes) than the plain kernels'.")
     by_run = {r.label: r for r in runs}
     panels = []
+    gone: list[str] = []
     for _, row in table.iterrows():
         run = by_run[row.run]
         models = run.models[(run.models.model == row.model) & (run.models.dataset == row.dataset)]
@@ -130,6 +131,7 @@ def first_layer_kernels(runs: list[RunData], table: pd.DataFrame, out: Path, n_s
         path = Path(str(m.checkpoint)) if m.checkpoint else None
         if path is None or not path.is_file():
             info.notes.append(f"{label}: checkpoint {path} is gone; its kernels are not shown")
+            gone.append(label)
             continue
         try:
             state, _ = read_checkpoint(path)
@@ -142,6 +144,12 @@ def first_layer_kernels(runs: list[RunData], table: pd.DataFrame, out: Path, n_s
             continue
         panels.append((f"{label}\n{row.kernel}, {row.window}", found[1]))
     if not panels:
+        earlier = [out / f"{info.name}{suffix}" for suffix in (".png", ".svg")]
+        if gone and len(gone) == len(info.notes) and all(p.is_file() for p in earlier):
+            # the weights live in checkpoint files outside the store: where none of them is on this machine,
+            # the figure an earlier render drew from those same checkpoints stays, and says so
+            info.files = earlier
+            info.notes = [f"drawn by an earlier render: the checkpoints ({len(gone)}) are not on this machine"]
         return info
     n_show = min(n_show, max(len(weight) for _, weight in panels))
     fig, axes = grid(2 * len(panels), n_show + 1, 0.95, 0.95)

@@ -116,10 +116,13 @@ def load_run(path: str | Path, label: str | None = None) -> RunData:
         models = store.newest_model_info()
         cells = store.newest_eval_cells()
         samples = store.newest_perturbation_samples()
+        order = {label: i for i, label in enumerate(store.attack_order(run_id))}
         planned = store.planned_evals(run_id)
         missing = store.missing_slots(run_id)
     finally:
         store.close()
+    # columns follow the config's attack order, whichever run computed each cell
+    cells = cells.sort_values("attack", key=lambda col: col.map(order), kind="stable").reset_index(drop=True)
     cells["spec"] = [json.loads(s) for s in cells["spec"]]
     cells["info"] = [json.loads(i) if i else {} for i in cells["info"]]
     specs: dict[str, dict[str, Any]] = {}
