@@ -190,8 +190,12 @@ def test_binary_garbage_config(tmp_path, capsys):
     ("num_rotations: 3", "num_rotations: 0", ["attacks[2].params", "num_rotations", ">= 1"]),
     ("max_iter: 10, batch_size: 16", "max_iter: 10, batch_size: 0", ["attacks[1].params", "batch_size", ">= 1"]),
     ("name: tiny", "name: tiny\nrank_by: deepfool.nope", ["rank_by", "deepfool.nope", "deepfool.rho_mean"]),
-    ("epochs: 3", "epochs: 3, lr: .nan", ["training.lr"]),
+    ("lr: 0.1", "lr: .nan", ["training.lr", "finite"]),
     ("seeds: [0]", "seeds: [0, 0]", ["seeds", "once"]),
+    ("seeds: [0]", "seeds: [0]\nseeds: [1]", ["'seeds' appears twice"]),
+    ("seeds: [0]", "seeds: [0]\ncache_dir: /etc/hostname/sub", ["cache_dir", "is a file"]),
+    ("n_train: 512", "n_train: 1000000000000", ["datasets[0].n_train", "less than or equal to 1000000"]),
+    ("n_train: 512", "n_train: lots", ["datasets[0].n_train", "valid integer"]),
     ("models:\n", "models:\n  - name: m\n    arch: tomen_cnn\n    match_params: m\n", ["match_params", "itself"]),
 ])
 def test_bad_values_fail_before_any_work(tmp_path, capsys, old, new, expect):

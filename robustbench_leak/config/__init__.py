@@ -12,7 +12,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .checks import check_attack_counts, check_datasets, check_device, check_models, check_rank_by, dataset_spec
+from .checks import (check_attack_counts, check_cache_dir, check_datasets, check_device, check_models, check_rank_by,
+                     dataset_spec)
 from .errors import ConfigError, format_validation, short
 from .presets import PACKAGE_ROOT, load_preset, preset_dirs, resolve_attack
 from .resolve_models import resolve_checkpoints, resolve_matches
@@ -41,6 +42,7 @@ def load_config(path: str | Path, engine: str | None = None) -> Config:
     except ValidationError as exc:
         raise ConfigError(format_validation(str(path), exc, RunConfig)) from None
     check_device(run, str(path))
+    check_cache_dir(run, str(path))
     check_models(run, str(path))
     datasets = check_datasets(run, str(path))
     resolve_matches(run, path)

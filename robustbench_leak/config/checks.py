@@ -11,6 +11,19 @@ from .errors import ConfigError, format_validation, short
 from .schema import DatasetCfg, ResolvedAttack, RunConfig, TrainingCfg
 
 
+def check_cache_dir(run: RunConfig, path: str) -> None:
+    """``cache_dir`` must be a folder, or a path where one can be made."""
+    if run.cache_dir is None:
+        return
+    from pathlib import Path
+
+    probe = Path(run.cache_dir).expanduser()
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ConfigError(f"{path}: cache_dir: {short(run.cache_dir, 200)}: {probe} is a file; a folder is expected")
+
+
 def check_device(run: RunConfig, path: str) -> None:
     from ..train import resolve_device
 
@@ -64,6 +77,10 @@ def check_datasets(run: RunConfig, path: str) -> list[Any]:
             allowed = ["name", "train_subset", "test_subset", "subset_seed", "normalize", *entry.options()]
             raise ConfigError(f"{key}.{unknown[0][:60]}: unknown key for dataset {ds.name!r}; "
                               f"allowed keys: {', '.join(allowed)}")
+        try:
+            entry.check_options(ds.loader_options)
+        except ValueError as exc:
+            raise ConfigError(f"{key}.{exc}") from None
         try:
             full = load_dataset_cached(dataset_spec(ds, subsets=False))
         except DataMissingError as exc:

@@ -147,12 +147,12 @@ def _fourteen(data: ImageDataset, name: str, method: str) -> ImageDataset:
 
 
 @register_dataset("fashion-mnist-14", description="Fashion-MNIST subsampled 28 -> 14 (reproduction report)",
-                  shape=lambda options: (1, 10, 14))
+                  shape=lambda options: (1, 10, 14), ranges={"subsample": {"pattern": "^(stride|area)$"}})
 def fashion_mnist_14(root: str | None = None, subsample: str = "stride") -> ImageDataset:
     return _fourteen(fashion_mnist(root), "fashion-mnist-14", subsample)
 
 
 @register_dataset("mnist-14", description="MNIST subsampled 28 -> 14 (reproduction report)",
-                  shape=lambda options: (1, 10, 14))
+                  shape=lambda options: (1, 10, 14), ranges={"subsample": {"pattern": "^(stride|area)$"}})
 def mnist_14(root: str | None = None, subsample: str = "stride") -> ImageDataset:
     return _fourteen(mnist(root), "mnist-14", subsample)

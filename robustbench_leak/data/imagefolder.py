@@ -83,7 +83,8 @@ def scan(folder: Path, classes: list[str] | None = None) -> tuple[list[Path], li
     return paths, labels, classes
 
 
-@register_dataset("imagenet", description="ImageNet-style class folders root/{train,val}/<class>/*, decoded lazily")
+@register_dataset("imagenet", description="ImageNet-style class folders root/{train,val}/<class>/*, decoded lazily",
+                  ranges={"image_size": {"ge": 8, "le": 1024}, "resize": {"ge": 8, "le": 2048}})
 def imagenet(root: str | None = None, image_size: int = 224, resize: int = 256, train_dir: str = "train",
              val_dir: str = "val") -> ImageDataset:
     if root is None:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-from dataclasses import dataclass
+import typing
+from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import create_model as pydantic_model
 
 from .base import ImageDataset
 
@@ -24,20 +28,43 @@ class DatasetEntry:
     loader: Callable[..., ImageDataset]
     description: str
     shape: Callable[[dict[str, Any]], Shape] | None = None  # from the loader's options, without loading
+    ranges: dict[str, dict[str, Any]] = field(default_factory=dict)  # option -> pydantic Field constraints
 
     def options(self) -> dict[str, Any]:
         return {p.name: p.default for p in inspect.signature(self.loader).parameters.values()}
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        """``ValueError`` naming an option of the wrong type or outside its range (unknown ones included)."""
+        try:
+            _option_schema(self.name)(**options)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            option = ".".join(str(p) for p in err["loc"])
+            shown = repr(err.get("input"))
+            shown = shown if len(shown) <= 60 else shown[:60] + "..."
+            raise ValueError(f"{option}: {err['msg']} (got {shown})") from None
+
+
+@functools.lru_cache(maxsize=None)
+def _option_schema(name: str) -> type[BaseModel]:
+    """A strict schema of a loader's options: its signature's annotations and defaults, and its ranges."""
+    entry = _REGISTRY[name]
+    hints = typing.get_type_hints(entry.loader)
+    fields = {option: (hints.get(option, Any), Field(default, **entry.ranges.get(option, {})))
+              for option, default in entry.options().items()}
+    return pydantic_model(f"{name}_options", __config__=ConfigDict(extra="forbid", strict=True,
+                                                                    allow_inf_nan=False), **fields)
 
 
 _REGISTRY: dict[str, DatasetEntry] = {}
 
 
-def register_dataset(name: str, description: str = "",
-                     shape: Callable[[dict[str, Any]], Shape] | None = None) -> Callable:
+def register_dataset(name: str, description: str = "", shape: Callable[[dict[str, Any]], Shape] | None = None,
+                     ranges: dict[str, dict[str, Any]] | None = None) -> Callable:
     """``shape(options)`` (options with the loader's defaults filled in) gives (in_chans, num_classes,
     image_size) without loading the data; without it ``dataset_shape`` loads the dataset."""
     def decorator(fn: Callable[..., ImageDataset]) -> Callable[..., ImageDataset]:
-        _REGISTRY[name] = DatasetEntry(name, fn, description, shape)
+        _REGISTRY[name] = DatasetEntry(name, fn, description, shape, dict(ranges or {}))
         return fn
     return decorator
 

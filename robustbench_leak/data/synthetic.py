@@ -32,10 +32,21 @@ def _make_split(n: int, num_classes: int, size: int, channels: int, noise: float
     return x.clamp(0, 1), y
 
 
+MAX_VALUES = 500_000_000  # 2 GB of float32: a bound on what one option set may allocate
+
+
 @register_dataset("synthetic", description="deterministic seeded class gratings + noise (tests)",
-                  shape=lambda o: (int(o["channels"]), int(o["num_classes"]), int(o["image_size"])))
+                  shape=lambda o: (int(o["channels"]), int(o["num_classes"]), int(o["image_size"])),
+                  ranges={"n_train": {"ge": 1, "le": 1_000_000}, "n_test": {"ge": 1, "le": 1_000_000},
+                          "image_size": {"ge": 4, "le": 512}, "channels": {"ge": 1, "le": 4},
+                          "num_classes": {"ge": 2, "le": 1000}, "noise": {"ge": 0, "le": 10},
+                          "seed": {"ge": 0, "lt": 2**63}})
 def synthetic(n_train: int = 512, n_test: int = 256, image_size: int = 28, channels: int = 1,
               num_classes: int = 10, noise: float = 0.1, seed: int = 0) -> ImageDataset:
+    values = (n_train + n_test) * channels * image_size**2
+    if values > MAX_VALUES:
+        raise ValueError(f"synthetic: (n_train + n_test) x channels x image_size^2 = {values:,} values; at most "
+                         f"{MAX_VALUES:,} (4 bytes each) are generated")
     gen = torch.Generator().manual_seed(seed)
     train_x, train_y = _make_split(n_train, num_classes, image_size, channels, noise, gen)
     test_x, test_y = _make_split(n_test, num_classes, image_size, channels, noise, gen)
