@@ -148,3 +148,24 @@ def test_paired_seed_effects():
         paired_seed_effects([np.zeros(3)], [np.zeros(4)])
     with pytest.raises(ValueError, match="number"):
         paired_seed_effects([np.zeros(3)], [])
+
+
+def test_leaderboard_plots_the_stored_spectra(tmp_path):
+    """make_plots draws every minimum-norm cell's stored spectrum, per model; without spectra it says so."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from robustbench_leak.report.plots import perturbation_spectra
+
+    freq = np.linspace(0, 0.5, 8)
+    spectrum = {"freq": freq.tolist(), "mean": (1 / (1 + 10 * freq)).tolist(), "lo": (0.9 / (1 + 10 * freq)).tolist(),
+                "hi": (1.1 / (1 + 10 * freq)).tolist(), "n": 5}
+    cells = pd.DataFrame({"model": ["a", "b", "a"], "attack": ["minnorm", "minnorm", "clean"], "dataset": ["d"] * 3,
+                          "info": [{"spectrum": spectrum}, {"spectrum": spectrum}, {}]})
+    table = pd.DataFrame({"model": ["b", "a"]})
+    fig = perturbation_spectra([SimpleNamespace(cells=cells)], table, tmp_path)
+    assert [p.name for p in fig.files] == ["perturbation_spectra.png", "perturbation_spectra.svg"]
+    assert all(p.is_file() for p in fig.files)
+    empty = perturbation_spectra([SimpleNamespace(cells=cells.iloc[2:])], table, tmp_path / "none")
+    assert not empty.files and "no minimum-norm cell" in empty.notes[-1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -61,7 +63,9 @@ def protocol_title(text: str) -> Iterator[None]:
 def save(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     if _PROTOCOL.get():
-        fig.suptitle(_PROTOCOL.get(), fontsize=7, color="0.3")
+        # wrapped to the figure's width (about 14 characters per inch at 7 pt), so a narrow figure shows all of it
+        width = max(30, int(fig.get_figwidth() * 14))
+        fig.suptitle(textwrap.fill(_PROTOCOL.get(), width), fontsize=7, color="0.3")
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg"]
     for path in paths:
         # no date in the SVG: rendering the same data twice gives the same file

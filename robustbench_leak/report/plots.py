@@ -304,6 +304,29 @@ def training_curves(runs: list[RunData], table: pd.DataFrame, out: Path) -> Figu
     return fig_info
 
 
+def perturbation_spectra(runs: list[RunData], table: pd.DataFrame, out: Path) -> Figure:
+    """The mean perturbation spectrum of every minimum-norm cell that stored one, per model (seeds share a
+    colour); the attack is named when several minimum-norm attacks stored spectra."""
+    from .spectra import plot_spectra
+
+    found = []
+    for run in runs:
+        for cell in run.cells.itertuples():
+            spectrum = cell.info.get("spectrum") if isinstance(cell.info, dict) else None
+            if spectrum:
+                found.append((cell.model, cell.attack, cell.dataset, spectrum))
+    attacks = {a for _, a, _, _ in found}
+    datasets = {d for _, _, d, _ in found}
+    order = {m: i for i, m in enumerate(dict.fromkeys(table.model))}
+    found.sort(key=lambda f: (order.get(f[0], len(order)), f[1]))
+    pairs = [(" · ".join([m] + ([a] if len(attacks) > 1 else []) + ([d] if len(datasets) > 1 else [])), s)
+             for m, a, d, s in found]
+    fig = plot_spectra(pairs, out)
+    if not found:
+        fig.notes.append("no minimum-norm cell of these runs stored a perturbation spectrum")
+    return fig
+
+
 def make_plots(runs: list[RunData], table: pd.DataFrame, out: Path) -> list[Figure]:
     """Every figure of the leaderboard; a figure that cannot be made says why in its notes."""
     from .kernels import first_layer_kernels, windows_figure
@@ -313,7 +336,7 @@ def make_plots(runs: list[RunData], table: pd.DataFrame, out: Path) -> list[Figu
     with protocol_title(protocol):  # over every figure made from the runs' results (not the window shapes)
         figures = [accuracy_vs_robustness(runs, table, out), robustness_curves(runs, table, out),
                    spatial_heatmaps(runs, table, out), training_curves(runs, table, out),
-                   first_layer_kernels(runs, table, out)]
+                   first_layer_kernels(runs, table, out), perturbation_spectra(runs, table, out)]
     if protocol:
         for fig in figures:
             fig.caption += f" {protocol[0].upper()}{protocol[1:]}."
