@@ -41,7 +41,9 @@ def test_run_writes_full_leaderboard_and_reuses_checkpoints(tiny_config, tmp_pat
         assert (plots / f"{name}.png").is_file() and (plots / f"{name}.svg").is_file(), name
     html = (out / "leaderboard.html").read_text()
     heatmap = (plots / "spatial_heatmap.png").is_file()  # only when the spatial engine stored its grid
-    assert html.count('src="data:image/png;base64,') == 5 + heatmap
+    spectra = (plots / "perturbation_spectra.png").is_file()  # the native DeepFool stores perturbation spectra
+    assert spectra
+    assert html.count('src="data:image/png;base64,') == 5 + heatmap + spectra
     assert "small-7x7-hamming" in html and "deepfool.rho_mean" in html
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["seeds"] == [0] and prov["versions"]["torch"] and prov["device"].startswith("cpu")
