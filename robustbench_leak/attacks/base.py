@@ -10,6 +10,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..options import short
+
 
 @dataclass(frozen=True)
 class Range:
@@ -92,13 +94,13 @@ class Attack(ABC):
                 ok = True
             if not ok:
                 raise ValueError(f"attack {cls.kind!r} parameter {name!r} must be {type(default).__name__}, "
-                                 f"got {_short(value)}")
+                                 f"got {short(value)}")
             if name in cls.ranges and value is not None and not cls.ranges[name].contains(value):
                 raise ValueError(f"attack {cls.kind!r} parameter {name!r} must be {cls.ranges[name].describe()}, "
-                                 f"got {_short(value)}")
+                                 f"got {short(value)}")
             if name in cls.choices and value not in cls.choices[name]:
                 raise ValueError(f"attack {cls.kind!r} parameter {name!r} must be one of "
-                                 f"{', '.join(map(repr, cls.choices[name]))}, got {_short(value)}")
+                                 f"{', '.join(map(repr, cls.choices[name]))}, got {short(value)}")
         return merged
 
     @abstractmethod
@@ -108,12 +110,6 @@ class Attack(ABC):
 
         ``fit`` is a disjoint (images, labels) split for attacks that choose something before attacking
         (``needs_fit``), such as one global spatial transform."""
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    """``repr`` cut to ``limit`` characters: a message never formats an unbounded value."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 _ATTACKS: dict[tuple[str, str], type[Attack]] = {}

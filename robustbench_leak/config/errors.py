@@ -7,15 +7,11 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from ..options import short
+
 
 class ConfigError(ValueError):
     """A config that cannot be run; the message names file, key and what is expected."""
-
-
-def short(value: Any, limit: int = 60) -> str:
-    """``repr`` cut to ``limit`` characters: a message never formats an unbounded value."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 def key_path(loc: tuple) -> str:

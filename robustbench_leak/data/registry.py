@@ -5,12 +5,12 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic import create_model as pydantic_model
+from pydantic import BaseModel
+
+from ..options import option_schema, validate_options
 
 from .base import ImageDataset
 
@@ -35,25 +35,13 @@ class DatasetEntry:
 
     def check_options(self, options: dict[str, Any]) -> None:
         """``ValueError`` naming an option of the wrong type or outside its range (unknown ones included)."""
-        try:
-            _option_schema(self.name)(**options)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            option = ".".join(str(p) for p in err["loc"])
-            shown = repr(err.get("input"))
-            shown = shown if len(shown) <= 60 else shown[:60] + "..."
-            raise ValueError(f"{option}: {err['msg']} (got {shown})") from None
+        validate_options(_option_schema(self.name), options)
 
 
 @functools.lru_cache(maxsize=None)
 def _option_schema(name: str) -> type[BaseModel]:
-    """A strict schema of a loader's options: its signature's annotations and defaults, and its ranges."""
     entry = _REGISTRY[name]
-    hints = typing.get_type_hints(entry.loader)
-    fields = {option: (hints.get(option, Any), Field(default, **entry.ranges.get(option, {})))
-              for option, default in entry.options().items()}
-    return pydantic_model(f"{name}_options", __config__=ConfigDict(extra="forbid", strict=True,
-                                                                    allow_inf_nan=False), **fields)
+    return option_schema(name, entry.loader, entry.options(), entry.ranges)
 
 
 _REGISTRY: dict[str, DatasetEntry] = {}

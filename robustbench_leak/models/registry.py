@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import functools
 import inspect
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic import create_model as pydantic_model
+from pydantic import BaseModel
+
+from ..options import option_schema, short, validate_options
 
 TIMM_PREFIX = "timm:"
 
@@ -63,16 +63,9 @@ def register_model(name: str, family: str, description: str = "",
 
 @functools.lru_cache(maxsize=None)
 def _option_schema(name: str) -> type[BaseModel]:
-    """A strict pydantic model of ``name``'s options: the factory's annotations, defaults and ranges."""
     entry = _REGISTRY[name]
-    hints = typing.get_type_hints(entry.factory)
-    fields: dict[str, Any] = {}
-    for option, default in entry.options().items():
-        constraints = {**COMMON_RANGES.get(option, {}), **entry.ranges.get(option, {})}
-        required = default is inspect.Parameter.empty
-        fields[option] = (hints.get(option, Any), Field(... if required else default, **constraints))
-    return pydantic_model(f"{name}_options", __config__=ConfigDict(extra="forbid", strict=True,
-                                                                    allow_inf_nan=False), **fields)
+    ranges = {o: {**COMMON_RANGES.get(o, {}), **entry.ranges.get(o, {})} for o in entry.options()}
+    return option_schema(name, entry.factory, entry.options(), ranges)
 
 
 def _ensure_loaded() -> None:
@@ -109,19 +102,9 @@ def check_options(name: str, options: dict[str, Any]) -> None:
     allowed = entry.options()
     unknown = sorted(map(str, set(options) - set(allowed)))
     if unknown:
-        raise ValueError(f"model {name!r} has no option {', '.join(map(_short, unknown))}; "
+        raise ValueError(f"model {name!r} has no option {', '.join(map(short, unknown))}; "
                          f"allowed: {', '.join(allowed)}")
-    try:
-        entry.schema()(**options)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        option = ".".join(str(p) for p in err["loc"])
-        raise ValueError(f"{option}: {err['msg']} (got {_short(err.get('input'))})") from None
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+    validate_options(entry.schema(), options)
 
 
 def create_model(name: str, num_classes: int, in_chans: int, **options: Any) -> nn.Module:

@@ -14,7 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..attacks.base import _short
+from ..options import short
 
 CLAIM_SET_DIR = Path(__file__).parent / "claim_sets"
 
@@ -60,7 +60,7 @@ def load_claim_set(name_or_path: str | Path) -> ClaimSet:
     text = str(name_or_path)
     path = CLAIM_SET_DIR / f"{text}.yaml" if text in claim_set_names() else Path(text)
     if not path.is_file():
-        raise ValueError(f"{_short(text)}: claims: expected one of {', '.join(claim_set_names())} or a path to a "
+        raise ValueError(f"{short(text)}: claims: expected one of {', '.join(claim_set_names())} or a path to a "
                          "claim-set YAML file")
     try:
         data = yaml.safe_load(path.read_text())
