@@ -26,15 +26,42 @@ def _cmd_run(args: argparse.Namespace) -> None:
             config.run.address = None  # run here, whatever cluster the config names
     if args.address:
         config.run.address = args.address
+    if args.seeds is not None:
+        config.run.seeds = _seed_subset(args.seeds, config.run.seeds, args.config)
     out = Path(args.out) if args.out else Path("runs") / config.name
     check_out_dir(out, "--out")
     check_store_file(out / STORE_NAME)
+    merge = [_merge_source(m, out) for m in args.merge or []]
     for attack in config.attacks:
         if attack.note:
             print(f"note: {attack.note}")
     _log_to_stdout()
     # progress bars only on a terminal: in a log file, CI or a cluster worker they are carriage-return noise
-    run_config(config, out, progress=not args.quiet and sys.stderr.isatty())
+    run_config(config, out, progress=not args.quiet and sys.stderr.isatty(), merge_from=merge)
+
+
+def _seed_subset(text: str, seeds: list[int], config_path: str) -> list[int]:
+    """``--seeds 0,3``: a subset of the config's seeds (a shard of its grid, merged later with --merge)."""
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() for p in parts) or not parts:
+        raise ValueError(f"--seeds: {text[:60]!r}: expected comma-separated seeds from the config, e.g. 0,3")
+    chosen = list(dict.fromkeys(int(p) for p in parts))
+    unknown = [s for s in chosen if s not in seeds]
+    if unknown:
+        raise ValueError(f"--seeds: {unknown[0]} is not among {config_path}'s seeds {seeds}")
+    return chosen
+
+
+def _merge_source(path: str, out: Path) -> Path:
+    """A --merge source: an existing rbleak store or run folder, other than the --out store. Read-only."""
+    from .store import STORE_NAME, Store
+
+    source = Path(path)
+    store_file = source / STORE_NAME if source.is_dir() else source
+    if store_file.resolve() == (out / STORE_NAME).resolve():
+        raise ValueError(f"--merge: {path}: is the --out store itself")
+    Store.open_existing(source).close()  # refuses, untouched, anything that is not an rbleak store
+    return source
 
 
 def _log_to_stdout() -> None:
@@ -252,6 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--executor", choices=["local", "ray"], help="where cells run (default: the config's executor:, "
                    "else local); ray starts a local Ray cluster unless --address or RAY_ADDRESS names one")
     p.add_argument("--address", help="executor ray: the Ray cluster to join, e.g. 10.0.0.5:6379 or auto")
+    p.add_argument("--seeds", help="only these of the config's seeds, comma-separated (one shard of the grid, "
+                                   "e.g. per machine or per process; merge the shards with --merge)")
+    p.add_argument("--merge", nargs="+", metavar="RESULTS",
+                   help="first copy in the finished cells of this config's plan from these run folders or stores "
+                        "(e.g. its --seeds shards), then run only what is still missing")
     p.set_defaults(fn=_cmd_run)
     p = sub.add_parser("leaderboard", help="re-render (and merge) leaderboards from run folders or stores")
     p.add_argument("dirs", nargs="+", metavar="RESULTS", help="run folders (or their results.sqlite files)")

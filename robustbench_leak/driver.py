@@ -106,21 +106,23 @@ def write_outcome(store: Store, outcome: Outcome, run_id: str, ctx: dict[str, An
 
 
 def run_config(config: Config, out_dir: str | Path | None = None, executor: Executor | None = None,
-               progress: bool = True, log: Log | None = None, formats: Sequence[str] | None = None) -> Path:
+               progress: bool = True, log: Log | None = None, formats: Sequence[str] | None = None,
+               merge_from: Sequence[str | Path] = ()) -> Path:
     """Run every missing cell of ``config`` and write the leaderboard into ``out_dir`` (absolute from here on).
 
     ``executor``: default from the config's ``executor:`` key; ``formats``: leaderboard formats (default
-    all). Raises ``OutDirLocked`` when another run holds ``out_dir``, and ``CellsFailed`` (after storing
+    all); ``merge_from``: stores (or run folders) of other runs, e.g. the same config run seed by seed on
+    other machines, whose finished cells of this plan are copied in before anything is computed. Raises ``OutDirLocked`` when another run holds ``out_dir``, and ``CellsFailed`` (after storing
     everything else and writing the leaderboard) when some cells failed."""
     log = log or logger.info
     executor = executor or make_executor(config.run.executor, config.run.address, config.path)
     out = (Path(out_dir) if out_dir else Path("runs") / config.name).expanduser().resolve()
     with locked_out_dir(out):
-        return _run_locked(config, out, executor, progress, log, formats)
+        return _run_locked(config, out, executor, progress, log, formats, merge_from)
 
 
 def _run_locked(config: Config, out: Path, executor: Executor, progress: bool, log: Log,
-                formats: Sequence[str] | None) -> Path:
+                formats: Sequence[str] | None, merge_from: Sequence[str | Path] = ()) -> Path:
     from .leaderboard import FORMATS, write_outputs
 
     device = resolve_device(config.run.device)
@@ -140,6 +142,14 @@ def _run_locked(config: Config, out: Path, executor: Executor, progress: bool, l
         store.add_run_cells(run_id, run_cell_rows(trains, evals))
         (out / "config.yaml").write_text(config.text)
         log(f"run {run_id}: {len(trains)} train cells, {len(evals)} eval cells -> {out}")
+        keys = [t["key"] for t in trains] + [e["key"] for e in evals]
+        for source_path in merge_from:
+            source = Store.open_existing(source_path)
+            try:
+                log(f"[merge] {store.import_finished(source, keys)} finished cells of this plan copied from "
+                    f"{source.path}")
+            finally:
+                source.close()
         jobs = jobs_to_run(trains, evals, store, log)
         display = CellProgress(len(jobs), enabled=progress and bool(jobs), log=log, stream=sys.stdout)
         outcomes = executor.execute(jobs, ctx, log)

@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS metrics (
     cell_key TEXT, metric TEXT, value REAL, lo REAL, hi REAL, PRIMARY KEY (cell_key, metric));
 CREATE TABLE IF NOT EXISTS samples (
     cell_key TEXT, idx INTEGER, label INTEGER, clean_pred INTEGER, adv_pred INTEGER, l2 REAL, rho REAL,
-    PRIMARY KEY (cell_key, idx));
+    PRIMARY KEY (cell_key, idx)) WITHOUT ROWID;
 """
 
 STORE_NAME = "results.sqlite"
@@ -191,6 +191,30 @@ class Store:
             c.executemany(
                 "INSERT OR REPLACE INTO run_cells VALUES (:run_id, :cell_key, :kind, :train_key, :model, :arch, "
                 ":dataset, :seed, :attack)", [{"run_id": run_id, **r} for r in rows])
+
+    def import_finished(self, source: "Store", keys: list[str]) -> int:
+        """Copy from ``source`` the finished cells among ``keys`` that this store does not have finished:
+        each with its metrics, samples, model record and the record (and planned row) of the run that
+        computed it. All or nothing; returns the number of cells copied."""
+        wanted = [k for k in dict.fromkeys(keys) if not self.is_done(k)]
+        copied = 0
+        with self.transaction() as c:
+            for key in wanted:
+                row = _rows(source.conn, "cells", "cell_key = ? AND status = 'done'", (key,))
+                if not row:
+                    continue
+                cell = row[0]
+                _insert(c, "cells", row, replace=True)
+                for table in ("metrics", "samples"):
+                    c.execute(f"DELETE FROM {table} WHERE cell_key = ?", (key,))
+                    _insert(c, table, _rows(source.conn, table, "cell_key = ?", (key,)))
+                if cell["kind"] == "train":
+                    _insert(c, "models", _rows(source.conn, "models", "train_key = ?", (key,)), replace=True)
+                _insert(c, "runs", _rows(source.conn, "runs", "run_id = ?", (cell["run_id"],)), ignore=True)
+                _insert(c, "run_cells", _rows(source.conn, "run_cells", "run_id = ? AND cell_key = ?",
+                                              (cell["run_id"], key)), ignore=True)
+                copied += 1
+        return copied
 
     def latest_run(self) -> dict[str, Any] | None:
         cur = self.conn.execute("SELECT * FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1")
@@ -382,6 +406,24 @@ class Store:
             SELECT rc.model, rc.seed, COALESCE(SUM(c.status = 'done'), 0) AS done, COUNT(*) AS planned
             FROM run_cells rc LEFT JOIN cells c ON c.cell_key = rc.cell_key WHERE rc.run_id = ? AND rc.kind = 'eval'
             GROUP BY rc.model, rc.seed ORDER BY rc.model, rc.seed""", (run_id,))
+
+
+def _rows(conn: sqlite3.Connection, table: str, where: str, params: tuple) -> list[dict[str, Any]]:
+    cur = conn.execute(f"SELECT * FROM {table} WHERE {where}", params)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+def _insert(conn: sqlite3.Connection, table: str, rows: list[dict[str, Any]], replace: bool = False,
+            ignore: bool = False) -> None:
+    """Insert rows read from another store, by column name (an older source may lack newer columns)."""
+    if not rows:
+        return
+    have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+    cols = [k for k in rows[0] if k in have]
+    verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE" if ignore else "INSERT"
+    conn.executemany(f"{verb} INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                     [tuple(r[k] for k in cols) for r in rows])
 
 
 def _text(value: Any) -> Any:

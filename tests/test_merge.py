@@ -1,0 +1,95 @@
+"""A grid run seed by seed (``rbleak run --seeds``) in separate processes or machines, then merged
+(``--merge``), equals the grid run in one go: same cells, same per-sample results, nothing recomputed."""
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from robustbench_leak.cli import main
+from robustbench_leak.store import Store
+
+from conftest import TINY_CONFIG
+
+TWO_SEEDS = TINY_CONFIG.replace("seeds: [0]", "seeds: [0, 1]")
+
+
+def _cells(folder: Path) -> dict[str, tuple]:
+    with sqlite3.connect(f"file:{folder / 'results.sqlite'}?mode=ro", uri=True) as c:
+        return {key: (kind, status) for key, kind, status in c.execute("SELECT cell_key, kind, status FROM cells")}
+
+
+def _samples(folder: Path) -> list[tuple]:
+    with sqlite3.connect(f"file:{folder / 'results.sqlite'}?mode=ro", uri=True) as c:
+        return c.execute("SELECT cell_key, idx, label, clean_pred, adv_pred, l2, rho FROM samples "
+                         "ORDER BY cell_key, idx").fetchall()
+
+
+def test_shards_merged_equal_the_whole_grid(tmp_path, capsys):
+    cfg = tmp_path / "two.yaml"
+    cfg.write_text(TWO_SEEDS)
+    assert main(["run", str(cfg), "--out", str(tmp_path / "whole"), "--quiet"]) == 0
+    for seed in (0, 1):
+        assert main(["run", str(cfg), "--seeds", str(seed), "--out", str(tmp_path / f"s{seed}"), "--quiet"]) == 0
+    shard0 = _cells(tmp_path / "s0")
+    assert shard0 and len(shard0) == len(_cells(tmp_path / "whole")) // 2
+    capsys.readouterr()
+    assert main(["run", str(cfg), "--merge", str(tmp_path / "s0"), str(tmp_path / "s1" / "results.sqlite"),
+                 "--out", str(tmp_path / "merged"), "--quiet"]) == 0
+    assert "[merge]" in capsys.readouterr().out
+    merged, whole = _cells(tmp_path / "merged"), _cells(tmp_path / "whole")
+    assert merged == whole  # same cell keys, all done
+    assert _samples(tmp_path / "merged") == _samples(tmp_path / "whole")  # CPU training is deterministic
+    store = Store.open_existing(tmp_path / "merged")
+    try:
+        runs = store.runs()
+        # the two shard runs that computed the cells, and the merging run that computed nothing
+        assert len(runs) == 3 and set(runs["status"]) == {"done"}
+        seconds = store.frame("SELECT SUM(seconds) AS s FROM cells WHERE run_id = ?",
+                              (store.latest_run()["run_id"],))["s"].iloc[0]
+        assert seconds is None or seconds != seconds  # no cell was computed by the merging run
+        assert store.missing_slots(store.latest_run()["run_id"]) == 0
+    finally:
+        store.close()
+    assert (tmp_path / "merged" / "leaderboard.csv").read_text().count("small-") == 2
+
+
+def test_merge_then_runs_only_what_is_missing(tmp_path):
+    cfg = tmp_path / "two.yaml"
+    cfg.write_text(TWO_SEEDS)
+    assert main(["run", str(cfg), "--seeds", "1", "--out", str(tmp_path / "s1"), "--quiet"]) == 0
+    assert main(["run", str(cfg), "--merge", str(tmp_path / "s1"), "--out", str(tmp_path / "all"), "--quiet"]) == 0
+    store = Store.open_existing(tmp_path / "all")
+    try:
+        latest = store.latest_run()["run_id"]
+        by_run = store.frame("SELECT c.run_id, COUNT(*) AS n FROM cells c GROUP BY c.run_id")
+        assert dict(zip(by_run["run_id"], by_run["n"]))[latest] == len(_cells(tmp_path / "s1"))  # seed 0 computed
+        assert store.missing_slots(latest) == 0
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("case", ["not-a-store", "missing", "itself", "bad-seed", "unknown-seed"])
+def test_bad_shard_or_merge_arguments_fail_before_any_work(tmp_path, capsys, case):
+    cfg = tmp_path / "two.yaml"
+    cfg.write_text(TWO_SEEDS)
+    out = tmp_path / "out"
+    foreign = tmp_path / "foreign.sqlite"
+    sqlite3.connect(foreign).execute("CREATE TABLE t (x)").connection.commit()
+    before = foreign.read_bytes()
+    argv = {"not-a-store": ["--merge", str(foreign)],
+            "missing": ["--merge", str(tmp_path / "nowhere")],
+            "itself": ["--merge", str(out)],
+            "bad-seed": ["--seeds", "0,x"],
+            "unknown-seed": ["--seeds", "7"]}[case]
+    if case == "itself":
+        assert main(["run", str(cfg), "--seeds", "0", "--out", str(out), "--quiet"]) == 0
+        capsys.readouterr()
+    listing = sorted(p.name for p in tmp_path.rglob("*"))
+    assert main(["run", str(cfg), "--out", str(out), "--quiet", *argv]) != 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("rbleak: error: ") and "Traceback" not in err
+    assert ("--merge" in err) or ("--seeds" in err) or "foreign" in err or "nowhere" in err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == listing  # nothing created
+    assert foreign.read_bytes() == before
