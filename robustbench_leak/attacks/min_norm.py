@@ -57,8 +57,10 @@ def convergence_signal(best_before: np.ndarray, best_final: np.ndarray) -> float
 def convergence_flag(member: str, signal: float, steps: int) -> str | None:
     if not signal > CONVERGENCE_TOLERANCE:  # NaN (nothing fooled) is the re-check's flag, not this one
         return None
-    shown = "inf" if math.isinf(signal) else f"{100 * signal:.1f}%"
-    return (f"{member} did not converge: the median best norm still fell by {shown} over the last "
+    if math.isinf(signal):
+        return (f"{member} did not converge: most of the images it fooled were first fooled in the last "
+                f"{int(100 * TAIL)}% of its {steps} steps; raise steps")
+    return (f"{member} did not converge: the median best norm still fell by {100 * signal:.1f}% over the last "
             f"{int(100 * TAIL)}% of its {steps} steps (tolerance {100 * CONVERGENCE_TOLERANCE:g}%); raise steps")
 
 

@@ -131,7 +131,9 @@ def flagged_lines(claims: list[Claim]) -> list[str]:
 def to_markdown(claims: list[Claim], protocol: str = "", base: Path | None = None) -> str:
     """The claims as Markdown; ``protocol`` (see ``claims.protocol_line``) is repeated under every table;
     figure links are relative to ``base`` (the report's folder)."""
-    lines = [summary_table(claims), "", *([protocol, ""] if protocol else []), rules_text(), "", how_to_read(), ""]
+    n_seeds = max((c.n_seeds for claim in claims for c in claim.comparisons), default=0)
+    lines = [summary_table(claims), "", *([protocol, ""] if protocol else []), rules_text(n_seeds), "", how_to_read(),
+             ""]
     lines += ["### Sanity-flagged cells", "", *flagged_lines(claims), ""]
     for i, claim in enumerate(claims, 1):
         lines += [f"### Claim {i}: {claim.title}", "", f"**Verdict: {claim.verdict}** ({claim.kind} claim)", ""]

@@ -86,8 +86,9 @@ def combine(verdicts: list[str]) -> str:
     return INCONCLUSIVE
 
 
-def rules_text() -> str:
-    """The rules in words, with the constants the code uses (stated in every report)."""
+def rules_text(n_seeds: int | None = None) -> str:
+    """The rules in words, with the constants the code uses (stated in every report); ``n_seeds``: the most
+    seeds any comparison of the report has, for the note on how wide the seed-level interval is."""
     return (f"Verdict rules (fixed in `robustbench_leak/report/verdicts.py` before the rerun; symmetric, and based "
             f"on the seed-level interval only: the 95% Student-t interval of the per-seed effects, training seeds "
             f"as the unit). A directional claim is *reproduced* when that interval lies entirely on the claimed "
@@ -97,7 +98,16 @@ def rules_text() -> str:
             f"outside, *inconclusive* otherwise. With fewer than {MIN_SEEDS} seeds there is no seed-level interval and "
             f"the verdict is inconclusive. A claim with several comparisons is reproduced when all are, not "
             f"reproduced when any is. The image-level interval, the per-seed effects (and how many share the claimed "
-            f"sign) and the p-values are shown alongside and do not enter the verdict. With 3 seeds the t-interval "
-            f"has 2 degrees of freedom (t = 4.30), so it is wide: an effect has to be large relative to its "
-            f"seed-to-seed spread to be decided, and that is the honest answer for 3 training runs per model. "
-            f"Likewise the exact sign-flip test cannot go below p = 0.25 with 3 seeds.")
+            f"sign) and the p-values are shown alongside and do not enter the verdict." + _width_note(n_seeds))
+
+
+def _width_note(n_seeds: int | None) -> str:
+    if not n_seeds or n_seeds < MIN_SEEDS:
+        return ""
+    from scipy import stats
+
+    t = stats.t.ppf(0.975, n_seeds - 1)
+    return (f" With {n_seeds} seeds the t-interval has {n_seeds - 1} degrees of freedom (t = {t:.2f}), so an effect "
+            f"has to be large relative to its seed-to-seed spread to be decided, and that is the honest answer for "
+            f"{n_seeds} training runs per model. Likewise the exact sign-flip test cannot go below "
+            f"p = {2 / 2 ** n_seeds:.3g} with {n_seeds} seeds.")
