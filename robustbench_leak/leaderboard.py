@@ -114,7 +114,9 @@ def _row(run: RunData, dataset: str, model: str, group: pd.DataFrame, columns: l
         rows = sub[sub.metric == metric]
         values = rows["value"].astype(float)
         row[col] = values.mean() if len(values) else np.nan
-        row[f"{col}.std"] = values.std(ddof=1) if len(values) > 1 else np.nan
+        # no spread across seeds when one is infinite (e.g. a convergence signal): NaN, not a numpy warning
+        spread = len(values) > 1 and bool(np.isfinite(values).all())
+        row[f"{col}.std"] = values.std(ddof=1) if spread else np.nan
         lo, hi = rows["lo"].astype(float), rows["hi"].astype(float)
         if len(values) > 1 and lo.notna().any() and hi.notna().any():
             low, high = t_interval(values.to_numpy())

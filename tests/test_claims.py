@@ -11,7 +11,7 @@ from scipy import stats as sps
 from robustbench_leak.report import verdicts
 from robustbench_leak.report.claim_set import ClaimSet, claim_set_names, load_claim_set
 from robustbench_leak.report.claims import Claim, compare, coverage_lines, evaluate_claims, rule
-from robustbench_leak.report.claims_md import to_markdown
+from robustbench_leak.report.claims_md import to_markdown, write_figures
 from robustbench_leak.store import Store
 
 
@@ -217,7 +217,11 @@ def test_low_frequency_question_from_stored_spectra(tmp_path):
             hf[:10] = np.nan  # images the attack did not fool: no spectrum
             samples = {"label": np.zeros(N, int), "clean_pred": np.zeros(N, int), "adv_pred": np.ones(N, int),
                        "l2": np.full(N, 0.5), "rho": np.full(N, 0.05), "hf_share": hf, "centroid": hf / 2}
-            s.record_cell(key, "eval", {"attack": {"kind": "deepfool"}}, "r", "cpu", "t", 1.0, {"n": N}, samples)
+            freq = np.arange(15) / 28
+            spectrum = {"freq": freq.tolist(), "mean": np.exp(-freq / centre).tolist(), "n": N - 10,
+                        "lo": (0.9 * np.exp(-freq / centre)).tolist(), "hi": (1.1 * np.exp(-freq / centre)).tolist()}
+            s.record_cell(key, "eval", {"attack": {"kind": "deepfool"}}, "r", "cpu", "t", 1.0, {"n": N}, samples,
+                          info={"spectrum": spectrum})
             rows.append({"cell_key": key, "kind": "eval", "train_key": key, "model": model, "arch": "x",
                          "dataset": "d", "seed": seed, "attack": "deepfool"})
     s.add_run_cells("r", rows)
@@ -228,6 +232,13 @@ def test_low_frequency_question_from_stored_spectra(tmp_path):
     c = claims[0].comparisons[0]
     assert c.metric == "low_freq_share" and c.effect == pytest.approx(0.3, abs=0.02)
     assert c.n_images == N and claims[0].verdict == verdicts.REPRODUCED
+    # the report shows both models' mean spectra, every seed, in one figure beside the comparison
+    assert [len(v) for v in c.spectra.values()] == [3, 3]
+    written = write_figures(claims, tmp_path / "plots")
+    assert sorted(p.name for p in written) == ["spectra_deepfool_smooth_vs_rough.png",
+                                               "spectra_deepfool_smooth_vs_rough.svg"]
+    assert "![mean perturbation spectra: smooth vs rough on deepfool](plots/spectra_deepfool_smooth_vs_rough.png)" \
+        in to_markdown(claims, base=tmp_path)
     # a store whose cells hold no spectra (the published runs so far): not evaluated, with the reason
     s = Store(tmp_path / "results.sqlite")
     s.conn.execute("UPDATE samples SET hf_share = NULL")

@@ -96,3 +96,19 @@ def test_record_cell_is_atomic(tmp_path):
 def test_open_existing_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="no results store"):
         Store.open_existing(tmp_path)
+
+
+def test_infinite_metric_in_one_seed_has_no_spread_and_no_warning(tmp_path):
+    """A metric that is infinite in one seed (a convergence signal, say) averages to inf; its spread across
+    seeds is undefined (NaN), and rendering emits no numpy warning on the user's terminal."""
+    import warnings
+
+    store = Store(tmp_path / "results.sqlite")
+    fill(store, "r1", {"a": [(0.8, 0.05), (0.9, float("inf"))], "b": [(0.7, 0.10), (0.6, 0.12)]})
+    store.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table, _, _ = build_table([tmp_path])
+    a = table.set_index("model").loc["a"]
+    assert np.isinf(a["deepfool.rho_mean"]) and np.isnan(a["deepfool.rho_mean.std"])
+    assert table.set_index("model").loc["b", "deepfool.rho_mean.std"] == pytest.approx(np.std([0.10, 0.12], ddof=1))

@@ -51,6 +51,8 @@ class Comparison:
     flagged: list[str] = field(default_factory=list)  # "model seed N: flag" of the cells used
     sensitivity: Sensitivity | None = None
     sensitivity_note: str = ""  # why there is none, for spatial comparisons
+    spectra: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # low_freq_share: model -> per seed
+    spectra_figure: Path | None = None
 
     @property
     def n_seeds(self) -> int:
@@ -127,6 +129,9 @@ def compare(store: Store, run_id: str, model_a: str, model_b: str, attack: str, 
                       stats.seed_t_test(per_seed), stats.sign_flip_test(per_seed),
                       stats.clustered_permutation_test(diff, mask), float(np.nanmean(mean_a)),
                       float(np.nanmean(mean_b)), int(n_images or 0), flagged=flagged)
+    if metric == "low_freq_share":
+        comp.spectra = {m: [c[s][1]["spectrum"] for s in seeds if c[s][1].get("spectrum")]
+                        for m, c in ((model_a, ca), (model_b, cb))}
     first = ca[seeds[0]]
     # sensitivity to the chosen transform: spatial attacks that choose one (not the per-example worst cases)
     if first[2] == "spatial" and first[1].get("mode") not in ("worst_of_grid", "worst_of_k"):

@@ -149,6 +149,9 @@ def to_markdown(claims: list[Claim], protocol: str = "", base: Path | None = Non
                     lines.append(f"  Uses flagged cells: {'; '.join(c.flagged)}.")
             lines.append("")
             for c in claim.comparisons:
+                if c.spectra_figure is not None:
+                    rel = os.path.relpath(c.spectra_figure, base) if base is not None else str(c.spectra_figure)
+                    lines += [f"![mean perturbation spectra: {c.model_a} vs {c.model_b} on {c.attack}]({rel})", ""]
                 if c.sensitivity is not None:
                     lines += _sensitivity_lines(c, c.sensitivity, base)
                 elif c.sensitivity_note:
@@ -162,10 +165,23 @@ def to_markdown(claims: list[Claim], protocol: str = "", base: Path | None = Non
 
 
 def write_figures(claims: list[Claim], out_dir: Path, protocol: str = "") -> list[Path]:
-    """Heatmaps of A - B per transform for the comparisons that have spatial sensitivity."""
+    """Heatmaps of A - B per transform for the comparisons that have spatial sensitivity, and the mean
+    perturbation spectra of A and B (every seed) for the spectra comparisons."""
+    from .figures import protocol_title
+    from .spectra import plot_spectra
+
     written = []
     for claim in claims:
         for c in claim.comparisons:
+            if any(c.spectra.values()):
+                entries = [(f"{c.attack}: {c.model_a} vs {c.model_b}", m, s) for m, per_seed in c.spectra.items()
+                           for s in per_seed]
+                with protocol_title(protocol.strip("_").rstrip(".") if protocol else ""):
+                    fig = plot_spectra(entries, out_dir, name=f"spectra_{c.attack}_{c.model_a}_vs_{c.model_b}")
+                png = [f for f in fig.files if f.suffix == ".png"]
+                if png:
+                    c.spectra_figure = png[0]
+                    written += fig.files
             if c.sensitivity is not None:
                 title = f"{c.model_a} - {c.model_b}, {c.attack}: accuracy per transform"
                 if protocol:

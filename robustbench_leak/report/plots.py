@@ -306,7 +306,7 @@ def training_curves(runs: list[RunData], table: pd.DataFrame, out: Path) -> Figu
 
 def perturbation_spectra(runs: list[RunData], table: pd.DataFrame, out: Path) -> Figure:
     """The mean perturbation spectrum of every minimum-norm cell that stored one, per model (seeds share a
-    colour); the attack is named when several minimum-norm attacks stored spectra."""
+    colour), one panel per attack."""
     from .spectra import plot_spectra
 
     found = []
@@ -315,13 +315,11 @@ def perturbation_spectra(runs: list[RunData], table: pd.DataFrame, out: Path) ->
             spectrum = cell.info.get("spectrum") if isinstance(cell.info, dict) else None
             if spectrum:
                 found.append((cell.model, cell.attack, cell.dataset, spectrum))
-    attacks = {a for _, a, _, _ in found}
     datasets = {d for _, _, d, _ in found}
     order = {m: i for i, m in enumerate(dict.fromkeys(table.model))}
     found.sort(key=lambda f: (order.get(f[0], len(order)), f[1]))
-    pairs = [(" · ".join([m] + ([a] if len(attacks) > 1 else []) + ([d] if len(datasets) > 1 else [])), s)
-             for m, a, d, s in found]
-    fig = plot_spectra(pairs, out)
+    entries = [(a, " · ".join([m] + ([d] if len(datasets) > 1 else [])), s) for m, a, d, s in found]
+    fig = plot_spectra(entries, out)
     if not found:
         fig.notes.append("no minimum-norm cell of these runs stored a perturbation spectrum")
     return fig

@@ -22,41 +22,44 @@ HF_QUESTION = ("Are the minimal perturbations of windowed models lower-frequency
                "images; negative means A's perturbations are lower-frequency.")
 
 
-def plot_spectra(spectra: Sequence[tuple[str, dict[str, Any]]], out: Path, name: str = "perturbation_spectra",
-                 title: str = "Perturbation spectra") -> Figure:
+def plot_spectra(spectra: Sequence[tuple[str, dict[str, Any]] | tuple[str, str, dict[str, Any]]], out: Path,
+                 name: str = "perturbation_spectra", title: str = "Perturbation spectra") -> Figure:
     """Mean radial power spectrum of ``x_adv - x`` per model with its 95% bootstrap band (over images).
 
-    ``spectra``: (model label, ``info["spectrum"]``) pairs; several pairs with one label (seeds) share a colour.
+    ``spectra``: (model label, ``info["spectrum"]``) pairs, or (panel, model label, spectrum) triples for one
+    panel per attack; several entries with one label (seeds) share a colour, in every panel.
     """
     fig_info = Figure(name, title,
                       "Radially averaged power of the minimal perturbation x_adv - x, each image normalised to unit "
                       "total energy, averaged over the clean-correct images the attack fooled. Shaded: 95% "
-                      f"percentile bootstrap interval over images. Dashed: half-Nyquist ({HALF_NYQUIST} cycles per "
-                      "pixel), the boundary of hf_share.")
-    usable = [(label, s) for label, s in spectra if s and s.get("n", 0) > 0]
-    skipped = [label for label, s in spectra if not (s and s.get("n", 0) > 0)]
+                      f"percentile bootstrap interval over images; one line per seed. Dashed: half-Nyquist "
+                      f"({HALF_NYQUIST} cycles per pixel), the boundary of hf_share.")
+    entries = [e if len(e) == 3 else ("", *e) for e in spectra]
+    usable = [(panel, label, s) for panel, label, s in entries if s and s.get("n", 0) > 0]
+    skipped = [label for _, label, s in entries if not (s and s.get("n", 0) > 0)]
     if skipped:
         fig_info.notes.append(f"no fooled clean-correct image, so no spectrum: {', '.join(dict.fromkeys(skipped))}")
     if not usable:
         return fig_info
     style()
-    labels = list(dict.fromkeys(label for label, _ in usable))
+    labels = list(dict.fromkeys(label for _, label, _ in usable))
+    panels = list(dict.fromkeys(panel for panel, _, _ in usable))
     colours = dict(zip(labels, sns.color_palette("colorblind", max(len(labels), 1)) if len(labels) <= 10
                        else sns.color_palette("husl", len(labels))))
-    fig, axes = grid(1, 1, 5.2, 3.6)
-    ax = axes[0, 0]
-    for label, s in usable:
-        freq = np.asarray(s["freq"], float)
-        ax.plot(freq, s["mean"], color=colours[label], lw=2, label=label)
-        ax.fill_between(freq, s["lo"], s["hi"], color=colours[label], alpha=0.2, lw=0)
-    ax.axvline(HALF_NYQUIST, color="0.5", ls="--", lw=1)
-    ax.set_yscale("log")
-    ax.set_xlim(0, 0.5)
-    ax.set_xlabel("radial frequency (cycles per pixel)")
-    ax.set_ylabel("mean power per frequency\n(share of the image's energy)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    shared_legend(fig, axes)
+    fig, axes = grid(1, len(panels), 4.6, 3.6, sharey=True)
+    for ax, panel in zip(axes[0], panels):
+        for _, label, s in (u for u in usable if u[0] == panel):
+            freq = np.asarray(s["freq"], float)
+            ax.plot(freq, s["mean"], color=colours[label], lw=1.5, label=label)
+            ax.fill_between(freq, s["lo"], s["hi"], color=colours[label], alpha=0.15, lw=0)
+        ax.axvline(HALF_NYQUIST, color="0.5", ls="--", lw=1)
+        ax.set_yscale("log")
+        ax.set_xlim(0, 0.5)
+        ax.set_xlabel("radial frequency (cycles per pixel)")
+        ax.set_title(panel or title)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("mean power per frequency\n(share of the image's energy)")
+    shared_legend(fig, axes, loc="outside lower center", ncols=min(len(labels), 3))
     fig_info.files = save(fig, out, fig_info.name)
     return fig_info
 
