@@ -40,12 +40,16 @@ def _cmd_run(args: argparse.Namespace) -> None:
     run_config(config, out, progress=not args.quiet and sys.stderr.isatty(), merge_from=merge)
 
 
+def _seed_list(text: str, flag: str) -> list[int]:
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() and len(p) <= 12 for p in parts):
+        raise ValueError(f"{flag}: {text[:60]!r}: expected comma-separated seeds (non-negative integers), e.g. 0,3")
+    return list(dict.fromkeys(int(p) for p in parts))
+
+
 def _seed_subset(text: str, seeds: list[int], config_path: str) -> list[int]:
     """``--seeds 0,3``: a subset of the config's seeds (a shard of its grid, merged later with --merge)."""
-    parts = [p.strip() for p in text.split(",")]
-    if not all(p.isdigit() for p in parts) or not parts:
-        raise ValueError(f"--seeds: {text[:60]!r}: expected comma-separated seeds from the config, e.g. 0,3")
-    chosen = list(dict.fromkeys(int(p) for p in parts))
+    chosen = _seed_list(text, "--seeds")
     unknown = [s for s in chosen if s not in seeds]
     if unknown:
         raise ValueError(f"--seeds: {unknown[0]} is not among {config_path}'s seeds {seeds}")
@@ -139,14 +143,16 @@ def _cmd_claims(args: argparse.Namespace) -> None:
         check_out_file(Path(args.out), "--out", "## Claims")
         if not is_rbleak_folder(Path(args.out).parent):
             check_out_dir(Path(args.out).parent / "plots", "--out (its plots/ folder)")
-    claims, _ = evaluate_claims(args.run_dir, claim_set)
+    seeds = _seed_list(args.seeds, "--seeds") if args.seeds is not None else None
+    claims, _ = evaluate_claims(args.run_dir, claim_set, seeds)
     protocol = protocol_line(args.run_dir)
     base = Path(args.out).parent if args.out else None
     if base is not None:
         write_figures(claims, base / "plots", protocol)
         if not is_rbleak_folder(base) and (base / "plots").is_dir():
             mark_folder(base / "plots")
-    text += ["## Claims", "", *provenance_lines(args.run_dir), *coverage_lines(args.run_dir), "",
+    restricted = [f"- **only seeds {', '.join(map(str, seeds))}** of the run are used (`--seeds`)"] if seeds else []
+    text += ["## Claims", "", *provenance_lines(args.run_dir), *coverage_lines(args.run_dir), *restricted, "",
              to_markdown(claims, protocol, base)]
     if args.art:
         art_protocol = protocol_line(args.art)
@@ -312,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--art", help="run folder of the ART as-is vs fixed spatial comparison")
     p.add_argument("--out", help="write Markdown here instead of printing it (figures go to plots/ beside it)")
     p.add_argument("--preamble", help="Markdown file put before the generated part (protocol, commands)")
+    p.add_argument("--seeds", help="use only these training seeds of the run, comma-separated (e.g. 0,1,2: what "
+                                   "fewer seeds would have said)")
     p.add_argument("--claims", default="paper", type=_claims_choice, metavar="SET",
                    help="a shipped claim set (rbleak claims --list: paper, depth-sweep, subsampled, each written "
                         "for one config's model names) or a path to a claim-set YAML file")

@@ -246,3 +246,23 @@ def test_low_frequency_question_from_stored_spectra(tmp_path):
     s.close()
     claims, _ = evaluate_claims(tmp_path, claim_set(question))
     assert claims[0].verdict == verdicts.NOT_EVALUATED and "no perturbation spectra stored" in claims[0].missing[0]
+
+
+def test_claims_on_a_subset_of_seeds(store, tmp_path, capsys):
+    """``--seeds``: the claims on fewer training seeds (what a smaller run would have said); seeds not in
+    the run are refused in one line."""
+    from robustbench_leak.cli import main
+
+    full = compare(store, "r", "better", "worse", "clean", "correct")
+    one = compare(store, "r", "better", "worse", "clean", "correct", only_seeds=[1])
+    assert one.seeds == [1] and one.per_seed == [full.per_seed[1]]
+    assert ruled("directional", one) == "inconclusive"  # one seed: no seed-level interval
+    question = claim_set(("q", "directional", [("better", "worse", "clean", "correct")]))
+    claims, _ = evaluate_claims(tmp_path, question, seeds=[0])
+    assert claims[0].comparisons[0].seeds == [0]
+    with pytest.raises(ValueError, match="seed 5 is not in"):
+        evaluate_claims(tmp_path, question, seeds=[0, 5])
+    capsys.readouterr()
+    assert main(["claims", str(tmp_path), "--claims", "paper", "--seeds", "0,7"]) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("rbleak: error: --seeds: seed 7 is not in")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -85,10 +85,12 @@ def _flags(model: str, seed: int, info: dict[str, Any]) -> list[str]:
     return [f"{model} seed {seed}: {flag}" for flag in info.get("flags") or []]
 
 
-def compare(store: Store, run_id: str, model_a: str, model_b: str, attack: str, metric: str) -> Comparison | None:
-    """``metric``: 'correct' (accuracy after ``attack``; clean accuracy for attack 'clean') or 'rho'."""
+def compare(store: Store, run_id: str, model_a: str, model_b: str, attack: str, metric: str,
+            only_seeds: Sequence[int] | None = None) -> Comparison | None:
+    """``metric``: 'correct' (accuracy after ``attack``; clean accuracy for attack 'clean'), 'rho' or
+    'low_freq_share'; ``only_seeds``: use only these training seeds (default: every seed both models have)."""
     ca, cb = _cells(store, run_id, model_a, attack), _cells(store, run_id, model_b, attack)
-    seeds = sorted(set(ca) & set(cb))
+    seeds = sorted(set(ca) & set(cb) & (set(only_seeds) if only_seeds is not None else set(ca)))
     if not seeds:
         return None
     diffs, masks, mean_a, mean_b, flagged = [], [], [], [], []
@@ -155,9 +157,10 @@ def rule(claim: Claim) -> None:
     claim.verdict = verdicts.combine([c.ruling.verdict for c in claim.comparisons])
 
 
-def evaluate_claims(run_dir: str | Path, claim_set: ClaimSet | str = "paper") -> tuple[list[Claim], dict[str, Any]]:
+def evaluate_claims(run_dir: str | Path, claim_set: ClaimSet | str = "paper",
+                    seeds: Sequence[int] | None = None) -> tuple[list[Claim], dict[str, Any]]:
     """Every claim of ``claim_set`` (a :class:`ClaimSet`, a shipped set's name or a YAML path) on the
-    latest run of ``run_dir``."""
+    latest run of ``run_dir``; ``seeds``: only these training seeds (each must be in the run)."""
     if not isinstance(claim_set, ClaimSet):
         claim_set = load_claim_set(claim_set)
     store = Store.open_existing(run_dir)
@@ -165,11 +168,16 @@ def evaluate_claims(run_dir: str | Path, claim_set: ClaimSet | str = "paper") ->
         run = store.latest_run()
         if run is None:
             raise ValueError(f"{store.path}: the store holds no run")
+        if seeds is not None:
+            have = sorted(int(x) for x in store.eval_coverage(run["run_id"])["seed"].unique())
+            unknown = [x for x in seeds if x not in have]
+            if unknown:
+                raise ValueError(f"--seeds: seed {unknown[0]} is not in {store.path}'s latest run (seeds {have})")
         out = []
         for spec in claim_set.claims:
             claim = Claim(spec.title, spec.kind)
             for p in spec.comparisons:
-                c = compare(store, run["run_id"], p.a, p.b, p.attack, p.metric)
+                c = compare(store, run["run_id"], p.a, p.b, p.attack, p.metric, seeds)
                 if c is None:
                     why = (": no perturbation spectra stored (cells computed before spectra were recorded)"
                            if p.metric == "low_freq_share" else "")
