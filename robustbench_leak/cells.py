@@ -165,7 +165,8 @@ def train_cell(task: dict[str, Any], ctx: dict[str, Any], record: bool = True,
         "checkpoint": checkpoint_path,
         "history": meta.get("history", []), "train_seconds": meta.get("train_seconds"),
         "trained_on": meta.get("trained_on"), "extra": extra or None}
-    cell = {"spec": {k: v for k, v in task.items() if k != "key"}, "device": ctx["device"], "started_at": started,
+    cell = {"spec": {k: v for k, v in task.items() if k != "key"}, "device": str(resolve_device(ctx["device"])),
+            "started_at": started,
             "seconds": time.perf_counter() - t0,
             "info": {"loaded_from_cache": meta["loaded_from_cache"], "loaded_checkpoint": meta.get("loaded_checkpoint")}}
     outcome = "loaded" if meta.get("loaded_checkpoint") else "cached" if meta["loaded_from_cache"] else "trained"

@@ -7,16 +7,34 @@
 #
 #   scripts/sharded-run.sh CONFIG OUT [SECONDS]
 # SECONDS (optional) bounds the shards: each is interrupted (SIGINT: the run is stored as 'interrupted',
-# the store stays consistent) when the time is up, and the merge then only copies what finished.
+# the store stays consistent) when the time is up. If a shard did not finish, nothing is merged and the
+# exit status is 1: run the same command again (on this machine, or on another with the OUT.shards folder
+# carried over) and each shard resumes from its store.
 # PYTHON selects the interpreter (default: python3); THREADS the torch CPU threads per process (default 2).
 set -uo pipefail
-[ $# -ge 2 ] || { sed -n '2,12p' "$0" >&2; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,13p' "$0" >&2; exit 2; }
 config="$1"; out="$2"; limit="${3:-0}"
 py="${PYTHON:-python3}"
-seeds=$("$py" -c 'import sys, yaml; print(" ".join(str(s) for s in yaml.safe_load(open(sys.argv[1]))["seeds"]))' \
-  "$config") || { echo "sharded-run.sh: $config: cannot read its seeds" >&2; exit 2; }
+case "$limit" in ''|*[!0-9]*) echo "sharded-run.sh: SECONDS: $limit: expected a whole number of seconds" >&2; exit 2 ;; esac
+# before any work: the config must load, and OUT and OUT.shards must be folders a run may write
+seeds=$("$py" - "$config" "$out" <<'PY'
+import sys
+from pathlib import Path
+from robustbench_leak.config import load_config
+from robustbench_leak.outputs import check_out_dir, mark_folder
+try:
+    config = load_config(sys.argv[1])
+    check_out_dir(Path(sys.argv[2]), "OUT")
+    shards = Path(sys.argv[2] + ".shards")
+    check_out_dir(shards, "OUT.shards")
+    shards.mkdir(parents=True, exist_ok=True)
+    mark_folder(shards)  # ours: a rerun resumes its shards
+except Exception as exc:  # one line, as rbleak prints it
+    sys.exit(f"sharded-run.sh: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+print(" ".join(str(s) for s in config.run.seeds))
+PY
+) || exit 2
 export OMP_NUM_THREADS="${THREADS:-2}" PYTHONUNBUFFERED=1
-mkdir -p "$out.shards"
 pids=()
 for s in $seeds; do
   if [ "$limit" -gt 0 ]; then bound=(timeout -s INT "$limit"); else bound=(); fi
@@ -26,11 +44,12 @@ for s in $seeds; do
 done
 status=0
 for pid in "${pids[@]}"; do wait "$pid" || status=1; done
-[ $status -eq 0 ] || echo "sharded-run.sh: a shard did not finish; see $out.shards/s*.log" >&2
+if [ $status -ne 0 ]; then
+  echo "sharded-run.sh: a shard did not finish (see $out.shards/s*.log); nothing merged. Run the same command" \
+    "again: each shard resumes from its store" >&2
+  exit 1
+fi
 merge=()
-for s in $seeds; do [ -f "$out.shards/s$s/results.sqlite" ] && merge+=("$out.shards/s$s"); done
-[ ${#merge[@]} -gt 0 ] || { echo "sharded-run.sh: no shard wrote a store" >&2; exit 1; }
-if [ $status -eq 0 ]; then bound=(); else bound=(timeout -s INT 60); fi  # unfinished: merge, don't compute
-"${bound[@]}" "$py" -m robustbench_leak.cli run "$config" --merge "${merge[@]}" --out "$out" --quiet \
-  > "$out.shards/merge.log" 2>&1 || status=1
-exit $status
+for s in $seeds; do merge+=("$out.shards/s$s"); done
+"$py" -m robustbench_leak.cli run "$config" --merge "${merge[@]}" --out "$out" --quiet > "$out.shards/merge.log" 2>&1 \
+  || { echo "sharded-run.sh: the merge failed; see $out.shards/merge.log" >&2; exit 1; }

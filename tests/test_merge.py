@@ -9,7 +9,7 @@ import pytest
 from robustbench_leak.cli import main
 from robustbench_leak.store import Store
 
-from conftest import TINY_CONFIG
+from conftest import REPO, TINY_CONFIG
 
 TWO_SEEDS = TINY_CONFIG.replace("seeds: [0]", "seeds: [0, 1]")
 
@@ -93,3 +93,58 @@ def test_bad_shard_or_merge_arguments_fail_before_any_work(tmp_path, capsys, cas
     assert ("--merge" in err) or ("--seeds" in err) or "foreign" in err or "nowhere" in err
     assert sorted(p.name for p in tmp_path.rglob("*")) == listing  # nothing created
     assert foreign.read_bytes() == before
+
+
+def _sharded(tmp_path, *args, timeout=600):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(REPO)}
+    return subprocess.run(["bash", str(REPO / "scripts" / "sharded-run.sh"), *map(str, args)], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_sharded_run_script(tmp_path):
+    """scripts/sharded-run.sh: one process per seed, then the merge; the merged store has the whole grid.
+    An unfinished shard merges nothing (exit 1), and a rerun resumes it."""
+    cfg = tmp_path / "two.yaml"
+    cfg.write_text(TWO_SEEDS)
+    out = tmp_path / "out"
+    cut = _sharded(tmp_path, cfg, out, 1)  # one second: the shards are interrupted while starting up
+    assert cut.returncode == 1 and "nothing merged" in cut.stderr and not out.exists()
+    done = _sharded(tmp_path, cfg, out)  # the same command again: the shards resume, then merge
+    assert done.returncode == 0, done.stderr
+    assert main(["run", str(cfg), "--out", str(tmp_path / "whole"), "--quiet"]) == 0
+    assert _cells(out) == _cells(tmp_path / "whole")
+    assert sorted(p.name for p in (tmp_path / "out.shards").glob("*.log")) == ["merge.log", "s0.log", "s1.log"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{cfg}", "{out}", "soon"], "SECONDS: soon: expected a whole number"),
+    (["{tmp}/missing.yaml", "{out}"], "missing.yaml"),
+    (["{cfg}", "{foreign}"], "foreign"),
+])
+def test_sharded_run_script_refuses_bad_arguments_before_any_work(tmp_path, args, message):
+    cfg = tmp_path / "two.yaml"
+    cfg.write_text(TWO_SEEDS)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    argv = [a.format(cfg=cfg, out=tmp_path / "out", tmp=tmp_path, foreign=foreign) for a in args]
+    result = _sharded(tmp_path, *argv, timeout=120)
+    assert result.returncode == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_every_cell_records_the_device_it_ran_on(tmp_path):
+    """``device: auto`` is resolved in the records: train and eval cells name the device, not 'auto'."""
+    cfg = tmp_path / "auto.yaml"
+    cfg.write_text(TINY_CONFIG.replace("device: cpu", "device: auto"))
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    with sqlite3.connect(f"file:{tmp_path / 'out' / 'results.sqlite'}?mode=ro", uri=True) as c:
+        devices = dict(c.execute("SELECT kind, GROUP_CONCAT(DISTINCT device) FROM cells GROUP BY kind").fetchall())
+    expected = "cuda" if __import__("torch").cuda.is_available() else "cpu"
+    assert devices == {"train": expected, "eval": expected}
