@@ -34,9 +34,12 @@ def test_shards_merged_equal_the_whole_grid(tmp_path, capsys):
     shard0 = _cells(tmp_path / "s0")
     assert shard0 and len(shard0) == len(_cells(tmp_path / "whole")) // 2
     capsys.readouterr()
+    shard_files = {p: p.read_bytes() for p in sorted(tmp_path.glob("s[01]/*")) if p.is_file()}
     assert main(["run", str(cfg), "--merge", str(tmp_path / "s0"), str(tmp_path / "s1" / "results.sqlite"),
                  "--out", str(tmp_path / "merged"), "--quiet"]) == 0
     assert "[merge]" in capsys.readouterr().out
+    # the sources are read, never written: same files, same bytes, no side files
+    assert {p: p.read_bytes() for p in sorted(tmp_path.glob("s[01]/*")) if p.is_file()} == shard_files
     merged, whole = _cells(tmp_path / "merged"), _cells(tmp_path / "whole")
     assert merged == whole  # same cell keys, all done
     assert _samples(tmp_path / "merged") == _samples(tmp_path / "whole")  # CPU training is deterministic
