@@ -71,6 +71,32 @@ def dependency_failed(job: Job) -> Outcome:
     return Outcome(job, "failed", error=DEPENDENCY_FAILED)
 
 
+class WeightLedger:
+    """The trained weights an executor holds (``weights``: train key -> weights, or a handle to them):
+    kept from a train job's end while evals of it remain, dropped after its last eval. ``failed``: train
+    jobs that failed, whose evals fail without running."""
+
+    def __init__(self, jobs: Sequence[Job]) -> None:
+        self.remaining: dict[str, int] = {}
+        for job in jobs:
+            if job.needs:
+                self.remaining[job.needs] = self.remaining.get(job.needs, 0) + 1
+        self.weights: dict[str, Any] = {}
+        self.failed: set[str] = set()
+
+    def settle(self, job: Job, state: str, weights: Any = None) -> None:
+        """Account for a job that ended in ``state``; ``weights``: what a train job produced."""
+        if job.kind == "train":
+            if state == "failed":
+                self.failed.add(job.key)
+            elif self.remaining.get(job.key):
+                self.weights[job.key] = weights
+        elif job.needs is not None:
+            self.remaining[job.needs] -= 1
+            if not self.remaining[job.needs]:
+                self.weights.pop(job.needs, None)  # its last eval is done: nothing needs these weights now
+
+
 class LocalExecutor:
     """Sequential, in this process, in the jobs' order (the default; a 2-core machine gains little from more).
 
@@ -79,27 +105,14 @@ class LocalExecutor:
     name = "local"
 
     def execute(self, jobs: Sequence[Job], ctx: dict[str, Any], log: Log) -> Iterator[Outcome]:
-        remaining: dict[str, int] = {}
+        ledger = WeightLedger(jobs)
         for job in jobs:
-            if job.needs:
-                remaining[job.needs] = remaining.get(job.needs, 0) + 1
-        weights: dict[str, Any] = {}
-        failed: set[str] = set()
-        for job in jobs:
-            if job.needs in failed:
+            if job.needs in ledger.failed:
                 yield dependency_failed(job)
                 continue
-            if job.needs is not None and job.needs not in weights:
+            if job.needs is not None and job.needs not in ledger.weights:
                 raise RuntimeError(f"eval job {job.key} comes before the train job {job.needs} it needs")
             yield Outcome(job, "started")
-            outcome, result = run_job(job, ctx, weights.get(job.needs) if job.needs else None, log)
-            if job.kind == "train":
-                if outcome.state == "failed":
-                    failed.add(job.key)
-                elif remaining.get(job.key):
-                    weights[job.key] = result
-            elif job.needs is not None:
-                remaining[job.needs] -= 1
-                if not remaining[job.needs]:
-                    weights.pop(job.needs, None)
+            outcome, result = run_job(job, ctx, ledger.weights.get(job.needs) if job.needs else None, log)
+            ledger.settle(job, outcome.state, result)
             yield outcome

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .executor import Job, Log, Outcome, dependency_failed, run_job
+from .executor import Job, Log, Outcome, WeightLedger, dependency_failed, run_job
 
 SMALL_MODEL_PARAMS = 1_000_000  # below this (CPU-scale models), a cell shares a GPU with up to three others
 SMALL_MODEL_GPU_SHARE = 0.25
@@ -80,22 +80,17 @@ class RayExecutor:
             eval_fn = ray.remote(_eval_task)
             common = {"max_retries": self.max_retries, "retry_exceptions": False}
             pending = list(jobs)
-            weights: dict[str, Any] = {}  # train key -> ObjectRef of its weights, while an eval needs them
-            unclaimed: dict[str, Any] = {}  # the same, for train tasks still running
-            failed: set[str] = set()
-            remaining: dict[str, int] = {}
-            for job in jobs:
-                if job.needs:
-                    remaining[job.needs] = remaining.get(job.needs, 0) + 1
+            ledger = WeightLedger(jobs)  # its weights: ObjectRefs, freed by Ray once dropped
+            unclaimed: dict[str, Any] = {}  # train key -> ObjectRef of its weights, for train tasks still running
             while pending or inflight:
                 i = 0
                 while i < len(pending) and len(inflight) < slots:
                     job = pending[i]
-                    if job.needs in failed:
+                    if job.needs in ledger.failed:
                         pending.pop(i)
                         yield dependency_failed(job)
                         continue
-                    if job.kind == "eval" and job.needs not in weights:
+                    if job.kind == "eval" and job.needs not in ledger.weights:
                         i += 1  # its train task has not finished yet
                         continue
                     pending.pop(i)
@@ -105,7 +100,7 @@ class RayExecutor:
                         ref, unclaimed[job.key] = train_fn.options(num_returns=2, **opts).remote(
                             job, ctx, self.ship_weights)
                     else:
-                        ref = eval_fn.options(**opts).remote(job, ctx, weights[job.needs])
+                        ref = eval_fn.options(**opts).remote(job, ctx, ledger.weights[job.needs])
                     inflight[ref] = job
                     yield Outcome(job, "started")
                 if not inflight:
@@ -120,16 +115,7 @@ class RayExecutor:
                         outcome = ray.get(ref)
                     except ray.exceptions.RayError as exc:  # retries used up, or the task could not run
                         outcome = _lost(job, exc, self.max_retries)
-                    if job.kind == "train":
-                        ref_weights = unclaimed.pop(job.key)
-                        if outcome.state == "failed":
-                            failed.add(job.key)
-                        elif remaining.get(job.key):
-                            weights[job.key] = ref_weights
-                    elif job.needs is not None:
-                        remaining[job.needs] -= 1
-                        if not remaining[job.needs]:
-                            weights.pop(job.needs, None)  # its last eval is done: the object store may free it
+                    ledger.settle(job, outcome.state, unclaimed.pop(job.key) if job.kind == "train" else None)
                     yield outcome
         finally:
             for ref in inflight:  # interrupted: stop what still runs

@@ -137,13 +137,18 @@ def paired_bootstrap(diff: np.ndarray, mask: np.ndarray | None = None, n_boot: i
     return {"image": _quantiles(np.concatenate(image)), "two_stage": _quantiles(np.concatenate(two_stage))}
 
 
+def t_critical(n: int, confidence: float = CONFIDENCE) -> float:
+    """The two-sided Student-t quantile of a ``confidence`` interval of the mean of ``n`` values."""
+    return float(sps.t.ppf((1 + confidence) / 2, n - 1))
+
+
 def t_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """Student-t interval of the mean of ``values`` (NaN, NaN with fewer than two finite values)."""
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     if len(v) < 2:
         return float("nan"), float("nan")
-    half = float(sps.t.ppf((1 + confidence) / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    half = float(t_critical(len(v), confidence) * v.std(ddof=1) / np.sqrt(len(v)))
     return float(v.mean() - half), float(v.mean() + half)
 
 

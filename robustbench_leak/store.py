@@ -198,21 +198,24 @@ class Store:
         computed it. All or nothing; returns the number of cells copied."""
         wanted = [k for k in dict.fromkeys(keys) if not self.is_done(k)]
         copied = 0
+        have = {t: {r[1] for r in self.conn.execute(f"PRAGMA table_info({t})")} for t in OWN_TABLES}
         with self.transaction() as c:
             for key in wanted:
                 row = _rows(source.conn, "cells", "cell_key = ? AND status = 'done'", (key,))
                 if not row:
                     continue
                 cell = row[0]
-                _insert(c, "cells", row, replace=True)
+                _insert(c, "cells", row, have["cells"], replace=True)
                 for table in ("metrics", "samples"):
                     c.execute(f"DELETE FROM {table} WHERE cell_key = ?", (key,))
-                    _insert(c, table, _rows(source.conn, table, "cell_key = ?", (key,)))
+                    _insert(c, table, _rows(source.conn, table, "cell_key = ?", (key,)), have[table])
                 if cell["kind"] == "train":
-                    _insert(c, "models", _rows(source.conn, "models", "train_key = ?", (key,)), replace=True)
-                _insert(c, "runs", _rows(source.conn, "runs", "run_id = ?", (cell["run_id"],)), ignore=True)
+                    _insert(c, "models", _rows(source.conn, "models", "train_key = ?", (key,)), have["models"],
+                            replace=True)
+                _insert(c, "runs", _rows(source.conn, "runs", "run_id = ?", (cell["run_id"],)), have["runs"],
+                        ignore=True)
                 _insert(c, "run_cells", _rows(source.conn, "run_cells", "run_id = ? AND cell_key = ?",
-                                              (cell["run_id"], key)), ignore=True)
+                                              (cell["run_id"], key)), have["run_cells"], ignore=True)
                 copied += 1
         return copied
 
@@ -414,12 +417,12 @@ def _rows(conn: sqlite3.Connection, table: str, where: str, params: tuple) -> li
     return [dict(zip(names, r)) for r in cur.fetchall()]
 
 
-def _insert(conn: sqlite3.Connection, table: str, rows: list[dict[str, Any]], replace: bool = False,
-            ignore: bool = False) -> None:
-    """Insert rows read from another store, by column name (an older source may lack newer columns)."""
+def _insert(conn: sqlite3.Connection, table: str, rows: list[dict[str, Any]], have: set[str],
+            replace: bool = False, ignore: bool = False) -> None:
+    """Insert rows read from another store, by column name: only the columns this store ``have``s (an
+    older source may lack newer columns, and a newer one have more)."""
     if not rows:
         return
-    have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
     cols = [k for k in rows[0] if k in have]
     verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE" if ignore else "INSERT"
     conn.executemany(f"{verb} INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",

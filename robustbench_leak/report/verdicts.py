@@ -104,9 +104,9 @@ def rules_text(n_seeds: int | None = None) -> str:
 def _width_note(n_seeds: int | None) -> str:
     if not n_seeds or n_seeds < MIN_SEEDS:
         return ""
-    from scipy import stats
+    from .. import stats
 
-    t = stats.t.ppf(0.975, n_seeds - 1)
+    t = stats.t_critical(n_seeds)
     return (f" With {n_seeds} seeds the t-interval has {n_seeds - 1} degrees of freedom (t = {t:.2f}), so an effect "
             f"has to be large relative to its seed-to-seed spread to be decided, and that is the honest answer for "
             f"{n_seeds} training runs per model. Likewise the exact sign-flip test cannot go below "
