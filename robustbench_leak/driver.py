@@ -112,8 +112,9 @@ def run_config(config: Config, out_dir: str | Path | None = None, executor: Exec
 
     ``executor``: default from the config's ``executor:`` key; ``formats``: leaderboard formats (default
     all); ``merge_from``: stores (or run folders) of other runs, e.g. the same config run seed by seed on
-    other machines, whose finished cells of this plan are copied in before anything is computed. Raises ``OutDirLocked`` when another run holds ``out_dir``, and ``CellsFailed`` (after storing
-    everything else and writing the leaderboard) when some cells failed."""
+    other machines, whose finished cells of this plan are copied in before anything is computed. Raises
+    ``OutDirLocked`` when another run holds ``out_dir``, and ``CellsFailed`` (after storing everything else
+    and writing the leaderboard) when some cells failed."""
     log = log or logger.info
     executor = executor or make_executor(config.run.executor, config.run.address, config.path)
     out = (Path(out_dir) if out_dir else Path("runs") / config.name).expanduser().resolve()

@@ -90,7 +90,9 @@ def compare(store: Store, run_id: str, model_a: str, model_b: str, attack: str, 
     """``metric``: 'correct' (accuracy after ``attack``; clean accuracy for attack 'clean'), 'rho' or
     'low_freq_share'; ``only_seeds``: use only these training seeds (default: every seed both models have)."""
     ca, cb = _cells(store, run_id, model_a, attack), _cells(store, run_id, model_b, attack)
-    seeds = sorted(set(ca) & set(cb) & (set(only_seeds) if only_seeds is not None else set(ca)))
+    seeds = sorted(set(ca) & set(cb))
+    if only_seeds is not None:
+        seeds = [s for s in seeds if s in only_seeds]
     if not seeds:
         return None
     diffs, masks, mean_a, mean_b, flagged = [], [], [], [], []

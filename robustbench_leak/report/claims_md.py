@@ -81,6 +81,11 @@ def how_to_read() -> str:
             "permutations).")
 
 
+def _link(figure: Path, base: Path | None) -> str:
+    """A figure's path as the report links it: relative to the report's folder when there is one."""
+    return os.path.relpath(figure, base) if base is not None else str(figure)
+
+
 def _sensitivity_lines(c: Comparison, sens: Sensitivity, base: Path | None) -> list[str]:
     src = ("accuracy on the attacked images under each transform of the attack's grid, from the cells' "
            + ("`per_transform`" if sens.source == "per_transform" else "`grid` (written before `per_transform`)"))
@@ -106,8 +111,7 @@ def _sensitivity_lines(c: Comparison, sens: Sensitivity, base: Path | None) -> l
         lines.append(f"| {r.tx:+.0f} | {r.ty:+.0f} | {r.rot:+.0f} | {100 * r.acc_a:.1f}% | {100 * r.acc_b:.1f}% | "
                      f"{_pts(r['diff'])} | {per} |")
     if sens.figure is not None:
-        rel = os.path.relpath(sens.figure, base) if base is not None else str(sens.figure)
-        lines += ["", f"![A - B per transform: {c.model_a} vs {c.model_b} on {c.attack}]({rel})"]
+        lines += ["", f"![A - B per transform: {c.model_a} vs {c.model_b} on {c.attack}]({_link(sens.figure, base)})"]
     return lines + [""]
 
 
@@ -150,8 +154,8 @@ def to_markdown(claims: list[Claim], protocol: str = "", base: Path | None = Non
             lines.append("")
             for c in claim.comparisons:
                 if c.spectra_figure is not None:
-                    rel = os.path.relpath(c.spectra_figure, base) if base is not None else str(c.spectra_figure)
-                    lines += [f"![mean perturbation spectra: {c.model_a} vs {c.model_b} on {c.attack}]({rel})", ""]
+                    lines += [f"![mean perturbation spectra: {c.model_a} vs {c.model_b} on {c.attack}]"
+                              f"({_link(c.spectra_figure, base)})", ""]
                 if c.sensitivity is not None:
                     lines += _sensitivity_lines(c, c.sensitivity, base)
                 elif c.sensitivity_note:
@@ -170,13 +174,14 @@ def write_figures(claims: list[Claim], out_dir: Path, protocol: str = "") -> lis
     from .figures import protocol_title
     from .spectra import plot_spectra
 
+    shown = protocol.strip("_").rstrip(".")  # the protocol line without its Markdown emphasis
     written = []
     for claim in claims:
         for c in claim.comparisons:
             if any(c.spectra.values()):
                 entries = [(f"{c.attack}: {c.model_a} vs {c.model_b}", m, s) for m, per_seed in c.spectra.items()
                            for s in per_seed]
-                with protocol_title(protocol.strip("_").rstrip(".") if protocol else ""):
+                with protocol_title(shown):
                     fig = plot_spectra(entries, out_dir, name=f"spectra_{c.attack}_{c.model_a}_vs_{c.model_b}")
                 png = [f for f in fig.files if f.suffix == ".png"]
                 if png:
@@ -184,8 +189,8 @@ def write_figures(claims: list[Claim], out_dir: Path, protocol: str = "") -> lis
                     written += fig.files
             if c.sensitivity is not None:
                 title = f"{c.model_a} - {c.model_b}, {c.attack}: accuracy per transform"
-                if protocol:
-                    title += "\n" + protocol.strip("_").rstrip(".")
+                if shown:
+                    title += "\n" + shown
                 path = out_dir / f"spatial_diff_{c.attack}_{c.model_a}_vs_{c.model_b}.png"
                 c.sensitivity.figure = heatmap(c.sensitivity, title, path)
                 written.append(c.sensitivity.figure)
