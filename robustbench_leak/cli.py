@@ -273,7 +273,8 @@ def _one_line(exc: BaseException) -> str:
 USER_ERRORS = (ValueError, OSError, FloatingPointError, RuntimeError, MemoryError)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``rbleak`` command line: every subcommand and flag (the docs' test checks its commands against it)."""
     parser = argparse.ArgumentParser(prog="rbleak", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -337,7 +338,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="input size for 'list models' parameter and FLOP counts (default 1,28,28)")
     p.add_argument("--num-classes", type=int, default=10, help="classes for 'list models' (default 10)")
     p.set_defaults(fn=_cmd_list)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         args.fn(args)
     except (CellsFailed, OutDirLocked) as exc:

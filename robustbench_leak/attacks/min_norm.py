@@ -8,7 +8,7 @@ Small means the best norm had stopped improving; above ``CONVERGENCE_TOLERANCE``
 flagged in ``info["flags"]``: more steps would probably have found smaller perturbations, so its rho
 overestimates the model's robustness by more than the attack's usual slack. The signal is necessary,
 not sufficient: with a step size annealed towards zero (DDN, FMN) late changes are small by
-construction, so step counts are also checked against runs with more steps (README).
+construction, so step counts are also checked against runs with more steps (docs/min-norm.md).
 """
 
 from __future__ import annotations
