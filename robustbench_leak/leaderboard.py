@@ -232,11 +232,10 @@ def write_outputs(run_dirs: list[Path], out_dir: Path, rank_by: str | None = Non
     protocols = tuple(r.protocol() for r in runs if r.protocol())
     written = []
     if "csv" in formats:
-        # protocol lines lead as comments: read with pandas.read_csv(path, comment="#")
-        described = [(r.label, r.description()) for r in runs if r.description()]
-        header = "".join(f"# protocol{f' ({label})' if len(runs) > 1 else ''}: {desc}\n" for label, desc in described)
-        (out_dir / "leaderboard.csv").write_text(header + table.to_csv(index=False))
+        # a plain table (pandas.read_csv and spreadsheets read it as is); the protocol goes in the sidecar
+        (out_dir / "leaderboard.csv").write_text(table.to_csv(index=False))
         written.append(out_dir / "leaderboard.csv")
+        written.append(write_csv_meta(runs, table, legend, rank_col, title, out_dir / META_NAME))
     if "md" in formats:
         notes = protocols + tuple(n for r in runs for n in r.status_notes())
         (out_dir / "leaderboard.md").write_text(to_markdown(table, legend, rank_col, title, notes))
@@ -261,10 +260,45 @@ def write_outputs(run_dirs: list[Path], out_dir: Path, rank_by: str | None = Non
     return written
 
 
+META_NAME = "leaderboard.meta.json"
+RUN_FIELDS = ("run_id", "config_name", "config_hash", "git_commit", "device", "command", "started_at", "finished_at",
+              "status")
+
+
+SUFFIX_DOCS = {".std": "standard deviation across training seeds of {col}",
+               ".lo": "lower end of the 95% interval of {col} (coverage in {col}.interval)",
+               ".hi": "upper end of the 95% interval of {col} (coverage in {col}.interval)",
+               ".interval": "what the interval of {col} covers: seeds (t-interval over the per-seed values) or images "
+                            "(bootstrap over the test images of a single seed)",
+               ".flags": "sanity-check flags of attack {col} (values kept; read them with care)"}
+
+
+def _column_doc(column: str, legend: dict[str, str]) -> str:
+    if column in legend:
+        return legend[column]
+    base, dot, suffix = column.rpartition(".")
+    text = SUFFIX_DOCS.get(dot + suffix, "")
+    return text.format(col=base) if text else legend.get(base, "")
+
+
+def write_csv_meta(runs: list[RunData], table: pd.DataFrame, legend: dict[str, str], rank_col: str, title: str,
+                   path: Path) -> Path:
+    """``leaderboard.meta.json``: what the plain CSV beside it cannot say (protocol, columns, provenance)."""
+    import json
+
+    meta = {"csv": "leaderboard.csv", "title": title, "rank_by": rank_col,
+            "protocols": {r.label: r.description() for r in runs if r.description()},
+            "notes": [n for r in runs for n in r.status_notes()],
+            "columns": {c: _column_doc(c, legend) for c in table.columns},
+            "runs": {r.label: {k: r.run.get(k) for k in RUN_FIELDS} for r in runs}}
+    path.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    return path
+
+
 def _config_rank_by(runs: list[RunData]) -> str | None:
     """The configs' rank_by when every merged run names the same one."""
     wanted = {run.config().get("rank_by") for run in runs}
     return wanted.pop() if len(wanted) == 1 else None
 
 
-__all__ = ["FORMATS", "build_table", "table_from_runs", "to_markdown", "write_outputs", "STORE_NAME"]
+__all__ = ["FORMATS", "META_NAME", "write_csv_meta", "build_table", "table_from_runs", "to_markdown", "write_outputs", "STORE_NAME"]

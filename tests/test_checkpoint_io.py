@@ -325,7 +325,7 @@ def test_checkpoint_in_yaml_flows_through_rbleak_run_without_training(tmp_path, 
     data = load_dataset("synthetic", n_train=64, n_test=48)
     with torch.no_grad():
         acc = int((net.eval()(data.test_x).argmax(1) == data.test_y).sum()) / len(data.test_y)
-    board = pd.read_csv(out / "leaderboard.csv", comment="#")
+    board = pd.read_csv(out / "leaderboard.csv")
     assert board.loc[0, "model"] == "from-file"
     assert board.loc[0, "clean.accuracy"] == pytest.approx(acc, abs=1e-9)
     row = sqlite3.connect(out / "results.sqlite").execute("SELECT history, extra, checkpoint FROM models").fetchone()

@@ -21,7 +21,7 @@ def test_run_writes_full_leaderboard_and_reuses_checkpoints(tiny_config, tmp_pat
     assert first.count("[train]") == 4  # 2 models: 'training on' and 'done' lines
     assert len(list(cache.glob("*.pt"))) == 2
 
-    board = pd.read_csv(out / "leaderboard.csv", comment="#")
+    board = pd.read_csv(out / "leaderboard.csv")
     assert list(board.model.sort_values()) == ["small-3x3", "small-7x7-hamming"]
     for col in ["clean.accuracy", "deepfool.success_rate", "deepfool.rho_mean", "deepfool.rho_median",
                 "spatial.robust_accuracy", "spatial.transform", "params", "flops", "kernel", "window"]:
@@ -54,7 +54,7 @@ def test_run_writes_full_leaderboard_and_reuses_checkpoints(tiny_config, tmp_pat
     assert main(["run", str(tiny_config), "--out", str(out2), "--quiet"]) == 0
     second = capsys.readouterr().out
     assert "[train]" not in second and second.count("[cache]") == 2 and "loaded checkpoint" in second
-    board2 = pd.read_csv(out2 / "leaderboard.csv", comment="#")
+    board2 = pd.read_csv(out2 / "leaderboard.csv")
     pd.testing.assert_series_equal(board2["clean.accuracy"], board["clean.accuracy"])
 
     # same output folder again: every eval cell is already stored
@@ -100,7 +100,7 @@ def test_killed_run_resumes_only_missing_cells(tiny_config, tmp_path):
     assert sum(line.startswith("[skip]") for line in lines) == 2 + 3  # both trained models, A's three evals
     assert sum(line.startswith("[eval]") for line in lines) == 3
     assert not any(line.startswith("[train]") for line in lines)
-    board = pd.read_csv(out / "leaderboard.csv", comment="#")
+    board = pd.read_csv(out / "leaderboard.csv")
     assert board["deepfool.rho_mean"].notna().all() and board["spatial.robust_accuracy"].notna().all()
 
 

@@ -77,7 +77,7 @@ def test_failed_cells_are_stored_reported_and_retried(tmp_path, capsys, monkeypa
     assert stored[("eval", "diverges", "clean")][1]["error"] == "its model failed to train"
     assert json.loads((out / "provenance.json").read_text())["executor"] == "local"
     # the leaderboard holds what finished; the failed run says it is not complete
-    board = pd.read_csv(out / "leaderboard.csv", comment="#")
+    board = pd.read_csv(out / "leaderboard.csv")
     assert board.set_index("model").loc["ok", "clean.accuracy"] > 0
     status = sqlite3.connect(out / "results.sqlite").execute("SELECT status FROM runs").fetchone()[0]
     assert status == "failed"

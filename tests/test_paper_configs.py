@@ -105,7 +105,7 @@ def run_shrunk(tmp_path: Path, name: str, root: str | None, monkeypatch, extra_d
     path.write_text(yaml.safe_dump(shrink(config, root, extra_dataset)))
     monkeypatch.setenv("RBLEAK_CACHE_DIR", str(tmp_path / "cache"))
     out = run_config(load_config(path), tmp_path / "out", progress=False, log=lambda line: None)
-    board = pd.read_csv(out / "leaderboard.csv", comment="#")
+    board = pd.read_csv(out / "leaderboard.csv")
     assert set(board.model) == {m["name"] for m in config["models"]}
     return board
 
@@ -156,7 +156,7 @@ def test_paper_mnist14_on_both_datasets(tmp_path, monkeypatch):
     path = tmp_path / "mnist14.yaml"
     path.write_text(yaml.safe_dump(shrink(config, None)))
     out = run_config(load_config(path), tmp_path / "out-mnist", progress=False, log=lambda line: None)
-    assert pd.read_csv(out / "leaderboard.csv", comment="#").dataset.unique().tolist() == ["mnist-14"]
+    assert pd.read_csv(out / "leaderboard.csv").dataset.unique().tolist() == ["mnist-14"]
 
 
 def test_paper_depth_sweep(tmp_path, monkeypatch):

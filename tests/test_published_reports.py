@@ -29,3 +29,20 @@ def test_readme_verdict_table_matches_the_report():
     stated = re.search(r"Fashion-MNIST at CPU scale \([^)]*?(\d+) seeds", readme)
     covered = re.search(r"cnn-3x3: seeds ([\d, ]+) complete", report)
     assert stated and covered and int(stated.group(1)) == len(covered.group(1).split(","))
+
+
+def test_published_leaderboard_csvs_are_plain_tables():
+    """pandas.read_csv reads every published leaderboard.csv as is: one row per model, the documented columns."""
+    import json
+
+    import pandas as pd
+
+    folders = sorted(p.parent for p in (REPO / "results").glob("*/leaderboard.csv"))
+    assert folders
+    for folder in folders:
+        board = pd.read_csv(folder / "leaderboard.csv")
+        meta = json.loads((folder / "leaderboard.meta.json").read_text())
+        assert list(board.columns) == list(meta["columns"]), folder
+        assert {"dataset", "model", "run", "rank"} <= set(board.columns)
+        assert not board.duplicated(["dataset", "run", "model"]).any() and len(board) >= 2, folder
+        assert all(meta["columns"][c] for c in ("model", "params")), folder

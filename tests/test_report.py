@@ -65,7 +65,7 @@ def test_ci_and_flags_in_table_and_markdown(run_dir):
 
 def test_csv_has_interval_columns(outputs):
     out, written = outputs
-    csv = pd.read_csv(out / "leaderboard.csv", comment="#")
+    csv = pd.read_csv(out / "leaderboard.csv")
     wanted = {"run", "clean.accuracy.lo", "clean.accuracy.hi", "deepfool.rho_mean.lo", "deepfool.flags"}
     assert wanted <= set(csv.columns)
     row = csv[csv.model == "cnn-3x3"].iloc[0]
@@ -99,7 +99,7 @@ def test_merge_keeps_rows_of_each_run_apart(tmp_path):
     assert main(["leaderboard", str(a), str(b / "results.sqlite"), "--out", str(out), "--format", "json,csv"]) == 0
     merged = json.loads((out / "leaderboard.json").read_text())
     assert [(r["name"], r["run"]) for r in merged["records"]] == list(zip(table.model, table.run))
-    assert pd.read_csv(out / "leaderboard.csv", comment="#").run.tolist() == ["b/run", "b/run", "a/run"]
+    assert pd.read_csv(out / "leaderboard.csv").run.tolist() == ["b/run", "b/run", "a/run"]
     assert not (out / "leaderboard.md").exists() and not (out / "plots").exists()
     assert main(["leaderboard", str(a), "--out", str(tmp_path / "x"), "--format", "csv,pdf"]) == 2
 
@@ -246,7 +246,7 @@ def test_old_store_without_new_columns_still_renders(tmp_path):
     con.close()
     before = (run / "results.sqlite").read_bytes()
     write_outputs([run], tmp_path / "out", formats=("csv", "json"))
-    assert pd.read_csv(tmp_path / "out" / "leaderboard.csv", comment="#")["clean.accuracy"].item() == pytest.approx(0.5)
+    assert pd.read_csv(tmp_path / "out" / "leaderboard.csv")["clean.accuracy"].item() == pytest.approx(0.5)
     assert (run / "results.sqlite").read_bytes() == before  # readers never migrate (or otherwise write) a store
 
 
@@ -274,8 +274,11 @@ def test_protocol_is_stated_with_every_table(tmp_path):
     run = make_run(tmp_path / "r", [Fake("a", 3, "none", 0.5, 0.1, 0.2)], description=protocol)
     figures = write_outputs([run], tmp_path / "out", formats=("md", "html", "latex", "json", "csv", "plots"))
     out = tmp_path / "out"
-    assert (out / "leaderboard.csv").read_text().splitlines()[0] == f"# protocol: {protocol}"
-    assert pd.read_csv(out / "leaderboard.csv", comment="#").model.tolist() == ["a"]
+    assert not (out / "leaderboard.csv").read_text().startswith("#")  # a plain table: read_csv reads it as is
+    assert pd.read_csv(out / "leaderboard.csv").model.tolist() == ["a"]
+    meta = json.loads((out / "leaderboard.meta.json").read_text())
+    assert meta["protocols"] == {"r": protocol} and meta["csv"] == "leaderboard.csv"
+    assert set(meta["columns"]) == set(pd.read_csv(out / "leaderboard.csv").columns)
     svg = (out / "plots" / "accuracy_vs_robustness.svg").read_text()
     assert "CPU-scale protocol: width 4 &amp; &lt;2&gt; layers" in svg and any(p.suffix == ".png" for p in figures)
     assert f"> **Note:** protocol of run r: {protocol}" in (out / "leaderboard.md").read_text()

@@ -63,8 +63,8 @@ def test_write_outputs_and_merge(tmp_path):
         fill(s, name, models)
         s.close()
     written = write_outputs([tmp_path / "run1", tmp_path / "run2"], tmp_path / "merged")
-    assert {p.name for p in written} == {"leaderboard.csv", "leaderboard.md"}
-    csv = pd.read_csv(tmp_path / "merged" / "leaderboard.csv", comment="#")
+    assert {p.name for p in written} == {"leaderboard.csv", "leaderboard.meta.json", "leaderboard.md"}
+    csv = pd.read_csv(tmp_path / "merged" / "leaderboard.csv")
     assert set(csv.model) == {"a", "c"}
     assert csv.loc[csv.model == "a", "deepfool.rho_mean"].item() == pytest.approx(0.05)
 
