@@ -4,6 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 
+# what attacks/optimality.py stores per member of the minimum-norm ensemble
+STRENGTH_MEMBERS = ("deepfool", "ddn", "fmn", "superdeepfool")
+STRENGTH_DOCS = {
+    **{f"optimality_{m}": (f"AttackBench's optimality of the member {m}: 1 - (area - best) / (clean accuracy x max_dist "
+                           "- best), the areas under the robust-accuracy-vs-L2 step curves of the member and of the "
+                           "per-image best over the members, up to the largest best norm (1: it found every minimum)")
+       for m in STRENGTH_MEMBERS},
+    **{f"minimum_share_{m}": (f"share of the fooled clean-correct images on which the member {m} found the smallest "
+                              "perturbation (ties go to the first member)") for m in STRENGTH_MEMBERS},
+    **{f"rho_median_{m}": (f"median rho of the member {m} alone over clean-correct images (an image it did not fool "
+                           "counts as infinite)") for m in STRENGTH_MEMBERS},
+    **{f"rho_mean_{m}": f"mean rho of the member {m} alone over the clean-correct images it fooled"
+       for m in STRENGTH_MEMBERS},
+    **{f"passes_{m}": f"forward plus backward passes per image of the member {m}" for m in STRENGTH_MEMBERS},
+}
+
 # column legend: metric name -> definition (shown under every leaderboard)
 METRIC_DOCS = {
     "accuracy": "top-1 accuracy on the evaluated test images",
@@ -32,6 +48,9 @@ METRIC_DOCS = {
                              "(1 = it always found the smallest)") for m in ("deepfool", "ddn", "fmn")},
     **{f"success_{m}": f"success rate of the ensemble member {m} alone (clean-correct images)"
        for m in ("deepfool", "ddn", "fmn")},
+    "passes": ("forward plus backward passes through the model per attacked image (the ensemble: its members' sum; "
+               "the re-check of the examples not counted)"),
+    **STRENGTH_DOCS,
 }
 
 

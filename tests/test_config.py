@@ -31,7 +31,7 @@ def test_valid_config_resolves_presets_and_overrides(tmp_path):
     assert (deepfool.kind, deepfool.engine, deepfool.n_samples) == ("deepfool", "native", 16)
     # preset values kept, overrides applied
     assert deepfool.params == {"max_iter": 10, "overshoot": 0.02, "nb_grads": 10, "batch_size": 16,
-                               "stop_on": "returned", "keep_candidates": 2, "grad_strategy": "auto"}
+                               "stop_on": "returned", "keep_candidates": 2, "grad_strategy": "auto", "budget": None}
     assert cfg.attacks[2].params["mode"] == "global" and cfg.attacks[2].fit_samples == 16
     assert "fit_samples" not in deepfool.spec() and cfg.attacks[2].spec()["fit_samples"] == 16
     settings = cfg.training_for(cfg.run.models[0])

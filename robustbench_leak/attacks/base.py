@@ -67,6 +67,8 @@ class Attack(ABC):
     # Parameters added after results were stored, at the value that behaves as before they existed: a
     # cell's key leaves them out at that value, so stored cells stay valid.
     key_neutral: ClassVar[dict[str, Any]] = {}
+    # ``budget`` (in ``defaults`` of the minimum-norm attacks that take one): the most forward plus backward
+    # passes through the model per image; None (the default, key-neutral) runs the attack's own step counts.
     # Checked when the attack is built (ART's ``_check_params``): numeric ranges and string choices.
     ranges: ClassVar[dict[str, Range]] = {}
     choices: ClassVar[dict[str, tuple[Any, ...]]] = {}
@@ -95,6 +97,10 @@ class Attack(ABC):
             if not ok:
                 raise ValueError(f"attack {cls.kind!r} parameter {name!r} must be {type(default).__name__}, "
                                  f"got {short(value)}")
+            if name == "budget" and value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                                           or value < 1):
+                raise ValueError(f"attack {cls.kind!r} parameter 'budget' must be an integer >= 1 (forward plus "
+                                 f"backward passes per image) or null (no budget), got {short(value)}")
             if name in cls.ranges and value is not None and not cls.ranges[name].contains(value):
                 raise ValueError(f"attack {cls.kind!r} parameter {name!r} must be {cls.ranges[name].describe()}, "
                                  f"got {short(value)}")

@@ -35,6 +35,13 @@ def cosine(i: int, steps: int, start: float, end: float) -> float:
     return end + (start - end) * (1 + math.cos(math.pi * i / steps)) / 2
 
 
+def steps_within(steps: int, budget: int | None, passes_per_step: int = 2) -> int:
+    """The step count an iterative attack runs under ``budget`` passes per image (None: ``steps``).
+
+    A step of DDN or FMN is one forward and one backward pass; the schedules anneal over the steps run."""
+    return steps if budget is None else min(steps, budget // passes_per_step)
+
+
 def tail_snapshot_step(steps: int) -> int:
     """Index of the step after whose check the best norms are snapshot: the last ``TAIL`` of the steps follow.
 

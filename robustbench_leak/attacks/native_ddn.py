@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 from ..train import predict
 from .base import Attack, AttackResult, Range, above, at_least, register_attack
-from .min_norm import batched, cosine, iterative_result, tail_snapshot_step
+from .min_norm import batched, cosine, iterative_result, steps_within, tail_snapshot_step
+from .optimality import PassCounter
 
 
 def ddn_batch(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, steps: int, init_epsilon: float,
@@ -69,17 +70,22 @@ class NativeDDN(Attack):
     minimum_norm = True
     description = "DDN (Rony et al., CVPR 2019; white-box, minimum L2), batched PyTorch engine with Foolbox 3's loop"
     defaults = {"steps": 100, "init_epsilon": 1.0, "gamma": 0.05, "alpha_init": 1.0, "alpha_final": 0.01,
-                "batch_size": 256}
+                "batch_size": 256, "budget": None}
+    key_neutral = {"budget": None}
     ranges = {"steps": at_least(1), "init_epsilon": above(0), "gamma": Range(0, 1, lo_open=True, hi_open=True),
               "alpha_init": above(0), "alpha_final": above(0), "batch_size": at_least(1)}
-    metrics = ("success_rate", "rho_mean", "rho_median", "robust_accuracy", "converged_ddn")
+    metrics = ("success_rate", "rho_mean", "rho_median", "robust_accuracy", "converged_ddn", "passes")
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
             progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None) -> AttackResult:
         p = self.params
         clean = predict(model, x, device)
-        params = {k: v for k, v in p.items() if k != "batch_size"}
-        x_adv, final, before = batched(ddn_batch, model, x, clean, p["batch_size"], device, "DDN (native)", progress,
-                                       **params)
-        return iterative_result("ddn", model, x, y, x_adv, clean, final, before, p["steps"], device)
+        steps = steps_within(p["steps"], p["budget"])
+        params = {k: v for k, v in p.items() if k not in ("batch_size", "budget")} | {"steps": steps}
+        counter = PassCounter(model)
+        x_adv, final, before = batched(ddn_batch, counter, x, clean, p["batch_size"], device, "DDN (native)",
+                                       progress, **params)
+        result = iterative_result("ddn", model, x, y, x_adv, clean, final, before, steps, device)
+        result.metrics["passes"] = counter.passes / max(1, len(x))
+        return result
 

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from ..train import predict
 from .base import Attack, AttackResult, at_least, register_attack
 from .min_norm import minimum_norm_result
+from .optimality import PassCounter
 
 TOL = 10e-8  # ART's guard against division by zero
 
@@ -70,14 +71,35 @@ def resolve_grad_strategy(strategy: str, device: torch.device) -> str:
     return strategy
 
 
+def iterations_within(max_iter: int, budget: int | None, k: int, keep_candidates: int | None) -> int:
+    """DeepFool's iterations under ``budget`` passes per image (None: ``max_iter``).
+
+    The clean prediction is one forward pass; an iteration is one forward pass, a backward pass per
+    other candidate class (``k - 1``, then ``keep_candidates`` after the first iteration) and one
+    forward pass that checks the returned example."""
+    if budget is None:
+        return max_iter
+    spent, done = 1, 0
+    while done < max_iter:
+        others = k - 1 if done == 0 or keep_candidates is None else min(keep_candidates, k - 1)
+        if spent + others + 2 > budget:
+            break
+        spent, done = spent + others + 2, done + 1
+    return done
+
+
 def deepfool_batch(model: nn.Module, x: torch.Tensor, nb_grads: int, max_iter: int, overshoot: float,
                    clip: tuple[float, float] = (0.0, 1.0), stop_on: str = "returned",
-                   keep_candidates: int | None = None, grad_strategy: str = "loop") -> tuple[torch.Tensor, torch.Tensor]:
-    """Adversarial examples for one batch on the model's device, and the iterations each sample used."""
+                   keep_candidates: int | None = None, grad_strategy: str = "loop",
+                   budget: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adversarial examples for one batch on the model's device, and the iterations each sample used.
+
+    ``budget``: at most that many forward plus backward passes per image (``iterations_within``)."""
     lo, hi = clip
     with torch.no_grad():
         logits0 = model(x)
     k = min(nb_grads, logits0.shape[1])
+    max_iter = iterations_within(max_iter, budget, k, keep_candidates)
     cand = logits0.topk(k, dim=1).indices  # column 0 is the original prediction
     label0 = cand[:, 0]
     adv = x.clone()
@@ -116,13 +138,13 @@ class NativeDeepFool(Attack):
     minimum_norm = True
     description = "DeepFool (white-box, minimum L2), batched PyTorch engine with ART's semantics"
     defaults = {"max_iter": 50, "overshoot": 0.02, "nb_grads": 10, "batch_size": 256, "stop_on": "returned",
-                "keep_candidates": None, "grad_strategy": "auto"}
+                "keep_candidates": None, "grad_strategy": "auto", "budget": None}
     # auto is the loop on the CPU, as before this parameter existed; on CUDA the batched pass computes the
     # same gradients (equal to float rounding), so stored cells keep their keys
-    key_neutral = {"keep_candidates": None, "grad_strategy": "auto"}
+    key_neutral = {"keep_candidates": None, "grad_strategy": "auto", "budget": None}
     choices = {"grad_strategy": GRAD_STRATEGIES, "stop_on": ("returned", "iterate")}
     ranges = {"max_iter": at_least(1), "overshoot": at_least(0.0), "nb_grads": at_least(2), "batch_size": at_least(1)}
-    metrics = ("success_rate", "rho_mean", "rho_median", "robust_accuracy")
+    metrics = ("success_rate", "rho_mean", "rho_median", "robust_accuracy", "passes")
 
     @classmethod
     def check_params(cls, params: dict) -> dict:
@@ -142,15 +164,18 @@ class NativeDeepFool(Attack):
         advs, iters = [], []
         bs = p["batch_size"]
         strategy = resolve_grad_strategy(p["grad_strategy"], device)
+        counter = PassCounter(model)
         for i in tqdm(range(0, len(x), bs), desc="DeepFool (native)", disable=not progress, leave=False):
-            adv, it = deepfool_batch(model, x[i:i + bs].to(device), p["nb_grads"], p["max_iter"], p["overshoot"],
+            adv, it = deepfool_batch(counter, x[i:i + bs].to(device), p["nb_grads"], p["max_iter"], p["overshoot"],
                                      stop_on=p["stop_on"], keep_candidates=p["keep_candidates"],
-                                     grad_strategy=strategy)
+                                     grad_strategy=strategy, budget=p["budget"])
             advs.append(adv)
             iters.append(it)
         x_adv = torch.cat(advs).cpu()  # one wait for the device, after the last batch
         clean_pred = predict(model, x, device).numpy()
         adv_pred = predict(model, x_adv, device).numpy()  # re-check every returned example
         it = torch.cat(iters).cpu().numpy()
-        return minimum_norm_result(x, x_adv, y, clean_pred, adv_pred, info={
+        result = minimum_norm_result(x, x_adv, y, clean_pred, adv_pred, info={
             "iterations_mean": float(np.mean(it)), "iterations_max": int(np.max(it)) if len(it) else 0})
+        result.metrics["passes"] = counter.passes / max(1, len(x))
+        return result

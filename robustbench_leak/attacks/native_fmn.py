@@ -25,7 +25,8 @@ import torch.nn as nn
 
 from ..train import predict
 from .base import Attack, AttackResult, Range, above, at_least, register_attack
-from .min_norm import batched, cosine, iterative_result, tail_snapshot_step
+from .min_norm import batched, cosine, iterative_result, steps_within, tail_snapshot_step
+from .optimality import PassCounter
 
 
 def fmn_batch(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, steps: int, alpha_init: float,
@@ -80,16 +81,21 @@ class NativeFMN(Attack):
     minimum_norm = True
     description = "FMN L2 (Pintor et al., NeurIPS 2021; white-box, minimum L2), batched PyTorch engine"
     defaults = {"steps": 100, "alpha_init": 1.0, "alpha_final": 0.01, "gamma_init": 0.05, "gamma_final": 0.001,
-                "batch_size": 256}
+                "batch_size": 256, "budget": None}
+    key_neutral = {"budget": None}
     ranges = {"steps": at_least(1), "alpha_init": above(0), "alpha_final": above(0),
               "gamma_init": UNIT_OPEN, "gamma_final": UNIT_OPEN, "batch_size": at_least(1)}
-    metrics = ("success_rate", "rho_mean", "rho_median", "robust_accuracy", "converged_fmn")
+    metrics = ("success_rate", "rho_mean", "rho_median", "robust_accuracy", "converged_fmn", "passes")
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
             progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None) -> AttackResult:
         p = self.params
         clean = predict(model, x, device)
-        params = {k: v for k, v in p.items() if k != "batch_size"}
-        x_adv, final, before = batched(fmn_batch, model, x, clean, p["batch_size"], device, "FMN (native)", progress,
-                                       **params)
-        return iterative_result("fmn", model, x, y, x_adv, clean, final, before, p["steps"], device)
+        steps = steps_within(p["steps"], p["budget"])
+        params = {k: v for k, v in p.items() if k not in ("batch_size", "budget")} | {"steps": steps}
+        counter = PassCounter(model)
+        x_adv, final, before = batched(fmn_batch, counter, x, clean, p["batch_size"], device, "FMN (native)",
+                                       progress, **params)
+        result = iterative_result("fmn", model, x, y, x_adv, clean, final, before, steps, device)
+        result.metrics["passes"] = counter.passes / max(1, len(x))
+        return result

@@ -8,7 +8,12 @@ An image no member fooled returns DeepFool's example, as the ``deepfool`` attack
 Besides DeepFool's metrics (rho and the robustness curve come from the ensemble's per-image norms),
 each member ``m`` reports ``success_m`` (its success rate on clean-correct images), ``overestimate_m``
 (the median over clean-correct images it fooled of its norm / the ensemble's norm: 1 when it always
-found the smallest) and, for DDN and FMN, the convergence signal ``converged_m`` (see ``min_norm``).
+found the smallest), for DDN and FMN the convergence signal ``converged_m`` (see ``min_norm``), and its
+strength (``optimality``): ``rho_median_m``, ``rho_mean_m``, ``passes_m`` (forward + backward passes
+per image), ``optimality_m`` (AttackBench's, against the per-image best of the members) and
+``minimum_share_m`` (share of the fooled clean-correct images on which it supplied the minimum).
+``passes`` is the sum over the members. ``budget`` caps each member's passes per image, so that the
+members are compared at equal cost; the whole ensemble then costs up to the members' count times it.
 """
 
 from __future__ import annotations
@@ -23,18 +28,20 @@ import torch.nn as nn
 from ..metrics import flat_l2
 from ..train import predict
 from .base import Attack, AttackResult, at_least, register_attack
-from .min_norm import batched, convergence_flag, convergence_signal, minimum_norm_result
+from .min_norm import batched, convergence_flag, convergence_signal, minimum_norm_result, steps_within
 from .native_ddn import NativeDDN, ddn_batch
 from .native_deepfool import deepfool_batch
 from .native_fmn import NativeFMN, fmn_batch
+from .optimality import PassCounter, strength
 
 DEEPFOOL_EXACT = {"max_iter": 50, "overshoot": 0.02, "nb_grads": 10}  # attacks/deepfool-exact.yaml (a test checks)
 MEMBERS = ("deepfool", "ddn", "fmn")
 
 
-def _deepfool(model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor]:
+def _deepfool(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, budget: int | None = None
+              ) -> tuple[torch.Tensor]:
     # deepfool_batch attacks the model's own prediction, which is what ``labels`` holds here
-    return (deepfool_batch(model, x, **DEEPFOOL_EXACT)[0],)
+    return (deepfool_batch(model, x, **DEEPFOOL_EXACT, budget=budget)[0],)
 
 
 def member_ratios(norms: dict[str, np.ndarray], fooled: dict[str, np.ndarray], best: np.ndarray,
@@ -55,31 +62,54 @@ class NativeMinNorm(Attack):
     minimum_norm = True
     description = ("minimum-norm ensemble: per image the smallest successful L2 perturbation of DeepFool "
                    "(deepfool-exact), DDN and FMN")
-    defaults = {"ddn_steps": NativeDDN.defaults["steps"], "fmn_steps": NativeFMN.defaults["steps"], "batch_size": 256}
+    defaults = {"ddn_steps": NativeDDN.defaults["steps"], "fmn_steps": NativeFMN.defaults["steps"], "batch_size": 256,
+                "budget": None}
+    key_neutral = {"budget": None}  # a budget applies to each member: they are compared at equal cost
     ranges = {"ddn_steps": at_least(1), "fmn_steps": at_least(1), "batch_size": at_least(1)}
     metrics = ("success_rate", "rho_mean", "rho_median", "robust_accuracy", *(f"overestimate_{m}" for m in MEMBERS),
-               "converged_ddn", "converged_fmn")
+               "converged_ddn", "converged_fmn", *(f"optimality_{m}" for m in MEMBERS),
+               *(f"minimum_share_{m}" for m in MEMBERS), "passes")
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
             progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None) -> AttackResult:
         p = self.params
         clean = predict(model, x, device)
-        ddn = {k: v for k, v in NativeDDN.defaults.items() if k != "batch_size"} | {"steps": p["ddn_steps"]}
-        fmn = {k: v for k, v in NativeFMN.defaults.items() if k != "batch_size"} | {"steps": p["fmn_steps"]}
-        runs = {"deepfool": (_deepfool, {}), "ddn": (ddn_batch, ddn), "fmn": (fmn_batch, fmn)}
-        out: dict[str, tuple[torch.Tensor, ...]] = {}
-        seconds: dict[str, float] = {}
-        for name, (engine, params) in runs.items():
-            t0 = time.perf_counter()
-            out[name] = batched(engine, model, x, clean, p["batch_size"], device, f"minnorm: {name}", progress,
-                                **params)
-            seconds[name] = time.perf_counter() - t0
-        return combine(model, x, y, clean, out, seconds, p, device)
+        out, seconds, passes = run_members(model, x, clean, p, device, progress)
+        return combine(model, x, y, clean, out, seconds, p, device, passes)
+
+
+def member_runs(p: dict[str, Any]) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """Each member's batch engine and its parameters under the ensemble's parameters ``p``."""
+    outside = ("batch_size", "budget")
+    ddn = {k: v for k, v in NativeDDN.defaults.items() if k not in outside} | {
+        "steps": steps_within(p["ddn_steps"], p["budget"])}
+    fmn = {k: v for k, v in NativeFMN.defaults.items() if k not in outside} | {
+        "steps": steps_within(p["fmn_steps"], p["budget"])}
+    return {"deepfool": (_deepfool, {"budget": p["budget"]}), "ddn": (ddn_batch, ddn), "fmn": (fmn_batch, fmn)}
+
+
+def run_members(model: nn.Module, x: torch.Tensor, clean: torch.Tensor, p: dict[str, Any], device: torch.device,
+                progress: bool = False, members: tuple[str, ...] = MEMBERS
+                ) -> tuple[dict[str, tuple[torch.Tensor, ...]], dict[str, float], dict[str, float]]:
+    """Each member's outputs on the CPU, its seconds and its forward + backward passes per image."""
+    out: dict[str, tuple[torch.Tensor, ...]] = {}
+    seconds: dict[str, float] = {}
+    passes: dict[str, float] = {}
+    for name, (engine, params) in member_runs(p).items():
+        if name not in members:
+            continue
+        counter = PassCounter(model)
+        t0 = time.perf_counter()
+        out[name] = batched(engine, counter, x, clean, p["batch_size"], device, f"minnorm: {name}", progress,
+                            **params)
+        seconds[name] = time.perf_counter() - t0
+        passes[name] = counter.passes / max(1, len(x))
+    return out, seconds, passes
 
 
 def combine(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor,
             out: dict[str, tuple[torch.Tensor, ...]], seconds: dict[str, float], p: dict[str, Any],
-            device: torch.device) -> AttackResult:
+            device: torch.device, passes: dict[str, float] | None = None) -> AttackResult:
     """The ensemble's result from each member's (examples, ...) on the CPU: re-check, pick, metrics, flags."""
     clean_np, y_np = clean.numpy(), y.numpy()
     correct = clean_np == y_np
@@ -97,10 +127,12 @@ def combine(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean: torch.Ten
     best = result.samples["l2"]
     metrics = result.metrics
     metrics.update(member_ratios(norms, fooled, best, correct))
-    for m in MEMBERS:
-        metrics[f"success_{m}"] = float(np.mean(fooled[m][correct])) if correct.any() else float("nan")
+    metrics.update(strength({m: np.where(fooled[m], norms[m], np.inf) for m in MEMBERS}, flat_l2(x.numpy()),
+                            correct, passes or {}))
+    metrics["passes"] = float(sum((passes or {}).values())) if passes else float("nan")
     flags = []
-    for m, steps in (("ddn", p["ddn_steps"]), ("fmn", p["fmn_steps"])):
+    for m, steps in (("ddn", steps_within(p["ddn_steps"], p["budget"])),
+                     ("fmn", steps_within(p["fmn_steps"], p["budget"]))):
         _, final, before = out[m]
         metrics[f"converged_{m}"] = convergence_signal(before.numpy(), final.numpy())
         flag = convergence_flag(m.upper(), metrics[f"converged_{m}"], steps)

@@ -1,0 +1,115 @@
+"""Attack strength: AttackBench optimality, passes per image and budgets, gradient-masking checks."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from robustbench_leak.attacks import attack_class, build_attack
+from robustbench_leak.attacks.native_deepfool import deepfool_batch, iterations_within
+from robustbench_leak.attacks.optimality import PassCounter, curve_area, minimum_share, optimality
+from robustbench_leak.config.schema import ResolvedAttack
+from robustbench_leak.data import load_dataset
+from robustbench_leak.models import Normalized, create_model
+from robustbench_leak.train import TrainSettings, train_model
+
+CPU = torch.device("cpu")
+INF = np.inf
+
+
+def test_optimality_matches_a_hand_computed_example():
+    # 4 images, the last misclassified; per image best: 1, 1, 3 (max_dist 3), misclassified adds nothing
+    correct = np.array([True, True, True, False])
+    norms = {"a": np.array([1.0, 2.0, INF, 0.5]), "b": np.array([2.0, 1.0, 3.0, 0.1]),
+             "c": np.array([1.0, 1.0, 3.0, 9.0])}
+    # best area (1 + 1 + 3) / 4 = 1.25; clean accuracy x max_dist = 0.75 x 3 = 2.25
+    # a: (1 + 2 + min(inf, 3)) / 4 = 1.5 -> 1 - 0.25 / 1.0 = 0.75; b: (2 + 1 + 3) / 4 = 1.5 -> 0.75; c: best -> 1
+    opt = optimality(norms, correct)
+    assert opt == pytest.approx({"a": 0.75, "b": 0.75, "c": 1.0})
+    # shares over the 3 fooled clean-correct images; ties go to the first attack in order
+    # image 1: a (tie with c), 2: b (tie with c), 3: b (tie with c)
+    assert minimum_share(norms, correct) == pytest.approx({"a": 1 / 3, "b": 2 / 3, "c": 0.0})
+
+
+def test_curve_area_is_the_exact_area_under_the_step_curve():
+    rng = np.random.default_rng(0)
+    norms = np.where(rng.random(50) < 0.2, INF, rng.exponential(1.0, 50))
+    correct = rng.random(50) < 0.8
+    max_dist = 2.0
+    eps = (np.arange(100_000) + 0.5) * max_dist / 100_000  # midpoints of a fine grid
+    curve = (correct[None, :] & (norms[None, :] > eps[:, None])).mean(axis=1)
+    assert curve_area(norms, correct, max_dist) == pytest.approx(curve.mean() * max_dist, rel=1e-3)
+
+
+def test_optimality_of_an_attack_that_fools_nothing_is_zero_and_nan_without_any_minimum():
+    correct = np.array([True, True])
+    assert optimality({"a": np.array([1.0, 2.0]), "z": np.array([INF, INF])}, correct) == pytest.approx(
+        {"a": 1.0, "z": 0.0})
+    assert np.isnan(optimality({"z": np.array([INF, INF])}, correct)["z"])
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A 2-layer CNN trained for one epoch on synthetic gratings (well under a second), and 8 test images."""
+    data = load_dataset("synthetic", n_train=256, n_test=8)
+    torch.manual_seed(0)
+    model = Normalized(create_model("tomen_cnn", 10, 1, n_layers=2, width=4, kernel_size=3), data.mean, data.std)
+    train_model(model, data, TrainSettings(lr=0.1, epochs=1, batch_size=32), 0, CPU, progress=False)
+    return model.eval().requires_grad_(False), data.test_x, data.test_y
+
+
+def test_pass_counter_counts_rows_of_forward_and_backward_passes(tiny):
+    model, x, _ = tiny
+    counter = PassCounter(model)
+    with torch.no_grad():
+        counter(x)
+    adv = x.clone().requires_grad_(True)
+    out = counter(adv)
+    torch.autograd.grad(out[:, 0].sum(), adv, retain_graph=True)
+    torch.autograd.grad(out[:, 1].sum(), adv)
+    assert (counter.forward_rows, counter.backward_rows) == (2 * len(x), 2 * len(x))
+
+
+@pytest.mark.parametrize("kind, params, budget", [("ddn", {"steps": 12}, 21), ("fmn", {"steps": 12}, 16),
+                                                  ("deepfool", {"nb_grads": 10}, 30),
+                                                  ("minnorm", {"ddn_steps": 12, "fmn_steps": 12}, 23)])
+def test_every_minimum_norm_attack_respects_its_budget(tiny, kind, params, budget):
+    model, x, y = tiny
+    free = build_attack(kind, **params).run(model, x, y, CPU, progress=False).metrics
+    capped = build_attack(kind, **params, budget=budget).run(model, x, y, CPU, progress=False).metrics
+    members = [k for k in capped if k.startswith("passes_")] or ["passes"]
+    for key in members:  # minnorm: every member within the budget; the others: the attack itself
+        assert 0 < capped[key] <= budget
+    assert free["passes"] > capped["passes"]  # the budget binds here
+
+
+def test_deepfool_iterations_within_a_budget():
+    # clean forward 1, first iteration 9 backward + 2 forward = 11, later (keep 2) 2 + 2 = 4
+    assert iterations_within(50, 12, k=10, keep_candidates=2) == 1
+    assert iterations_within(50, 12 + 4 * 3, k=10, keep_candidates=2) == 4
+    assert iterations_within(50, 11, k=10, keep_candidates=None) == 0
+    assert iterations_within(3, None, k=10, keep_candidates=None) == 3
+
+
+def test_deepfool_budget_counted_exactly(tiny):
+    model, x, _ = tiny
+    counter = PassCounter(model)
+    _, iters = deepfool_batch(counter, x, nb_grads=10, max_iter=50, overshoot=0.02, budget=23)
+    assert counter.passes <= 23 * len(x) and int(iters.max()) == 2  # 1 + 11 + 11
+
+
+@pytest.mark.parametrize("kind", ["deepfool", "ddn", "fmn", "minnorm"])
+def test_a_null_budget_leaves_cache_keys_unchanged(kind):
+    cls = attack_class(kind)
+    params = cls.check_params({})
+    spec = ResolvedAttack(label=kind, kind=kind, engine=cls.engine, n_samples=10, params=params, preset=kind).spec()
+    assert "budget" not in spec["params"]
+    with_budget = ResolvedAttack(label=kind, kind=kind, engine=cls.engine, n_samples=10,
+                                 params=cls.check_params({"budget": 100}), preset=kind).spec()
+    assert with_budget["params"]["budget"] == 100
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "many"])
+def test_a_bad_budget_is_refused_when_the_attack_is_built(bad):
+    with pytest.raises(ValueError, match="parameter 'budget' must be an integer >= 1"):
+        build_attack("ddn", budget=bad)
