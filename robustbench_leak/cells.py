@@ -27,6 +27,7 @@ from torch.nn.modules.utils import _pair
 from .attacks import attack_class, build_attack
 from .checkpoints import CheckpointCache, CheckpointError, load_state
 from .config import DEFAULT_FIT_SAMPLES
+from .config.schema import MaskingCfg
 from .data import ImageDataset, load_dataset_cached
 from .models import Normalized, count_flops, count_params, create_model
 from .models.checkpoint_io import load_checkpoint
@@ -250,6 +251,9 @@ def eval_cell(task: dict[str, Any], ctx: dict[str, Any], weights: Weights | None
     result = attack.run(model, x, y, device, progress=ctx.get("progress", True), fit=fit)
     seconds = time.perf_counter() - t0
     flags = sanity_checks(spec["kind"], model, x, y, result, device)
+    masking = MaskingCfg(**(task.get("masking") or {}))
+    if masking.enabled and hasattr(attack, "check_masking"):
+        flags += attack.check_masking(model, x, y, result, device, masking)
     intervals = metric_intervals(result.samples, result.metrics, seed=task["train"]["seed"])
     info = {**result.info, "images_per_second": n / seconds if seconds else None, "attack_seconds": seconds}
     if flags:

@@ -51,6 +51,8 @@ METRIC_DOCS = {
     "passes": ("forward plus backward passes through the model per attacked image (the ensemble: its members' sum; "
                "the re-check of the examples not counted)"),
     **STRENGTH_DOCS,
+    "masking_failed": ("gradient-masking checks of the minnorm cell that failed (attacks/masking.py: unbounded success, "
+                       "more steps, black-box search, PGD to zero; 0 = all clear)"),
 }
 
 

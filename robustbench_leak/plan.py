@@ -11,6 +11,7 @@ import hashlib
 from typing import Any
 
 from .config import Config, canonical_hash
+from .config.schema import MaskingCfg
 from .train import weight_settings
 
 WEIGHTS_VERSION = 1  # bump when a code change alters what the same spec trains to
@@ -36,8 +37,17 @@ def loaded_key(task: dict[str, Any]) -> str:
 
 def eval_key(task: dict[str, Any]) -> str:
     train = task["train"].get("key") or train_key(task["train"])
-    return canonical_hash({"train": train, "test_subset": task["train"]["dataset"]["test_subset"],
-                           "attack": task["attack"]})
+    parts = {"train": train, "test_subset": task["train"]["dataset"]["test_subset"], "attack": task["attack"]}
+    if "masking" in task:  # only non-default masking checks: cells stored with the defaults keep their keys
+        parts["masking"] = task["masking"]
+    return canonical_hash(parts)
+
+
+def checks_masking(kind: str, engine: str) -> bool:
+    """Whether the attack's cells run the gradient-masking checks (the minnorm ensemble)."""
+    from .attacks import attack_class
+
+    return hasattr(attack_class(kind, engine), "check_masking")
 
 
 def file_sha256(path: str) -> str:
@@ -70,8 +80,11 @@ def plan(config: Config) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
                 else:
                     t["key"] = train_key(t)
                 trains.append(t)
+                masking = config.run.masking.model_dump()
                 for attack in config.attacks:
                     e = {"train": t, "attack": attack.spec(), "attack_label": attack.label}
+                    if masking != MaskingCfg().model_dump() and checks_masking(attack.kind, attack.engine):
+                        e["masking"] = masking
                     e["key"] = eval_key(e)
                     evals.append(e)
     return trains, evals

@@ -6,9 +6,10 @@ import torch
 import torch.nn as nn
 
 from robustbench_leak.attacks import attack_class, build_attack
+from robustbench_leak.attacks.masking import run_checks
 from robustbench_leak.attacks.native_deepfool import deepfool_batch, iterations_within
 from robustbench_leak.attacks.optimality import PassCounter, curve_area, minimum_share, optimality
-from robustbench_leak.config.schema import ResolvedAttack
+from robustbench_leak.config.schema import MaskingCfg, ResolvedAttack
 from robustbench_leak.data import load_dataset
 from robustbench_leak.models import Normalized, create_model
 from robustbench_leak.train import TrainSettings, train_model
@@ -50,11 +51,11 @@ def test_optimality_of_an_attack_that_fools_nothing_is_zero_and_nan_without_any_
 
 @pytest.fixture(scope="module")
 def tiny():
-    """A 2-layer CNN trained for one epoch on synthetic gratings (well under a second), and 8 test images."""
-    data = load_dataset("synthetic", n_train=256, n_test=8)
+    """A small CNN trained on synthetic gratings (1-2 s; most test images correct), and 16 test images."""
+    data = load_dataset("synthetic", n_train=512, n_test=16)
     torch.manual_seed(0)
-    model = Normalized(create_model("tomen_cnn", 10, 1, n_layers=2, width=4, kernel_size=3), data.mean, data.std)
-    train_model(model, data, TrainSettings(lr=0.1, epochs=1, batch_size=32), 0, CPU, progress=False)
+    model = Normalized(create_model("tomen_cnn", 10, 1, n_layers=3, width=8, kernel_size=5), data.mean, data.std)
+    train_model(model, data, TrainSettings(lr=0.1, epochs=3, batch_size=32), 0, CPU, progress=False)
     return model.eval().requires_grad_(False), data.test_x, data.test_y
 
 
@@ -113,3 +114,106 @@ def test_a_null_budget_leaves_cache_keys_unchanged(kind):
 def test_a_bad_budget_is_refused_when_the_attack_is_built(bad):
     with pytest.raises(ValueError, match="parameter 'budget' must be an integer >= 1"):
         build_attack("ddn", budget=bad)
+
+
+class Quantised(nn.Module):
+    """``model`` behind input quantisation to 2 levels: gradients are zero almost everywhere (masked)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(torch.round(x))
+
+
+def _masking(model, x, y, **params):
+    attack = build_attack("minnorm", ddn_steps=20, fmn_steps=20, **params)
+    result = attack.run(model, x, y, CPU, progress=False)
+    return attack, result, attack.check_masking(model, x, y, result, CPU, MaskingCfg())
+
+
+@pytest.fixture(scope="module")
+def normal(tiny):
+    return _masking(*tiny)
+
+
+def test_masking_checks_clear_on_a_normal_model(normal):
+    _, result, flags = normal
+    checks = result.info["masking"]["checks"]
+    assert set(checks) == {"unbounded_success", "more_steps", "black_box", "pgd_to_zero"}
+    assert flags == [] and all(c["passed"] for c in checks.values()) and result.metrics["masking_failed"] == 0
+    assert checks["black_box"]["median_ratio"] < 1  # the white-box minimum is well below the black-box one
+    acc = checks["pgd_to_zero"]["accuracy"]
+    assert acc[-1] == 0 and acc[0] > 0  # PGD at the ensemble's median norm leaves some images; at 8x none
+
+
+def test_masking_checks_trip_on_a_masked_model(tiny):
+    model, x, y = tiny
+    _, result, flags = _masking(Quantised(model).eval(), x, y, budget=60)  # DeepFool stalls: cap its iterations
+    checks = result.info["masking"]["checks"]
+    assert not checks["black_box"]["passed"] and not checks["pgd_to_zero"]["passed"]
+    assert not checks["unbounded_success"]["passed"] and result.metrics["masking_failed"] >= 3
+    assert any("black-box search" in f for f in flags)
+    assert any("L2 PGD" in f for f in flags)
+
+
+def test_more_steps_check_trips_when_fewer_steps_do_better(tiny, normal):
+    model, x, y = tiny
+    _, result, _ = normal
+    full = result.transient["member_norms"]
+    shrunk = {m: np.where(np.isfinite(v), v * 0.5, v) for m, v in full.items() if m in ("ddn", "fmn")}
+    record, flags = run_checks(model, x, y, result.samples, result.metrics["success_rate"], full,
+                               lambda *_: shrunk, {"ddn": 20, "fmn": 20}, CPU, MaskingCfg())
+    assert not record["checks"]["more_steps"]["passed"] and record["checks"]["more_steps"]["value"] > 1.9
+    assert any("more steps should never hurt" in f for f in flags)
+
+
+def test_masking_config_entry(tmp_path):
+    from robustbench_leak.config import ConfigError, load_config
+    from robustbench_leak.plan import plan
+
+    base = ("name: m\nseeds: [0]\ndatasets: [{name: synthetic, n_train: 32, n_test: 8}]\n"
+            "models: [{name: a, arch: tomen_cnn, options: {n_layers: 2, width: 4}}]\n"
+            "attacks: [clean, {preset: minnorm, n_samples: 8}]\n")
+    keys = {}
+    for name, extra in [("default", ""), ("explicit", "masking: {images: 16}\n"), ("off", "masking: false\n"),
+                        ("more", "masking: {images: 32, directions: 8}\n")]:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(base + extra)
+        cfg = load_config(path)
+        _, evals = plan(cfg)
+        keys[name] = [e["key"] for e in evals]
+        if name == "off":
+            assert cfg.run.masking.enabled is False and evals[1]["masking"]["enabled"] is False
+    assert keys["default"] == keys["explicit"]  # the defaults, written or not, keep the stored cells' keys
+    assert keys["off"][0] == keys["default"][0] and keys["off"][1] != keys["default"][1]  # only minnorm's key
+    assert keys["more"][1] not in (keys["default"][1], keys["off"][1])
+    path = tmp_path / "bad.yaml"
+    path.write_text(base + "masking: {images: 0}\n")
+    with pytest.raises(ConfigError, match="masking.images"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("masking", ["", "masking: false\n"])
+def test_eval_cell_runs_the_masking_checks_unless_turned_off(tmp_path, masking):
+    from robustbench_leak.cells import eval_cell, train_cell
+    from robustbench_leak.config import load_config
+    from robustbench_leak.plan import plan
+
+    path = tmp_path / "c.yaml"
+    path.write_text("name: m\nseeds: [0]\ndatasets: [{name: synthetic, n_train: 64, n_test: 8}]\n"
+                    "models: [{name: a, arch: tomen_cnn, options: {n_layers: 2, width: 4}}]\ntraining: {epochs: 1}\n"
+                    "attacks: [{preset: minnorm, n_samples: 8, params: {ddn_steps: 4, fmn_steps: 4, budget: 30}}]\n"
+                    + masking)
+    trains, evals = plan(load_config(path))
+    ctx = {"device": "cpu", "cache_dir": str(tmp_path / "cache"), "progress": False}
+    _, weights = train_cell(trains[0], ctx, record=False)
+    cell = eval_cell(evals[0], ctx, weights)["cell"]
+    if masking:
+        assert "masking" not in cell["info"] and "masking_failed" not in cell["metrics"]
+    else:
+        checks = cell["info"]["masking"]["checks"]
+        assert cell["metrics"]["masking_failed"] == sum(not c["passed"] for c in checks.values())
+        failed = [c for name, c in checks.items() if not c["passed"] and name != "unbounded_success"]
+        assert len([f for f in cell["info"].get("flags", []) if f.startswith("gradient masking check")]) == len(failed)

@@ -51,6 +51,7 @@ class AttackResult:
     metrics: dict[str, float]
     samples: dict[str, np.ndarray] = field(default_factory=dict)  # per-sample arrays, same length as y
     info: dict[str, Any] = field(default_factory=dict)
+    transient: dict[str, Any] = field(default_factory=dict)  # for checks after the attack; never stored
 
 
 class Attack(ABC):

@@ -19,7 +19,7 @@ members are compared at equal cost; the whole ensemble then costs up to the memb
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,7 +32,11 @@ from .min_norm import batched, convergence_flag, convergence_signal, minimum_nor
 from .native_ddn import NativeDDN, ddn_batch
 from .native_deepfool import deepfool_batch
 from .native_fmn import NativeFMN, fmn_batch
+from .masking import run_checks
 from .optimality import PassCounter, strength
+
+if TYPE_CHECKING:
+    from ..config.schema import MaskingCfg
 
 DEEPFOOL_EXACT = {"max_iter": 50, "overshoot": 0.02, "nb_grads": 10}  # attacks/deepfool-exact.yaml (a test checks)
 MEMBERS = ("deepfool", "ddn", "fmn")
@@ -76,6 +80,30 @@ class NativeMinNorm(Attack):
         clean = predict(model, x, device)
         out, seconds, passes = run_members(model, x, clean, p, device, progress)
         return combine(model, x, y, clean, out, seconds, p, device, passes)
+
+    def check_masking(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, result: AttackResult,
+                      device: torch.device, settings: MaskingCfg) -> list[str]:
+        """The gradient-masking checks (``masking``) on this run's result: stored in ``result.info["masking"]``
+        and ``result.metrics["masking_failed"]``; returns the flags of the failed ones."""
+        p = self.params
+        steps = {"ddn": steps_within(p["ddn_steps"], p["budget"]), "fmn": steps_within(p["fmn_steps"], p["budget"])}
+
+        def rerun(model: nn.Module, xs: torch.Tensor, clean: torch.Tensor, scale: float) -> dict[str, np.ndarray]:
+            fewer = {**p, "budget": None, **{f"{m}_steps": max(1, int(n * scale)) for m, n in steps.items()}}
+            out, _, _ = run_members(model, xs, clean, fewer, device, members=tuple(steps))
+            return {m: _norms_if_fooled(model, xs, clean, out[m][0], device) for m in out}
+
+        record, flags = run_checks(model, x, y, result.samples, result.metrics["success_rate"],
+                                   result.transient["member_norms"], rerun, steps, device, settings)
+        result.info["masking"] = record
+        result.metrics["masking_failed"] = float(sum(not c["passed"] for c in record["checks"].values()))
+        return flags
+
+
+def _norms_if_fooled(model: nn.Module, x: torch.Tensor, clean: torch.Tensor, x_adv: torch.Tensor,
+                     device: torch.device) -> np.ndarray:
+    fooled = predict(model, x_adv, device).numpy() != clean.numpy()
+    return np.where(fooled, flat_l2((x_adv - x).numpy()), np.inf)
 
 
 def member_runs(p: dict[str, Any]) -> dict[str, tuple[Any, dict[str, Any]]]:
@@ -127,8 +155,9 @@ def combine(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean: torch.Ten
     best = result.samples["l2"]
     metrics = result.metrics
     metrics.update(member_ratios(norms, fooled, best, correct))
-    metrics.update(strength({m: np.where(fooled[m], norms[m], np.inf) for m in MEMBERS}, flat_l2(x.numpy()),
-                            correct, passes or {}))
+    member_norms = {m: np.where(fooled[m], norms[m], np.inf) for m in MEMBERS}
+    result.transient["member_norms"] = member_norms
+    metrics.update(strength(member_norms, flat_l2(x.numpy()), correct, passes or {}))
     metrics["passes"] = float(sum((passes or {}).values())) if passes else float("nan")
     flags = []
     for m, steps in (("ddn", steps_within(p["ddn_steps"], p["budget"])),

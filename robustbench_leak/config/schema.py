@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, field_validator, model_validator
 
 from ..train import TrainSettings
 
@@ -85,6 +85,23 @@ class AttackCfg(_Strict):
     params: dict[str, Any] = {}
 
 
+class MaskingCfg(_Strict):
+    """The gradient-masking checks of every minnorm cell (attacks/masking.py); ``masking: false`` turns them off."""
+
+    enabled: bool = True
+    images: int = Field(16, ge=1, le=100_000)  # clean-correct images the checks run on
+    directions: int = Field(16, ge=1, le=10_000)  # random directions of the black-box search per image
+    search_steps: int = Field(8, ge=1, le=100)  # bisection steps along each direction
+    pgd_steps: int = Field(10, ge=1, le=10_000)
+    min_success: float = Field(0.99, gt=0, le=1)
+    tolerance: float = Field(0.01, ge=0, lt=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _switch(cls, v: Any) -> Any:
+        return {"enabled": v} if isinstance(v, bool) else v
+
+
 class RunConfig(_Strict):
     name: SafeName
     description: str = Field("", max_length=10_000)
@@ -97,6 +114,7 @@ class RunConfig(_Strict):
     cache_dir: str | None = None
     attack_dirs: list[str] = []
     rank_by: str | None = None  # a leaderboard column such as deepfool.rho_mean
+    masking: MaskingCfg = MaskingCfg()
     executor: Literal["local", "ray"] = "local"
     address: str | None = Field(None, min_length=1, max_length=500)  # executor ray: a cluster to join (else RAY_ADDRESS, else local)
 
