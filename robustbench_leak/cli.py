@@ -122,6 +122,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 def _cmd_claims(args: argparse.Namespace) -> None:
     from .report.claim_set import claim_set_names, load_claim_set
     from .report.claims import art_defect_table, coverage_lines, evaluate_claims, protocol_line, provenance_lines
+    from .report.attack_strength import strength_report
     from .report.claims_md import to_markdown, write_figures
 
     if args.list:
@@ -153,7 +154,7 @@ def _cmd_claims(args: argparse.Namespace) -> None:
             mark_folder(base / "plots")
     restricted = [f"- **only seeds {', '.join(map(str, seeds))}** of the run are used (`--seeds`)"] if seeds else []
     text += ["## Claims", "", *provenance_lines(args.run_dir), *coverage_lines(args.run_dir), *restricted, "",
-             to_markdown(claims, protocol, base)]
+             to_markdown(claims, protocol, base), "", "## Attack strength", "", strength_report([args.run_dir])]
     if args.art:
         art_protocol = protocol_line(args.art)
         text += ["## ART's spatial defect: as-is vs fixed", "", *provenance_lines(args.art), "",
@@ -164,6 +165,12 @@ def _cmd_claims(args: argparse.Namespace) -> None:
         print(f"wrote {args.out}")
     else:
         print(output)
+
+
+def _cmd_strength(args: argparse.Namespace) -> None:
+    from .report.attack_strength import strength_report
+
+    print(strength_report(args.dirs))
 
 
 def _claims_choice(text: str) -> str:
@@ -325,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a shipped claim set (rbleak claims --list: paper, depth-sweep, subsampled, each written "
                         "for one config's model names) or a path to a claim-set YAML file")
     p.set_defaults(fn=_cmd_claims)
+    p = sub.add_parser("strength", help="per attack of the minimum-norm ensemble: success, median rho, "
+                                        "optimality, passes per image, and the gradient-masking checks")
+    p.add_argument("dirs", nargs="+", metavar="RESULTS", help="run folders (or their results.sqlite files)")
+    p.set_defaults(fn=_cmd_strength)
     p = sub.add_parser("compare", help="paired tests (McNemar, Wilcoxon) between two models of a run")
     p.add_argument("run_dir")
     p.add_argument("model_a")

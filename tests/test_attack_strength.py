@@ -217,3 +217,32 @@ def test_eval_cell_runs_the_masking_checks_unless_turned_off(tmp_path, masking):
         assert cell["metrics"]["masking_failed"] == sum(not c["passed"] for c in checks.values())
         failed = [c for name, c in checks.items() if not c["passed"] and name != "unbounded_success"]
         assert len([f for f in cell["info"].get("flags", []) if f.startswith("gradient masking check")]) == len(failed)
+
+
+def test_strength_command_and_leaderboard_columns(tmp_path, capsys):
+    """A tiny run with a minnorm cell: ``rbleak strength`` prints one row per member, the leaderboard has the
+    optimality and minimum-share columns, and the masking checks are summarised."""
+    import pandas as pd
+
+    from robustbench_leak.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text("name: m\nseeds: [0]\ndatasets: [{name: synthetic, n_train: 64, n_test: 8}]\n"
+                    "models: [{name: a, arch: tomen_cnn, options: {n_layers: 2, width: 4}}]\ntraining: {epochs: 1}\n"
+                    "attacks: [{preset: minnorm, n_samples: 8, params: {ddn_steps: 4, fmn_steps: 4, budget: 30}}]\n"
+                    f"cache_dir: {tmp_path / 'cache'}\n")
+    assert main(["run", str(path), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    board = pd.read_csv(tmp_path / "run" / "leaderboard.csv")
+    assert {"minnorm.optimality_fmn", "minnorm.minimum_share_ddn", "minnorm.passes"} <= set(board.columns)
+    capsys.readouterr()
+    assert main(["strength", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| a |")]
+    assert [r.split("|")[2].strip() for r in rows] == ["ddn", "deepfool", "fmn"]
+    assert "Gradient-masking checks" in out
+
+
+def test_strength_table_says_when_cells_predate_it():
+    from robustbench_leak.report.attack_strength import strength_frame, strength_markdown
+
+    assert "stored per-member strength" in strength_markdown(strength_frame([]))

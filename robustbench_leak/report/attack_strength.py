@@ -1,0 +1,98 @@
+"""The attack-strength table: per model of a run and per member of its minimum-norm ensemble, the
+member's success, median rho, AttackBench optimality, passes per image and share of the minima, with
+the ensemble's gradient-masking checks. Read from the stored metrics of the minnorm cells
+(``attacks/optimality.py``, ``attacks/masking.py``); values are means over seeds."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from .loader import RunData, load_runs
+
+COLUMNS = ("success", "rho_median", "optimality", "passes", "minimum_share")
+HEAD = ("| model | attack | success | median rho | optimality | passes / image | minimum found | seeds |",
+        "|---|---|---|---|---|---|---|---|")
+
+
+def strength_frame(runs: list[RunData]) -> pd.DataFrame:
+    """One row per (run, dataset, model, ensemble label, member): the member's strength, mean over seeds."""
+    rows = []
+    for run in runs:
+        res = run.results
+        for label, spec in run.specs.items():
+            sub = res[res.attack == label]
+            members = sorted({m[len("optimality_"):] for m in sub.metric if m.startswith("optimality_")})
+            for (dataset, model), group in sub.groupby(["dataset", "model"], sort=False):
+                for member in members:
+                    row = {"run": run.label, "dataset": dataset, "model": model, "attack": label, "member": member,
+                           "seeds": int(group.seed.nunique())}
+                    for col in COLUMNS:
+                        values = group[group.metric == f"{col}_{member}"]["value"].astype(float)
+                        row[col] = float(values.mean()) if len(values) else math.nan
+                    rows.append(row)
+    return pd.DataFrame(rows, columns=["run", "dataset", "model", "attack", "member", *COLUMNS, "seeds"])
+
+
+def masking_lines(runs: list[RunData]) -> list[str]:
+    """One line per minnorm cell whose gradient-masking checks did not all pass, or one saying all did."""
+    failed, checked = [], 0
+    for run in runs:
+        for cell in run.cells.itertuples():
+            record = (cell.info or {}).get("masking")
+            if not record:
+                continue
+            checked += 1
+            bad = [name for name, c in record["checks"].items() if not c["passed"]]
+            if bad:
+                failed.append(f"- {cell.model} / {cell.attack} / seed {cell.seed} ({run.label}): failed "
+                              + ", ".join(bad))
+    if not checked:
+        return ["No cell of these runs ran the gradient-masking checks (stored before they existed, or "
+                "`masking: false`)."]
+    if not failed:
+        return [f"Gradient-masking checks: all clear in the {checked} minnorm cells that ran them (unbounded success, "
+                "more steps, black-box search, PGD to zero; docs/attack-strength.md)."]
+    return [f"Gradient-masking checks failed in {len(failed)} of {checked} minnorm cells (see their flags):", *failed]
+
+
+def _f(x: float, fmt: str) -> str:
+    return "–" if not math.isfinite(x) else format(x, fmt)
+
+
+def _pct(x: float, fmt: str) -> str:
+    return "–" if not math.isfinite(x) else f"{100 * x:{fmt}}%"
+
+
+def strength_markdown(frame: pd.DataFrame) -> str:
+    """The table (one block per dataset and ensemble label), or a sentence when no cell stored strength."""
+    if frame.empty:
+        return ("No minimum-norm ensemble cell of these runs stored per-member strength (cells stored before "
+                "attack strength was measured: rerun their minnorm cells).")
+    out = []
+    for (run, dataset, attack), block in frame.groupby(["run", "dataset", "attack"], sort=False):
+        out += [f"**{attack}** on {dataset} ({run}):", "", *HEAD]
+        for r in block.itertuples():
+            out.append(f"| {r.model} | {r.member} | {_pct(r.success, '.1f')} | {_f(r.rho_median, '.4f')} | "
+                       f"{_f(r.optimality, '.3f')} | {_f(r.passes, '.0f')} | {_pct(r.minimum_share, '.0f')} | "
+                       f"{r.seeds} |")
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
+LEGEND = ("success: share of the clean-correct images the attack alone fooled; median rho: over the clean-correct "
+          "images, one it did not fool counting as infinite; optimality: AttackBench's, against the per-image best "
+          "of the ensemble's members (1: it found every minimum); passes / image: forward plus backward passes "
+          "through the model; minimum found: share of the fooled images on which it found the smallest "
+          "perturbation.")
+
+
+def strength_report(paths: list[str | Path]) -> str:
+    runs = load_runs(list(paths))
+    frame = strength_frame(runs)
+    text = [strength_markdown(frame)]
+    if not frame.empty:
+        text += ["", LEGEND]
+    return "\n".join([*text, "", *masking_lines(runs)])
