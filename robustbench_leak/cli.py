@@ -121,9 +121,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
 def _cmd_claims(args: argparse.Namespace) -> None:
     from .report.claim_set import claim_set_names, load_claim_set
-    from .report.claims import art_defect_table, coverage_lines, evaluate_claims, protocol_line, provenance_lines
-    from .report.attack_strength import strength_report
-    from .report.claims_md import to_markdown, write_figures
+    from .report.claims_report import render
 
     if args.list:
         for name in claim_set_names():
@@ -133,10 +131,10 @@ def _cmd_claims(args: argparse.Namespace) -> None:
     if args.run_dir is None:
         raise ValueError("claims: RUN_DIR: give a run folder (or --list)")
     claim_set = load_claim_set(args.claims)
-    text = []
+    preamble = ""
     if args.preamble:
         try:
-            text = [Path(args.preamble).read_text().rstrip(), ""]
+            preamble = Path(args.preamble).read_text()
         except (OSError, UnicodeDecodeError) as err:
             raise ValueError(f"{args.preamble}: --preamble: cannot read as text "
                              f"({getattr(err, 'strerror', None) or err})") from None
@@ -145,21 +143,10 @@ def _cmd_claims(args: argparse.Namespace) -> None:
         if not is_rbleak_folder(Path(args.out).parent):
             check_out_dir(Path(args.out).parent / "plots", "--out (its plots/ folder)")
     seeds = _seed_list(args.seeds, "--seeds") if args.seeds is not None else None
-    claims, _ = evaluate_claims(args.run_dir, claim_set, seeds)
-    protocol = protocol_line(args.run_dir)
     base = Path(args.out).parent if args.out else None
-    if base is not None:
-        write_figures(claims, base / "plots", protocol)
-        if not is_rbleak_folder(base) and (base / "plots").is_dir():
-            mark_folder(base / "plots")
-    restricted = [f"- **only seeds {', '.join(map(str, seeds))}** of the run are used (`--seeds`)"] if seeds else []
-    text += ["## Claims", "", *provenance_lines(args.run_dir), *coverage_lines(args.run_dir), *restricted, "",
-             to_markdown(claims, protocol, base), "", "## Attack strength", "", strength_report([args.run_dir])]
-    if args.art:
-        art_protocol = protocol_line(args.art)
-        text += ["## ART's spatial defect: as-is vs fixed", "", *provenance_lines(args.art), "",
-                 art_defect_table(args.art), "", *([art_protocol, ""] if art_protocol else [])]
-    output = "\n".join(text)
+    output = render(args.run_dir, claim_set, base, args.art, preamble, seeds)
+    if base is not None and not is_rbleak_folder(base) and (base / "plots").is_dir():
+        mark_folder(base / "plots")
     if args.out:
         Path(args.out).write_text(output)  # checked before the claims were computed
         print(f"wrote {args.out}")

@@ -4,7 +4,7 @@ import re
 
 from conftest import REPO
 
-VERDICTS = ("not reproduced", "reproduced", "inconclusive", "not evaluated")
+VERDICTS = ("not reproduced", "reproduced", "mixed", "inconclusive", "not evaluated")
 
 
 def _verdict(text: str) -> str:
@@ -46,3 +46,25 @@ def test_published_leaderboard_csvs_are_plain_tables():
         assert {"dataset", "model", "run", "rank"} <= set(board.columns)
         assert not board.duplicated(["dataset", "run", "model"]).any() and len(board) >= 2, folder
         assert all(meta["columns"][c] for c in ("model", "params")), folder
+
+
+PUBLISHED = [  # folder, claim set, --art folder: the commands in docs/verdict-rules.md
+    ("fashion-mnist", "paper", "results/fashion-mnist-art"),
+    ("depth-sweep", "depth-sweep", None),
+    ("fashion-mnist-14", "subsampled", None),
+]
+
+
+def test_every_published_report_re_renders_byte_identically(monkeypatch):
+    """Each results/*/REPORT.md is what `rbleak claims` renders from its store today (figures linked, not
+    redrawn): the published verdicts are the current rules' verdicts."""
+    from robustbench_leak.report.claim_set import load_claim_set
+    from robustbench_leak.report.claims_report import render
+
+    monkeypatch.chdir(REPO)
+    assert sorted(p.parent.name for p in (REPO / "results").glob("*/REPORT.md")) == sorted(f for f, _, _ in PUBLISHED)
+    for folder, claims, art in PUBLISHED:
+        base = REPO / "results" / folder
+        text = render(f"results/{folder}", load_claim_set(claims), base, art,
+                      (base / "REPORT-preamble.md").read_text(), draw=False)
+        assert text == (base / "REPORT.md").read_text(), folder

@@ -4,10 +4,16 @@ A claim set names the config it was written for (``config``, a file under ``conf
 lists paired comparisons ``a`` vs ``b`` on an attack label of that config, for a metric: ``correct``
 (accuracy after the attack; clean accuracy for attack ``clean``) or ``rho`` (DeepFool's minimal
 perturbation size, on the images both models classify correctly).
+
+Each claim has a role (``primary``: in the Holm-corrected family; ``secondary`` and ``exploratory``: tested
+uncorrected, under their own headings) and records when it was ``declared`` (the commit that gave it its
+present comparisons, and that commit's date), so a report can say whether it was declared before the run it
+judges. A set may state its own equivalence ``margins`` with their justification (see verdict_rules.yaml).
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..options import short
+from .verdicts import Margins
 
 CLAIM_SET_DIR = Path(__file__).parent / "claim_sets"
 
@@ -29,19 +36,44 @@ class ComparisonSpec(BaseModel):
     metric: Literal["correct", "rho", "low_freq_share"]
 
 
+class Declared(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    commit: str = Field(pattern=r"^[0-9a-f]{7,40}$")
+    date: datetime  # the commit's date, with its time zone
+
+
 class ClaimSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     title: str = Field(min_length=1, max_length=300)
     kind: Literal["directional", "equivalence"]
+    role: Literal["primary", "secondary", "exploratory"] = "primary"
+    declared: Declared | None = None
     comparisons: list[ComparisonSpec] = Field(min_length=1, max_length=20)
+
+
+class MarginEvidence(BaseModel):
+    """Where the report measures what justifies the margins: one model's seed-to-seed spread of clean
+    accuracy, and DeepFool's looseness against the minimum-norm ensemble on that model."""
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(min_length=1, max_length=100)
+    clean: str = Field(min_length=1, max_length=100)
+    deepfool: str = Field(min_length=1, max_length=100)
+    ensemble: str = Field(min_length=1, max_length=100)
+
+
+class ClaimMargins(Margins):
+    justification: str = Field(min_length=1, max_length=1000)
+    evidence: MarginEvidence | None = None
 
 
 class ClaimSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
     description: str = Field(min_length=1, max_length=500)
     config: str = Field(min_length=1, max_length=200)
+    margins: ClaimMargins | None = None  # default: verdict_rules.yaml's
     claims: list[ClaimSpec] = Field(min_length=1, max_length=100)
     name: str = ""  # the file's stem, set when loaded
+    source: str = ""  # the file's path, set when loaded
 
 
 def claim_set_names() -> list[str]:
@@ -75,4 +107,5 @@ def load_claim_set(name_or_path: str | Path) -> ClaimSet:
     except ValidationError as err:
         raise ValueError(_one_line(err, path)) from None
     claim_set.name = path.stem
+    claim_set.source = str(path)
     return claim_set

@@ -6,16 +6,18 @@ Claim sets are data (:mod:`robustbench_leak.report.claim_set`); the Markdown is
 :mod:`robustbench_leak.report.claims_md`.
 
 An effect is a difference between two models evaluated on the same test images, averaged over the
-seeds both have. It comes with two intervals: image-level (test-set sampling; the images are resampled
-jointly across seeds, seeds fixed) and seed-level (training randomness: a t-interval on the per-seed
-effects, and a two-stage bootstrap over seeds then images), with a seed-level test (t-test and exact
-sign-flip test on the per-seed effects) and an image-clustered paired permutation test.
+seeds both have. Its verdict interval is a two-stage bootstrap over seeds then images (the rules in
+``verdict_rules.yaml``); beside it are the image-level interval (images resampled jointly across seeds,
+seeds fixed), the seed-level t-interval on the per-seed effects, a seed-level t-test and exact sign-flip
+test, and an image-clustered paired permutation test.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,7 +27,7 @@ import pandas as pd
 from .. import stats
 from ..store import Store
 from . import verdicts
-from .claim_set import ClaimSet, load_claim_set
+from .claim_set import ClaimSet, ClaimSpec, Declared, load_claim_set
 from .spatial_sensitivity import Sensitivity, sensitivity
 
 
@@ -37,8 +39,8 @@ class Comparison:
     model_b: str
     effect: float  # mean over seeds of the per-seed effects
     image_ci: tuple[float, float]
-    seed_ci: tuple[float, float]  # t-interval on the per-seed effects: the verdict's interval
-    two_stage_ci: tuple[float, float]
+    seed_ci: tuple[float, float]  # t-interval on the per-seed effects (shown beside the verdict's)
+    two_stage_ci: tuple[float, float]  # percentile interval of the two-stage draws (shown in --json only)
     seeds: list[int]
     per_seed: list[float]
     seed_test: dict[str, Any]
@@ -47,7 +49,9 @@ class Comparison:
     mean_a: float
     mean_b: float
     n_images: int  # images per seed (before the mask)
+    se: float = float("nan")  # the verdict's standard error (two-stage bootstrap, scaled)
     ruling: verdicts.Ruling | None = None
+    test: verdicts.Test | None = None
     flagged: list[str] = field(default_factory=list)  # "model seed N: flag" of the cells used
     sensitivity: Sensitivity | None = None
     sensitivity_note: str = ""  # why there is none, for spatial comparisons
@@ -71,6 +75,9 @@ class Claim:
     comparisons: list[Comparison] = field(default_factory=list)
     verdict: str = verdicts.INCONCLUSIVE
     missing: list[str] = field(default_factory=list)
+    role: str = "primary"  # primary | secondary | exploratory
+    declared: Declared | None = None
+    post_hoc: bool = True  # declared after the run it is judged on started (or never declared)
 
 
 def _cells(store: Store, run_id: str, model: str, attack: str) -> dict[int, tuple[str, dict[str, Any], str]]:
@@ -126,13 +133,15 @@ def compare(store: Store, run_id: str, model_a: str, model_b: str, attack: str, 
     if metric == "low_freq_share" and not mask.any():
         return None  # no spectra stored for these cells (computed before spectra were recorded)
     per_seed = stats.per_seed_effects(diff, mask)
-    boot = stats.paired_bootstrap(diff, mask)
+    r = verdicts.rules().interval
+    boot = stats.paired_bootstrap(diff, mask, n_boot=r.resamples, seed=r.random_seed)
     name = metric if metric in ("rho", "low_freq_share") else ("clean_accuracy" if attack == "clean" else "robust_accuracy")
     comp = Comparison(name, attack, model_a, model_b, float(np.nanmean(per_seed)), boot["image"],
                       stats.t_interval(per_seed), boot["two_stage"], seeds, [float(e) for e in per_seed],
                       stats.seed_t_test(per_seed), stats.sign_flip_test(per_seed),
                       stats.clustered_permutation_test(diff, mask), float(np.nanmean(mean_a)),
-                      float(np.nanmean(mean_b)), int(n_images or 0), flagged=flagged)
+                      float(np.nanmean(mean_b)), int(n_images or 0),
+                      se=stats.two_stage_se(boot["two_stage_sd"], len(seeds)), flagged=flagged)
     if metric == "low_freq_share":
         comp.spectra = {m: [c[s][1]["spectrum"] for s in seeds if c[s][1].get("spectrum")]
                         for m, c in ((model_a, ca), (model_b, cb))}
@@ -146,17 +155,49 @@ def compare(store: Store, run_id: str, model_a: str, model_b: str, attack: str, 
     return comp
 
 
+def rule_claims(claims: list[Claim], margins: verdicts.Margins | None = None) -> None:
+    """Apply the verdict policy: the primary comparisons of all claims as one Holm family, the secondary and
+    exploratory ones each uncorrected; then each claim from its comparisons."""
+    for role in verdicts.ROLES:
+        comps = [(claim, c) for claim in claims if claim.role == role and not claim.missing
+                 for c in claim.comparisons]
+        for claim, c in comps:
+            m = verdicts.margin(c.metric, c.mean_b, margins) if claim.kind == "equivalence" else float("nan")
+            c.test = verdicts.Test(claim.kind, c.metric, c.effect, c.se, c.n_seeds, m)
+        rulings = verdicts.rule_family([c.test for _, c in comps], corrected=role == "primary")
+        for (_, c), ruling in zip(comps, rulings):
+            c.ruling = ruling
+    for claim in claims:
+        claim.verdict = (verdicts.NOT_EVALUATED if not claim.comparisons or claim.missing else
+                         verdicts.combine([c.ruling.verdict for c in claim.comparisons]))
+
+
 def rule(claim: Claim) -> None:
-    """Apply the verdict policy to each comparison and to the claim."""
-    if not claim.comparisons or claim.missing:
-        claim.verdict = verdicts.NOT_EVALUATED
-        return
-    for c in claim.comparisons:
-        if claim.kind == "directional":
-            c.ruling = verdicts.directional(c.seed_ci, c.n_seeds, c.metric)
-        else:
-            c.ruling = verdicts.equivalence(c.seed_ci, c.n_seeds, c.metric, c.mean_b)
-    claim.verdict = verdicts.combine([c.ruling.verdict for c in claim.comparisons])
+    """One claim ruled on its own (a family of its comparisons when it is primary)."""
+    rule_claims([claim])
+
+
+def _check_names(claim_set: ClaimSet, known: list[str], what: str, where: str) -> None:
+    """A claim set naming a model (or attack label) that the run lacks is a typo until shown otherwise."""
+    for i, spec in enumerate(claim_set.claims):
+        for j, p in enumerate(spec.comparisons):
+            for key in (("a", "b") if what == "model" else ("attack",)):
+                name = getattr(p, key)
+                if name not in known:
+                    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+                    hint = f"did you mean {close[0]!r}? " if close else ""
+                    raise ValueError(f"{claim_set.source or claim_set.name or 'claim set'}: claims.{i}.comparisons.{j}.{key}: "
+                                     f"{what} {name!r} is not in {where}; {hint}({what}s: {', '.join(known)})")
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+
+
+def _declared_before(spec: ClaimSpec, first_start: str | None) -> bool:
+    if spec.declared is None or not first_start:
+        return False
+    return spec.declared.date < _parse_time(first_start)
 
 
 def evaluate_claims(run_dir: str | Path, claim_set: ClaimSet | str = "paper",
@@ -170,14 +211,20 @@ def evaluate_claims(run_dir: str | Path, claim_set: ClaimSet | str = "paper",
         run = store.latest_run()
         if run is None:
             raise ValueError(f"{store.path}: the store holds no run")
+        first_start = store.runs().started_at.min()
+        run = {**run, "first_started_at": first_start}
         if seeds is not None:
             have = sorted(int(x) for x in store.eval_coverage(run["run_id"])["seed"].unique())
             unknown = [x for x in seeds if x not in have]
             if unknown:
                 raise ValueError(f"--seeds: seed {unknown[0]} is not in {store.path}'s latest run (seeds {have})")
+        where = f"{store.path}'s latest run"
+        _check_names(claim_set, store.run_model_names(run["run_id"]), "model", where)
+        _check_names(claim_set, store.attack_order(run["run_id"]), "attack", f"{store.path}")
         out = []
         for spec in claim_set.claims:
-            claim = Claim(spec.title, spec.kind)
+            claim = Claim(spec.title, spec.kind, role=spec.role, declared=spec.declared,
+                          post_hoc=not _declared_before(spec, first_start))
             for p in spec.comparisons:
                 c = compare(store, run["run_id"], p.a, p.b, p.attack, p.metric, seeds)
                 if c is None:
@@ -186,11 +233,54 @@ def evaluate_claims(run_dir: str | Path, claim_set: ClaimSet | str = "paper",
                     claim.missing.append(f"{p.a} vs {p.b} on {p.attack}{why}")
                 else:
                     claim.comparisons.append(c)
-            rule(claim)
             out.append(claim)
+        rule_claims(out, claim_set.margins)
         return out, run
     finally:
         store.close()
+
+
+def _per_seed(store: Store, run_id: str, model: str, attack: str) -> dict[int, pd.DataFrame]:
+    return {int(r.seed): store.samples(r.cell_key).set_index("idx")
+            for r in store.done_eval_cells(run_id, model, attack).itertuples()}
+
+
+def margin_lines(run_dir: str | Path, claim_set: ClaimSet, seeds: Sequence[int] | None = None) -> list[str]:
+    """The claim set's margins with their justification, and the measurements that justify them (one model's
+    seed-to-seed spread of clean accuracy; DeepFool's looseness against the minimum-norm ensemble)."""
+    m = claim_set.margins
+    if m is None or not any(c.kind == "equivalence" for c in claim_set.claims):
+        return []
+    lines = [f"Equivalence margins (stated in the claim set): +-{100 * m.accuracy:.2g} accuracy points and "
+             f"+-{100 * m.rho:.2g}% of B's mean rho. {m.justification}"]
+    ev = m.evidence
+    if ev is not None:
+        store = Store.open_existing(run_dir)
+        try:
+            run_id = store.latest_run()["run_id"]
+            clean = _per_seed(store, run_id, ev.model, ev.clean)
+            df, ens = _per_seed(store, run_id, ev.model, ev.deepfool), _per_seed(store, run_id, ev.model, ev.ensemble)
+        finally:
+            store.close()
+        keep = (lambda s: seeds is None or s in seeds)
+        acc = [float((f.adv_pred == f.label).mean()) for s, f in sorted(clean.items()) if keep(s)]
+        ratios = []
+        for s in sorted(set(df) & set(ens)):
+            if keep(s):
+                a, b = df[s].rho, ens[s].rho.reindex(df[s].index)
+                ok = (df[s].clean_pred == df[s].label) & np.isfinite(a) & np.isfinite(b) & (b > 0)
+                if ok.any():
+                    ratios.append(float(np.median(a[ok] / b[ok])))
+        if len(acc) >= 2:
+            lines.append(f"Measured on this run: {ev.model}'s clean accuracy varies by "
+                         f"{100 * float(np.std(acc, ddof=1)):.2f} points (SD over {len(acc)} seeds, "
+                         f"{100 * min(acc):.2f}% to {100 * max(acc):.2f}%).")
+        if ratios:
+            lines.append(f"Measured on this run: {ev.model}'s DeepFool rho (`{ev.deepfool}`) exceeds the "
+                         f"minimum-norm ensemble's (`{ev.ensemble}`) by a median of {100 * (min(ratios) - 1):.1f}% "
+                         f"to {100 * (max(ratios) - 1):.1f}% per seed ({len(ratios)} seeds; images both attacks "
+                         f"fooled, classified correctly).")
+    return [" ".join(lines), ""]
 
 
 def protocol_line(run_dir: str | Path) -> str:

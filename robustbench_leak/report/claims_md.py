@@ -1,6 +1,7 @@
-"""Markdown of the claims report: a summary table, the verdict rules, one section per claim (each
-comparison with both intervals, per-seed effects, p-values and its verdict), spatial sensitivity, and the
-sanity-flagged cells the report uses."""
+"""Markdown of the claims report: a summary table, the verdict rules and margins, the sanity-flagged cells,
+then the claims under one heading per role (primary: the Holm-corrected family, with its power table;
+secondary and exploratory: uncorrected), each comparison with its verdict interval, the seed- and
+image-level intervals, per-seed effects, p-values and its verdict, and spatial sensitivity."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 import os
 from pathlib import Path
 
+from . import verdicts
 from .claims import Claim, Comparison
 from .spatial_sensitivity import Sensitivity, heatmap
 from .verdicts import rho_text, rules_text
@@ -49,33 +51,85 @@ def comparison_row(c: Comparison) -> str:
     cl = c.clustered
     clustered = (f"{_clustered_p(cl)} ({cl['images_differing']} images differ, "
                  f"{cl['images_differing_in_2_or_more_seeds']} in 2+ seeds)")
-    verdict = c.ruling.verdict if c.ruling else "–"
+    r = c.ruling
+    verdict = r.verdict if r else "–"
+    level = f"{100 * r.level:.3g}%: {_ci(r.interval, rho)}" if r else "–"
+    p = "–" if r is None else (f"{_p(r.p)}; Holm {_p(r.p_adjusted)}" if r.p_adjusted != r.p or _corrected(c) else
+                               _p(r.p))
     return (f"| {c.model_a} vs {c.model_b} | {c.attack} | {c.metric} | {_val(c.effect, rho)}{unit} ({means}) | "
-            f"{_ci(c.image_ci, rho)} | {_ci(c.seed_ci, rho)} (two-stage bootstrap {_ci(c.two_stage_ci, rho)}) | "
-            f"{seeds} | t-test {_p(c.seed_test['p_value'])}; sign-flip {_p(c.sign_flip['p_value'])} | {clustered} | "
+            f"{level} | {_ci(c.seed_ci, rho)} | {_ci(c.image_ci, rho)} | {seeds} | {p} | "
+            f"t-test {_p(c.seed_test['p_value'])}; sign-flip {_p(c.sign_flip['p_value'])} | {clustered} | "
             f"{verdict} |")
 
 
-TABLE_HEAD = ["| A vs B | attack | metric | effect A - B (mean over seeds) | image-level 95% CI "
-              "| seed-level 95% CI (t) | per seed (seed: effect) | seed-level p | image-clustered p | verdict |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+def _corrected(c: Comparison) -> bool:
+    return c.ruling is not None and "Holm step" in c.ruling.reason
+
+
+TABLE_HEAD = ["| A vs B | attack | metric | effect A - B (mean over seeds) | verdict interval (two-stage bootstrap) "
+              "| seed-level 95% CI (t) | image-level 95% CI | per seed (seed: effect) | verdict p | seed-level p "
+              "| image-clustered p | comparison |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+
+def declared_text(claim: Claim) -> str:
+    if claim.declared is None:
+        return "not declared: **post hoc**"
+    when = f"{claim.declared.date:%Y-%m-%d} ({claim.declared.commit[:7]})"
+    return f"{when}, **post hoc**" if claim.post_hoc else f"{when}, before the run"
 
 
 def summary_table(claims: list[Claim]) -> str:
-    lines = ["| # | claim | verdict | comparisons (seeds) |", "|---|---|---|---|"]
+    lines = ["| # | claim | verdict | role | declared | comparisons (seeds) |", "|---|---|---|---|---|---|"]
     for i, claim in enumerate(claims, 1):
         seeds = ", ".join(f"{c.model_a} vs {c.model_b} on {c.attack} ({c.n_seeds})" for c in claim.comparisons)
-        lines.append(f"| {i} | {claim.title} | **{claim.verdict}** | {seeds or 'none in the store'} |")
+        lines.append(f"| {i} | {claim.title} | **{claim.verdict}** | {claim.role} | {declared_text(claim)} | "
+                     f"{seeds or 'none in the store'} |")
     return "\n".join(lines)
+
+
+def _pow_val(x: float, rho: bool) -> str:
+    return "–" if not math.isfinite(x) else (f"{x:.4f}" if rho else f"{100 * x:.2f} pts")
+
+
+def power_table(claims: list[Claim]) -> list[str]:
+    """Per primary comparison: the minimal detectable effect at the power target with this run's seeds and
+    spread, and how many seeds would decide the observed effect (at the family's Bonferroni level alpha / m,
+    which bounds every Holm step)."""
+    comps = [(claim, c) for claim in claims if claim.role == "primary" for c in claim.comparisons if c.test]
+    if not comps:
+        return []
+    r = verdicts.rules()
+    level = r.alpha / len(comps)
+    lines = [f"Power of the primary comparisons ({100 * r.power.target:.0f}% power at alpha / {len(comps)} = "
+             f"{level:.2g}, the strictest Holm step; spread = the verdict's standard error x sqrt(seeds), seeds "
+             "and images; directional: a two-sided test of 0; equivalence: both one-sided tests of the TOST):", "",
+             "| claim | A vs B | attack | metric | seeds | standard error | minimal detectable effect (equivalence: "
+             "smallest margin shown at a true 0) | observed effect | seeds to decide the observed effect |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for claim, c in comps:
+        i = claims.index(claim) + 1
+        rho = c.metric == "rho"
+        mde, need = verdicts.power_row(c.test, level)
+        if need is None:
+            far = c.test.kind == "equivalence" and abs(c.effect) >= c.test.margin
+            need_text = "none (outside the margin)" if far else f"> {r.power.max_seeds}"
+        else:
+            need_text = str(need)
+        lines.append(f"| {i} | {c.model_a} vs {c.model_b} | {c.attack} | {c.metric} | {c.n_seeds} | "
+                     f"{_pow_val(c.se, rho)} | {_pow_val(mde, rho)} | {_val(c.effect, rho)} | {need_text} |")
+    return lines
 
 
 def how_to_read() -> str:
     return ("How to read a comparison: accuracy effects are in percentage points, rho effects absolute. The "
-            "image-level interval resamples the test images jointly across seeds with the seeds fixed (test-set "
-            "sampling only; 2,000 draws). The seed-level interval is the 95% t-interval of the per-seed effects "
-            "(training randomness); the two-stage bootstrap beside it resamples seeds, then images. The seed-level "
-            "p-values test the per-seed effects against 0: a one-sample t-test, and an exact sign-flip test (which "
-            "cannot go below 2 / 2^seeds). The image-clustered p is a permutation test that swaps A and B on an "
+            "verdict interval and verdict p are the rules' (two-stage bootstrap over seeds, then images; for a "
+            "primary comparison at its Holm step's level, with the Holm-adjusted p). The image-level interval "
+            "resamples the test images jointly across seeds with the seeds fixed (test-set sampling only; "
+            f"{verdicts.rules().interval.resamples:,} draws, the same as the verdict's). The seed-level interval "
+            "is the 95% t-interval of the per-seed effects (training randomness on one fixed test set). The "
+            "seed-level p-values test the per-seed effects against 0: a one-sample t-test, and an exact sign-flip "
+            "test (which cannot go below 2 / 2^seeds). The image-clustered p is a permutation test that swaps A and B on an "
             "image in every seed at once, so an image counts once however many seeds it differs in (for accuracy "
             "a McNemar test clustered by image, exact; for rho a test of the mean paired difference, 10,000 "
             "permutations).")
@@ -132,45 +186,77 @@ def flagged_lines(claims: list[Claim]) -> list[str]:
     return lines
 
 
-def to_markdown(claims: list[Claim], protocol: str = "", base: Path | None = None) -> str:
-    """The claims as Markdown; ``protocol`` (see ``claims.protocol_line``) is repeated under every table;
-    figure links are relative to ``base`` (the report's folder)."""
-    n_seeds = max((c.n_seeds for claim in claims for c in claim.comparisons), default=0)
-    lines = [summary_table(claims), "", *([protocol, ""] if protocol else []), rules_text(n_seeds), "", how_to_read(),
-             ""]
-    lines += ["### Sanity-flagged cells", "", *flagged_lines(claims), ""]
-    for i, claim in enumerate(claims, 1):
-        lines += [f"### Claim {i}: {claim.title}", "", f"**Verdict: {claim.verdict}** ({claim.kind} claim)", ""]
-        if claim.comparisons:
-            lines += [*TABLE_HEAD, *[comparison_row(c) for c in claim.comparisons], ""]
-            for c in claim.comparisons:
-                if c.ruling:
-                    sign = (f"; {c.seeds_agreeing} of {c.n_seeds} seeds have A - B > 0"
-                            if claim.kind == "directional" else "")
-                    lines.append(f"- {c.model_a} vs {c.model_b} on {c.attack} ({c.metric}): **{c.ruling.verdict}**: "
-                                 f"{c.ruling.reason}{sign}.")
-                if c.flagged:
-                    lines.append(f"  Uses flagged cells: {'; '.join(c.flagged)}.")
-            lines.append("")
-            for c in claim.comparisons:
-                if c.spectra_figure is not None:
-                    lines += [f"![mean perturbation spectra: {c.model_a} vs {c.model_b} on {c.attack}]"
-                              f"({_link(c.spectra_figure, base)})", ""]
-                if c.sensitivity is not None:
-                    lines += _sensitivity_lines(c, c.sensitivity, base)
-                elif c.sensitivity_note:
-                    lines += [f"Sensitivity of {c.model_a} vs {c.model_b} on {c.attack} to the transform: "
-                              f"{c.sensitivity_note}.", ""]
-            lines += [protocol, ""] if protocol else []
-        for m in claim.missing:
-            lines.append(f"- missing from the store: {m}")
+HEADINGS = {
+    "primary": "Primary claims (one family, Holm-corrected)",
+    "secondary": "Secondary claims (uncorrected: read each on its own)",
+    "exploratory": "Exploratory claims (uncorrected, not part of the tested family)",
+}
+
+
+def _claim_lines(i: int, claim: Claim, protocol: str, base: Path | None) -> list[str]:
+    lines = [f"#### Claim {i}: {claim.title}", "",
+             f"**Verdict: {claim.verdict}** ({claim.kind} claim, {claim.role}; declared {declared_text(claim)})", ""]
+    if claim.verdict == verdicts.MIXED:
+        parts = {v: [f"{c.model_a} vs {c.model_b} on {c.attack} ({c.metric})" for c in claim.comparisons
+                     if c.ruling and c.ruling.verdict == v] for v in (verdicts.SUPPORTS, verdicts.CONTRADICTS)}
+        lines += [f"Mixed: supported by {'; '.join(parts[verdicts.SUPPORTS])}; contradicted by "
+                  f"{'; '.join(parts[verdicts.CONTRADICTS])}.", ""]
+    if claim.comparisons:
+        lines += [*TABLE_HEAD, *[comparison_row(c) for c in claim.comparisons], ""]
+        for c in claim.comparisons:
+            if c.ruling:
+                sign = (f"; {c.seeds_agreeing} of {c.n_seeds} seeds have A - B > 0"
+                        if claim.kind == "directional" else "")
+                lines.append(f"- {c.model_a} vs {c.model_b} on {c.attack} ({c.metric}): **{c.ruling.verdict}**: "
+                             f"{c.ruling.reason}{sign}.")
+            if c.flagged:
+                lines.append(f"  Uses flagged cells: {'; '.join(c.flagged)}.")
         lines.append("")
+        for c in claim.comparisons:
+            if c.spectra_figure is not None:
+                lines += [f"![mean perturbation spectra: {c.model_a} vs {c.model_b} on {c.attack}]"
+                          f"({_link(c.spectra_figure, base)})", ""]
+            if c.sensitivity is not None:
+                lines += _sensitivity_lines(c, c.sensitivity, base)
+            elif c.sensitivity_note:
+                lines += [f"Sensitivity of {c.model_a} vs {c.model_b} on {c.attack} to the transform: "
+                          f"{c.sensitivity_note}.", ""]
+        lines += [protocol, ""] if protocol else []
+    for m in claim.missing:
+        lines.append(f"- missing from the store: {m}")
+    return lines + [""]
+
+
+def to_markdown(claims: list[Claim], protocol: str = "", base: Path | None = None,
+                margins: verdicts.Margins | None = None, margin_lines: list[str] | None = None,
+                exploratory_split: str = "") -> str:
+    """The claims as Markdown; ``protocol`` (see ``claims.protocol_line``) is repeated under every table;
+    figure links are relative to ``base`` (the report's folder); ``margins``: the claim set's (default: the
+    rules'), with ``margin_lines`` saying what justifies them; ``exploratory_split``: a line saying the
+    report reads a post-hoc subset (``--seeds``), so every verdict in it is exploratory."""
+    n_primary = sum(len(c.comparisons) for c in claims if c.role == "primary" and not c.missing)
+    lines = [*([exploratory_split, ""] if exploratory_split else []), summary_table(claims), "",
+             *([protocol, ""] if protocol else []), rules_text(margins, n_primary), "", *(margin_lines or []),
+             how_to_read(), ""]
+    lines += ["### Sanity-flagged cells", "", *flagged_lines(claims), ""]
+    for role in verdicts.ROLES:
+        chosen = [(i, claim) for i, claim in enumerate(claims, 1) if claim.role == role]
+        if not chosen:
+            continue
+        head = HEADINGS[role] + (f": {n_primary} comparisons" if role == "primary" else "")
+        lines += [f"### {head}", ""]
+        if role == "primary":
+            table = power_table(claims)
+            lines += [*table, "", *([protocol, ""] if protocol else [])] if table else []
+        for i, claim in chosen:
+            lines += _claim_lines(i, claim, protocol, base)
     return "\n".join(lines)
 
 
-def write_figures(claims: list[Claim], out_dir: Path, protocol: str = "") -> list[Path]:
+def write_figures(claims: list[Claim], out_dir: Path, protocol: str = "", draw: bool = True) -> list[Path]:
     """Heatmaps of A - B per transform for the comparisons that have spatial sensitivity, and the mean
-    perturbation spectra of A and B (every seed) for the spectra comparisons."""
+    perturbation spectra of A and B (every seed) for the spectra comparisons; with ``draw`` False only
+    the paths the report links are set (a re-render check that leaves the published figures alone)."""
     from .figures import protocol_title
     from .spectra import plot_spectra
 
@@ -178,11 +264,15 @@ def write_figures(claims: list[Claim], out_dir: Path, protocol: str = "") -> lis
     written = []
     for claim in claims:
         for c in claim.comparisons:
-            if any(c.spectra.values()):
+            name = f"spectra_{c.attack}_{c.model_a}_vs_{c.model_b}"
+            if any(c.spectra.values()) and not draw:
+                if any(s and s.get("n", 0) > 0 for per_seed in c.spectra.values() for s in per_seed):
+                    c.spectra_figure = out_dir / f"{name}.png"
+            elif any(c.spectra.values()):
                 entries = [(f"{c.attack}: {c.model_a} vs {c.model_b}", m, s) for m, per_seed in c.spectra.items()
                            for s in per_seed]
                 with protocol_title(shown):
-                    fig = plot_spectra(entries, out_dir, name=f"spectra_{c.attack}_{c.model_a}_vs_{c.model_b}")
+                    fig = plot_spectra(entries, out_dir, name=name)
                 png = [f for f in fig.files if f.suffix == ".png"]
                 if png:
                     c.spectra_figure = png[0]
@@ -192,6 +282,6 @@ def write_figures(claims: list[Claim], out_dir: Path, protocol: str = "") -> lis
                 if shown:
                     title += "\n" + shown
                 path = out_dir / f"spatial_diff_{c.attack}_{c.model_a}_vs_{c.model_b}.png"
-                c.sensitivity.figure = heatmap(c.sensitivity, title, path)
-                written.append(c.sensitivity.figure)
+                c.sensitivity.figure = heatmap(c.sensitivity, title, path) if draw else path
+                written += [c.sensitivity.figure] if draw else []
     return written
