@@ -30,7 +30,7 @@ def render(run_dir: str | Path, claim_set: ClaimSet, base: Path | None = None, a
                  "after the data were seen: every verdict below is exploratory, whatever its claim's role.")
     text += ["## Claims", "", *provenance_lines(run_dir), *coverage_lines(run_dir), *restricted, "",
              to_markdown(claims, protocol, base, claim_set.margins, margin_lines(run_dir, claim_set, seeds), split),
-             "", "## Attack strength", "", strength_report([run_dir])]
+             "", "## Attack strength", "", strength_report([run_dir]), ""]
     if art:
         art_protocol = protocol_line(art)
         text += ["## ART's spatial defect: as-is vs fixed", "", *provenance_lines(art), "",
