@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
+import types
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
@@ -141,6 +143,44 @@ def bench_deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: t
     return out
 
 
+def bench_superdeepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, log: Log,
+                        deepfool_params: dict[str, Any]) -> dict[str, Any]:
+    """The ``superdeepfool`` preset's speed and norms next to the native DeepFool as users get it, on the same
+    images; with adv-lib installed, its ``sdf`` too (the reference the CI matches image by image)."""
+    from .attacks import attack_class
+
+    params = attack_class("superdeepfool").defaults
+    t_sdf, sdf = _timed(lambda: build_attack("superdeepfool", **params).run(model, x, y, device, progress=False),
+                        device)
+    t_df, df = _timed(lambda: build_attack("deepfool", "native", **deepfool_params).run(model, x, y, device,
+                                                                                      progress=False), device)
+    s, d = sdf.samples, df.samples
+    fooled = (s["adv_pred"] != s["clean_pred"]) & (d["adv_pred"] != d["clean_pred"])
+    both = fooled & (s["clean_pred"] == s["label"])
+    out: dict[str, Any] = {
+        "n_images": len(x), "params": params, "images_per_s": len(x) / t_sdf,
+        "success_rate": sdf.metrics["success_rate"],
+        "rho_median": sdf.metrics["rho_median"], "deepfool_images_per_s": len(x) / t_df,
+        "seconds_vs_deepfool": t_sdf / t_df, "deepfool_rho_median": df.metrics["rho_median"],
+        "median_norm_vs_deepfool": float(np.median(s["l2"][both] / np.maximum(d["l2"][both], 1e-12)))
+        if both.any() else float("nan")}
+    try:
+        sys.modules.setdefault("visdom", types.ModuleType("visdom"))  # adv-lib's optional plotting
+        from adv_lib.attacks import sdf as adv_lib_sdf
+    except ImportError:
+        adv_lib_sdf = None
+    if adv_lib_sdf is not None:
+        clean = torch.from_numpy(s["clean_pred"]).to(device)
+        xd = x.to(device)
+        ref_params = {k: v for k, v in params.items() if k not in ("batch_size", "budget")}
+        t_ref, _ = _timed(lambda: adv_lib_sdf(model, xd, clean, **ref_params), device)
+        out.update({"adv_lib_images_per_s": len(x) / t_ref, "native_vs_adv_lib": t_ref / t_sdf})
+    log(f"SuperDeepFool: {out['images_per_s']:.1f} img/s, {out['seconds_vs_deepfool']:.1f}x DeepFool's time; median "
+        f"norm {out['median_norm_vs_deepfool']:.3f}x DeepFool's" +
+        (f"; adv-lib's sdf {out['adv_lib_images_per_s']:.1f} img/s" if adv_lib_sdf is not None else ""))
+    return out
+
+
 def bench_spatial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
                   log: Log) -> dict[str, Any]:
     h, w = x.shape[2:]
@@ -265,7 +305,9 @@ def run_bench(out: str | Path, config_path: str, model_name: str, n_images: int 
                                **plain_throughput(model, x, device)}
     log(f"plain: forward {results['forward_images_per_s']:.0f} img/s, forward+backward "
         f"{results['forward_backward_images_per_s']:.0f} img/s")
-    results["deepfool"] = bench_deepfool(model, x, y, device, log, native_deepfool_params(config_path))
+    deepfool_params = native_deepfool_params(config_path)
+    results["deepfool"] = bench_deepfool(model, x, y, device, log, deepfool_params)
+    results["superdeepfool"] = bench_superdeepfool(model, x, y, device, log, deepfool_params["deepfool"])
     results["spatial"] = bench_spatial(model, x[:n_spatial], y[:n_spatial], device, log)
     settings = TrainSettings(**{**task["training"], "milestones": tuple(task["training"]["milestones"])})
     results["training"] = bench_training(lambda: build_model(task, data), data, settings, device, log, n_train)

@@ -229,9 +229,10 @@ def _cmd_list(args: argparse.Namespace) -> None:
         from .attacks import list_attacks
         from .config import PACKAGE_ROOT
 
+        width = max(len(cls.kind) for cls in list_attacks())
         for cls in list_attacks():
-            print(f"{cls.kind:<10} engine={cls.engine:<7} {cls.description}")
-            print(f"{'':<10} params: " + ", ".join(f"{k}={v!r}" for k, v in cls.defaults.items()))
+            print(f"{cls.kind:<{width}} engine={cls.engine:<7} {cls.description}")
+            print(f"{'':<{width}} params: " + ", ".join(f"{k}={v!r}" for k, v in cls.defaults.items()))
         presets = sorted(p.stem for p in (PACKAGE_ROOT / "attacks").glob("*.yaml"))
         print("presets (attacks/*.yaml): " + ", ".join(presets))
     elif args.what == "windows":

@@ -45,9 +45,9 @@ METRIC_DOCS = {
     "converged_fmn": ("FMN's convergence signal: median relative fall of the best adversarial norm over the last 10% of "
                       "its steps (above 1% flags the cell)"),
     **{f"overestimate_{m}": (f"median over clean-correct images {m} fooled of its L2 norm / the minnorm ensemble's "
-                             "(1 = it always found the smallest)") for m in ("deepfool", "ddn", "fmn")},
+                             "(1 = it always found the smallest)") for m in STRENGTH_MEMBERS},
     **{f"success_{m}": f"success rate of the ensemble member {m} alone (clean-correct images)"
-       for m in ("deepfool", "ddn", "fmn")},
+       for m in STRENGTH_MEMBERS},
     "passes": ("forward plus backward passes through the model per attacked image (the ensemble: its members' sum; "
                "the re-check of the examples not counted)"),
     **STRENGTH_DOCS,

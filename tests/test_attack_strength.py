@@ -73,7 +73,8 @@ def test_pass_counter_counts_rows_of_forward_and_backward_passes(tiny):
 
 @pytest.mark.parametrize("kind, params, budget", [("ddn", {"steps": 12}, 21), ("fmn", {"steps": 12}, 16),
                                                   ("deepfool", {"nb_grads": 10}, 30),
-                                                  ("minnorm", {"ddn_steps": 12, "fmn_steps": 12}, 23)])
+                                                  ("minnorm", {"ddn_steps": 12, "fmn_steps": 12}, 23),
+                                                  ("superdeepfool", {}, 30)])
 def test_every_minimum_norm_attack_respects_its_budget(tiny, kind, params, budget):
     model, x, y = tiny
     free = build_attack(kind, **params).run(model, x, y, CPU, progress=False).metrics
@@ -99,7 +100,7 @@ def test_deepfool_budget_counted_exactly(tiny):
     assert counter.passes <= 23 * len(x) and int(iters.max()) == 2  # 1 + 11 + 11
 
 
-@pytest.mark.parametrize("kind", ["deepfool", "ddn", "fmn", "minnorm"])
+@pytest.mark.parametrize("kind", ["deepfool", "ddn", "fmn", "minnorm", "superdeepfool"])
 def test_a_null_budget_leaves_cache_keys_unchanged(kind):
     cls = attack_class(kind)
     params = cls.check_params({})
@@ -238,7 +239,7 @@ def test_strength_command_and_leaderboard_columns(tmp_path, capsys):
     assert main(["strength", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| a |")]
-    assert [r.split("|")[2].strip() for r in rows] == ["ddn", "deepfool", "fmn"]
+    assert [r.split("|")[2].strip() for r in rows] == ["ddn", "deepfool", "fmn", "superdeepfool"]
     assert "Gradient-masking checks" in out
 
 

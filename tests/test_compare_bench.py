@@ -86,6 +86,8 @@ def test_bench_reports_ratios(finished_run, tmp_path):
     assert "keep_candidates" not in saved["deepfool"]["native_exact_params"]
     assert saved["deepfool"]["native_exact_fooled_agreement"] >= 0.99
     assert saved["deepfool"]["native_exact_vs_art"] > 0
+    sdf = saved["superdeepfool"]
+    assert sdf["images_per_s"] > 0 and sdf["seconds_vs_deepfool"] > 0 and sdf["median_norm_vs_deepfool"] <= 1.0
     assert saved["spatial"]["n_transforms"] == 5 * 5 * 7 and saved["spatial"]["native_grid_evaluations_per_s"] > 0
     assert set(saved["targets"]) == {"deepfool_native_vs_art_at_least_20x", "deepfool_agreement_at_least_99pct",
                                      "deepfool_median_norm_difference_below_5pct", "spatial_grid_at_least_80pct_of_forward",

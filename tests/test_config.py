@@ -191,3 +191,24 @@ def test_key_neutral_params_leave_cell_keys_unchanged(tmp_path):
     assert cfg.attacks[1].params["keep_candidates"] is None and "keep_candidates" not in spec["params"]
     _, pruned = _load(tmp_path, TINY_CONFIG)
     assert pruned.attacks[1].spec()["params"]["keep_candidates"] == 2
+
+
+def test_attack_version_enters_only_revised_cells_keys():
+    """``Attack.version`` is in a cell's spec only above 1: the published quickstart's cells (clean, deepfool,
+    spatial) plan to the keys stored in its results, while the revised FMN and minnorm carry their version."""
+    import sqlite3
+
+    from robustbench_leak.attacks import list_attacks
+    from robustbench_leak.plan import plan
+
+    repo = Path(__file__).resolve().parent.parent
+    _, evals = plan(load_config(repo / "configs" / "quickstart.yaml"))
+    db = sqlite3.connect(repo / "results" / "quickstart" / "results.sqlite")
+    try:
+        stored = {key for (key,) in db.execute("SELECT cell_key FROM cells WHERE kind = 'eval'")}
+    finally:
+        db.close()
+    assert evals and {e["key"] for e in evals} <= stored
+    assert all("version" not in e["attack"] for e in evals)
+    revised = {(cls.kind, cls.engine): cls.version for cls in list_attacks() if cls.version != 1}
+    assert revised == {("fmn", "native"): 2, ("minnorm", "native"): 2}

@@ -1,4 +1,5 @@
-"""DDN and FMN against Foolbox 3 on the same model and inputs; the minnorm ensemble; convergence flags."""
+"""DDN and FMN against Foolbox 3 on the same model and inputs; the minnorm ensemble; convergence flags.
+adv-lib's references are in test_minnorm_references.py."""
 
 from pathlib import Path
 
@@ -44,11 +45,14 @@ def setup():
     return model, x, y, predict(model, x, CPU)
 
 
+FMN_AS_FOOLBOX = {"bound_mask": False, "start": "clean", "projection": "ball"}  # the paper's loop, no starting point
+
+
 @pytest.fixture(scope="module")
 def native(setup):
     model, x, y, _ = setup
-    return {kind: build_attack(kind, steps=STEPS, batch_size=32).run(model, x, y, CPU, progress=False)
-            for kind in ("ddn", "fmn")}
+    return {kind: build_attack(kind, steps=STEPS, batch_size=32, **params).run(model, x, y, CPU, progress=False)
+            for kind, params in (("ddn", {}), ("fmn", FMN_AS_FOOLBOX))}
 
 
 def _foolbox(attack, model, x, clean) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +82,9 @@ def test_minnorm_is_the_per_image_minimum_over_its_members(setup, native):
                                                                                       progress=False)
     members = {"ddn": native["ddn"],
                "deepfool": build_attack("deepfool", "native", batch_size=32, **DEEPFOOL_EXACT).run(
-                   model, x, y, CPU, progress=False)}
+                   model, x, y, CPU, progress=False),
+               "fmn": build_attack("fmn", steps=STEPS, batch_size=32).run(model, x, y, CPU, progress=False),
+               "superdeepfool": build_attack("superdeepfool", batch_size=32).run(model, x, y, CPU, progress=False)}
     e = ens.samples
     ens_fooled = e["adv_pred"] != e["clean_pred"]
     union = np.zeros(len(y), bool)
@@ -91,14 +97,11 @@ def test_minnorm_is_the_per_image_minimum_over_its_members(setup, native):
         ratio = np.median(s["l2"][fooled & correct] / e["l2"][fooled & correct])
         assert ens.metrics[f"overestimate_{name}"] == pytest.approx(ratio)
         assert ens.metrics[f"success_{name}"] == pytest.approx(res.metrics["success_rate"])
-    fmn = native["fmn"].samples
-    union |= fmn["adv_pred"] != fmn["clean_pred"]
     np.testing.assert_array_equal(ens_fooled, union)  # success is the union of the members'
     assert ens.metrics["converged_ddn"] == pytest.approx(native["ddn"].metrics["converged_ddn"])
     assert ens.metrics["overestimate_deepfool"] > 1.0  # DDN/FMN beat DeepFool somewhere, as on real models
     assert sum(ens.info["smallest_by"].values()) == int(np.sum(ens_fooled & (e["clean_pred"] == e["label"])))
-    assert ens.info["spectrum"]["n"] == ens.info["smallest_by"]["deepfool"] + ens.info["smallest_by"]["ddn"] + \
-        ens.info["smallest_by"]["fmn"]
+    assert ens.info["spectrum"]["n"] == sum(ens.info["smallest_by"][m] for m in members)
 
 
 def test_unconverged_run_is_flagged_and_sanity_checked(setup):
@@ -110,8 +113,8 @@ def test_unconverged_run_is_flagged_and_sanity_checked(setup):
     flags = sanity_checks("ddn", model, x[:16], y[:16], short, CPU)
     assert flags[0] == short.info["flags"][0] and "sanity_pgd_success" in short.metrics
     assert any("still classified" in f for f in flags)  # 4 steps leave images unfooled
-    assert [k for k in ("deepfool", "ddn", "fmn", "minnorm", "spatial", "pgd")
-            if attack_class(k).minimum_norm] == ["deepfool", "ddn", "fmn", "minnorm"]
+    assert [k for k in ("deepfool", "ddn", "fmn", "minnorm", "superdeepfool", "spatial", "pgd")
+            if attack_class(k).minimum_norm] == ["deepfool", "ddn", "fmn", "minnorm", "superdeepfool"]
     assert attack_class("deepfool", "art").minimum_norm
 
 
@@ -125,6 +128,8 @@ def test_convergence_signal():
 
 @pytest.mark.parametrize("kind, bad", [("ddn", {"gamma": 1.0}), ("ddn", {"steps": 0}), ("ddn", {"init_epsilon": 0.0}),
                                        ("fmn", {"gamma_final": 0.0}), ("fmn", {"alpha_init": -1.0}),
+                                       ("fmn", {"projection": "cube"}), ("fmn", {"start": "ddn"}),
+                                       ("fmn", {"binary_search_steps": -1}),
                                        ("minnorm", {"ddn_steps": 0}), ("minnorm", {"batch_size": 0})])
 def test_parameter_ranges(kind, bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
@@ -132,7 +137,7 @@ def test_parameter_ranges(kind, bad):
 
 
 def test_presets_build_and_minnorm_runs_deepfool_exact():
-    for name in ("ddn", "fmn", "minnorm"):
+    for name in ("ddn", "fmn", "minnorm", "superdeepfool"):
         preset = yaml.safe_load((REPO / "attacks" / f"{name}.yaml").read_text())
         assert build_attack(preset["attack"], preset["engine"], **preset["params"]).minimum_norm
     exact = yaml.safe_load((REPO / "attacks" / "deepfool-exact.yaml").read_text())["params"]
@@ -183,4 +188,4 @@ def test_minnorm_cell_through_the_runner(tmp_path, monkeypatch):
     fooled = samples.adv_pred != samples.clean_pred
     assert samples.hf_share[fooled].notna().all() and samples.hf_share[~fooled].isna().all()
     assert set(info["spectrum"]) >= {"freq", "mean", "lo", "hi", "n"} and info["member_seconds"].keys() == {
-        "deepfool", "ddn", "fmn"}
+        "deepfool", "ddn", "fmn", "superdeepfool"}

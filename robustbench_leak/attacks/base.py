@@ -70,6 +70,9 @@ class Attack(ABC):
     key_neutral: ClassVar[dict[str, Any]] = {}
     # ``budget`` (in ``defaults`` of the minimum-norm attacks that take one): the most forward plus backward
     # passes through the model per image; None (the default, key-neutral) runs the attack's own step counts.
+    # Raised when the engine's results change at the same parameters; a cell's key carries it only when
+    # above 1, so the cells of attacks never revised keep their keys.
+    version: ClassVar[int] = 1
     # Checked when the attack is built (ART's ``_check_params``): numeric ranges and string choices.
     ranges: ClassVar[dict[str, Range]] = {}
     choices: ClassVar[dict[str, tuple[Any, ...]]] = {}
@@ -132,7 +135,7 @@ def register_attack(cls: type[Attack]) -> type[Attack]:
 
 def _ensure_loaded() -> None:
     from . import (art, art_any, clean, corruptions, native_ddn, native_deepfool, native_fmn,  # noqa: F401
-                   native_minnorm, native_spatial, pgd)
+                   native_minnorm, native_spatial, native_superdeepfool, pgd)
 
 
 def attack_class(kind: str, engine: str | None = None) -> type[Attack]:

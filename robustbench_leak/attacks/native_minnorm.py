@@ -1,9 +1,12 @@
-"""``minnorm``: per image, the smallest successful L2 perturbation found by DeepFool, DDN and FMN.
+"""``minnorm``: per image, the smallest successful L2 perturbation of DeepFool, DDN, FMN and SuperDeepFool.
 
-DeepFool runs with the ``deepfool-exact`` preset's parameters, DDN and FMN with their engines' defaults
-except the step counts. An image counts as fooled when any member's re-checked example changes the
-clean prediction (success is the union); its example is the fooled member example of smallest norm.
-An image no member fooled returns DeepFool's example, as the ``deepfool`` attack would.
+DeepFool runs with the ``deepfool-exact`` preset's parameters, DDN, FMN and SuperDeepFool with their
+engines' defaults except DDN's and FMN's step counts. Version 2 added SuperDeepFool and FMN's version 2
+(bound mask, DeepFool start).
+
+An image counts as fooled when any member's re-checked example changes the clean prediction (success is
+the union); its example is the fooled member example of smallest norm. An image no member fooled returns
+DeepFool's example, as the ``deepfool`` attack would.
 
 Besides DeepFool's metrics (rho and the robustness curve come from the ensemble's per-image norms),
 each member ``m`` reports ``success_m`` (its success rate on clean-correct images), ``overestimate_m``
@@ -25,13 +28,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..metrics import flat_l2
+from ..metrics import STRENGTH_MEMBERS, flat_l2
 from ..train import predict
 from .base import Attack, AttackResult, at_least, register_attack
 from .min_norm import batched, convergence_flag, convergence_signal, minimum_norm_result, steps_within
 from .native_ddn import NativeDDN, ddn_batch
 from .native_deepfool import deepfool_batch
-from .native_fmn import NativeFMN, fmn_batch
+from .native_fmn import NativeFMN, fmn_batch, fmn_batch_params
+from .native_superdeepfool import NativeSuperDeepFool, superdeepfool_batch
 from .masking import run_checks
 from .optimality import PassCounter, strength
 
@@ -39,7 +43,7 @@ if TYPE_CHECKING:
     from ..config.schema import MaskingCfg
 
 DEEPFOOL_EXACT = {"max_iter": 50, "overshoot": 0.02, "nb_grads": 10}  # attacks/deepfool-exact.yaml (a test checks)
-MEMBERS = ("deepfool", "ddn", "fmn")
+MEMBERS = STRENGTH_MEMBERS  # in pick order: a tie goes to the first
 
 
 def _deepfool(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, budget: int | None = None
@@ -64,8 +68,9 @@ class NativeMinNorm(Attack):
     kind = "minnorm"
     engine = "native"
     minimum_norm = True
+    version = 2  # version 1: DeepFool, DDN and FMN version 1
     description = ("minimum-norm ensemble: per image the smallest successful L2 perturbation of DeepFool "
-                   "(deepfool-exact), DDN and FMN")
+                   "(deepfool-exact), DDN, FMN and SuperDeepFool")
     defaults = {"ddn_steps": NativeDDN.defaults["steps"], "fmn_steps": NativeFMN.defaults["steps"], "batch_size": 256,
                 "budget": None}
     key_neutral = {"budget": None}  # a budget applies to each member: they are compared at equal cost
@@ -86,7 +91,7 @@ class NativeMinNorm(Attack):
         """The gradient-masking checks (``masking``) on this run's result: stored in ``result.info["masking"]``
         and ``result.metrics["masking_failed"]``; returns the flags of the failed ones."""
         p = self.params
-        steps = {"ddn": steps_within(p["ddn_steps"], p["budget"]), "fmn": steps_within(p["fmn_steps"], p["budget"])}
+        steps = iterative_steps(p)
 
         def rerun(model: nn.Module, xs: torch.Tensor, clean: torch.Tensor, scale: float) -> dict[str, np.ndarray]:
             fewer = {**p, "budget": None, **{f"{m}_steps": max(1, int(n * scale)) for m, n in steps.items()}}
@@ -111,9 +116,16 @@ def member_runs(p: dict[str, Any]) -> dict[str, tuple[Any, dict[str, Any]]]:
     outside = ("batch_size", "budget")
     ddn = {k: v for k, v in NativeDDN.defaults.items() if k not in outside} | {
         "steps": steps_within(p["ddn_steps"], p["budget"])}
-    fmn = {k: v for k, v in NativeFMN.defaults.items() if k not in outside} | {
-        "steps": steps_within(p["fmn_steps"], p["budget"])}
-    return {"deepfool": (_deepfool, {"budget": p["budget"]}), "ddn": (ddn_batch, ddn), "fmn": (fmn_batch, fmn)}
+    fmn = fmn_batch_params(NativeFMN.defaults | {"steps": p["fmn_steps"]}, p["budget"])
+    sdf = {k: v for k, v in NativeSuperDeepFool.defaults.items() if k not in outside} | {"budget": p["budget"]}
+    return {"deepfool": (_deepfool, {"budget": p["budget"]}), "ddn": (ddn_batch, ddn), "fmn": (fmn_batch, fmn),
+            "superdeepfool": (superdeepfool_batch, sdf)}
+
+
+def iterative_steps(p: dict[str, Any]) -> dict[str, int]:
+    """The steps DDN and FMN run under the ensemble's parameters (and budget)."""
+    runs = member_runs(p)
+    return {m: runs[m][1]["steps"] for m in ("ddn", "fmn")}
 
 
 def run_members(model: nn.Module, x: torch.Tensor, clean: torch.Tensor, p: dict[str, Any], device: torch.device,
@@ -160,8 +172,7 @@ def combine(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean: torch.Ten
     metrics.update(strength(member_norms, flat_l2(x.numpy()), correct, passes or {}))
     metrics["passes"] = float(sum((passes or {}).values())) if passes else float("nan")
     flags = []
-    for m, steps in (("ddn", steps_within(p["ddn_steps"], p["budget"])),
-                     ("fmn", steps_within(p["fmn_steps"], p["budget"]))):
+    for m, steps in iterative_steps(p).items():
         _, final, before = out[m]
         metrics[f"converged_{m}"] = convergence_signal(before.numpy(), final.numpy())
         flag = convergence_flag(m.upper(), metrics[f"converged_{m}"], steps)

@@ -148,9 +148,11 @@ class ResolvedAttack(BaseModel):
     def spec(self) -> dict[str, Any]:
         from ..attacks import attack_class
 
-        neutral = attack_class(self.kind, self.engine).key_neutral
-        params = {k: v for k, v in self.params.items() if k not in neutral or v != neutral[k]}
+        cls = attack_class(self.kind, self.engine)
+        params = {k: v for k, v in self.params.items() if k not in cls.key_neutral or v != cls.key_neutral[k]}
         spec = {"kind": self.kind, "engine": self.engine, "n_samples": self.n_samples, "params": params}
+        if cls.version != 1:  # only revised engines carry it, so other cells keep their keys
+            spec["version"] = cls.version
         if self.fit_samples is not None:  # only attacks that fit carry it, so other cells keep their keys
             spec["fit_samples"] = self.fit_samples
         return spec

@@ -1,0 +1,96 @@
+"""Native DDN, FMN and SuperDeepFool against adv-lib 0.2.8 (independent code) on the same small model and
+inputs, and SuperDeepFool against DeepFool. adv-lib imports visdom only for its optional plotting, so a stub
+stands in; with ``RBLEAK_REQUIRE_ADV_LIB=1`` (the CI) a missing adv-lib fails these tests instead of skipping."""
+
+import importlib
+import os
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from robustbench_leak.attacks import build_attack
+from robustbench_leak.attacks.native_minnorm import DEEPFOOL_EXACT
+from robustbench_leak.data import load_dataset
+from robustbench_leak.models import Normalized, create_model
+from robustbench_leak.train import TrainSettings, predict, train_model
+
+CPU = torch.device("cpu")
+N_IMAGES, STEPS = 32, 100
+
+
+@pytest.fixture(scope="module")
+def adv_lib():
+    sys.modules.setdefault("visdom", types.ModuleType("visdom"))
+    try:
+        return importlib.import_module("adv_lib.attacks")
+    except ImportError as exc:
+        if os.environ.get("RBLEAK_REQUIRE_ADV_LIB") == "1":
+            pytest.fail(f"RBLEAK_REQUIRE_ADV_LIB=1 but adv-lib does not import ({exc}); "
+                        "pip install --no-deps adv-lib==0.2.8")
+        pytest.skip("adv-lib is not installed (pip install --no-deps adv-lib==0.2.8)")
+
+
+@pytest.fixture(scope="module")
+def setup():
+    """A small windowed CNN trained on the synthetic gratings (1-2 s), its test images and clean predictions."""
+    data = load_dataset("synthetic", n_train=512, n_test=N_IMAGES)
+    torch.manual_seed(0)
+    model = Normalized(create_model("tomen_cnn", 10, 1, n_layers=3, width=8, kernel_size=5, window="hamming"),
+                       data.mean, data.std)
+    train_model(model, data, TrainSettings(lr=0.1, epochs=3, batch_size=32), 0, CPU, progress=False)
+    model.eval().requires_grad_(False)
+    x, y = data.test_x, data.test_y
+    return model, x, y, predict(model, x, CPU)
+
+
+def _outcome(model, x, clean, adv) -> tuple[np.ndarray, np.ndarray]:
+    return (adv - x).flatten(1).norm(dim=1).numpy(), predict(model, adv, CPU).numpy() != clean.numpy()
+
+
+def _native(kind, setup, **params):
+    model, x, y, _ = setup
+    res = build_attack(kind, batch_size=N_IMAGES, **params).run(model, x, y, CPU, progress=False)
+    return res.samples["l2"], res.samples["adv_pred"] != res.samples["clean_pred"]
+
+
+def test_fmn_equals_adv_lib_at_identical_settings(setup, adv_lib):
+    """adv-lib's L2 projection rescales to epsilon exactly (``projection: sphere``); it starts at the clean image
+    and has no bound mask. At those settings the two loops give the same examples."""
+    model, x, _, clean = setup
+    ref_l2, ref_fooled = _outcome(model, x, clean, adv_lib.fmn(model, x, clean, norm=2, steps=STEPS))
+    l2, fooled = _native("fmn", setup, steps=STEPS, bound_mask=False, projection="sphere", start="clean")
+    assert ref_fooled.mean() > 0.9
+    np.testing.assert_array_equal(fooled, ref_fooled)
+    np.testing.assert_allclose(l2[fooled], ref_l2[fooled], rtol=1e-4)
+
+
+def test_superdeepfool_equals_adv_lib(setup, adv_lib):
+    model, x, _, clean = setup
+    ref_l2, ref_fooled = _outcome(model, x, clean, adv_lib.sdf(model, x, clean))
+    l2, fooled = _native("superdeepfool", setup)
+    assert ref_fooled.mean() > 0.9
+    np.testing.assert_array_equal(fooled, ref_fooled)
+    np.testing.assert_allclose(l2[fooled], ref_l2[fooled], rtol=1e-4)
+
+
+def test_ddn_agrees_with_adv_lib(setup, adv_lib):
+    """adv-lib's DDN quantises each iterate to 256 levels (its default); success and median norm within 2%."""
+    model, x, _, clean = setup
+    ref_l2, ref_fooled = _outcome(model, x, clean, adv_lib.ddn(model, x, clean, steps=STEPS))
+    l2, fooled = _native("ddn", setup, steps=STEPS)
+    assert ref_fooled.mean() > 0.9
+    assert fooled.mean() == pytest.approx(ref_fooled.mean(), abs=0.02)
+    assert np.median(l2[fooled]) == pytest.approx(np.median(ref_l2[ref_fooled]), rel=0.02)
+
+
+def test_superdeepfool_never_larger_than_deepfool(setup):
+    """On every image both fool, SuperDeepFool's perturbation is no longer than DeepFool's (deepfool-exact)."""
+    sdf_l2, sdf_fooled = _native("superdeepfool", setup)
+    df_l2, df_fooled = _native("deepfool", setup, **DEEPFOOL_EXACT)
+    both = sdf_fooled & df_fooled
+    assert both.mean() > 0.9 and np.all(sdf_fooled[df_fooled])
+    assert np.all(sdf_l2[both] <= df_l2[both] * (1 + 1e-6))
+    assert np.median(sdf_l2[both] / df_l2[both]) < 1.0
