@@ -263,6 +263,12 @@ def test_claims_on_a_subset_of_seeds(store, tmp_path, capsys):
     question = claim_set(("q", "directional", [("better", "worse", "clean", "correct")]))
     claims, _ = evaluate_claims(tmp_path, question, seeds=[0])
     assert claims[0].comparisons[0].seeds == [0]
+    capsys.readouterr()
+    path = tmp_path / "q.yaml"
+    path.write_text(yaml.safe_dump(question.model_dump(exclude={"name", "source"}, exclude_none=True)))
+    main(["claims", str(tmp_path), "--claims", str(path), "--seeds", "0,1"])
+    out = capsys.readouterr().out
+    assert "**exploratory: only seeds 0, 1**" in out and "every verdict below is exploratory" in out
     with pytest.raises(ValueError, match="seed 5 is not in"):
         evaluate_claims(tmp_path, question, seeds=[0, 5])
     capsys.readouterr()

@@ -120,6 +120,7 @@ def known_effects(tmp_path):
         rows += [_cell(s, "base", seed, base),
                  _cell(s, "null", seed, base ^ (flip < 0.06)),  # flips both ways: no effect on average
                  _cell(s, "large", seed, base | (flip < 0.35)),  # about +10 points
+                 _cell(s, "small", seed, base | (flip < 0.01)),  # about +0.3 points: too small for 5 seeds
                  _cell(s, "worse", seed, base & (flip > 0.35))]  # about -25 points
     s.add_run_cells("r", rows)
     s.finish_run("r")
@@ -137,19 +138,21 @@ def _set(*claims):
 def test_known_effects_give_the_verdicts_the_rules_say(known_effects):
     claims, _ = evaluate_claims(known_effects, _set(
         ("none", "directional", "primary", [("null", "base")]),
+        ("small", "directional", "primary", [("small", "base")]),
         ("large", "directional", "primary", [("large", "base")]),
         ("opposite", "directional", "primary", [("large", "base"), ("worse", "base")]),
         ("refuted", "directional", "primary", [("worse", "base"), ("worse", "large")]),
         ("post hoc look", "directional", "exploratory", [("large", "base")])))
-    assert [c.verdict for c in claims] == [verdicts.INCONCLUSIVE, verdicts.REPRODUCED, verdicts.MIXED,
-                                           verdicts.NOT_REPRODUCED, verdicts.REPRODUCED]
+    assert [c.verdict for c in claims] == [verdicts.INCONCLUSIVE, verdicts.INCONCLUSIVE, verdicts.REPRODUCED,
+                                           verdicts.MIXED, verdicts.NOT_REPRODUCED, verdicts.REPRODUCED]
+    assert claims[1].comparisons[0].effect > 0  # small, on the claimed side, and still not decided
     assert all(c.post_hoc for c in claims)  # no declaration recorded
-    primary = [c.comparisons[0].ruling for c in claims[:4]]
+    primary = [c.comparisons[0].ruling for c in claims[:5]]
     assert all("Holm step" in r.reason for r in primary)
-    assert "uncorrected" in claims[4].comparisons[0].ruling.reason
+    assert "uncorrected" in claims[5].comparisons[0].ruling.reason
     md = to_markdown(claims)
-    assert "### Primary claims (one family, Holm-corrected): 6 comparisons" in md
-    assert md.index("### Exploratory claims") > md.index("#### Claim 4:")
+    assert "### Primary claims (one family, Holm-corrected): 7 comparisons" in md
+    assert md.index("### Exploratory claims") > md.index("#### Claim 5:")
     assert "Mixed: supported by large vs base on clean (clean_accuracy); contradicted by worse vs base" in md
     assert "Power of the primary comparisons" in md
 

@@ -40,7 +40,7 @@ class Comparison:
     effect: float  # mean over seeds of the per-seed effects
     image_ci: tuple[float, float]
     seed_ci: tuple[float, float]  # t-interval on the per-seed effects (shown beside the verdict's)
-    two_stage_ci: tuple[float, float]  # percentile interval of the two-stage draws (shown in --json only)
+    two_stage_ci: tuple[float, float]  # percentile interval of the two-stage draws (too narrow; not printed)
     seeds: list[int]
     per_seed: list[float]
     seed_test: dict[str, Any]

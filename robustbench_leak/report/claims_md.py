@@ -145,7 +145,8 @@ def _sensitivity_lines(c: Comparison, sens: Sensitivity, base: Path | None) -> l
            + ("`per_transform`" if sens.source == "per_transform" else "`grid` (written before `per_transform`)"))
     seeds = ", ".join(f"{s}: {_pts(e)}" for s, e in zip(sens.seeds, sens.grid_effect_per_seed))
     lines = [f"Sensitivity of {c.model_a} vs {c.model_b} on {c.attack} to the transform ({len(sens.table)} "
-             f"transforms, seeds {', '.join(map(str, sens.seeds))}; {src}):", "",
+             f"transforms, seeds {', '.join(map(str, sens.seeds))}; {src}; exploratory: uncorrected, and no part of "
+             "any verdict):", "",
              f"- averaged over the grid: A {100 * sens.grid_a:.2f}% vs B {100 * sens.grid_b:.2f}%, effect "
              f"{_pts(sens.grid_a - sens.grid_b)} pts, seed-level 95% CI {_ci(sens.grid_effect_ci, False)} pts "
              f"(per seed {seeds})"]
