@@ -153,6 +153,8 @@ def train_cell(task: dict[str, Any], ctx: dict[str, Any], record: bool = True,
     data = get_dataset(task["dataset"])
     net = model.net
     extra = dict(task.get("match") or {})
+    if task["training"]["epochs"] == 0 and not task.get("checkpoint"):
+        extra["untrained"] = True  # its initial random weights (allow_untrained: true); tables say so
     checkpoint_path = str(_cache(ctx).path(task["key"]))
     if meta.get("loaded_checkpoint"):
         checkpoint_path = meta["loaded_checkpoint"]

@@ -26,6 +26,8 @@ def _cmd_run(args: argparse.Namespace) -> None:
             config.run.address = None  # run here, whatever cluster the config names
     if args.address:
         config.run.address = args.address
+    if args.connect_timeout is not None:
+        config.run.connect_timeout = args.connect_timeout
     if args.seeds is not None:
         config.run.seeds = _seed_subset(args.seeds, config.run.seeds, args.config)
     out = Path(args.out) if args.out else Path("runs") / config.name
@@ -166,7 +168,10 @@ def _claims_choice(text: str) -> str:
 
     if text in claim_set_names() or text.endswith((".yaml", ".yml")):
         return text
-    raise argparse.ArgumentTypeError(f"invalid choice: {text[:60]!r} (choose from {', '.join(claim_set_names())}, "
+    from .options import did_you_mean
+
+    raise argparse.ArgumentTypeError(f"invalid choice: {text[:60]!r}{did_you_mean(text, claim_set_names())} "
+                                     f"(choose from {', '.join(claim_set_names())}, "
                                      "or give a path to a claim-set .yaml file)")
 
 
@@ -177,6 +182,39 @@ def _cmd_compare(args: argparse.Namespace) -> None:
 
     records = compare_models(args.run_dir, args.model_a, args.model_b, args.attack)
     print(json.dumps(nan_to_none(records), indent=2) if args.json else format_records(records))
+
+
+def _int(flag: str, low: int, high: int):
+    """An argparse type: an integer in [low, high], else a one-line error naming the flag."""
+    def parse(text: str) -> int:
+        value = text.strip()
+        if not (value.lstrip("-").isdigit() and len(value) <= 12) or not low <= int(value) <= high:
+            raise argparse.ArgumentTypeError(f"{flag} must be an integer from {low} to {high:,}, got {text[:40]!r}")
+        return int(value)
+    return parse
+
+
+def _number(flag: str, low: float, high: float):
+    """An argparse type: a finite number in [low, high] (seconds), else a one-line error naming the flag."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{flag} must be a number of seconds from {low:g} to {high:g}, "
+                                             f"got {text[:40]!r}")
+        return value
+    return parse
+
+
+def _address(text: str) -> str:
+    from .ray_executor import check_address
+
+    try:
+        return check_address(text, "--address")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--address: ")) from None
 
 
 def _parse_input_size(text: str) -> tuple[int, int, int]:
@@ -280,7 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", help="run every attack that has this engine on it (e.g. art: ART's own code)")
     p.add_argument("--executor", choices=["local", "ray"], help="where cells run (default: the config's executor:, "
                    "else local); ray starts a local Ray cluster unless --address or RAY_ADDRESS names one")
-    p.add_argument("--address", help="executor ray: the Ray cluster to join, e.g. 10.0.0.5:6379 or auto")
+    p.add_argument("--address", type=_address, help="executor ray: the Ray cluster to join, e.g. 10.0.0.5:6379, "
+                                                    "ray://10.0.0.5:10001 or auto")
+    p.add_argument("--connect-timeout", type=_number("--connect-timeout", 0.1, 3600), metavar="SECONDS",
+                   help="executor ray with an address: fail when the cluster does not answer within this time "
+                        "(default: the config's connect_timeout, else 10)")
     p.add_argument("--seeds", help="only these of the config's seeds, comma-separated (one shard of the grid, "
                                    "e.g. per machine or per process; merge the shards with --merge)")
     p.add_argument("--merge", nargs="+", metavar="RESULTS",
@@ -300,13 +342,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="JSON file, or an existing folder to hold it (default bench.json; with --executors, "
                                  "bench-executors.json)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to measure (default: the config's device)")
-    p.add_argument("--n-train", type=int, help="training images for the training row (default: the config's)")
-    p.add_argument("--n-images", type=int, default=200, help="test images for DeepFool")
-    p.add_argument("--n-spatial", type=int, default=100, help="test images for the spatial grid search")
+    p.add_argument("--n-train", type=_int("--n-train", 1, 10**7), help="training images for the training row "
+                                                                         "(default: the config's)")
+    p.add_argument("--n-images", type=_int("--n-images", 1, 10**6), default=200, help="test images for DeepFool")
+    p.add_argument("--n-spatial", type=_int("--n-spatial", 1, 10**6), default=100,
+                   help="test images for the spatial grid search")
     p.add_argument("--executors", action="store_true",
                    help="instead: a grid's wall-clock time on the local executor vs Ray, and Ray's start-up time")
     p.add_argument("--grid", default="configs/bench-grid.yaml", help="with --executors: the config to time")
-    p.add_argument("--workers", type=int, default=2, help="with --executors: Ray workers (CPUs), >= 1")
+    p.add_argument("--workers", type=_int("--workers", 1, 1024), default=2,
+                   help="with --executors: Ray workers (CPUs), >= 1")
     p.set_defaults(fn=_cmd_bench)
     p = sub.add_parser("claims", help="the paper's claims answered from a run's stored per-sample results")
     p.add_argument("run_dir", nargs="?")
@@ -335,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=["models", "datasets", "attacks", "windows"])
     p.add_argument("--input-size", type=_parse_input_size, default=(1, 28, 28), metavar="C,H,W",
                    help="input size for 'list models' parameter and FLOP counts (default 1,28,28)")
-    p.add_argument("--num-classes", type=int, default=10, help="classes for 'list models' (default 10)")
+    p.add_argument("--num-classes", type=_int("--num-classes", 1, 100_000), default=10,
+                   help="classes for 'list models' (default 10)")
     p.set_defaults(fn=_cmd_list)
     return parser
 
@@ -362,7 +408,10 @@ def main(argv: list[str] | None = None) -> int:
             message = "out of memory" + (f": {message}" if str(exc) else "")
         # a ValueError carries a complete message (file, key, what is allowed); for anything else the
         # traceback may help, so it goes to a file
-        log = "" if args.debug or isinstance(exc, (ValueError, FloatingPointError)) else _error_log(exc)
+        # expected errors (bad input, a missing file, out of memory) say all in their one line; a RuntimeError
+        # may come from deep inside torch, so it keeps its traceback file like any unexpected error
+        expected = user and not type(exc) is RuntimeError
+        log = "" if args.debug or expected else _error_log(exc)
         hint = f" (traceback in {log}; --debug shows it)" if log else ""
         print(f"rbleak: error: {message}{hint}", file=sys.stderr)
         return 2 if user else 1

@@ -43,7 +43,8 @@ class CellsFailed(RuntimeError):
                          "same command to retry the failed ones):\n" + "\n".join(lines))
 
 
-def make_executor(name: str, address: str | None = None, where: str = "config") -> Executor:
+def make_executor(name: str, address: str | None = None, where: str = "config",
+                  connect_timeout: float = 10.0) -> Executor:
     """The executor a config names (``where``: the config's path, for messages)."""
     if name == "local":
         if address:
@@ -53,7 +54,7 @@ def make_executor(name: str, address: str | None = None, where: str = "config") 
     if name == "ray":
         from .ray_executor import RayExecutor
 
-        return RayExecutor(address=address)
+        return RayExecutor(address=address, connect_timeout=connect_timeout)
     raise ValueError(f"{where}: executor: unknown executor {name!r}; expected local or ray")
 
 
@@ -116,10 +117,36 @@ def run_config(config: Config, out_dir: str | Path | None = None, executor: Exec
     ``OutDirLocked`` when another run holds ``out_dir``, and ``CellsFailed`` (after storing everything else
     and writing the leaderboard) when some cells failed."""
     log = log or logger.info
-    executor = executor or make_executor(config.run.executor, config.run.address, config.path)
+    executor = executor or make_executor(config.run.executor, config.run.address, config.path,
+                                         config.run.connect_timeout)
     out = (Path(out_dir) if out_dir else Path("runs") / config.name).expanduser().resolve()
+    check_merge_sources(config, merge_from)
+    getattr(executor, "preflight", lambda: None)()  # e.g. Ray: is the cluster there? (before any record)
     with locked_out_dir(out):
         return _run_locked(config, out, executor, progress, log, formats, merge_from)
+
+
+def check_merge_sources(config: Config, merge_from: Sequence[str | Path]) -> None:
+    """``ValueError`` naming the first source that holds a cell this config does not plan (a shard of
+    another config, or of an earlier version of this one): merged results are the cells the config plans."""
+    if not merge_from:
+        return
+    trains, evals = plan(config)
+    planned = {(r["kind"], r["cell_key"], r["model"], r["dataset"], r["seed"], r["attack"])
+               for r in run_cell_rows(trains, evals)}
+    for source_path in merge_from:
+        source = Store.open_existing(source_path)
+        try:
+            rows = source.planned_cells()
+        finally:
+            source.close()
+        for r in rows.itertuples():
+            attack = None if r.attack is None or r.attack != r.attack else r.attack
+            if (r.kind, r.cell_key, r.model, r.dataset, int(r.seed), attack) not in planned:
+                what = f"model {r.model!r}" + (f", attack {attack!r}" if attack else "") + f", seed {r.seed}"
+                raise ValueError(f"--merge: {source_path}: a shard of another config ({r.config_path or r.config_name}): "
+                                 f"it holds a cell {config.path} does not plan ({what}); merge only shards of this "
+                                 "config (rbleak run CONFIG --seeds S)")
 
 
 def _run_locked(config: Config, out: Path, executor: Executor, progress: bool, log: Log,
@@ -181,7 +208,7 @@ def _run_locked(config: Config, out: Path, executor: Executor, progress: bool, l
                                                      "executor": getattr(executor, "name", type(executor).__name__)},
                                                     indent=2) + "\n")
     try:
-        written = write_outputs([out], out, formats=tuple(formats or FORMATS))
+        written = write_outputs([out], out, formats=tuple(FORMATS if formats is None else formats))
     except ValueError as exc:
         if not failed:
             raise

@@ -95,11 +95,20 @@ def _columns_and_legend(results: pd.DataFrame, specs: dict[str, dict[str, Any]])
     return columns, legend
 
 
+def _untrained(model_row: pd.Series) -> bool:
+    """A model evaluated with its initial random weights (training.epochs 0 under allow_untrained)."""
+    import json
+
+    extra = model_row.get("extra")
+    return isinstance(extra, str) and bool(json.loads(extra or "{}").get("untrained"))
+
+
 def _row(run: RunData, dataset: str, model: str, group: pd.DataFrame, columns: list[str]) -> dict[str, Any]:
     info = run.models[(run.models.model == model) & (run.models.dataset == dataset)]
     first = info.sort_values("seed").iloc[0] if len(info) else None
     row: dict[str, Any] = {
-        "dataset": dataset, "model": model, "run": run.label, "arch": group.arch.iloc[0],
+        "dataset": dataset, "model": model, "run": run.label,
+        "arch": group.arch.iloc[0] + (" (untrained)" if first is not None and _untrained(first) else ""),
         "kernel": first.kernel if first is not None else "", "window": first.window if first is not None else "",
         "params": int(first.params) if first is not None else np.nan,
         "flops": int(first.flops) if first is not None else np.nan, "seeds": int(group.seed.nunique())}
@@ -142,6 +151,9 @@ def table_from_runs(runs: list[RunData], rank_by: str | None = None) -> tuple[pd
     rows = [_row(run, dataset, model, group, columns)
             for run in runs for (dataset, model), group in run.results.groupby(["dataset", "model"], sort=False)]
     table = pd.DataFrame(rows)
+    if table["arch"].str.endswith(" (untrained)").any():
+        legend["arch"] = (legend["arch"] + "; '(untrained)': evaluated with its initial random weights (training.epochs "
+                          "0 under allow_untrained: true)")
 
     rank_col = rank_by or _default_rank(columns)
     if rank_col not in table.columns:

@@ -3,9 +3,10 @@ bounded ``repr`` every error message uses."""
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import typing
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic import create_model as pydantic_model
@@ -15,6 +16,16 @@ def short(value: Any, limit: int = 60) -> str:
     """``repr`` cut to ``limit`` characters: a message never formats an unbounded value."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
+def did_you_mean(name: Any, choices: Iterable[str]) -> str:
+    """' (did you mean 'models'?)' when one of ``choices`` is close to ``name`` (difflib's ratio >= 0.6,
+    case-insensitive), else ''. For error messages about an unknown key or name."""
+    if not isinstance(name, str) or not name or len(name) > 200:
+        return ""
+    options = {str(c).lower(): str(c) for c in choices}
+    close = difflib.get_close_matches(name.lower(), list(options), n=1, cutoff=0.6)
+    return f" (did you mean {options[close[0]]!r}?)" if close and options[close[0]] != name else ""
 
 
 def option_schema(name: str, fn: Callable[..., Any], defaults: dict[str, Any],

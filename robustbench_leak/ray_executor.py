@@ -16,7 +16,15 @@ as cells finish (``ray.wait``). Ray is imported only when this executor runs.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import queue
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -27,14 +35,97 @@ SMALL_MODEL_GPU_SHARE = 0.25
 KILL_DIR_ENV = "RBLEAK_TEST_KILL_DIR"  # tests only: see _test_kill_hook
 
 
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def check_address(address: str, where: str = "--address") -> str:
+    """``auto``, ``HOST:PORT`` or ``ray://HOST:PORT`` (HOST a name, an IPv4 address or a bracketed IPv6 one,
+    PORT 1-65535); ``ValueError`` naming ``where`` otherwise. Neither imports Ray nor touches the network."""
+    prefix = f"{where}: " if where else ""
+    text = address.strip() if isinstance(address, str) else ""
+    expected = "expected HOST:PORT, ray://HOST:PORT or auto, e.g. 10.0.0.5:6379"
+    if text == "auto":
+        return text
+    body = text.removeprefix("ray://")
+    m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]/\s]+):(\d{1,5})", body)
+    if not m:
+        raise ValueError(f"{prefix}{address!r:.80}: not a Ray address; {expected}")
+    host, port = m.group(1), int(m.group(2))
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{prefix}{address!r:.80}: port {port} is out of range 1-65535")
+    try:
+        if host.startswith("["):
+            ipaddress.IPv6Address(host[1:-1])
+        elif re.fullmatch(r"[\d.]+", host):
+            ipaddress.IPv4Address(host)  # all digits and dots: must be an IPv4 address (999.1.1.1 is not)
+        elif len(host) > 253 or not all(_HOST_LABEL.match(label) for label in host.split(".")):
+            raise ValueError(host)
+    except ValueError:
+        raise ValueError(f"{prefix}{address!r:.80}: {host!r:.60} is not a valid host name or IP address; "
+                         f"{expected}") from None
+    return text
+
+
+# joins the cluster in a child process, so that a connection that hangs can be ended at the deadline
+_PROBE = ("import sys, ray; print('imported', flush=True); "
+          "ray.init(address=sys.argv[1], log_to_driver=False, logging_level='ERROR'); print('connected', flush=True); "
+          "ray.shutdown()")
+
+
+def probe_address(address: str, timeout: float) -> None:
+    """``ValueError`` unless a Ray cluster at ``address`` accepts a driver within ``timeout`` seconds: first
+    a TCP connection, then ``ray.init`` in a child process (its ``import ray`` is not counted)."""
+    def unreachable(reason: str) -> ValueError:
+        return ValueError(f"--address {address}: no Ray cluster reachable there within {timeout:g} s ({reason}); "
+                          "check the address, start one (ray start --head), or raise --connect-timeout")
+
+    started = time.monotonic()
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise unreachable("no answer" if isinstance(exc, (socket.timeout, TimeoutError))
+                          else exc.strerror or str(exc)) from None
+    left = max(0.1, timeout - (time.monotonic() - started))
+    proc = subprocess.Popen([sys.executable, "-c", _PROBE, address], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    def read() -> None:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            lines.put(line.strip())
+        lines.put("")  # the child ended
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        try:
+            imported = lines.get(timeout=120) == "imported"
+        except queue.Empty:
+            imported = False
+        if not imported:
+            raise ValueError("executor ray: 'import ray' failed or took over 120 s in a child process")
+        try:
+            answer = lines.get(timeout=left)  # the clock for the cluster starts after the import
+        except queue.Empty:
+            raise unreachable("it accepts connections but did not answer as a Ray cluster") from None
+        if answer != "connected":
+            raise unreachable("it is not a Ray cluster, or refused this driver")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
 class RayExecutor:
     name = "ray"
     cell_progress_bars = False  # workers' bars would interleave on the driver's terminal
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, cpus_per_cell: int = 1,
-                 max_retries: int = 2, ship_weights: bool = True) -> None:
-        if address is not None and not address.strip():
-            raise ValueError("address: must name a Ray cluster (host:port, ray://host:port or auto), got ''")
+                 max_retries: int = 2, ship_weights: bool = True, connect_timeout: float = 10.0) -> None:
+        if address is not None:
+            address = check_address(address, "address")
+        if not 0 < connect_timeout <= 3600:
+            raise ValueError(f"connect_timeout: must be between 0 and 3600 seconds, got {connect_timeout}")
         if num_cpus is not None and num_cpus < 1:
             raise ValueError(f"num_cpus: must be >= 1, got {num_cpus}")
         if cpus_per_cell < 1:
@@ -43,6 +134,16 @@ class RayExecutor:
             raise ValueError(f"max_retries: must be between 0 and 10, got {max_retries}")
         self.address, self.num_cpus, self.cpus_per_cell = address, num_cpus, cpus_per_cell
         self.max_retries, self.ship_weights = max_retries, ship_weights
+        self.connect_timeout = connect_timeout
+
+    def preflight(self) -> None:
+        """Before any work: Ray importable, and the cluster named by the address (else ``RAY_ADDRESS``)
+        reachable within ``connect_timeout`` seconds; a local cluster needs no check."""
+        import_ray()
+        address = self.address or os.environ.get("RAY_ADDRESS")
+        if address and address != "auto":
+            probe_address(check_address(address, "RAY_ADDRESS" if not self.address else "--address"),
+                          self.connect_timeout)
 
     # connection ---------------------------------------------------------------------------------
     def connect(self, ray: Any) -> bool:

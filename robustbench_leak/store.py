@@ -219,6 +219,14 @@ class Store:
                 copied += 1
         return copied
 
+    def planned_cells(self) -> pd.DataFrame:
+        """Every cell any run in this file planned: kind, cell_key, model, dataset, seed, attack and the
+        name of the config that planned it."""
+        return self.frame("""
+            SELECT DISTINCT rc.kind, rc.cell_key, rc.model, rc.dataset, rc.seed, rc.attack, r.config_name,
+                            r.config_path
+            FROM run_cells rc LEFT JOIN runs r ON r.run_id = rc.run_id ORDER BY rc.rowid""")
+
     def latest_run(self) -> dict[str, Any] | None:
         cur = self.conn.execute("SELECT * FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1")
         row = cur.fetchone()
@@ -343,6 +351,14 @@ class Store:
         return self.frame(self.NEWEST + """
             SELECT s.* FROM samples s JOIN chosen ch ON ch.cell_key = s.cell_key
             WHERE ch.kind = 'eval' AND s.l2 IS NOT NULL ORDER BY s.cell_key, s.idx""")
+
+    def newest_samples(self) -> pd.DataFrame:
+        """Every per-sample row of the newest eval cells, with the cell's model, dataset, seed and attack."""
+        return self.frame(self.NEWEST + f"""
+            SELECT ch.model, ch.dataset, ch.seed, ch.attack, s.idx, {', '.join('s.' + c for c in SAMPLE_COLUMNS)},
+                   s.cell_key
+            FROM samples s JOIN chosen ch ON ch.cell_key = s.cell_key
+            WHERE ch.kind = 'eval' ORDER BY ch.model, ch.dataset, ch.seed, ch.attack, s.idx""")
 
     def attack_order(self, run_id: str) -> list[str]:
         """Attack labels in the order the run's config lists them; labels only earlier runs had come after."""

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..options import short
+from ..options import did_you_mean, short
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,8 @@ class Attack(ABC):
         unknown = sorted(set(params) - set(cls.defaults))
         if unknown:
             raise ValueError(f"attack {cls.kind!r} (engine {cls.engine}) has no parameter "
-                             f"{', '.join(map(repr, unknown))}; allowed: {', '.join(cls.defaults) or 'none'}")
+                             f"{', '.join(map(repr, unknown))}{did_you_mean(unknown[0], cls.defaults)}; "
+                             f"allowed: {', '.join(cls.defaults) or 'none'}")
         merged = {**cls.defaults, **params}
         for name, default in cls.defaults.items():
             value = merged[name]
@@ -141,7 +142,8 @@ def _ensure_loaded() -> None:
 def attack_class(kind: str, engine: str | None = None) -> type[Attack]:
     _ensure_loaded()
     if kind not in DEFAULT_ENGINE:
-        raise KeyError(f"unknown attack {kind!r}; known attacks: {', '.join(sorted(DEFAULT_ENGINE))}")
+        raise KeyError(f"unknown attack {kind!r}{did_you_mean(kind, DEFAULT_ENGINE)}; known attacks: "
+                       f"{', '.join(sorted(DEFAULT_ENGINE))}")
     engine = engine or DEFAULT_ENGINE[kind]
     if (kind, engine) not in _ATTACKS:
         engines = sorted(e for k, e in _ATTACKS if k == kind)

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..options import did_you_mean
 from .errors import ConfigError, format_validation, short
 from .schema import DatasetCfg, ResolvedAttack, RunConfig, TrainingCfg
 
@@ -53,6 +54,12 @@ def check_models(run: RunConfig, path: str) -> None:
             raise ConfigError(format_validation(path, exc, TrainingCfg, prefix=f"models[{i}].training.")) from None
         except TypeError as exc:
             raise ConfigError(f"{path}: models[{i}].training: {exc}") from None
+        epochs = {**run.training.model_dump(), **m.training}.get("epochs")
+        if epochs == 0 and m.checkpoint is None and not run.allow_untrained:
+            where = "training.epochs" if "epochs" not in m.training else f"models[{i}].training.epochs"
+            raise ConfigError(f"{path}: {where}: 0 trains nothing, so {m.name!r} would be attacked with its random "
+                              "initial weights; set epochs >= 1, give the model a checkpoint:, or set "
+                              "allow_untrained: true (top level) to evaluate untrained models on purpose")
         try:  # build once (shapes only) so a bad option value fails now, not after other models trained
             build_for_counting(m.arch, 10, 1, m.options)
         except Exception as exc:  # noqa: BLE001 - any construction failure is a config error here
@@ -75,7 +82,8 @@ def check_datasets(run: RunConfig, path: str) -> list[Any]:
         unknown = sorted(map(str, set(ds.loader_options) - set(entry.options())))
         if unknown:
             allowed = ["name", "train_subset", "test_subset", "subset_seed", "normalize", *entry.options()]
-            raise ConfigError(f"{key}.{unknown[0][:60]}: unknown key for dataset {ds.name!r}; "
+            raise ConfigError(f"{key}.{unknown[0][:60]}: unknown key for dataset {ds.name!r}"
+                              f"{did_you_mean(unknown[0], allowed)}; "
                               f"allowed keys: {', '.join(allowed)}")
         try:
             entry.check_options(ds.loader_options)
@@ -134,5 +142,6 @@ def check_rank_by(run: RunConfig, attacks: list[ResolvedAttack], path: str) -> N
         cls = attack_class(a.kind, a.engine)
         columns += [f"{a.label}.{m}" for m in dict.fromkeys(("accuracy", *cls.metrics)) if m not in transform]
     if run.rank_by not in columns:
-        raise ConfigError(f"{path}: rank_by: {short(run.rank_by)} is not a leaderboard column; allowed: "
+        raise ConfigError(f"{path}: rank_by: {short(run.rank_by)} is not a leaderboard column"
+                          f"{did_you_mean(run.rank_by, columns)}; allowed: "
                           f"{', '.join(columns)}")

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..options import short
+from ..options import did_you_mean, short
 
 
 class ConfigError(ValueError):
@@ -58,14 +58,16 @@ def _union_branch_mismatch(err: dict[str, Any]) -> bool:
 
 def format_validation(path: str, exc: ValidationError, schema: type[BaseModel], prefix: str = "") -> str:
     lines: list[str] = []
-    for err in exc.errors():
+    # an unknown key first: a typo ('modles') also makes its key missing, and the typo is the news
+    for err in sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden"):
         if _union_branch_mismatch(err):
             continue
         loc = err["loc"]
         key = prefix + key_path(loc)
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(schema, loc)
-            msg = f"unknown key {short(loc[-1])}" + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
+            msg = (f"unknown key {short(loc[-1])}{did_you_mean(loc[-1], allowed)}"
+                   + (f"; allowed keys: {', '.join(allowed)}" if allowed else ""))
         elif err["type"] == "missing":
             msg = "required key is missing"
         else:

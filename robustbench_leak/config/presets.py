@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..options import did_you_mean
 from .errors import ConfigError, short
 from .schema import DEFAULT_FIT_SAMPLES, AttackCfg, ResolvedAttack
 from .yaml_io import read_yaml
@@ -35,7 +36,8 @@ def load_preset(name: str, dirs: list[Path]) -> tuple[Path, dict[str, Any]]:
                 raise ConfigError(f"{path}: an attack preset must be a mapping with an 'attack' key")
             unknown = sorted(map(str, set(data) - set(PRESET_KEYS)))
             if unknown:
-                raise ConfigError(f"{path}: unknown key(s) {short(unknown)}; allowed: {', '.join(PRESET_KEYS)}")
+                raise ConfigError(f"{path}: unknown key(s) {short(unknown)}{did_you_mean(unknown[0], PRESET_KEYS)}; "
+                                  f"allowed: {', '.join(PRESET_KEYS)}")
             if data.get("params") is not None and not isinstance(data["params"], dict):
                 raise ConfigError(f"{path}: params: must be a mapping, got {short(data['params'])}")
             for key in ("n_samples", "fit_samples"):
@@ -44,7 +46,8 @@ def load_preset(name: str, dirs: list[Path]) -> tuple[Path, dict[str, Any]]:
                     raise ConfigError(f"{path}: {key}: must be an integer >= 1, got {short(value)}")
             return path, data
     known = sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.yaml")})
-    raise ConfigError(f"unknown attack preset {short(name)}; known presets: {', '.join(known) or 'none'}")
+    raise ConfigError(f"unknown attack preset {short(name)}{did_you_mean(name, known)}; known presets: "
+                      f"{', '.join(known) or 'none'}")
 
 
 def resolve_attack(i: int, entry: str | AttackCfg, dirs: list[Path], path: str,

@@ -116,6 +116,8 @@ class RunConfig(_Strict):
     rank_by: str | None = None  # a leaderboard column such as deepfool.rho_mean
     masking: MaskingCfg = MaskingCfg()
     executor: Literal["local", "ray"] = "local"
+    connect_timeout: float = Field(10.0, gt=0, le=3600)  # executor ray with an address: seconds to reach it
+    allow_untrained: bool = False  # evaluate models with training.epochs 0 (random weights), labelled untrained
     address: str | None = Field(None, min_length=1, max_length=500)  # executor ray: a cluster to join (else RAY_ADDRESS, else local)
 
     @field_validator("device")
@@ -124,6 +126,13 @@ class RunConfig(_Strict):
         if v != "auto" and not (v == "cpu" or (v.startswith("cuda") and (v == "cuda" or v[5:6] == ":" and v[6:].isdigit()))):
             raise ValueError("must be auto, cpu, cuda or cuda:N")
         return v
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        from ..ray_executor import check_address
+
+        return None if v is None else check_address(v, "")
 
     @field_validator("seeds")
     @classmethod

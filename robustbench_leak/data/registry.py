@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel
 
-from ..options import option_schema, validate_options
+from ..options import did_you_mean, option_schema, validate_options
 
 from .base import ImageDataset
 
@@ -69,7 +69,8 @@ def list_datasets() -> list[DatasetEntry]:
 def get_dataset_entry(name: str) -> DatasetEntry:
     _ensure_loaded()
     if name not in _REGISTRY:
-        raise KeyError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(_REGISTRY))}")
+        raise KeyError(f"unknown dataset {name!r}{did_you_mean(name, _REGISTRY)}; known datasets: "
+                       f"{', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
 
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch.nn as nn
 from pydantic import BaseModel
 
-from ..options import option_schema, short, validate_options
+from ..options import did_you_mean, option_schema, short, validate_options
 
 TIMM_PREFIX = "timm:"
 
@@ -90,8 +90,9 @@ def get_entry(name: str) -> ModelEntry:
             raise KeyError(f"unknown timm model {timm_name!r}{hint}")
         return _REGISTRY["timm"]
     if name not in _REGISTRY or name == "timm":
-        known = ", ".join(e.name for e in list_models() if e.name != "timm")
-        raise KeyError(f"unknown model {name!r}; known models: {known}, or timm:<any timm model name>")
+        names = [e.name for e in list_models() if e.name != "timm"]
+        raise KeyError(f"unknown model {name!r}{did_you_mean(name, names)}; known models: {', '.join(names)}, or "
+                       "timm:<any timm model name>")
     return _REGISTRY[name]
 
 
@@ -102,8 +103,8 @@ def check_options(name: str, options: dict[str, Any]) -> None:
     allowed = entry.options()
     unknown = sorted(map(str, set(options) - set(allowed)))
     if unknown:
-        raise ValueError(f"model {name!r} has no option {', '.join(map(short, unknown))}; "
-                         f"allowed: {', '.join(allowed)}")
+        raise ValueError(f"model {name!r} has no option {', '.join(map(short, unknown))}"
+                         f"{did_you_mean(unknown[0], allowed)}; allowed: {', '.join(allowed)}")
     validate_options(entry.schema(), options)
 
 

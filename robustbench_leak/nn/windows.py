@@ -14,6 +14,8 @@ from typing import Any, Callable
 import numpy as np
 from scipy.signal import windows as sp_windows
 
+from ..options import did_you_mean
+
 WindowFn = Callable[..., np.ndarray]
 
 # name -> (function of (length, **params), allowed params with defaults)
@@ -40,7 +42,8 @@ def window_params(name: str) -> dict[str, float]:
 
 def _lookup(name: str) -> tuple[WindowFn, dict[str, float]]:
     if name not in _WINDOWS:
-        raise ValueError(f"unknown window {name!r}; known windows: {', '.join(_WINDOWS)}")
+        raise ValueError(f"unknown window {name!r}{did_you_mean(name, _WINDOWS)}; known windows: "
+                         f"{', '.join(_WINDOWS)}")
     return _WINDOWS[name]
 
 

@@ -1,0 +1,149 @@
+"""``evaluate(model, ...)``: any ``torch.nn.Module`` that maps [0, 1] images to logits, through the same
+config -> plan -> cells -> driver path as ``rbleak run``.
+
+The module's weights are written to a checkpoint file and the module is registered, in this process
+only, as the architecture ``user-module``; a config naming both is then validated and run like any
+other (local executor), so the cells, engines, metrics, intervals and store are the CLI's. With ``out``
+the run folder stays, and ``rbleak leaderboard`` merges it with config runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+import torch
+import torch.nn as nn
+import yaml
+
+USER_ARCH = "user-module"
+_MODULES: dict[str, nn.Module] = {}  # ref -> the user's module (a template; every build is a deep copy)
+
+
+def _user_module(num_classes: int, in_chans: int, ref: str) -> nn.Module:
+    """A user's own ``nn.Module`` given to ``evaluate`` in this process (a deep copy of it)."""
+    if ref not in _MODULES:
+        raise ValueError(f"user-module {ref!r} is only known in the Python process that called evaluate()")
+    return copy.deepcopy(_MODULES[ref])
+
+
+def _register() -> None:
+    from .models.registry import _REGISTRY, register_model
+
+    if USER_ARCH not in _REGISTRY:
+        register_model(USER_ARCH, family="user", description="an nn.Module given to robustbench_leak.evaluate")(
+            _user_module)
+
+
+def _weights_bytes(model: nn.Module) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+    return buffer.getvalue()
+
+
+def _dataset_entry(dataset: str | dict[str, Any]) -> dict[str, Any]:
+    entry = {"name": dataset} if isinstance(dataset, str) else dict(dataset)
+    if "name" not in entry:
+        raise ValueError(f"evaluate: dataset: {dataset!r}: give a dataset name or a mapping with 'name'")
+    # the module takes [0, 1] images (RobustBench's convention): no normalisation in front of it
+    entry.setdefault("normalize", False)
+    return entry
+
+
+def _attack_entries(attacks: Sequence[str | dict[str, Any]], n_samples: int | None) -> list[Any]:
+    if isinstance(attacks, str) or not attacks:
+        raise ValueError(f"evaluate: attacks: {attacks!r}: give a list of preset names (rbleak list attacks), e.g. "
+                         "['clean', 'deepfool']")
+    if n_samples is not None and (isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1):
+        raise ValueError(f"evaluate: n_samples: {n_samples!r}: expected an integer >= 1 (or None: each preset's own)")
+    entries: list[Any] = []
+    for a in attacks:
+        entry = {"preset": a} if isinstance(a, str) else dict(a)
+        if n_samples is not None:
+            entry.setdefault("n_samples", n_samples)
+        entries.append(entry)
+    return entries
+
+
+def _check_output(model: nn.Module, dataset: dict[str, Any], device: str) -> None:
+    """One forward pass on one test image: the module must give one logit per class."""
+    from .data import load_dataset_cached
+    from .plan import dataset_spec
+    from .config import DatasetCfg
+    from .train import resolve_device
+
+    data = load_dataset_cached(dataset_spec(DatasetCfg(**dataset)))
+    probe = copy.deepcopy(model).to(resolve_device(device)).eval()
+    with torch.no_grad():
+        out = probe(data.test_x[:2].to(resolve_device(device)))
+    if not (isinstance(out, torch.Tensor) and out.shape == (2, data.num_classes)):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"evaluate: model: on 2 images of {dataset['name']} ({tuple(data.test_x.shape[1:])}, "
+                         f"[0, 1]) it returned {shape}; expected logits of shape (2, {data.num_classes})")
+
+
+def evaluate(model: nn.Module, dataset: str | dict[str, Any] = "fashion-mnist",
+             attacks: Sequence[str | dict[str, Any]] = ("clean", "deepfool", "spatial"),
+             n_samples: int | None = None, device: str = "auto", out: str | Path | None = None,
+             name: str | None = None, seed: int = 0, progress: bool = False) -> pd.DataFrame:
+    """Evaluate ``model`` (any ``nn.Module`` mapping [0, 1] images to logits) as ``rbleak run`` would.
+
+    ``dataset``: a dataset name (``rbleak list datasets``) or a mapping of its options, e.g.
+    ``{"name": "fashion-mnist", "root": "/data/fmnist"}``. ``attacks``: preset names or mappings as in a
+    config's ``attacks:`` list. ``n_samples``: test images per attack (default: each preset's own).
+    ``out``: a run folder to keep (``rbleak leaderboard`` reads it); default: a temporary one, removed.
+    ``seed``: the seed of the attacks' random numbers. Returns one row per (model, attack, metric) with the
+    columns of ``robustbench_leak.COLUMNS["metrics"]``."""
+    from .config import load_config
+    from .driver import run_config
+    from .executor import LocalExecutor
+    from .outputs import check_out_dir
+    from .results import load_results
+
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"evaluate: model: expected a torch.nn.Module, got {type(model).__name__}")
+    name = name or type(model).__name__
+    ds = _dataset_entry(dataset)
+    entries = _attack_entries(attacks, n_samples)
+    _register()
+    arch_text = f"{type(model).__module__}.{type(model).__qualname__}\n{model!r}"
+    ref = f"{type(model).__qualname__[:60]}-{hashlib.sha256(arch_text.encode()).hexdigest()[:12]}"
+    _MODULES[ref] = model
+    weights = _weights_bytes(model)
+    digest = hashlib.sha256(weights).hexdigest()[:12]
+    tmp = Path(tempfile.mkdtemp(prefix="rbleak-evaluate-"))
+    try:
+        run_dir = Path(out) if out is not None else tmp / "run"
+        check_out_dir(run_dir, "out")
+        folder = run_dir / "weights" if out is not None else tmp
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = re.sub(r"[^A-Za-z0-9._+-]", "_", name)[:80] + f"-{digest}"
+        weights_file = folder / f"{stem}.pt"
+        if not weights_file.exists():
+            weights_file.write_bytes(weights)
+        config = {"name": "evaluate",
+                  "description": f"robustbench_leak.evaluate of {type(model).__qualname__} (weights sha256 {digest}...)",
+                  "device": device, "seeds": [seed], "datasets": [ds],
+                  "models": [{"name": name, "arch": USER_ARCH, "options": {"ref": ref},
+                              "checkpoint": str(weights_file.resolve())}],
+                  "attacks": entries}
+        config_file = folder / f"{stem}.yaml"
+        config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+        loaded = load_config(config_file)  # every check of a config file, before any work
+        _check_output(model, ds, device)
+        # a kept folder gets the leaderboard files a config run writes; a temporary one needs none
+        run_config(loaded, run_dir, executor=LocalExecutor(), progress=progress, formats=None if out else ())
+        metrics = load_results(run_dir).metrics
+        return metrics[(metrics.model == name) & (metrics.dataset == ds["name"])].reset_index(drop=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+__all__ = ["USER_ARCH", "evaluate"]

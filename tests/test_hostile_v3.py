@@ -1,0 +1,196 @@
+"""Held-out hostile-input classes, v3: names that suggest the closest allowed one, untrained models refused
+unless asked for, merges of another config's shard, Ray addresses checked and bounded in time, integer
+flags, and expected errors that leave no crash log. Each fails in one line, before any work."""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from robustbench_leak.cli import main
+from robustbench_leak.config import ConfigError, load_config
+
+GRID = """
+name: {name}
+device: cpu
+seeds: {seeds}
+datasets: [{{name: synthetic, n_train: 64, n_test: 32}}]
+training: {{lr: 0.05, epochs: {epochs}, batch_size: 32}}
+models: [{{name: {model}, arch: tomen_cnn, options: {{n_layers: 2, width: 4, kernel_size: 3, window: none}}}}]
+attacks: [clean]
+"""
+
+
+def _config(tmp_path: Path, file: str = "a.yaml", name: str = "a", seeds: str = "[0]", epochs: int = 1,
+            model: str = "m1", extra: str = "") -> Path:
+    path = tmp_path / file
+    path.write_text(GRID.format(name=name, seeds=seeds, epochs=epochs, model=model) + extra)
+    return path
+
+
+def _one_line_error(capsys, argv: list[str]) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code != 0 and len(lines) == 1 and lines[0].startswith("rbleak: error: "), err
+    return lines[0]
+
+
+def _argparse_error(capsys, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+# 1. unknown names and keys suggest the closest allowed one ---------------------------------------------
+@pytest.mark.parametrize("old, new, suggestion", [
+    ("models:", "modles:", "did you mean 'models'?"),
+    ("epochs: 1", "epocs: 1", "did you mean 'epochs'?"),
+    ("arch: tomen_cnn", "arch: tomen_cn", "did you mean 'tomen_cnn'?"),
+    ("window: none", "window: hamminng", "did you mean 'hamming'?"),
+    ("name: synthetic", "name: synthetc", "did you mean 'synthetic'?"),
+    ("attacks: [clean]", "attacks: [cleen]", "did you mean 'clean'?"),
+    ("attacks: [clean]", "attacks: [{preset: deepfool, params: {max_iters: 5}}]", "did you mean 'max_iter'?"),
+    ("kernel_size: 3", "kernel_sise: 3", "did you mean 'kernel_size'?"),
+    ("n_train: 64", "n_trian: 64", "did you mean 'n_train'?"),
+])
+def test_unknown_names_suggest_the_closest(tmp_path, old, new, suggestion):
+    text = _config(tmp_path).read_text()
+    assert old in text
+    (tmp_path / "a.yaml").write_text(text.replace(old, new))
+    with pytest.raises(ConfigError) as exc:
+        load_config(tmp_path / "a.yaml")
+    assert suggestion in str(exc.value).splitlines()[0]
+
+
+def test_no_suggestion_when_nothing_is_close(tmp_path):
+    (tmp_path / "a.yaml").write_text(_config(tmp_path).read_text().replace("arch: tomen_cnn", "arch: zzzzzz"))
+    with pytest.raises(ConfigError) as exc:
+        load_config(tmp_path / "a.yaml")
+    assert "did you mean" not in str(exc.value) and "known models" in str(exc.value)
+
+
+def test_claim_set_name_suggests(capsys):
+    assert "did you mean 'paper'?" in _argparse_error(capsys, ["claims", "results/quickstart", "--claims", "papr"])
+
+
+# 2. training.epochs 0: refused unless loading weights or allowed explicitly, and then labelled ------------
+def test_zero_epochs_refused_in_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"training\.epochs: 0 trains nothing, so 'm1' would be attacked with its "
+                                          r"random initial weights.*allow_untrained: true"):
+        load_config(_config(tmp_path, epochs=0))
+
+
+def test_zero_epochs_allowed_explicitly_is_labelled_untrained(tmp_path):
+    cfg = _config(tmp_path, epochs=0, extra="allow_untrained: true\n")
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    board = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
+    assert board.arch.tolist() == ["tomen_cnn (untrained)"]
+    assert "(untrained)" in (tmp_path / "out" / "leaderboard.md").read_text()
+
+
+def test_zero_epochs_with_a_checkpoint_is_accepted(tmp_path):
+    import torch
+
+    from robustbench_leak.models import create_model
+
+    torch.save(create_model("tomen_cnn", 10, 1, n_layers=2, width=4, kernel_size=3).state_dict(), tmp_path / "w.pt")
+    text = _config(tmp_path, epochs=0).read_text().replace("window: none}", "window: none}, checkpoint: w.pt")
+    (tmp_path / "a.yaml").write_text(text)
+    assert load_config(tmp_path / "a.yaml").run.models[0].checkpoint.endswith("w.pt")
+
+
+# 3. --merge: only the cells this config plans; expected errors write no crash log -----------------------
+def test_merge_of_another_configs_shard_is_refused(tmp_path, capsys):
+    other = _config(tmp_path, "b.yaml", name="b", model="m9")
+    assert main(["run", str(other), "--out", str(tmp_path / "shard-b"), "--quiet"]) == 0
+    mine = _config(tmp_path, seeds="[0, 1]")
+    err = _one_line_error(capsys, ["run", str(mine), "--merge", str(tmp_path / "shard-b"),
+                                   "--out", str(tmp_path / "merged")])
+    assert "shard-b" in err and "another config" in err and "'m9'" in err
+    assert not (tmp_path / "merged" / "results.sqlite").exists()  # refused before any work
+    # a shard of this config merges
+    assert main(["run", str(mine), "--seeds", "1", "--out", str(tmp_path / "s1"), "--quiet"]) == 0
+    assert main(["run", str(mine), "--merge", str(tmp_path / "s1"), "--out", str(tmp_path / "merged"),
+                 "--quiet"]) == 0
+    assert set(pd.read_csv(tmp_path / "merged" / "leaderboard.csv").model) == {"m1"}
+
+
+def test_expected_errors_write_no_crash_log(tmp_path, capsys, monkeypatch):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(logs))
+    err = _one_line_error(capsys, ["run", str(_config(tmp_path)), "--merge", str(tmp_path / "nosuch-shard"),
+                                   "--out", str(tmp_path / "out")])
+    assert "nosuch-shard" in err and "traceback" not in err
+    _one_line_error(capsys, ["leaderboard", str(tmp_path / "nowhere")])
+    assert list(logs.iterdir()) == []
+
+
+# 4. --executor ray --address: checked before any work, and bounded in time -------------------------------
+@pytest.mark.parametrize("address", ["999.1.1.1:1", "host-without-port", "h:0", "h:70000", "a b:1", "ray://"])
+def test_invalid_ray_address_refused_before_any_work(tmp_path, capsys, address):
+    err = _argparse_error(capsys, ["run", str(_config(tmp_path)), "--executor", "ray", "--address", address,
+                                   "--out", str(tmp_path / "out")])
+    assert "--address" in err and "HOST:PORT" in err or "port" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_invalid_address_in_a_config_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"a\.yaml: address: .*999\.1\.1\.1"):
+        load_config(_config(tmp_path, extra="executor: ray\naddress: 999.1.1.1:1\n"))
+
+
+def test_unreachable_cluster_fails_within_the_connect_timeout(tmp_path, capsys):
+    pytest.importorskip("ray")
+    server = socket.socket()  # accepts connections and never answers: not a Ray cluster
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.extend(server.accept()[0] for _ in range(8)), daemon=True).start()
+    port = server.getsockname()[1]
+    t0 = time.monotonic()
+    try:
+        err = _one_line_error(capsys, ["run", str(_config(tmp_path)), "--executor", "ray", "--address",
+                                       f"127.0.0.1:{port}", "--connect-timeout", "2", "--out", str(tmp_path / "out")])
+    finally:
+        server.close()
+    assert f"127.0.0.1:{port}" in err and "within 2 s" in err
+    assert time.monotonic() - t0 < 60  # 2 s for the cluster, plus importing Ray in the probe
+    assert not (tmp_path / "out" / "results.sqlite").exists()  # no run record
+    closed = socket.socket()  # nothing listens: refused at once
+    closed.bind(("127.0.0.1", 0))
+    refused = closed.getsockname()[1]
+    closed.close()
+    err = _one_line_error(capsys, ["run", str(_config(tmp_path)), "--executor", "ray", "--address",
+                                   f"127.0.0.1:{refused}", "--out", str(tmp_path / "out")])
+    assert "refused" in err.lower()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "1e9"])
+def test_connect_timeout_is_checked(tmp_path, capsys, value):
+    err = _argparse_error(capsys, ["run", str(_config(tmp_path)), "--connect-timeout", value])
+    assert "--connect-timeout must be a number of seconds" in err
+
+
+# 5. integer flags of rbleak bench and list: a range, checked before any work ------------------------------
+@pytest.mark.parametrize("flag, value", [
+    ("--n-images", "0"), ("--n-images", "-3"), ("--n-images", "99999999999999999999"), ("--n-images", "1.5"),
+    ("--n-spatial", "0"), ("--n-train", "0"), ("--workers", "0"), ("--workers", "x"),
+])
+def test_bench_integer_flags(capsys, flag, value):
+    err = _argparse_error(capsys, ["bench", flag, value])
+    assert f"{flag} must be an integer from" in err
+
+
+def test_list_num_classes_is_checked(capsys):
+    assert "--num-classes must be an integer from 1" in _argparse_error(capsys, ["list", "models", "--num-classes",
+                                                                                  "0"])

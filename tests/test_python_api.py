@@ -1,0 +1,137 @@
+"""The Python API: ``rb.evaluate`` on any nn.Module gives the numbers a config run gives for the same
+weights, ``rb.load_results`` returns the documented columns, and the README's Python example runs."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+
+import robustbench_leak as rb
+from conftest import REPO
+from robustbench_leak.config import load_config
+from robustbench_leak.driver import run_config
+from robustbench_leak.executor import LocalExecutor
+
+DATA = {"name": "synthetic", "n_train": 32, "n_test": 64}
+ATTACKS = ["clean", "deepfool"]
+KEY = ["attack", "metric"]
+
+
+class Tiny(nn.Module):
+    """A model that is not in the registry."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 6, 5, padding=2)
+        self.head = nn.Linear(6, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+def test_evaluate_equals_a_config_run_of_the_same_weights(tmp_path):
+    from robustbench_leak.leaderboard import write_outputs
+    from robustbench_leak.models import create_model
+
+    torch.manual_seed(3)
+    options = {"n_layers": 2, "width": 4, "kernel_size": 3, "window": "hamming"}
+    net = create_model("tomen_cnn", 10, 1, **options)
+    api = rb.evaluate(net, dataset=DATA, attacks=ATTACKS, n_samples=24, device="cpu", out=tmp_path / "api",
+                      name="mine")
+    torch.save(net.state_dict(), tmp_path / "w.pt")
+    (tmp_path / "c.yaml").write_text(f"""
+name: same
+device: cpu
+datasets: [{{name: synthetic, n_train: 32, n_test: 64, normalize: false}}]
+models: [{{name: mine, arch: tomen_cnn, options: {options}, checkpoint: w.pt}}]
+attacks: [{{preset: clean, n_samples: 24}}, {{preset: deepfool, n_samples: 24}}]
+""")
+    run_config(load_config(tmp_path / "c.yaml"), tmp_path / "cfg", executor=LocalExecutor(), progress=False,
+               formats=("csv",))
+    cfg = rb.load_results(tmp_path / "cfg").metrics
+    assert set(api.attack) == set(ATTACKS) and len(api) == len(cfg) > 8
+    a, c = api.sort_values(KEY).reset_index(drop=True), cfg.sort_values(KEY).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a[KEY + ["value", "lo", "hi"]], c[KEY + ["value", "lo", "hi"]])
+    # the kept folder is a run folder: rbleak leaderboard merges it with the config run
+    write_outputs([tmp_path / "api", tmp_path / "cfg"], tmp_path / "merged", formats=("csv",))
+    board = pd.read_csv(tmp_path / "merged" / "leaderboard.csv")
+    assert board.run.tolist().count("api") == 1 and len(board) == 2
+    assert board["deepfool.rho_mean"].nunique() == 1
+
+
+def test_evaluate_a_module_outside_the_registry_counts_right():
+    from robustbench_leak.data import load_dataset
+
+    torch.manual_seed(0)
+    model = Tiny()
+    df = rb.evaluate(model, dataset=DATA, attacks=ATTACKS, n_samples=20, device="cpu")
+    assert list(df.columns) == list(rb.COLUMNS["metrics"])
+    data = load_dataset("synthetic", n_train=32, n_test=64)
+    with torch.no_grad():
+        expected = float((model(data.test_x[:20]).argmax(1) == data.test_y[:20]).float().mean())
+    got = df[(df.attack == "clean") & (df.metric == "accuracy")].value.item()
+    assert got == pytest.approx(expected)
+    rho = df[(df.attack == "deepfool") & (df.metric == "rho_mean")]
+    assert rho.value.item() > 0 and rho.lo.item() <= rho.value.item() <= rho.hi.item()
+    assert (df.model == "Tiny").all() and (df.arch == "user-module").all()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"attacks": "clean"}, "attacks: 'clean': give a list"),
+    ({"n_samples": 0}, "n_samples: 0: expected an integer >= 1"),
+    ({"dataset": {"root": "/x"}}, "give a dataset name or a mapping with 'name'"),
+])
+def test_evaluate_bad_arguments_are_one_line_errors(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        rb.evaluate(Tiny(), **{"dataset": DATA, "device": "cpu", **kwargs})
+
+
+def test_evaluate_refuses_a_model_with_the_wrong_number_of_logits():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 3))
+    with pytest.raises(ValueError, match=r"returned \(2, 3\); expected logits of shape \(2, 10\)"):
+        rb.evaluate(model, dataset=DATA, attacks=["clean"], device="cpu")
+
+
+def test_load_results_tables_have_the_documented_columns():
+    results = rb.load_results(REPO / "results" / "quickstart")
+    for table in ("metrics", "models", "runs"):
+        assert list(getattr(results, table).columns) == list(rb.COLUMNS[table])
+    assert list(results.samples.columns) == list(rb.COLUMNS["samples"])
+    m = results.metrics
+    assert set(m.model) == set(results.models.model) == {"cnn-3x3", "cnn-7x7", "cnn-7x7-hamming"}
+    board = pd.read_csv(REPO / "results" / "quickstart" / "leaderboard.csv")
+    for _, row in board.iterrows():  # the tidy table holds the leaderboard's numbers (one seed: no averaging)
+        assert m[(m.model == row.model) & (m.attack == "deepfool") & (m.metric == "rho_mean")].value.item() == \
+            pytest.approx(row["deepfool.rho_mean"])
+    assert (results.samples.groupby(["model", "attack"]).size() > 0).all()
+
+
+def test_python_api_page_documents_every_column():
+    text = (REPO / "docs" / "python-api.md").read_text()
+    for table, columns in rb.COLUMNS.items():
+        for column, doc in columns.items():
+            assert f"| `{column}` | {doc} |" in text, f"docs/python-api.md: {table}.{column} not documented"
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch):
+    from robustbench_leak.data import DataMissingError, load_dataset
+
+    try:
+        load_dataset("fashion-mnist")
+    except DataMissingError as exc:
+        if os.environ.get("RBLEAK_REQUIRE_REAL_DATA") == "1":
+            raise
+        pytest.skip(f"real Fashion-MNIST not installed: {exc}")
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"^```python\n(.*?)^```", readme, re.M | re.S).group(1)
+    assert "runs/mine" in block and len(block.splitlines()) <= 12
+    monkeypatch.chdir(REPO)
+    namespace: dict = {}
+    exec(compile(block.replace("runs/mine", str(tmp_path / "mine")), "README.md", "exec"), namespace)
+    df = namespace["df"]
+    assert set(df.attack) == {"clean", "deepfool"} and (tmp_path / "mine" / "leaderboard.csv").is_file()
