@@ -38,13 +38,15 @@ def strength_frame(runs: list[RunData]) -> pd.DataFrame:
 
 def masking_lines(runs: list[RunData]) -> list[str]:
     """One line per minnorm cell whose gradient-masking checks did not all pass, or one saying all did."""
-    failed, checked = [], 0
+    failed, checked, seconds, attack_seconds = [], 0, 0.0, 0.0
     for run in runs:
         for cell in run.cells.itertuples():
             record = (cell.info or {}).get("masking")
             if not record:
                 continue
             checked += 1
+            seconds += float(record.get("seconds") or 0.0)
+            attack_seconds += float(cell.info.get("attack_seconds") or 0.0)
             bad = [name for name, c in record["checks"].items() if not c["passed"]]
             if bad:
                 failed.append(f"- {cell.model} / {cell.attack} / seed {cell.seed} ({run.label}): failed "
@@ -52,10 +54,13 @@ def masking_lines(runs: list[RunData]) -> list[str]:
     if not checked:
         return ["No cell of these runs ran the gradient-masking checks (stored before they existed, or "
                 "`masking: false`)."]
+    cost = (f" The checks took {seconds:.1f} s, {100 * seconds / attack_seconds:.0f}% of the {attack_seconds:.1f} s "
+            "the ensemble's attacks took in those cells." if attack_seconds > 0 else "")
     if not failed:
         return [f"Gradient-masking checks: all clear in the {checked} minnorm cells that ran them (unbounded success, "
-                "more steps, black-box search, PGD to zero; docs/attack-strength.md)."]
-    return [f"Gradient-masking checks failed in {len(failed)} of {checked} minnorm cells (see their flags):", *failed]
+                f"more steps, black-box search, PGD to zero; docs/attack-strength.md).{cost}"]
+    return [f"Gradient-masking checks failed in {len(failed)} of {checked} minnorm cells (see their flags).{cost}",
+            *failed]
 
 
 def _f(x: float, fmt: str) -> str:
