@@ -7,7 +7,7 @@ images, and forward plus backward passes per image (``PassCounter``: every pass 
 counted per image in the batch, as AttackBench counts its budget). adv-lib's ALMA runs when adv-lib is
 installed (its visdom import is stubbed). Prints the markdown table of docs/attack-strength.md:
 
-    python scripts/attack_strength.py   # about 10 minutes on 2 CPU cores
+    python scripts/attack_strength.py   # about 15 minutes on 2 CPU cores shared with other jobs
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 DeepFool runs with the ``deepfool-exact`` preset's parameters, DDN, FMN and SuperDeepFool with their
 engines' defaults except DDN's and FMN's step counts. Version 2 added SuperDeepFool and FMN's version 2
-(bound mask, DeepFool start).
+(bound mask, DeepFool start); ALMA was measured and left out (docs/attack-strength.md).
 
 An image counts as fooled when any member's re-checked example changes the clean prediction (success is
 the union); its example is the fooled member example of smallest norm. An image no member fooled returns
