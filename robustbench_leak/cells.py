@@ -25,10 +25,11 @@ import torch.nn as nn
 from torch.nn.modules.utils import _pair
 
 from .attacks import attack_class, build_attack
-from .checkpoints import CheckpointCache, CheckpointError, load_state
+from .checkpoints import CheckpointCache, CheckpointError, EpochCheckpoint, load_state
 from .config import DEFAULT_FIT_SAMPLES
 from .config.schema import MaskingCfg
 from .data import ImageDataset, load_dataset_cached
+from .deadline import Deadline
 from .models import Normalized, count_flops, count_params, create_model
 from .models.checkpoint_io import load_checkpoint
 from .nn import WindowedConv2d, WindowSpec
@@ -92,8 +93,9 @@ def _cache(ctx: dict[str, Any]) -> CheckpointCache:
 
 
 def ensure_model(task: dict[str, Any], ctx: dict[str, Any], log: Log = print,
-                 announce_cache: bool = True) -> tuple[nn.Module, dict[str, Any]]:
-    """The trained model of a train task: loaded from the cache, or trained and cached now.
+                 announce_cache: bool = True, fresh: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """The trained model of a train task: loaded from the cache, or trained and cached now. ``fresh``: the
+    cached weights were trained moments ago for this run (in a pack, ``packing.py``), not reused.
 
     Only train cells (and ``rbleak bench``) call this; eval cells never train."""
     device = resolve_device(ctx["device"])
@@ -108,25 +110,47 @@ def ensure_model(task: dict[str, Any], ctx: dict[str, Any], log: Log = print,
             log(f"[load] {label}: loaded {info.path} ({info.describe()}); no training")
         return model.to(device).eval(), {"loaded_from_cache": False, "loaded_checkpoint": info.path,
                                          "naming": info.naming, "entry": info.entry, "history": []}
+    if meta is not None and fresh:
+        meta["loaded_from_cache"] = False
+        return model.to(device).eval(), meta
     if meta is not None:
         if announce_cache:
             log(f"[cache] {label}: loaded checkpoint {cache.path(task['key'])} (no retraining)")
         meta["loaded_from_cache"] = True
         return model.to(device).eval(), meta
-    log(f"[train] {label}: training on {device} ({len(data.train_y)} images, {task['training']['epochs']} epochs)")
+    epochs = EpochCheckpoint(cache, task["key"])
+    resume = epochs.load()
+    settings = task_settings(task)
+    if resume is not None:
+        log(f"[resume] {label}: from its epoch checkpoint at epoch {resume['epoch']} of {settings.epochs} "
+            f"({epochs.path})")
+    else:
+        log(f"[train] {label}: training on {device} ({len(data.train_y)} images, {settings.epochs} epochs)")
     t0 = time.perf_counter()
-    settings = TrainSettings(**{**task["training"], "milestones": tuple(task["training"]["milestones"])})
+    earlier = float(resume.get("train_seconds", 0.0)) if resume else 0.0
+
+    def save_progress(payload: dict[str, Any]) -> None:
+        epochs.save({**payload, "train_seconds": earlier + time.perf_counter() - t0})
+
     history = train_model(model, data, settings, task["seed"], device, progress=ctx.get("progress", True),
-                          desc=task["model"])
-    seconds = time.perf_counter() - t0
+                          desc=task["model"], resume=resume, save_progress=save_progress,
+                          deadline=Deadline.from_ctx(ctx))
+    seconds = earlier + time.perf_counter() - t0
     meta = {"spec": {k: v for k, v in task.items() if k != "key"}, "history": history, "train_seconds": seconds,
             "trained_on": str(device), "created": now()}
+    if resume is not None:
+        meta["resumed_from_epoch"] = int(resume["epoch"])
     path = cache.save(task["key"], model, meta)
+    epochs.drop()
     last = history[-1] if history else {}
     log(f"[train] {label}: done in {seconds:.0f}s, test accuracy {last.get('test_accuracy', float('nan')):.4f}; "
         f"saved {path}")
     meta["loaded_from_cache"] = False
     return model.eval(), meta
+
+
+def task_settings(task: dict[str, Any]) -> TrainSettings:
+    return TrainSettings(**{**task["training"], "milestones": tuple(task["training"]["milestones"])})
 
 
 def state_of(model: nn.Module) -> Weights:
@@ -137,7 +161,7 @@ def state_of(model: nn.Module) -> Weights:
 # ------------------------------------------------------------------------------------------------
 # train cell
 def train_cell(task: dict[str, Any], ctx: dict[str, Any], record: bool = True,
-               log: Log = _quiet) -> tuple[dict[str, Any] | None, Weights]:
+               log: Log = _quiet, fresh: bool = False) -> tuple[dict[str, Any] | None, Weights]:
     """The model of ``task`` (cached, loaded or trained now) and, when ``record``, its store records.
 
     ``record=False`` is for a model whose records are already stored (a resumed run) but whose weights
@@ -146,7 +170,7 @@ def train_cell(task: dict[str, Any], ctx: dict[str, Any], record: bool = True,
     ``Store.record_cell``) and ``outcome`` (trained, cached or loaded)."""
     started = now()
     t0 = time.perf_counter()
-    model, meta = ensure_model(task, ctx, log, announce_cache=record)
+    model, meta = ensure_model(task, ctx, log, announce_cache=record, fresh=fresh)
     weights = state_of(model)
     if not record:
         return None, weights
@@ -155,6 +179,8 @@ def train_cell(task: dict[str, Any], ctx: dict[str, Any], record: bool = True,
     extra = dict(task.get("match") or {})
     if task["training"]["epochs"] == 0 and not task.get("checkpoint"):
         extra["untrained"] = True  # its initial random weights (allow_untrained: true); tables say so
+    if meta.get("packed_with"):
+        extra["packed_with"] = meta["packed_with"]
     checkpoint_path = str(_cache(ctx).path(task["key"]))
     if meta.get("loaded_checkpoint"):
         checkpoint_path = meta["loaded_checkpoint"]

@@ -101,3 +101,43 @@ class CheckpointCache:
         path = self.path(key)
         save_checkpoint(path, model, {**meta, "key": key})
         return path
+
+
+EPOCH_SUFFIX = ".epoch.pt"
+
+
+class EpochCheckpoint:
+    """A half-trained model's epoch checkpoint beside its final one (``<key>.epoch.pt``): weights, optimizer
+    state, random-generator states, the epoch reached and the history so far (``train.train_model``
+    writes and reads the payload). It is not part of any key: a finished training removes it."""
+
+    def __init__(self, cache: CheckpointCache, key: str) -> None:
+        self.key = key
+        self.path = cache.root / f"{key}{EPOCH_SUFFIX}"
+
+    def load(self) -> dict[str, Any] | None:
+        """The payload, or None when absent or unusable (moved aside, never deleted: training restarts)."""
+        if not self.path.exists():
+            return None
+        try:
+            try:
+                payload = torch.load(self.path, map_location="cpu", weights_only=True)
+            except Exception as exc:  # torch raises many types for truncated or foreign files
+                raise CheckpointError(f"{self.path}: not a readable epoch checkpoint ({type(exc).__name__})") from exc
+            if not isinstance(payload, dict) or payload.get("format") != FORMAT or payload.get("key") != self.key:
+                raise CheckpointError(f"{self.path}: not an epoch checkpoint of key {self.key!r}")
+        except CheckpointError as exc:
+            aside = self.path.with_name(f"{self.path.name}.bad-{int(time.time())}")
+            os.replace(self.path, aside)
+            print(f"warning: {exc}; moved it to {aside} and training from the start")
+            return None
+        return payload
+
+    def save(self, payload: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({**payload, "format": FORMAT, "key": self.key}, tmp)
+        os.replace(tmp, self.path)
+
+    def drop(self) -> None:
+        self.path.unlink(missing_ok=True)

@@ -9,6 +9,7 @@ import tempfile
 import traceback
 from pathlib import Path
 
+from .deadline import EXIT_TIME_LIMIT, TimeLimitReached
 from .driver import CellsFailed
 from .outlock import OutDirLocked
 from .outputs import check_out_dir, check_out_file, is_rbleak_folder, mark_folder
@@ -37,9 +38,51 @@ def _cmd_run(args: argparse.Namespace) -> None:
     for attack in config.attacks:
         if attack.note:
             print(f"note: {attack.note}")
+    deadline = timer = None
+    _HARD_STOP.clear()
+    if args.time_limit is not None:
+        from .deadline import Deadline
+
+        deadline = Deadline.after(args.time_limit)
+        timer = _hard_stop(deadline)
     _log_to_stdout()
-    # progress bars only on a terminal: in a log file, CI or a cluster worker they are carriage-return noise
-    run_config(config, out, progress=not args.quiet and sys.stderr.isatty(), merge_from=merge)
+    try:
+        # progress bars only on a terminal: in a log file, CI or a cluster worker they are carriage-return noise
+        run_config(config, out, progress=not args.quiet and sys.stderr.isatty(), merge_from=merge, deadline=deadline)
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+_HARD_STOP: list = []  # the deadline whose timer interrupted the run, if it did
+
+
+def _hard_stop(deadline):
+    """Backstop for work that runs past the soft checks (a long eval cell, a first epoch): at half the
+    margin before the limit, interrupt the run like Ctrl-C (the driver stores it as interrupted)."""
+    import signal
+    import threading
+
+    main_thread = threading.main_thread().ident
+
+    def fire() -> None:
+        _HARD_STOP.append(deadline)
+        signal.pthread_kill(main_thread, signal.SIGINT)  # a real signal: it also ends a blocking call
+
+    timer = threading.Timer(max(0.0, deadline.remaining() + deadline.margin / 2), fire)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def _time_limit(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text[:40]!r}: expected a positive number of seconds, e.g. 540")
+    return value
 
 
 def _seed_list(text: str, flag: str) -> list[int]:
@@ -107,6 +150,12 @@ def _cmd_leaderboard(args: argparse.Namespace) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
+    if args.training:
+        from .bench_training import run_training_bench
+
+        run_training_bench(args.out or "bench-training.json", args.device or "auto", args.sizes, args.packs,
+                           args.steps, args.dataset, args.variants)
+        return
     if args.executors:
         from .bench_executors import run_executor_bench
 
@@ -328,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merge", nargs="+", metavar="RESULTS",
                    help="first copy in the finished cells of this config's plan from these run folders or stores "
                         "(e.g. its --seeds shards), then run only what is still missing")
+    p.add_argument("--time-limit", type=_time_limit, metavar="SECONDS",
+                   help="stop cleanly before this many seconds: finished cells and an epoch checkpoint of the model "
+                        "in training are stored, the run is marked interrupted and the exit status is 75; the same "
+                        "command resumes")
     p.set_defaults(fn=_cmd_run)
     p = sub.add_parser("leaderboard", help="re-render (and merge) leaderboards from run folders or stores")
     p.add_argument("dirs", nargs="+", metavar="RESULTS", help="run folders (or their results.sqlite files)")
@@ -352,6 +405,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", default="configs/bench-grid.yaml", help="with --executors: the config to time")
     p.add_argument("--workers", type=_int("--workers", 1, 1024), default=2,
                    help="with --executors: Ray workers (CPUs), >= 1")
+    p.add_argument("--training", action="store_true",
+                   help="instead: training images/s and TFLOP/s against the device's peak, harness vs plain loop "
+                        "vs packed models (bench-training.json)")
+    p.add_argument("--sizes", help="with --training: LAYERSxWIDTH@BATCH,... (default GPU 6x64@128,6x128@32; CPU 4x16@64)")
+    p.add_argument("--packs", help="with --training: pack sizes, e.g. 1,5,20 (default GPU 1,5,20; CPU 1,5)")
+    p.add_argument("--steps", type=_int("--steps", 1, 100_000), help="with --training: timed steps per measurement (default GPU 30, CPU 4)")
+    p.add_argument("--dataset", default="fashion-mnist", help="with --training: fashion-mnist or synthetic")
+    p.add_argument("--variants", action="store_true",
+                   help="with --training: also bf16, no channels_last and compile max-autotune (CUDA) rows")
     p.set_defaults(fn=_cmd_bench)
     p = sub.add_parser("claims", help="the paper's claims answered from a run's stored per-sample results")
     p.add_argument("run_dir", nargs="?")
@@ -396,7 +458,15 @@ def main(argv: list[str] | None = None) -> int:
         more = [f"  ... and {len(lines) - 21} more"] if len(lines) > 21 else []
         print("rbleak: error: " + "\n".join(shown + more), file=sys.stderr)
         return 1
+    except TimeLimitReached as exc:
+        print(f"rbleak: time limit reached ({_one_line(exc)}); finished cells and epoch checkpoints are stored; "
+              "rerun the same command to resume", file=sys.stderr)
+        return EXIT_TIME_LIMIT
     except KeyboardInterrupt:
+        if _HARD_STOP:
+            print("rbleak: time limit reached in the middle of a cell; finished cells and epoch checkpoints are "
+                  "stored; rerun the same command to resume", file=sys.stderr)
+            return EXIT_TIME_LIMIT
         print("rbleak: interrupted; rerun the same command to resume (finished cells are kept)", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - no traceback reaches a user unless asked for

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 from .checkpoints import default_cache_dir
 from .config import Config
+from .deadline import Deadline, TimeLimitReached
 from .executor import Executor, Job, LocalExecutor, Outcome
 from .outlock import locked_out_dir
 from .plan import cell_label, eval_label, interleave, plan, run_cell_rows, train_label
@@ -108,22 +109,26 @@ def write_outcome(store: Store, outcome: Outcome, run_id: str, ctx: dict[str, An
 
 def run_config(config: Config, out_dir: str | Path | None = None, executor: Executor | None = None,
                progress: bool = True, log: Log | None = None, formats: Sequence[str] | None = None,
-               merge_from: Sequence[str | Path] = ()) -> Path:
+               merge_from: Sequence[str | Path] = (), deadline: Deadline | None = None) -> Path:
     """Run every missing cell of ``config`` and write the leaderboard into ``out_dir`` (absolute from here on).
 
     ``executor``: default from the config's ``executor:`` key; ``formats``: leaderboard formats (default
     all); ``merge_from``: stores (or run folders) of other runs, e.g. the same config run seed by seed on
-    other machines, whose finished cells of this plan are copied in before anything is computed. Raises
+    other machines, whose finished cells of this plan are copied in before anything is computed; ``deadline``:
+    stop cleanly before it (``TimeLimitReached``; the run is stored as interrupted). Raises
     ``OutDirLocked`` when another run holds ``out_dir``, and ``CellsFailed`` (after storing everything else
     and writing the leaderboard) when some cells failed."""
     log = log or logger.info
     executor = executor or make_executor(config.run.executor, config.run.address, config.path,
                                          config.run.connect_timeout)
     out = (Path(out_dir) if out_dir else Path("runs") / config.name).expanduser().resolve()
+    if deadline is not None and getattr(executor, "name", "local") != "local":
+        raise ValueError(f"--time-limit: only the local executor stops at a time limit ({config.path} runs on "
+                         f"{executor.name}); use --executor local")
     check_merge_sources(config, merge_from)
     getattr(executor, "preflight", lambda: None)()  # e.g. Ray: is the cluster there? (before any record)
     with locked_out_dir(out):
-        return _run_locked(config, out, executor, progress, log, formats, merge_from)
+        return _run_locked(config, out, executor, progress, log, formats, merge_from, deadline)
 
 
 def check_merge_sources(config: Config, merge_from: Sequence[str | Path]) -> None:
@@ -150,7 +155,8 @@ def check_merge_sources(config: Config, merge_from: Sequence[str | Path]) -> Non
 
 
 def _run_locked(config: Config, out: Path, executor: Executor, progress: bool, log: Log,
-                formats: Sequence[str] | None, merge_from: Sequence[str | Path] = ()) -> Path:
+                formats: Sequence[str] | None, merge_from: Sequence[str | Path] = (),
+                deadline: Deadline | None = None) -> Path:
     from .leaderboard import FORMATS, write_outputs
 
     device = resolve_device(config.run.device)
@@ -160,6 +166,8 @@ def _run_locked(config: Config, out: Path, executor: Executor, progress: bool, l
     # every cell of a run shares these; on another machine, only what is in here is known
     ctx = {"cache_dir": str(cache_dir.resolve()), "device": config.run.device,
            "progress": progress and getattr(executor, "cell_progress_bars", True)}
+    if deadline is not None:
+        ctx["deadline"] = deadline.to_ctx()
     trains, evals = plan(config)
     store = Store(out / STORE_NAME)
     failed: list[Outcome] = []
@@ -197,7 +205,8 @@ def _run_locked(config: Config, out: Path, executor: Executor, progress: bool, l
             getattr(outcomes, "close", lambda: None)()  # a generator executor cleans up now (Ray: cancels)
             display.close()
     except BaseException as exc:
-        store.finish_run(run_id, status="interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed")
+        stopped = isinstance(exc, (KeyboardInterrupt, SystemExit, TimeLimitReached))
+        store.finish_run(run_id, status="interrupted" if stopped else "failed")
         store.close()
         raise
     store.finish_run(run_id, status="failed" if failed else "done")

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
+from .deadline import Deadline, TimeLimitReached
+
 logger = logging.getLogger(__name__)
 
 Log = Callable[[str], None]
@@ -47,7 +49,8 @@ class Executor(Protocol):
         ...
 
 
-def run_job(job: Job, ctx: dict[str, Any], weights: Any, log: Log | None = None) -> tuple[Outcome, Any]:
+def run_job(job: Job, ctx: dict[str, Any], weights: Any, log: Log | None = None,
+            fresh: bool = False) -> tuple[Outcome, Any]:
     """Run one cell, catching what it raises: ``(outcome, weights)``; a train job's weights, else None.
 
     ``log``: where the cell's lines go as they happen; without one they are kept in ``outcome.logs``."""
@@ -58,9 +61,11 @@ def run_job(job: Job, ctx: dict[str, Any], weights: Any, log: Log | None = None)
     t0 = time.perf_counter()
     try:
         if job.kind == "train":
-            records, weights = cells.train_cell(job.task, ctx, record=job.record, log=sink)
+            records, weights = cells.train_cell(job.task, ctx, record=job.record, log=sink, fresh=fresh)
         else:
             records, weights = cells.eval_cell(job.task, ctx, weights, log=sink), None
+    except TimeLimitReached:
+        raise  # not the cell's failure: the run stops here, and the same command resumes it
     except Exception as exc:  # noqa: BLE001 - a failing cell is recorded, and the grid goes on
         return Outcome(job, "failed", error=cells.describe_error(exc), traceback=cells.format_traceback(exc),
                        logs=lines, seconds=time.perf_counter() - t0), None
@@ -100,19 +105,53 @@ class WeightLedger:
 class LocalExecutor:
     """Sequential, in this process, in the jobs' order (the default; a 2-core machine gains little from more).
 
-    Weights stay in memory from a train job to its evals and are dropped after its last eval."""
+    Weights stay in memory from a train job to its evals and are dropped after its last eval. Train jobs
+    that ``training.pack`` allows train together when the first of them comes up (``packing.py``)."""
 
     name = "local"
 
     def execute(self, jobs: Sequence[Job], ctx: dict[str, Any], log: Log) -> Iterator[Outcome]:
         ledger = WeightLedger(jobs)
+        deadline = Deadline.from_ctx(ctx)
+        packs = _plan_packs(jobs, ctx, log)
+        fresh: set[str] = set()
         for job in jobs:
+            if deadline is not None and deadline.remaining() <= 0:
+                raise TimeLimitReached("the time limit came before this cell: "
+                                       f"{job.kind} {job.task.get('model') or job.task['train']['model']}")
             if job.needs in ledger.failed:
                 yield dependency_failed(job)
                 continue
             if job.needs is not None and job.needs not in ledger.weights:
                 raise RuntimeError(f"eval job {job.key} comes before the train job {job.needs} it needs")
             yield Outcome(job, "started")
-            outcome, result = run_job(job, ctx, ledger.weights.get(job.needs) if job.needs else None, log)
+            if job.key in packs:
+                fresh |= _train_pack(packs.pop(job.key), ctx, log)
+            outcome, result = run_job(job, ctx, ledger.weights.get(job.needs) if job.needs else None, log,
+                                      fresh=job.key in fresh)
             ledger.settle(job, outcome.state, result)
             yield outcome
+
+
+def _plan_packs(jobs: Sequence[Job], ctx: dict[str, Any], log: Log) -> dict[str, list[dict[str, Any]]]:
+    if not any(j.kind == "train" and j.task["training"].get("pack", "off") not in ("off", 1) for j in jobs):
+        return {}
+    from .packing import plan_packs
+
+    try:
+        return plan_packs(jobs, ctx, log)
+    except Exception as exc:  # noqa: BLE001 - packing is an optimisation: without it every cell still runs
+        log(f"[pack] not packing ({type(exc).__name__}: {str(exc)[:200]}); training each model alone")
+        return {}
+
+
+def _train_pack(tasks: list[dict[str, Any]], ctx: dict[str, Any], log: Log) -> set[str]:
+    from .packing import train_pack
+
+    try:
+        return train_pack(tasks, ctx, log)
+    except TimeLimitReached:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the members then train alone, each failing or not on its own
+        log(f"[pack] the pack failed ({type(exc).__name__}: {str(exc)[:200]}); training its models alone")
+        return set()

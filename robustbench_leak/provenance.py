@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -41,6 +42,11 @@ def device_description(device: torch.device) -> str:
 
 
 def git_commit(path: Path) -> str:
+    """``HEAD`` (+dirty); or ``RBLEAK_SOURCE_COMMIT`` when set: a copy of the tree sent to another machine
+    may carry stale git metadata, so whoever sent it names what it was (scripts/gpu-converged.sh)."""
+    given = os.environ.get("RBLEAK_SOURCE_COMMIT", "").strip()
+    if given:
+        return given[:200]
     try:
         out = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
                              timeout=10)

@@ -18,13 +18,14 @@ only to float rounding, as before.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -32,16 +33,20 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import ImageDataset
+from .deadline import Deadline, TimeLimitReached
 
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")
-COMPILE_MODES = ("none", "torch", "cudagraph")
+COMPILE_MODES = ("none", "torch", "cudagraph", "max-autotune")
+CHANNELS_LAST = ("auto", "true", "false")
 RESIDENT_SHARE = 0.5  # the data may take at most this share of the device's free memory to stay resident
 POSTFIX_EVERY = 50  # steps between progress-bar loss updates (each one waits for the device)
 
 # Settings that do not shape the weights, or at these values train exactly as before they existed: a
 # train key leaves them out (``weight_settings``), so keys of existing configs stay valid.
-KEY_NEUTRAL: dict[str, Any] = {"deterministic": False, "precision": "auto", "compile": "none"}
-NOT_IN_KEY = ("eval_every",)  # the test pass reads the model in eval mode and draws no random numbers
+KEY_NEUTRAL: dict[str, Any] = {"deterministic": False, "precision": "auto", "compile": "none", "channels_last": "auto"}
+# the test pass reads the model in eval mode and draws no random numbers; an epoch checkpoint resumes bitwise;
+# packing trains the same recipe (to float rounding, as cuDNN's kernel choice does: see packed.py)
+NOT_IN_KEY = ("eval_every", "checkpoint_every", "checkpoint_minutes", "pack")
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,11 @@ class TrainSettings:
     eval_every: int = 1  # test pass every this many epochs; the last epoch always has one
     deterministic: bool = False  # deterministic algorithms (bitwise reruns on the same GPU)
     precision: str = "auto"  # auto (CPU: fp32, CUDA: TF32 convolutions) | fp32 | tf32 | bf16
-    compile: str = "none"  # none | torch (torch.compile) | cudagraph (torch.compile, CUDA graphs)
+    compile: str = "none"  # none | torch (torch.compile) | cudagraph (CUDA graphs) | max-autotune (autotuned kernels)
+    channels_last: str = "auto"  # auto (CUDA without deterministic: yes; CPU: no) | true | false
+    checkpoint_every: int = 0  # epoch checkpoint every this many epochs (0: none)
+    checkpoint_minutes: float = 0.0  # ... or when this many minutes passed since the last one (0: never)
+    pack: Any = "off"  # off | auto | N: train up to N models of one shape together (packed.py)
 
 
 def weight_settings(training: dict[str, Any]) -> dict[str, Any]:
@@ -106,6 +115,8 @@ def numerics(device: torch.device, precision: str, deterministic: bool) -> Itera
             if deterministic:
                 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be deterministic
                 cudnn.deterministic, cudnn.benchmark = True, False
+            else:  # a training runs thousands of steps of few shapes: cuDNN's autotuning pays for itself
+                cudnn.benchmark = True
         if deterministic:
             torch.use_deterministic_algorithms(True)
         yield
@@ -131,7 +142,18 @@ def compiled(model: nn.Module, mode: str, device: torch.device) -> nn.Module:
         except ImportError:
             raise ValueError("training.compile: torch.compile on CUDA needs triton, which is not installed; "
                              "use compile: none") from None
-    return torch.compile(model, mode="reduce-overhead" if mode == "cudagraph" else None)
+    return torch.compile(model, mode={"cudagraph": "reduce-overhead", "max-autotune": "max-autotune"}.get(mode))
+
+
+def resolve_channels_last(value: str, device: torch.device, deterministic: bool) -> bool:
+    """``auto``: on CUDA unless deterministic (cuDNN's tensor-core convolutions work on NHWC; the others
+    would transpose each layer); never on the CPU, where it would change the float order of every result."""
+    value = str(value).lower()
+    if value not in CHANNELS_LAST:
+        raise ValueError(f"training.channels_last: {value!r}: must be one of {', '.join(CHANNELS_LAST)}")
+    if value == "auto":
+        return device.type == "cuda" and not deterministic
+    return value == "true"
 
 
 def make_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
@@ -245,36 +267,98 @@ def show_progress(progress: bool) -> bool:
     return progress and sys.stdout.isatty()
 
 
+def epoch_draws(n: int, s: TrainSettings, steps: int, gen: torch.Generator) -> tuple[torch.Tensor, AugmentDraws | None]:
+    """Every random number of one epoch (data order, then augmentation), in the order the per-step loop
+    of earlier versions drew them."""
+    order = torch.randperm(n, generator=gen)
+    if s.augment == "none":
+        return order, None
+    if s.augment != "flip_crop":
+        raise ValueError(f"unknown augment {s.augment!r}; allowed: none, flip_crop")
+    parts = [draw_augment(min(s.batch_size, n - i * s.batch_size), gen) for i in range(steps)]
+    return order, AugmentDraws(*(torch.cat(t) for t in zip(*((p.flip, p.dy, p.dx) for p in parts))))
+
+
+class CheckpointClock:
+    """When a training writes its epoch checkpoint: every ``checkpoint_every`` epochs, or once
+    ``checkpoint_minutes`` passed since the last one (whichever comes first; 0 turns either off)."""
+
+    def __init__(self, s: TrainSettings) -> None:
+        if s.checkpoint_every < 0 or s.checkpoint_minutes < 0:
+            raise ValueError("training.checkpoint_every and training.checkpoint_minutes: must be >= 0")
+        self.every, self.seconds, self.last = s.checkpoint_every, 60.0 * s.checkpoint_minutes, time.monotonic()
+
+    def due(self, epochs_done: int) -> bool:
+        if (self.every and epochs_done % self.every == 0) or (self.seconds and time.monotonic() - self.last >= self.seconds):
+            self.last = time.monotonic()
+            return True
+        return False
+
+
+def rng_states(gen: torch.Generator) -> dict[str, Any]:
+    """The random-generator states a resumed training needs: its data-order generator and torch's global
+    ones (read by layers such as dropout)."""
+    states: dict[str, Any] = {"generator": gen.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(gen: torch.Generator, states: dict[str, Any]) -> None:
+    gen.set_state(states["generator"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
 def train_model(model: nn.Module, data: ImageDataset, s: TrainSettings, seed: int, device: torch.device,
-                progress: bool = True, desc: str = "train") -> list[dict[str, Any]]:
+                progress: bool = True, desc: str = "train", resume: dict[str, Any] | None = None,
+                save_progress: Callable[[dict[str, Any]], None] | None = None,
+                deadline: Deadline | None = None) -> list[dict[str, Any]]:
     """Train ``model`` in place; returns one record per epoch (loss, train accuracy, lr, seconds, and the test
-    accuracy on epochs with a test pass: every ``eval_every``-th and the last)."""
+    accuracy on epochs with a test pass: every ``eval_every``-th and the last).
+
+    ``resume``: an epoch checkpoint's payload (as ``save_progress`` got it) to continue from: the result is
+    bitwise that of an uninterrupted training on the same device. ``save_progress`` receives one when
+    ``training.checkpoint_every``/``checkpoint_minutes`` say so, and before ``deadline`` stops the
+    training (``TimeLimitReached``) at an epoch boundary because the next epoch would not end in time."""
     if s.eval_every < 1:
         raise ValueError("training.eval_every: must be an integer >= 1")
     precision = resolve_precision(s.precision, device)
+    channels_last = resolve_channels_last(s.channels_last, device, s.deterministic)
     model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     step_model = compiled(model, s.compile, device)
     gen = torch.Generator().manual_seed(seed)
     opt = make_optimizer(model, s)
+    clock = CheckpointClock(s)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        set_rng_states(gen, resume["rng"])
+        history, start_epoch = list(resume["history"]), int(resume["epoch"])
+
+    def progress_payload(epochs_done: int) -> dict[str, Any]:
+        # copies: the training goes on updating these tensors in place
+        return {"epoch": epochs_done, "history": copy.deepcopy(history), "rng": rng_states(gen),
+                "optimizer": copy.deepcopy(opt.state_dict()),
+                "model": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}}
+
     n = len(data.train_y)
     steps = math.ceil(n / s.batch_size)
     (train_x, train_y), on_device = resident([data.train_x, data.train_y], device)
     (test_x, test_y), _ = resident([data.test_x, data.test_y], device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    history: list[dict[str, Any]] = []
     with numerics(device, precision, s.deterministic):
-        for epoch in range(s.epochs):
+        for epoch in range(start_epoch, s.epochs):
             model.train()
             t0 = time.perf_counter()
-            # every random number of the epoch, in the order the per-step loop of earlier versions drew them
-            order = torch.randperm(n, generator=gen)
-            draws = None
-            if s.augment == "flip_crop":
-                parts = [draw_augment(min(s.batch_size, n - i * s.batch_size), gen) for i in range(steps)]
-                draws = AugmentDraws(*(torch.cat(t) for t in zip(*((p.flip, p.dy, p.dx) for p in parts))))
-                draws = draws.to(device) if on_device else draws
-            elif s.augment != "none":
-                raise ValueError(f"unknown augment {s.augment!r}; allowed: none, flip_crop")
+            order, draws = epoch_draws(n, s, steps, gen)
+            if draws is not None and on_device:
+                draws = draws.to(device)
             order = order.to(train_y.device)  # labels are always a tensor (images may be decoded lazily)
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
             correct = torch.zeros((), dtype=torch.long, device=device)
@@ -291,6 +375,8 @@ def train_model(model: nn.Module, data: ImageDataset, s: TrainSettings, seed: in
                 y = train_y[idx].to(device, non_blocking=True)
                 if draws is not None:
                     x = apply_augment(x, draws.slice(start, stop))
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 try:
                     with autocast:
                         logits = step_model(x)
@@ -298,7 +384,7 @@ def train_model(model: nn.Module, data: ImageDataset, s: TrainSettings, seed: in
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                 except Exception as exc:
-                    if s.compile == "none" or epoch or step:
+                    if s.compile == "none" or epoch > start_epoch or step:
                         raise
                     raise RuntimeError(f"training.compile: {s.compile} failed on {device} ({type(exc).__name__}); "
                                        "use compile: none") from exc
@@ -322,5 +408,15 @@ def train_model(model: nn.Module, data: ImageDataset, s: TrainSettings, seed: in
                 record["test_seconds"] = time.perf_counter() - t_test  # included in seconds
             record.update(lr=lr, seconds=time.perf_counter() - t0)
             history.append(record)
+            if epoch + 1 < s.epochs:
+                stop_now = deadline is not None and not deadline.allows(record["seconds"])
+                if save_progress is not None and (clock.due(epoch + 1) or stop_now):
+                    save_progress(progress_payload(epoch + 1))
+                if stop_now:
+                    raise TimeLimitReached(f"{desc}: stopped after epoch {epoch + 1} of {s.epochs}: the next would "
+                                           "end past the time limit" + (" (epoch checkpoint written)"
+                                                                        if save_progress is not None else ""))
+    if channels_last:
+        model.to(memory_format=torch.contiguous_format)
     model.eval()
     return history

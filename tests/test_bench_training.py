@@ -1,9 +1,13 @@
-"""``rbleak bench``'s training row and its --out handling (the full bench is in test_compare_bench.py)."""
+"""``rbleak bench``'s training row, ``rbleak bench --training`` and the --out handling (the full bench is in
+test_compare_bench.py)."""
+
+import json
 
 import pytest
 import torch
 
 from robustbench_leak.bench import bench_training, output_path, plain_epoch
+from robustbench_leak.bench_training import peak_for_name
 from robustbench_leak.cli import main
 from robustbench_leak.data import load_dataset
 from robustbench_leak.models import create_model
@@ -51,3 +55,36 @@ def test_out_is_a_folder_or_a_file_and_bad_paths_fail_in_one_line(tmp_path, caps
     assert main(["bench", "--out", str(tmp_path / "missing" / "b.json"), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("rbleak: error: --out:") and "\n" not in err
+
+
+def test_training_bench_reports_throughput_flops_and_packed_ratio(tmp_path, capsys):
+    out = tmp_path / "bt.json"
+    assert main(["bench", "--training", "--device", "cpu", "--dataset", "synthetic", "--sizes", "2x4@8",
+                 "--packs", "1,2", "--steps", "2", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert {(r["kernel"], r["mode"], r["members"]) for r in rows} == {
+        (k, m, n) for k in ("3x3", "7x7-hamming") for m, n in (("plain", 1), ("harness", 1), ("packed", 1),
+                                                                 ("packed", 2))}
+    for r in rows:
+        assert r["images"] == 2 * 8 * r["members"] and r["seconds"] > 0
+        assert r["tflops"] == pytest.approx(r["images"] * r["train_step_flops_per_image"] / r["seconds"] / 1e12)
+        assert r["peak_tflops"] is None and r["fraction_of_peak"] is None and r["peak_source"].startswith("unknown")
+    # the FLOP counter's training step costs more than its forward pass (backward counted as executed)
+    seven = next(r for r in rows if r["kernel"] == "7x7-hamming")
+    assert seven["train_step_flops_per_image"] > next(r for r in rows if r["kernel"] == "3x3")["train_step_flops_per_image"]
+    for ratio in result["ratios"]:
+        harness = next(r for r in rows if r["kernel"] == ratio["kernel"] and r["mode"] == "harness")
+        packed = next(r for r in rows if r["kernel"] == ratio["kernel"] and r["members"] == 2)
+        assert ratio["packed_2_vs_unpacked"] == pytest.approx(packed["images_per_s"] / harness["images_per_s"])
+    assert result["provenance"]["device"].startswith("cpu")
+
+
+def test_peak_table_and_bad_training_bench_flags(capsys):
+    assert peak_for_name("NVIDIA H200", "tf32-conv") == (494.7, "spec sheet, dense (H200)")
+    assert peak_for_name("NVIDIA H200", "bf16")[0] == 989.4
+    assert peak_for_name("Some GPU", "bf16") == (None, "unknown: Some GPU is not in the peak table")
+    for flag, value in (("--sizes", "6by64"), ("--packs", "0"), ("--sizes", "1x4@8")):
+        assert main(["bench", "--training", "--device", "cpu", "--dataset", "synthetic", flag, value]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"rbleak: error: {flag}:") and "\n" not in err

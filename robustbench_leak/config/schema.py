@@ -40,7 +40,21 @@ class TrainingCfg(_Strict):
     eval_every: int = Field(1, ge=1)  # test pass every this many epochs; the last epoch always has one
     deterministic: bool = False  # deterministic algorithms: bitwise reruns on the same GPU model and software
     precision: Literal["auto", "fp32", "tf32", "bf16"] = "auto"  # auto: fp32 on the CPU, TF32 convolutions on CUDA
-    compile: Literal["none", "torch", "cudagraph"] = "none"  # torch.compile (cudagraph: with CUDA graphs, CUDA only)
+    compile: Literal["none", "torch", "cudagraph", "max-autotune"] = "none"  # torch.compile (cudagraph: CUDA only)
+    channels_last: Literal["auto"] | bool = "auto"  # auto: on CUDA unless deterministic; never on the CPU
+    # not in the cache key: an epoch checkpoint resumes a killed training bitwise
+    checkpoint_every: int = Field(0, ge=0)  # epochs between epoch checkpoints (0: none)
+    checkpoint_minutes: float = Field(0.0, ge=0)  # or minutes since the last one (0: never)
+    pack: Literal["off", "auto"] | Annotated[int, Field(ge=1, le=64)] = "off"  # models trained together (packed.py)
+
+    @field_validator("pack", mode="before")
+    @classmethod
+    def _pack_off(cls, v: Any) -> Any:
+        if v is False:  # YAML 1.1 reads an unquoted off as false
+            return "off"
+        if v is True:
+            raise ValueError("must be off, auto or a number of models (true is not one)")
+        return v
 
 
 class DatasetCfg(BaseModel):
