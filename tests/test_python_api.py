@@ -81,6 +81,17 @@ def test_evaluate_a_module_outside_the_registry_counts_right():
     assert (df.model == "Tiny").all() and (df.arch == "user-module").all()
 
 
+def test_a_windowed_timm_model_goes_through_the_same_call(tmp_path):
+    timm = pytest.importorskip("timm")
+    from robustbench_leak.nn import windowize
+
+    model = windowize(timm.create_model("resnet10t", num_classes=10, in_chans=1), "hamming", kernel_size=5)
+    df = rb.evaluate(model, dataset=DATA, attacks=["clean"], n_samples=8, device="cpu", out=tmp_path / "t", name="r10t")
+    assert df.metric.tolist() == ["accuracy", "n"] and df.value.iloc[1] == 8
+    models = rb.load_results(tmp_path / "t").models
+    assert models.window.tolist() == ["hamming"] and "5x5" in models.kernel.item() and models.params.item() > 10**6
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"attacks": "clean"}, "attacks: 'clean': give a list"),
     ({"n_samples": 0}, "n_samples: 0: expected an integer >= 1"),
