@@ -54,6 +54,11 @@ if total > 64 * 2**20:
     print("TOO LARGE for the GPU call; the largest files:")
     for s, n in sorted(sizes, reverse=True)[:8]:
         print(f"  {s / 2**20:8.1f} MiB  {n}")
+    print("The run needs nothing under results/. To send the tree without it (index only, files untouched; do it "
+          "only while nothing else commits in this checkout), before the call:\n"
+          "  git rm -r -q --cached results && echo /results/ >> \"$(git rev-parse --git-common-dir)/info/exclude\"\n"
+          "and after it:\n"
+          "  git reset -q -- results && sed -i '\\|^/results/$|d' \"$(git rev-parse --git-common-dir)/info/exclude\"")
     sys.exit(3)
 PY
   commit="$(git rev-parse HEAD)"

@@ -166,3 +166,22 @@ def test_a_run_with_pack_stores_the_same_cells_under_the_same_keys(tmp_path, mon
     assert sizes == [1, 1, 3, 3, 3, 3]
     assert not any(extra and extra.get("packed_with") for extra in models_off.values())
     assert acc_on == acc_off and len(acc_on) == 6  # clean accuracy on 24 images: the same predictions
+
+
+def test_a_packed_members_epoch_checkpoint_resumes_unpacked_within_rounding():
+    data = _data()
+    s = TrainSettings(optimizer="adam", lr=0.01, epochs=3, batch_size=16, augment="flip_crop", checkpoint_every=1)
+    seeds = [4, 5]
+    alone = [_member(i) for i in range(2)]
+    for m, seed in zip(alone, seeds):
+        train_model(m, data, s, seed, CPU, progress=False)
+    saved: list[list[dict]] = [[], []]
+    train_packed([_member(i) for i in range(2)], data, s, seeds, CPU, progress=False,
+                 save_progress=[saved[0].append, saved[1].append])
+    assert [[p["epoch"] for p in member] for member in saved] == [[1, 2], [1, 2]]
+    for i, seed in enumerate(seeds):  # member i continues alone from its packed epoch-1 checkpoint
+        resumed = _member(i)
+        history = train_model(resumed, data, s, seed, CPU, progress=False, resume=saved[i][0])
+        assert [h["epoch"] for h in history] == [1, 2, 3] and history[0]["packed"] == 2 and "packed" not in history[2]
+        for (name, a), b in zip(alone[i].state_dict().items(), resumed.state_dict().values()):
+            torch.testing.assert_close(b, a, rtol=0, atol=1e-5, msg=name)
