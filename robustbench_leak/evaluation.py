@@ -143,6 +143,7 @@ def evaluate(model: nn.Module, dataset: str | dict[str, Any] = "fashion-mnist",
         metrics = load_results(run_dir).metrics
         return metrics[(metrics.model == name) & (metrics.dataset == ds["name"])].reset_index(drop=True)
     finally:
+        _MODULES.pop(ref, None)  # no reference to the caller's module outlives the call
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -57,6 +57,11 @@ attacks: [{{preset: clean, n_samples: 24}}, {{preset: deepfool, n_samples: 24}}]
     assert set(api.attack) == set(ATTACKS) and len(api) == len(cfg) > 8
     a, c = api.sort_values(KEY).reset_index(drop=True), cfg.sort_values(KEY).reset_index(drop=True)
     pd.testing.assert_frame_equal(a[KEY + ["value", "lo", "hi"]], c[KEY + ["value", "lo", "hi"]])
+    # the same weights into the same folder again: every cell is found in the store, nothing recomputed
+    again = rb.evaluate(net, dataset=DATA, attacks=ATTACKS, n_samples=24, device="cpu", out=tmp_path / "api",
+                        name="mine")
+    pd.testing.assert_frame_equal(again, api)
+    assert len(rb.load_results(tmp_path / "api").runs) == 2
     # the kept folder is a run folder: rbleak leaderboard merges it with the config run
     write_outputs([tmp_path / "api", tmp_path / "cfg"], tmp_path / "merged", formats=("csv",))
     board = pd.read_csv(tmp_path / "merged" / "leaderboard.csv")
