@@ -139,7 +139,8 @@ class RayExecutor:
     def preflight(self) -> None:
         """Before any work: Ray importable, and the cluster named by the address (else ``RAY_ADDRESS``)
         reachable within ``connect_timeout`` seconds; a local cluster needs no check."""
-        import_ray()
+        if import_ray().is_initialized():  # connect() uses the Ray this process already joined
+            return
         address = self.address or os.environ.get("RAY_ADDRESS")
         if address and address != "auto":
             probe_address(check_address(address, "RAY_ADDRESS" if not self.address else "--address"),
