@@ -7,8 +7,9 @@ for the same number of steps after a warm-up run of the same shapes. Reported pe
 FLOPs of one training step per image from PyTorch's FLOP counter (forward and backward counted as
 executed, not estimated), the achieved TFLOP/s and their fraction of the device's dense peak for the
 precision used (looked up by device name in ``PEAK_TFLOPS``; ``null`` where unknown, e.g. on a CPU), and
-per size the ratios harness/plain and packed/unpacked. ``--variants`` adds harness rows in bf16, without
-channels_last and with ``compile: max-autotune`` (CUDA), each against the base row.
+per size the ratios harness/plain and packed/unpacked. ``--variants`` adds harness rows in bf16 and (CUDA)
+without channels_last, ``--autotune`` one with ``compile: max-autotune``, each against the base row. The
+JSON is rewritten after every row (``complete: false`` until the end), so a bench cut short keeps its rows.
 """
 
 from __future__ import annotations
@@ -148,7 +149,9 @@ def measure(mode: str, make: Callable[[], nn.Module], data: ImageDataset, s: Tra
 
 
 def bench_training_rows(device: torch.device, data: ImageDataset, sizes: list[tuple[int, int, int]],
-                        packs: list[int], steps: int, variants: bool, log: Log) -> dict[str, Any]:
+                        packs: list[int], steps: int, variants: bool, log: Log, autotune: bool = False,
+                        on_row: Callable[[dict[str, Any]], None] = lambda partial: None) -> dict[str, Any]:
+    """The rows and ratios; ``on_row`` gets the result so far after each row (a run cut short keeps them)."""
     rows: list[dict[str, Any]] = []
     ratios: list[dict[str, Any]] = []
     for layers, width, batch in sizes:
@@ -162,7 +165,8 @@ def bench_training_rows(device: torch.device, data: ImageDataset, sizes: list[tu
                 plan.append(("harness", replace(base, precision="bf16"), 1, "bf16"))
                 if device.type == "cuda":
                     plan.append(("harness", replace(base, channels_last="false"), 1, "no channels_last"))
-                    plan.append(("harness", replace(base, compile="max-autotune"), 1, "compile max-autotune"))
+            if autotune:  # compiling with autotuning takes minutes per shape: asked for apart
+                plan.append(("harness", replace(base, compile="max-autotune"), 1, "compile max-autotune"))
             size_rows = {}
             for mode, s, k, variant in plan:
                 try:
@@ -182,6 +186,7 @@ def bench_training_rows(device: torch.device, data: ImageDataset, sizes: list[tu
                        "fraction_of_peak": tflops / peak if peak else None}
                 rows.append(row)
                 size_rows[(mode, k, variant)] = row
+                on_row({"rows": rows, "ratios": ratios})
                 log(f"  {layers}x{width}@{batch} {kernel_name:<11} {mode:<7} x{k:<2} {variant:<20} "
                     f"{row['images_per_s']:>10,.0f} img/s {tflops:9.4g} TFLOP/s"
                     + (f" ({100 * row['fraction_of_peak']:.1f}% of {peak:g})" if peak else " (peak unknown)"))
@@ -201,7 +206,7 @@ def bench_training_rows(device: torch.device, data: ImageDataset, sizes: list[tu
 
 def run_training_bench(out: str | Path, device_name: str = "auto", sizes: str | None = None,
                        packs: str | None = None, steps: int | None = None, dataset: str = "fashion-mnist",
-                       variants: bool = False, log: Log = print) -> dict[str, Any]:
+                       variants: bool = False, log: Log = print, autotune: bool = False) -> dict[str, Any]:
     """Measure and write JSON to ``out`` (a file, or an existing folder to hold bench-training.json)."""
     path = output_path(str(out), "bench-training.json")
     device = resolve_device(device_name)
@@ -223,9 +228,14 @@ def run_training_bench(out: str | Path, device_name: str = "auto", sizes: str | 
     if gpu:
         result["measured_matmul_tflops"] = {"bf16": measured_matmul_tflops(device, torch.bfloat16),
                                             "tf32": measured_matmul_tflops(device, torch.float32)}
-    result.update(bench_training_rows(device, data, size_list, pack_list, steps, variants, log))
     result["provenance"] = provenance(device)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+
+    def write(partial: dict[str, Any], complete: bool = False) -> None:
+        path.write_text(json.dumps({**result, **partial, "complete": complete}, indent=2) + "\n")
+
+    write(bench_training_rows(device, data, size_list, pack_list, steps, variants, log, autotune, on_row=write),
+          complete=True)
+    result = json.loads(path.read_text())
     for r in result["ratios"]:
         shown = ", ".join(f"{k} {v:.2f}x" for k, v in r.items() if k.endswith(("_vs_plain", "_vs_unpacked", "_vs_base")))
         log(f"{r['layers']}x{r['width']}@{r['batch_size']} {r['kernel']}: {shown}")

@@ -154,7 +154,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         from .bench_training import run_training_bench
 
         run_training_bench(args.out or "bench-training.json", args.device or "auto", args.sizes, args.packs,
-                           args.steps, args.dataset, args.variants)
+                           args.steps, args.dataset, args.variants, autotune=args.autotune)
         return
     if args.executors:
         from .bench_executors import run_executor_bench
@@ -413,7 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_int("--steps", 1, 100_000), help="with --training: timed steps per measurement (default GPU 30, CPU 4)")
     p.add_argument("--dataset", default="fashion-mnist", help="with --training: fashion-mnist or synthetic")
     p.add_argument("--variants", action="store_true",
-                   help="with --training: also bf16, no channels_last and compile max-autotune (CUDA) rows")
+                   help="with --training: also bf16 and (CUDA) no-channels_last rows")
+    p.add_argument("--autotune", action="store_true",
+                   help="with --training: also a compile: max-autotune row (compiling takes minutes)")
     p.set_defaults(fn=_cmd_bench)
     p = sub.add_parser("claims", help="the paper's claims answered from a run's stored per-sample results")
     p.add_argument("run_dir", nargs="?")

@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
     if not args.no_bench:
-        bench = (["--device", "cuda", "--steps", "20"] if gpu else
+        bench = (["--device", "cuda", "--steps", "20", "--variants"] if gpu else
                  ["--device", "cpu", "--dataset", "synthetic", "--sizes", "2x4@8", "--packs", "1,2", "--steps", "2"])
         stages.run("bench-training", rbleak + ["bench", "--training", *bench, "--out", str(out / "bench-training.json")],
                    logs / "bench-training.log", min(0.2 * args.time_limit, deadline - time.time() - reserve), env)

@@ -88,3 +88,19 @@ def test_peak_table_and_bad_training_bench_flags(capsys):
         assert main(["bench", "--training", "--device", "cpu", "--dataset", "synthetic", flag, value]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"rbleak: error: {flag}:") and "\n" not in err
+
+
+def test_training_bench_json_is_rewritten_after_every_row(tmp_path, monkeypatch):
+    import robustbench_leak.bench_training as bt
+
+    seen = []
+    real = bt.measure
+
+    def measure(*args, **kwargs):
+        out = tmp_path / "bt.json"
+        seen.append(len(json.loads(out.read_text())["rows"]) if out.exists() else None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bt, "measure", measure)
+    result = bt.run_training_bench(tmp_path / "bt.json", "cpu", "2x4@8", "1", 1, "synthetic", log=lambda line: None)
+    assert seen == [None, 1, 2, 3, 4, 5]  # before each measurement: the rows measured so far and result["complete"] is True and len(result["rows"]) == 6
