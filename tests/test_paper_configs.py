@@ -87,6 +87,8 @@ def shrink(config: dict, root: str | None, extra_dataset: dict | None = None) ->
             params.update(max_iter=1, nb_grads=2)
         if entry["preset"].startswith("spatial"):
             params.update(num_translations=2, num_rotations=1)
+        if entry["preset"] == "minnorm":  # the budget bounds every member, SuperDeepFool's 100 x 100 steps too
+            params.update(ddn_steps=4, fmn_steps=4, budget=40)
         entry["params"] = params
         attacks.append(entry)
     config["attacks"] = attacks
