@@ -18,7 +18,8 @@ clean-correct images (the subset), after the ensemble has run:
   perturbation when it fooled none), never rising with eps by more than one image, and at most
   ``1 - min_success`` at the largest eps.
 The checks' costs: with the defaults about 16 x (16 x 9 forward passes + half of each iterative
-member's steps + 4 x 10 PGD steps), a few percent of a 200-image minnorm cell (docs/attack-strength.md).
+member's steps + 4 x 10 PGD steps), 7% of the attack time of the published 200-image quickstart
+minnorm cells (docs/attack-strength.md).
 """
 
 from __future__ import annotations
