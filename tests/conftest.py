@@ -70,3 +70,22 @@ attacks:
 def tiny_config(tmp_path) -> Path:
     os.environ.setdefault("RBLEAK_CACHE_DIR", str(tmp_path / "checkpoints"))
     return write_config(tmp_path / "tiny.yaml", TINY_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def small_windowed_cnn():
+    """A small windowed CNN trained on the synthetic gratings (1-2 s), its 32 test images and clean predictions:
+    the model the minimum-norm engines are checked on against Foolbox and adv-lib."""
+    from robustbench_leak.data import load_dataset
+    from robustbench_leak.models import Normalized, create_model
+    from robustbench_leak.train import TrainSettings, predict, train_model
+
+    cpu = torch.device("cpu")
+    data = load_dataset("synthetic", n_train=512, n_test=32)
+    torch.manual_seed(0)
+    model = Normalized(create_model("tomen_cnn", 10, 1, n_layers=3, width=8, kernel_size=5, window="hamming"),
+                       data.mean, data.std)
+    train_model(model, data, TrainSettings(lr=0.1, epochs=3, batch_size=32), 0, cpu, progress=False)
+    model.eval().requires_grad_(False)
+    x, y = data.test_x, data.test_y
+    return model, x, y, predict(model, x, cpu)

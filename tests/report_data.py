@@ -116,3 +116,18 @@ def three_models() -> list[Fake]:
             Fake("cnn-7x7", 7, "none", accuracy=0.80, rho=0.12, spatial=0.30, checkpoint=False),
             Fake("cnn-7x7-hamming", 7, "hamming", accuracy=0.92, rho=0.20, spatial=0.50,
                  flags=("gradient masking suspected: 2 of 4 images unchanged after 5 iterations",))]
+
+
+def add_model(store: Store, run_id: str, model: str, seed: int, attack: str, correct: np.ndarray,
+              rho: np.ndarray | None = None) -> dict:
+    """One eval cell whose images are all label 0, predicted correctly where ``correct``; its run-cell row."""
+    n = len(correct)
+    label = np.zeros(n, dtype=int)
+    pred = np.where(correct, 0, 1)
+    key = f"{model}-{seed}-{attack}"
+    samples = {"label": label, "clean_pred": pred if attack == "clean" else np.zeros(n, dtype=int), "adv_pred": pred}
+    if rho is not None:
+        samples.update(l2=rho, rho=rho)
+    store.record_cell(key, "eval", {"attack": {"kind": attack}}, run_id, "cpu", "t", 1.0, {"n": n}, samples)
+    return {"cell_key": key, "kind": "eval", "train_key": f"{model}-{seed}", "model": model, "arch": "x",
+            "dataset": "d", "seed": seed, "attack": attack}

@@ -14,6 +14,8 @@ from robustbench_leak.report.claims import Claim, compare, coverage_lines, evalu
 from robustbench_leak.report.claims_md import to_markdown, write_figures
 from robustbench_leak.store import Store
 
+from report_data import add_model
+
 
 def ruled(kind, *comps):
     claim = Claim("t", kind, list(comps))
@@ -27,19 +29,6 @@ def claim_set(*claims):
         for t, k, pairs in claims]})
 
 N = 400
-
-
-def add_model(store: Store, run_id: str, model: str, seed: int, attack: str, correct: np.ndarray,
-              rho: np.ndarray | None = None) -> dict:
-    label = np.zeros(N, dtype=int)
-    pred = np.where(correct, 0, 1)
-    key = f"{model}-{seed}-{attack}"
-    samples = {"label": label, "clean_pred": pred if attack == "clean" else np.zeros(N, dtype=int), "adv_pred": pred}
-    if rho is not None:
-        samples.update(l2=rho, rho=rho)
-    store.record_cell(key, "eval", {"attack": {"kind": attack}}, run_id, "cpu", "t", 1.0, {"n": N}, samples)
-    return {"cell_key": key, "kind": "eval", "train_key": f"{model}-{seed}", "model": model, "arch": "x",
-            "dataset": "d", "seed": seed, "attack": attack}
 
 
 @pytest.fixture

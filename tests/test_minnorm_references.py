@@ -13,9 +13,7 @@ import torch
 
 from robustbench_leak.attacks import build_attack
 from robustbench_leak.attacks.native_minnorm import DEEPFOOL_EXACT
-from robustbench_leak.data import load_dataset
-from robustbench_leak.models import Normalized, create_model
-from robustbench_leak.train import TrainSettings, predict, train_model
+from robustbench_leak.train import predict
 
 CPU = torch.device("cpu")
 N_IMAGES, STEPS = 32, 100
@@ -34,16 +32,8 @@ def adv_lib():
 
 
 @pytest.fixture(scope="module")
-def setup():
-    """A small windowed CNN trained on the synthetic gratings (1-2 s), its test images and clean predictions."""
-    data = load_dataset("synthetic", n_train=512, n_test=N_IMAGES)
-    torch.manual_seed(0)
-    model = Normalized(create_model("tomen_cnn", 10, 1, n_layers=3, width=8, kernel_size=5, window="hamming"),
-                       data.mean, data.std)
-    train_model(model, data, TrainSettings(lr=0.1, epochs=3, batch_size=32), 0, CPU, progress=False)
-    model.eval().requires_grad_(False)
-    x, y = data.test_x, data.test_y
-    return model, x, y, predict(model, x, CPU)
+def setup(small_windowed_cnn):
+    return small_windowed_cnn
 
 
 def _outcome(model, x, clean, adv) -> tuple[np.ndarray, np.ndarray]:

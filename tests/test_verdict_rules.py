@@ -15,6 +15,8 @@ from robustbench_leak.report.claims import evaluate_claims
 from robustbench_leak.report.claims_md import to_markdown
 from robustbench_leak.store import Store
 
+from report_data import add_model
+
 SUP, CON, UND = verdicts.SUPPORTS, verdicts.CONTRADICTS, verdicts.UNDECIDED
 
 
@@ -97,16 +99,6 @@ def test_rules_file_is_validated(tmp_path):
 N = 300
 
 
-def _cell(store, model, seed, correct):
-    key = f"{model}-{seed}"
-    label = np.zeros(N, dtype=int)
-    pred = np.where(correct, 0, 1)
-    store.record_cell(key, "eval", {"attack": {"kind": "clean"}}, "r", "cpu", "t", 1.0, {"n": N},
-                      {"label": label, "clean_pred": pred, "adv_pred": pred})
-    return {"cell_key": key, "kind": "eval", "train_key": key, "model": model, "arch": "x", "dataset": "d",
-            "seed": seed, "attack": "clean"}
-
-
 @pytest.fixture
 def known_effects(tmp_path):
     """Models whose clean accuracy differs from 'base' by known amounts on the same images, 5 seeds."""
@@ -117,11 +109,11 @@ def known_effects(tmp_path):
     for seed in range(5):
         base = rng.random(N) < 0.7
         flip = rng.random(N)
-        rows += [_cell(s, "base", seed, base),
-                 _cell(s, "null", seed, base ^ (flip < 0.06)),  # flips both ways: no effect on average
-                 _cell(s, "large", seed, base | (flip < 0.35)),  # about +10 points
-                 _cell(s, "small", seed, base | (flip < 0.01)),  # about +0.3 points: too small for 5 seeds
-                 _cell(s, "worse", seed, base & (flip > 0.35))]  # about -25 points
+        rows += [add_model(s, "r", "base", seed, "clean", base),
+                 add_model(s, "r", "null", seed, "clean", base ^ (flip < 0.06)),  # flips both ways: no effect on average
+                 add_model(s, "r", "large", seed, "clean", base | (flip < 0.35)),  # about +10 points
+                 add_model(s, "r", "small", seed, "clean", base | (flip < 0.01)),  # about +0.3 points: too small for 5 seeds
+                 add_model(s, "r", "worse", seed, "clean", base & (flip > 0.35))]  # about -25 points
     s.add_run_cells("r", rows)
     s.finish_run("r")
     s.close()
