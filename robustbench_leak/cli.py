@@ -9,15 +9,15 @@ import tempfile
 import traceback
 from pathlib import Path
 
-from .deadline import EXIT_TIME_LIMIT, TimeLimitReached
-from .driver import CellsFailed
-from .outlock import OutDirLocked
 from .outputs import check_out_dir, check_out_file, is_rbleak_folder, mark_folder
+from .run.deadline import EXIT_TIME_LIMIT, TimeLimitReached
+from .run.driver import CellsFailed
+from .run.lock import OutDirLocked
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
     from .config import load_config
-    from .runner import run_config
+    from .run.driver import run_config
     from .store import STORE_NAME, check_store_file
 
     config = load_config(args.config, engine=args.engine)
@@ -41,7 +41,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
     deadline = timer = None
     _HARD_STOP.clear()
     if args.time_limit is not None:
-        from .deadline import Deadline
+        from .run.deadline import Deadline
 
         deadline = Deadline.after(args.time_limit)
         timer = _hard_stop(deadline)
@@ -134,7 +134,7 @@ def _log_to_stdout() -> None:
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> None:
-    from .leaderboard import FORMATS, write_outputs
+    from .report.leaderboard import FORMATS, write_outputs
 
     dirs = [Path(d) for d in args.dirs]
     if len(dirs) > 1 and not args.out:
@@ -151,20 +151,19 @@ def _cmd_leaderboard(args: argparse.Namespace) -> None:
 
 def _cmd_bench(args: argparse.Namespace) -> None:
     if args.training:
-        from .bench_training import run_training_bench
+        from .bench.training import run_training_bench
 
         run_training_bench(args.out or "bench-training.json", args.device or "auto", args.sizes, args.packs,
                            args.steps, args.dataset, args.variants, autotune=args.autotune)
         return
     if args.executors:
-        from .bench_executors import run_executor_bench
-
-        from .bench import output_path
+        from .bench.attacks import output_path
+        from .bench.executors import run_executor_bench
 
         run_executor_bench(output_path(args.out or "bench-executors.json", "bench-executors.json"), args.grid,
                            workers=args.workers)
         return
-    from .bench import run_bench
+    from .bench.attacks import run_bench
 
     run_bench(args.out or "bench.json", args.config, args.model, n_images=args.n_images, n_spatial=args.n_spatial,
               device_name=args.device, n_train=args.n_train)
@@ -227,7 +226,7 @@ def _claims_choice(text: str) -> str:
 def _cmd_compare(args: argparse.Namespace) -> None:
     import json
 
-    from .compare import compare_models, format_records, nan_to_none
+    from .report.compare import compare_models, format_records, nan_to_none
 
     records = compare_models(args.run_dir, args.model_a, args.model_b, args.attack)
     print(json.dumps(nan_to_none(records), indent=2) if args.json else format_records(records))
@@ -258,7 +257,7 @@ def _number(flag: str, low: float, high: float):
 
 
 def _address(text: str) -> str:
-    from .ray_executor import check_address
+    from .config.address import check_address
 
     try:
         return check_address(text, "--address")

@@ -74,10 +74,10 @@ def _attack_entries(attacks: Sequence[str | dict[str, Any]], n_samples: int | No
 
 def _check_output(model: nn.Module, dataset: dict[str, Any], device: str) -> None:
     """One forward pass on one test image: the module must give one logit per class."""
-    from .data import load_dataset_cached
-    from .plan import dataset_spec
     from .config import DatasetCfg
-    from .train import resolve_device
+    from .data import load_dataset_cached
+    from .run.plan import dataset_spec
+    from .runtime import resolve_device
 
     data = load_dataset_cached(dataset_spec(DatasetCfg(**dataset)))
     probe = copy.deepcopy(model).to(resolve_device(device)).eval()
@@ -102,10 +102,10 @@ def evaluate(model: nn.Module, dataset: str | dict[str, Any] = "fashion-mnist",
     ``seed``: the seed of the attacks' random numbers. Returns one row per (model, attack, metric) with the
     columns of ``robustbench_leak.COLUMNS["metrics"]``."""
     from .config import load_config
-    from .driver import run_config
-    from .executor import LocalExecutor
     from .outputs import check_out_dir
     from .results import load_results
+    from .run.driver import run_config
+    from .run.executor import LocalExecutor
 
     if not isinstance(model, nn.Module):
         raise ValueError(f"evaluate: model: expected a torch.nn.Module, got {type(model).__name__}")

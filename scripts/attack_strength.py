@@ -31,7 +31,7 @@ from robustbench_leak.attacks.native_fmn import NativeFMN, fmn_batch  # noqa: E4
 from robustbench_leak.attacks.native_minnorm import DEEPFOOL_EXACT  # noqa: E402
 from robustbench_leak.attacks.native_superdeepfool import NativeSuperDeepFool, superdeepfool_batch  # noqa: E402
 from robustbench_leak.attacks.optimality import PassCounter  # noqa: E402
-from robustbench_leak.train import predict  # noqa: E402
+from robustbench_leak.runtime import predict  # noqa: E402
 
 
 def _params(cls: type, **override: Any) -> dict[str, Any]:
@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="write the markdown table here (default: print it)")
     args = parser.parse_args(argv)
     from robustbench_leak.config import load_config
-    from robustbench_leak.runner import ensure_model, get_dataset, plan
+    from robustbench_leak.run.cells import ensure_model, get_dataset
+    from robustbench_leak.run.plan import plan
 
     sys.modules.setdefault("visdom", types.ModuleType("visdom"))
     try:

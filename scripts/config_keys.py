@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from robustbench_leak.config import load_config  # noqa: E402
-from robustbench_leak.plan import cell_label, plan  # noqa: E402
+from robustbench_leak.run.plan import cell_label, plan  # noqa: E402
 
 
 def config_keys(configs: list[Path]) -> dict[str, dict[str, str]]:

@@ -22,11 +22,12 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from robustbench_leak.bench import bench_training  # noqa: E402
+from robustbench_leak.bench.attacks import bench_training  # noqa: E402
+
+from robustbench_leak.config.training import TrainSettings  # noqa: E402
 from robustbench_leak.data import load_dataset  # noqa: E402
 from robustbench_leak.models import Normalized, create_model  # noqa: E402
-from robustbench_leak.provenance import provenance  # noqa: E402
-from robustbench_leak.train import TrainSettings  # noqa: E402
+from robustbench_leak.run.provenance import provenance  # noqa: E402
 
 PAPER_CONFIG = REPO / "configs" / "paper-fashion-mnist-gpu.yaml"
 PAPER_MODELS = ("cnn-3x3", "cnn-7x7-hamming")

@@ -10,7 +10,7 @@ robustbench_leak/report/calibration.py. The numbers in docs/verdict-rules.md com
 import json
 import sys
 
-from robustbench_leak.report.calibration import family_error, false_positive_rates
+from robustbench_leak.report.calibration import false_positive_rates, family_error
 
 SCENARIOS = {  # (seed SD, shared image SD, per-image noise SD) of the per-image difference A - B
     "seed-dominated": (0.05, 0.0, 0.3),

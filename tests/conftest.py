@@ -76,9 +76,11 @@ def tiny_config(tmp_path) -> Path:
 def small_windowed_cnn():
     """A small windowed CNN trained on the synthetic gratings (1-2 s), its 32 test images and clean predictions:
     the model the minimum-norm engines are checked on against Foolbox and adv-lib."""
+    from robustbench_leak.config.training import TrainSettings
     from robustbench_leak.data import load_dataset
     from robustbench_leak.models import Normalized, create_model
-    from robustbench_leak.train import TrainSettings, predict, train_model
+    from robustbench_leak.run.training import train_model
+    from robustbench_leak.runtime import predict
 
     cpu = torch.device("cpu")
     data = load_dataset("synthetic", n_train=512, n_test=32)

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from robustbench_leak.checkpoints import save_checkpoint
 from robustbench_leak.models import Normalized, count_params, create_model
+from robustbench_leak.models.checkpoints import save_checkpoint
 from robustbench_leak.store import Store
 
 SPECS = {

@@ -10,9 +10,10 @@ from robustbench_leak.attacks.masking import run_checks
 from robustbench_leak.attacks.native_deepfool import deepfool_batch, iterations_within
 from robustbench_leak.attacks.optimality import PassCounter, curve_area, minimum_share, optimality
 from robustbench_leak.config.schema import MaskingCfg, ResolvedAttack
+from robustbench_leak.config.training import TrainSettings
 from robustbench_leak.data import load_dataset
 from robustbench_leak.models import Normalized, create_model
-from robustbench_leak.train import TrainSettings, train_model
+from robustbench_leak.run.training import train_model
 
 CPU = torch.device("cpu")
 INF = np.inf
@@ -172,7 +173,7 @@ def test_more_steps_check_trips_when_fewer_steps_do_better(tiny, normal):
 
 def test_masking_config_entry(tmp_path):
     from robustbench_leak.config import ConfigError, load_config
-    from robustbench_leak.plan import plan
+    from robustbench_leak.run.plan import plan
 
     base = ("name: m\nseeds: [0]\ndatasets: [{name: synthetic, n_train: 32, n_test: 8}]\n"
             "models: [{name: a, arch: tomen_cnn, options: {n_layers: 2, width: 4}}]\n"
@@ -198,9 +199,9 @@ def test_masking_config_entry(tmp_path):
 
 @pytest.mark.parametrize("masking", ["", "masking: false\n"])
 def test_eval_cell_runs_the_masking_checks_unless_turned_off(tmp_path, masking):
-    from robustbench_leak.cells import eval_cell, train_cell
     from robustbench_leak.config import load_config
-    from robustbench_leak.plan import plan
+    from robustbench_leak.run.cells import eval_cell, train_cell
+    from robustbench_leak.run.plan import plan
 
     path = tmp_path / "c.yaml"
     path.write_text("name: m\nseeds: [0]\ndatasets: [{name: synthetic, n_train: 64, n_test: 8}]\n"

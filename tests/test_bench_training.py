@@ -5,13 +5,13 @@ import json
 
 import pytest
 import torch
+from robustbench_leak.bench.attacks import bench_training, output_path, plain_epoch
+from robustbench_leak.bench.training import peak_for_name
 
-from robustbench_leak.bench import bench_training, output_path, plain_epoch
-from robustbench_leak.bench_training import peak_for_name
 from robustbench_leak.cli import main
+from robustbench_leak.config.training import TrainSettings
 from robustbench_leak.data import load_dataset
 from robustbench_leak.models import create_model
-from robustbench_leak.train import TrainSettings
 
 CPU = torch.device("cpu")
 
@@ -91,7 +91,7 @@ def test_peak_table_and_bad_training_bench_flags(capsys):
 
 
 def test_training_bench_json_is_rewritten_after_every_row(tmp_path, monkeypatch):
-    import robustbench_leak.bench_training as bt
+    import robustbench_leak.bench.training as bt
 
     seen = []
     real = bt.measure

@@ -1,4 +1,4 @@
-"""Loading trained weights (robustbench_leak/models/checkpoint_io.py): state dicts in each naming, built here
+"""Loading trained weights (robustbench_leak/models/checkpoints.py): state dicts in each naming, built here
 by small reference networks written after the official code's and the port's structure, must give the
 reference network's outputs; mismatches list their keys; ``checkpoint:`` flows through ``rbleak run``."""
 
@@ -18,12 +18,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from robustbench_leak.checkpoints import CheckpointError, save_checkpoint
 from robustbench_leak.cli import main
 from robustbench_leak.config import ConfigError, load_config
 from robustbench_leak.data import load_dataset
 from robustbench_leak.models import Normalized, create_model
-from robustbench_leak.models.checkpoint_io import load_checkpoint
+from robustbench_leak.models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 
 SQRT_HAMMING = {"name": "hamming", "sqrt": True}
 

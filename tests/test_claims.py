@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import yaml
+from report_data import add_model
 from scipy import stats as sps
 
 from robustbench_leak.report import verdicts
@@ -13,8 +14,6 @@ from robustbench_leak.report.claim_set import ClaimSet, claim_set_names, load_cl
 from robustbench_leak.report.claims import Claim, compare, coverage_lines, evaluate_claims, rule
 from robustbench_leak.report.claims_md import to_markdown, write_figures
 from robustbench_leak.store import Store
-
-from report_data import add_model
 
 
 def ruled(kind, *comps):

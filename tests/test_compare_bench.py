@@ -6,11 +6,12 @@ import sqlite3
 import pytest
 import torch
 
-from robustbench_leak.compare import compare_models
+from robustbench_leak.attacks import build_attack
 from robustbench_leak.config import load_config
 from robustbench_leak.data import load_dataset
-from robustbench_leak.runner import fit_split, run_config
-from robustbench_leak.attacks import build_attack
+from robustbench_leak.report.compare import compare_models
+from robustbench_leak.run.cells import fit_split
+from robustbench_leak.run.driver import run_config
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,7 @@ def test_fit_split_never_overlaps_the_attacked_images():
 
 
 def test_bench_reports_ratios(finished_run, tmp_path):
-    from robustbench_leak.bench import run_bench
+    from robustbench_leak.bench.attacks import run_bench
 
     cfg, _ = finished_run
     out = tmp_path / "bench.json"

@@ -4,10 +4,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import TINY_CONFIG
 
 from robustbench_leak.config import ConfigError, load_config
-
-from conftest import TINY_CONFIG
 
 
 def _load(tmp_path: Path, text: str):
@@ -199,7 +198,7 @@ def test_attack_version_enters_only_revised_cells_keys():
     import sqlite3
 
     from robustbench_leak.attacks import list_attacks
-    from robustbench_leak.plan import plan
+    from robustbench_leak.run.plan import plan
 
     repo = Path(__file__).resolve().parent.parent
     _, evals = plan(load_config(repo / "configs" / "quickstart.yaml"))

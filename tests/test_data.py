@@ -10,8 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from robustbench_leak.data import (DataMissingError, IdxFormatError, ImageDataset, get_dataset_entry,
-                                   list_datasets, load_dataset, read_idx, write_idx)
+from robustbench_leak.data import (
+    DataMissingError,
+    IdxFormatError,
+    ImageDataset,
+    get_dataset_entry,
+    list_datasets,
+    load_dataset,
+    read_idx,
+    write_idx,
+)
 
 FILES = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
          "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte"}

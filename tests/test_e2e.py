@@ -8,8 +8,9 @@ import pytest
 
 from robustbench_leak.cli import main
 from robustbench_leak.config import load_config
-from robustbench_leak.executor import LocalExecutor
-from robustbench_leak.runner import plan, run_config
+from robustbench_leak.run.driver import run_config
+from robustbench_leak.run.executor import LocalExecutor
+from robustbench_leak.run.plan import plan
 
 
 def test_run_writes_full_leaderboard_and_reuses_checkpoints(tiny_config, tmp_path, capsys, monkeypatch):

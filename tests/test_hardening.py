@@ -11,14 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO, TINY_CONFIG
+from test_store_leaderboard import fill
 
 from robustbench_leak.cli import main
 from robustbench_leak.config import ConfigError, load_config
-from robustbench_leak.leaderboard import build_table, write_outputs
+from robustbench_leak.report.leaderboard import build_table, write_outputs
 from robustbench_leak.store import Store, StoreError
-
-from conftest import REPO, TINY_CONFIG
-from test_store_leaderboard import fill
 
 
 def _digest(path: Path) -> str:

@@ -11,7 +11,8 @@ import pytest
 from robustbench_leak.config import ConfigError, load_config
 from robustbench_leak.models import count_params, create_model
 from robustbench_leak.models.match import match_width
-from robustbench_leak.runner import plan, run_config
+from robustbench_leak.run.driver import run_config
+from robustbench_leak.run.plan import plan
 
 CONFIG = """
 name: matched

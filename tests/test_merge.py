@@ -5,11 +5,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from conftest import REPO, TINY_CONFIG
 
 from robustbench_leak.cli import main
 from robustbench_leak.store import Store
-
-from conftest import REPO, TINY_CONFIG
 
 TWO_SEEDS = TINY_CONFIG.replace("seeds: [0]", "seeds: [0, 1]")
 

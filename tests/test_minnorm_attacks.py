@@ -12,10 +12,10 @@ import yaml
 from foolbox.devutils import atleast_kd, flatten
 
 from robustbench_leak.attacks import attack_class, build_attack
-from robustbench_leak.attacks.min_norm import CONVERGENCE_TOLERANCE, convergence_signal, tail_snapshot_step
 from robustbench_leak.attacks.native_minnorm import DEEPFOOL_EXACT
-from robustbench_leak.runner import sanity_checks
-from robustbench_leak.train import predict
+from robustbench_leak.attacks.norm_results import CONVERGENCE_TOLERANCE, convergence_signal, tail_snapshot_step
+from robustbench_leak.run.cells import sanity_checks
+from robustbench_leak.runtime import predict
 
 CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parent.parent

@@ -13,7 +13,7 @@ import torch
 
 from robustbench_leak.attacks import build_attack
 from robustbench_leak.attacks.native_minnorm import DEEPFOOL_EXACT
-from robustbench_leak.train import predict
+from robustbench_leak.runtime import predict
 
 CPU = torch.device("cpu")
 N_IMAGES, STEPS = 32, 100

@@ -8,8 +8,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from robustbench_leak.models import (Normalized, check_options, count_flops, count_params, create_model,
-                                     get_entry, list_models)
+from robustbench_leak.models import (
+    Normalized,
+    check_options,
+    count_flops,
+    count_params,
+    create_model,
+    get_entry,
+    list_models,
+)
 from robustbench_leak.nn import WindowedConv2d, WindowSpec, count_windowed
 
 

@@ -8,9 +8,11 @@ from scipy.ndimage import gaussian_filter, rotate, shift
 
 from robustbench_leak.attacks import build_attack
 from robustbench_leak.attacks.native_spatial import Transform, art_grid, transform_images
+from robustbench_leak.config.training import TrainSettings
 from robustbench_leak.data import load_dataset
 from robustbench_leak.models import Normalized, create_model
-from robustbench_leak.train import TrainSettings, predict, train_model
+from robustbench_leak.run.training import train_model
+from robustbench_leak.runtime import predict
 
 CPU = torch.device("cpu")
 
@@ -219,7 +221,7 @@ class Quantized(nn.Module):
 
 
 def test_sanity_checks_flag_masked_gradients(trained):
-    from robustbench_leak.runner import sanity_checks
+    from robustbench_leak.run.cells import sanity_checks
 
     model, data = trained
     masked = Quantized(model).eval()

@@ -6,11 +6,18 @@ import pytest
 import torch
 
 from robustbench_leak.attacks import build_attack
-from robustbench_leak.attacks.native_spatial import (GridEvaluator, Transform, _grid_predictions_per_transform,
-                                                     art_grid, grid_predictions, transform_images)
+from robustbench_leak.attacks.native_spatial import (
+    GridEvaluator,
+    Transform,
+    _grid_predictions_per_transform,
+    art_grid,
+    grid_predictions,
+    transform_images,
+)
+from robustbench_leak.config.training import TrainSettings
 from robustbench_leak.data import load_dataset
 from robustbench_leak.models import Normalized, create_model
-from robustbench_leak.train import TrainSettings, train_model
+from robustbench_leak.run.training import train_model
 
 CPU = torch.device("cpu")
 

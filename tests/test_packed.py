@@ -15,13 +15,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import robustbench_leak.packed as packed_mod
-import robustbench_leak.train as train_mod
+import robustbench_leak.run.packed as packed_mod
+import robustbench_leak.run.training as train_mod
 from robustbench_leak.cli import main
+from robustbench_leak.config.training import TrainSettings
 from robustbench_leak.data import load_dataset
 from robustbench_leak.models import Normalized, create_model
-from robustbench_leak.packed import _member_losses, pack, signature, train_packed, unpack
-from robustbench_leak.train import TrainSettings, make_optimizer, train_model
+from robustbench_leak.run.packed import _member_losses, pack, signature, train_packed, unpack
+from robustbench_leak.run.training import make_optimizer, train_model
 
 CPU = torch.device("cpu")
 WINDOWS = ["none", "hamming", "hann", "blackman"]  # one shape: the window is a buffer

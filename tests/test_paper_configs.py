@@ -13,7 +13,7 @@ import yaml
 from robustbench_leak.config import load_config
 from robustbench_leak.data.cifar import write_batch
 from robustbench_leak.data.idx import write_idx
-from robustbench_leak.runner import run_config
+from robustbench_leak.run.driver import run_config
 
 REPO = Path(__file__).resolve().parent.parent
 RNG = np.random.default_rng(0)
@@ -127,7 +127,7 @@ def test_paper_fashion_mnist_gpu_scale(tmp_path, monkeypatch):
     """The paper-scale config: its matched model has the 3x3 model's size at width 128 (counted on the meta
     device), and the config runs end to end (one step, narrowed so it takes seconds on CPU)."""
     from robustbench_leak.models import count_params, create_model
-    from robustbench_leak.runner import plan
+    from robustbench_leak.run.plan import plan
 
     trains, _ = plan(load_config(REPO / "configs" / "paper-fashion-mnist-gpu.yaml"))
     by_name = {t["model"]: t for t in trains if t["seed"] == 0}

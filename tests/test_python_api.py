@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
+from conftest import REPO
 
 import robustbench_leak as rb
-from conftest import REPO
 from robustbench_leak.config import load_config
-from robustbench_leak.driver import run_config
-from robustbench_leak.executor import LocalExecutor
+from robustbench_leak.run.driver import run_config
+from robustbench_leak.run.executor import LocalExecutor
 
 DATA = {"name": "synthetic", "n_train": 32, "n_test": 64}
 ATTACKS = ["clean", "deepfool"]
@@ -35,8 +35,8 @@ class Tiny(nn.Module):
 
 
 def test_evaluate_equals_a_config_run_of_the_same_weights(tmp_path):
-    from robustbench_leak.leaderboard import write_outputs
     from robustbench_leak.models import create_model
+    from robustbench_leak.report.leaderboard import write_outputs
 
     torch.manual_seed(3)
     options = {"n_layers": 2, "width": 4, "kernel_size": 3, "window": "hamming"}

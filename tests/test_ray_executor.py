@@ -10,10 +10,8 @@ import ray
 import torch
 
 from robustbench_leak.config import load_config
-from robustbench_leak.ray_executor import KILL_DIR_ENV, RayExecutor
-from robustbench_leak.runner import CellsFailed, run_config
-
-
+from robustbench_leak.run.driver import CellsFailed, run_config
+from robustbench_leak.run.ray_executor import KILL_DIR_ENV, RayExecutor
 
 GRID = """
 name: ray-grid
@@ -121,8 +119,8 @@ def test_raising_cell_is_reported_and_the_rest_completes(ray_cluster, tmp_path):
 
 
 def test_resource_requests(repo):
-    from robustbench_leak.ray_executor import SMALL_MODEL_GPU_SHARE, gpu_share
-    from robustbench_leak.runner import plan
+    from robustbench_leak.run.plan import plan
+    from robustbench_leak.run.ray_executor import SMALL_MODEL_GPU_SHARE, gpu_share
 
     quick, _ = plan(load_config(repo / "configs" / "quickstart.yaml"))
     paper, _ = plan(load_config(repo / "configs" / "paper-fashion-mnist-gpu.yaml"))

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from robustbench_leak.config.training import TrainSettings
 from robustbench_leak.data import DataMissingError, load_dataset
 from robustbench_leak.models import Normalized, create_model
-from robustbench_leak.train import TrainSettings, predict, train_model
+from robustbench_leak.run.training import train_model
+from robustbench_leak.runtime import predict
 
 pytestmark = pytest.mark.realdata
 

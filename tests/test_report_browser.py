@@ -10,8 +10,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from report_data import Fake, make_run, three_models
+
 from robustbench_leak.cli import main
 
 pytestmark = pytest.mark.browser

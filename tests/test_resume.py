@@ -13,14 +13,15 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO
-from robustbench_leak.checkpoints import EPOCH_SUFFIX
+
 from robustbench_leak.cli import main
+from robustbench_leak.config.training import TrainSettings, weight_settings
 from robustbench_leak.data import load_dataset
-from robustbench_leak.deadline import Deadline
 from robustbench_leak.models import create_model
-from robustbench_leak.train import TrainSettings, train_model, weight_settings
+from robustbench_leak.models.checkpoints import EPOCH_SUFFIX
+from robustbench_leak.run.deadline import Deadline
+from robustbench_leak.run.training import train_model
 
 CONFIG = """
 name: resumable
@@ -38,7 +39,7 @@ STEPS = 4  # 128 images / batch 32
 # the child counts calls of lr_factor (one per step) and kills itself with SIGKILL in the middle of epoch 3
 KILLER = f"""
 import os, signal, sys
-import robustbench_leak.train as T
+import robustbench_leak.run.training as T
 calls, real = [0], T.lr_factor
 def lr_factor(s, progress):
     calls[0] += 1

@@ -5,8 +5,8 @@ import itertools
 import numpy as np
 import pytest
 
-from robustbench_leak.report.claims import evaluate_claims
 from robustbench_leak.report.claim_set import ClaimSet
+from robustbench_leak.report.claims import evaluate_claims
 from robustbench_leak.report.claims_md import to_markdown, write_figures
 from robustbench_leak.report.spatial_sensitivity import sensitivity, transform_table
 from robustbench_leak.store import Store

@@ -3,10 +3,16 @@
 import numpy as np
 import pytest
 
-from robustbench_leak.attacks.min_norm import spectra as attack_spectra
-from robustbench_leak.report.spectra import paired_seed_effects, plot_spectra
-from robustbench_leak.spectra import (frequency_radius, mean_spectrum, normalised_profiles, radial_bins,
-                                      radial_profile, spectral_summaries)
+from robustbench_leak.attacks.norm_results import spectra as attack_spectra
+from robustbench_leak.perturbation_spectra import (
+    frequency_radius,
+    mean_spectrum,
+    normalised_profiles,
+    radial_bins,
+    radial_profile,
+    spectral_summaries,
+)
+from robustbench_leak.report.spectra_plots import paired_seed_effects, plot_spectra
 
 
 def cosine(h: int, w: int, ky: int, kx: int) -> np.ndarray:

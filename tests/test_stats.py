@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from robustbench_leak.stats import (clustered_permutation_test, mcnemar, paired_bootstrap, per_seed_effects,
-                                    seed_t_test, sign_flip_test, t_interval)
+from robustbench_leak.stats import (
+    clustered_permutation_test,
+    mcnemar,
+    paired_bootstrap,
+    per_seed_effects,
+    seed_t_test,
+    sign_flip_test,
+    t_interval,
+)
 
 
 def test_t_interval_and_t_test_match_scipy():

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robustbench_leak.leaderboard import build_table, to_markdown, write_outputs
+from robustbench_leak.report.leaderboard import build_table, to_markdown, write_outputs
 from robustbench_leak.store import Store
 
 SPEC_CLEAN = {"kind": "clean", "engine": "torch", "n_samples": None, "params": {"batch_size": 512}}

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from robustbench_leak.config.training import KEY_NEUTRAL, TrainSettings, weight_settings
 from robustbench_leak.data import load_dataset
 from robustbench_leak.models import create_model
-from robustbench_leak.train import (KEY_NEUTRAL, TrainSettings, lr_factor, make_optimizer, train_model,
-                                    weight_settings)
+from robustbench_leak.run.training import lr_factor, make_optimizer, train_model
 
 
 def _old_augment(x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:

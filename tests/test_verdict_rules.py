@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import yaml
+from report_data import add_model
 
 from robustbench_leak import stats
 from robustbench_leak.report import calibration, verdicts
@@ -14,8 +15,6 @@ from robustbench_leak.report.claim_set import ClaimSet
 from robustbench_leak.report.claims import evaluate_claims
 from robustbench_leak.report.claims_md import to_markdown
 from robustbench_leak.store import Store
-
-from report_data import add_model
 
 SUP, CON, UND = verdicts.SUPPORTS, verdicts.CONTRADICTS, verdicts.UNDECIDED
 
@@ -166,6 +165,7 @@ def test_published_claims_declared_at_their_commits():
     import subprocess
 
     from conftest import REPO
+
     from robustbench_leak.report.claim_set import claim_set_names, load_claim_set
 
     if subprocess.run(["git", "-C", str(REPO), "rev-parse", "--git-dir"], capture_output=True).returncode:

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from ..metrics import perturbation_metrics, prediction_metrics
-from ..train import predict
+from ..runtime import predict
 from .base import Attack, AttackResult, Range, at_least, register_attack
 
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from ..metrics import flat_l2, prediction_metrics
-from ..train import predict
+from ..runtime import predict
 from .art import _quiet_art, art_classifier, num_classes_of
 from .base import Attack, AttackResult, at_least, register_attack
 

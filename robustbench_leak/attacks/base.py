@@ -135,8 +135,19 @@ def register_attack(cls: type[Attack]) -> type[Attack]:
 
 
 def _ensure_loaded() -> None:
-    from . import (art, art_any, clean, corruptions, native_ddn, native_deepfool, native_fmn,  # noqa: F401
-                   native_minnorm, native_spatial, native_superdeepfool, pgd)
+    from . import (  # noqa: F401
+        art,
+        art_any,
+        clean,
+        corruptions,
+        native_ddn,
+        native_deepfool,
+        native_fmn,
+        native_minnorm,
+        native_spatial,
+        native_superdeepfool,
+        pgd,
+    )
 
 
 def attack_class(kind: str, engine: str | None = None) -> type[Attack]:

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from ..metrics import accuracy
-from ..train import predict
+from ..runtime import predict
 from .base import Attack, AttackResult, at_least, register_attack
 
 

@@ -13,7 +13,7 @@ import torch.nn as nn
 from scipy.ndimage import gaussian_filter
 
 from ..metrics import prediction_metrics
-from ..train import predict
+from ..runtime import predict
 from .base import Attack, AttackResult, Range, register_attack
 
 

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 
 from ..metrics import flat_l2
-from ..train import predict
+from ..runtime import predict
 from .optimality import curve_area
 from .pgd import pgd
 

@@ -21,9 +21,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..train import predict
+from ..runtime import predict
 from .base import Attack, AttackResult, Range, above, at_least, register_attack
-from .min_norm import batched, cosine, iterative_result, steps_within, tail_snapshot_step
+from .norm_results import batched, cosine, iterative_result, steps_within, tail_snapshot_step
 from .optimality import PassCounter
 
 

@@ -30,9 +30,9 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from ..train import predict
+from ..runtime import predict
 from .base import Attack, AttackResult, at_least, register_attack
-from .min_norm import minimum_norm_result
+from .norm_results import minimum_norm_result
 from .optimality import PassCounter
 
 TOL = 10e-8  # ART's guard against division by zero

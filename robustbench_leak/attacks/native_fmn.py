@@ -37,10 +37,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..train import predict
+from ..runtime import predict
 from .base import Attack, AttackResult, Range, above, at_least, register_attack
-from .min_norm import batched, cosine, iterative_result, steps_within, tail_snapshot_step
 from .native_deepfool import deepfool_batch, resolve_grad_strategy
+from .norm_results import batched, cosine, iterative_result, steps_within, tail_snapshot_step
 from .optimality import PassCounter
 
 PROJECTIONS = ("ball", "sphere")

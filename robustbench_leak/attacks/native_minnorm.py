@@ -11,7 +11,7 @@ DeepFool's example, as the ``deepfool`` attack would.
 Besides DeepFool's metrics (rho and the robustness curve come from the ensemble's per-image norms),
 each member ``m`` reports ``success_m`` (its success rate on clean-correct images), ``overestimate_m``
 (the median over clean-correct images it fooled of its norm / the ensemble's norm: 1 when it always
-found the smallest), for DDN and FMN the convergence signal ``converged_m`` (see ``min_norm``), and its
+found the smallest), for DDN and FMN the convergence signal ``converged_m`` (see ``norm_results``), and its
 strength (``optimality``): ``rho_median_m``, ``rho_mean_m``, ``passes_m`` (forward + backward passes
 per image), ``optimality_m`` (AttackBench's, against the per-image best of the members) and
 ``minimum_share_m`` (share of the fooled clean-correct images on which it supplied the minimum).
@@ -29,14 +29,14 @@ import torch
 import torch.nn as nn
 
 from ..metrics import STRENGTH_MEMBERS, flat_l2
-from ..train import predict
+from ..runtime import predict
 from .base import Attack, AttackResult, at_least, register_attack
-from .min_norm import batched, convergence_flag, convergence_signal, minimum_norm_result, steps_within
+from .masking import run_checks
 from .native_ddn import NativeDDN, ddn_batch
 from .native_deepfool import deepfool_batch
 from .native_fmn import NativeFMN, fmn_batch, fmn_batch_params
 from .native_superdeepfool import NativeSuperDeepFool, superdeepfool_batch
-from .masking import run_checks
+from .norm_results import batched, convergence_flag, convergence_signal, minimum_norm_result, steps_within
 from .optimality import PassCounter, strength
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..metrics import prediction_metrics
-from ..train import predict
+from ..runtime import predict
 from .base import Attack, AttackResult, Range, at_least, register_attack
 
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..train import predict
+from ..runtime import predict
 from .base import Attack, AttackResult, at_least, register_attack
-from .min_norm import batched, minimum_norm_result
+from .norm_results import batched, minimum_norm_result
 from .optimality import PassCounter
 
 

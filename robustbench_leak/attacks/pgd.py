@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..metrics import flat_l2, prediction_metrics
-from ..train import predict
+from ..runtime import predict
 from .base import Attack, AttackResult, Range, above, at_least, register_attack
 
 

@@ -12,13 +12,29 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .checks import (check_attack_counts, check_cache_dir, check_datasets, check_device, check_models, check_rank_by,
-                     dataset_spec)
+from .checks import (
+    check_attack_counts,
+    check_cache_dir,
+    check_datasets,
+    check_device,
+    check_models,
+    check_rank_by,
+    dataset_spec,
+)
 from .errors import ConfigError, format_validation, short
 from .presets import PACKAGE_ROOT, load_preset, preset_dirs, resolve_attack
 from .resolve_models import resolve_checkpoints, resolve_matches
-from .schema import (DEFAULT_FIT_SAMPLES, AttackCfg, Config, DatasetCfg, ModelCfg, ResolvedAttack, RunConfig,
-                     TrainingCfg, canonical_hash)
+from .schema import (
+    DEFAULT_FIT_SAMPLES,
+    AttackCfg,
+    Config,
+    DatasetCfg,
+    ModelCfg,
+    ResolvedAttack,
+    RunConfig,
+    TrainingCfg,
+    canonical_hash,
+)
 from .yaml_io import MAX_CONFIG_BYTES, parse_yaml_text, read_yaml
 
 __all__ = ["ConfigError", "Config", "RunConfig", "DatasetCfg", "ModelCfg", "AttackCfg", "TrainingCfg",

@@ -26,7 +26,7 @@ def check_cache_dir(run: RunConfig, path: str) -> None:
 
 
 def check_device(run: RunConfig, path: str) -> None:
-    from ..train import resolve_device
+    from ..runtime import resolve_device
 
     try:
         resolve_device(run.device)

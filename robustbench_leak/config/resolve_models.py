@@ -46,10 +46,9 @@ def resolve_matches(run: RunConfig, path: Path) -> None:
 
 def resolve_checkpoints(run: RunConfig, path: Path) -> None:
     """``checkpoint:`` files must exist, and their keys and shapes must fit the model on every dataset."""
-    from ..checkpoints import CheckpointError
     from ..data import dataset_shape
     from ..models import Normalized
-    from ..models.checkpoint_io import check_checkpoint
+    from ..models.checkpoints import CheckpointError, check_checkpoint
     from ..models.stats import build_for_counting
 
     for i, m in enumerate(run.models):

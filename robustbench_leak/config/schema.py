@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, field_validator, model_validator
 
-from ..train import TrainSettings
+from .training import TrainSettings
 
 DEFAULT_FIT_SAMPLES = 500  # images a global spatial attack is fitted on (the END of the test set)
 
@@ -144,7 +144,7 @@ class RunConfig(_Strict):
     @field_validator("address")
     @classmethod
     def _address(cls, v: str | None) -> str | None:
-        from ..ray_executor import check_address
+        from .address import check_address
 
         return None if v is None else check_address(v, "")
 

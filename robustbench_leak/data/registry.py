@@ -11,7 +11,6 @@ from typing import Any, Callable
 from pydantic import BaseModel
 
 from ..options import did_you_mean, option_schema, validate_options
-
 from .base import ImageDataset
 
 

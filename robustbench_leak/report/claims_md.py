@@ -259,7 +259,7 @@ def write_figures(claims: list[Claim], out_dir: Path, protocol: str = "", draw: 
     perturbation spectra of A and B (every seed) for the spectra comparisons; with ``draw`` False only
     the paths the report links are set (a re-render check that leaves the published figures alone)."""
     from .figures import protocol_title
-    from .spectra import plot_spectra
+    from .spectra_plots import plot_spectra
 
     shown = protocol.strip("_").rstrip(".")  # the protocol line without its Markdown emphasis
     written = []

@@ -9,8 +9,7 @@ from typing import Sequence
 
 from .attack_strength import strength_report
 from .claim_set import ClaimSet
-from .claims import (art_defect_table, coverage_lines, evaluate_claims, margin_lines, protocol_line,
-                     provenance_lines)
+from .claims import art_defect_table, coverage_lines, evaluate_claims, margin_lines, protocol_line, provenance_lines
 from .claims_md import to_markdown, write_figures
 
 

@@ -12,8 +12,18 @@ from typing import Any
 import pandas as pd
 
 from ..attacks import attack_class
-from .fmt import (INTERVAL_DOCS, PERCENT_METRICS, cell_text, footnote_number, human, metric_columns, missing, row_flags,
-                  split_column, value_text)
+from .fmt import (
+    INTERVAL_DOCS,
+    PERCENT_METRICS,
+    cell_text,
+    footnote_number,
+    human,
+    metric_columns,
+    missing,
+    row_flags,
+    split_column,
+    value_text,
+)
 from .loader import RunData, parse_json
 
 

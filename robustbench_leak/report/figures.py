@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import textwrap
-
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from markupsafe import Markup, escape
 import pandas as pd
+from markupsafe import Markup, escape
 
 from .figures import Figure
-from .fmt import human, metric_columns, missing, row_flags, spread_parts, split_column, value_text
+from .fmt import human, metric_columns, missing, row_flags, split_column, spread_parts, value_text
 from .loader import RunData, parse_json
 
 SHOWN_BASE = ["rank", "model", "run", "dataset", "arch", "kernel", "window", "params", "flops", "seeds"]

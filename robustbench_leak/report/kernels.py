@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..checkpoints import CheckpointError, read_checkpoint
+from ..models.checkpoints import CheckpointError, read_checkpoint
 from ..nn import WindowSpec, window_names
 from .figures import Figure, grid, plt, save, sns
 from .fmt import row_label

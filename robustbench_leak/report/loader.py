@@ -84,7 +84,7 @@ class RunData:
 def parse_config(config_yaml: str | None) -> dict[str, Any]:
     """A stored run's config text as a dict ({} when missing, not a mapping, or over the config limits:
     a store may come from anywhere, so its config text is parsed with the same bounds as a config file)."""
-    from ..config import ConfigError, MAX_CONFIG_BYTES, parse_yaml_text
+    from ..config import MAX_CONFIG_BYTES, ConfigError, parse_yaml_text
 
     if not config_yaml or len(config_yaml) > MAX_CONFIG_BYTES:
         return {}

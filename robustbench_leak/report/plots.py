@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -307,7 +308,7 @@ def training_curves(runs: list[RunData], table: pd.DataFrame, out: Path) -> Figu
 def perturbation_spectra(runs: list[RunData], table: pd.DataFrame, out: Path) -> Figure:
     """The mean perturbation spectrum of every minimum-norm cell that stored one, per model (seeds share a
     colour), one panel per attack."""
-    from .spectra import plot_spectra
+    from .spectra_plots import plot_spectra
 
     found = []
     for run in runs:

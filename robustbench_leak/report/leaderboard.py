@@ -16,14 +16,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .attacks import attack_class
-from .metrics import METRIC_DOCS
-from .report.fmt import (BASE_COLUMNS, INTERVAL_DOCS, PERCENT_METRICS, cell_text, footnote_number, human, metric_columns, row_flags,
-                         split_column)
-from .stats import t_interval
-from .report.loader import RunData, load_runs
-from .outputs import mark_folder
-from .store import STORE_NAME
+from ..attacks import attack_class
+from ..metrics import METRIC_DOCS
+from ..outputs import mark_folder
+from ..stats import t_interval
+from ..store import STORE_NAME
+from .fmt import (
+    BASE_COLUMNS,
+    INTERVAL_DOCS,
+    PERCENT_METRICS,
+    cell_text,
+    footnote_number,
+    human,
+    metric_columns,
+    row_flags,
+    split_column,
+)
+from .loader import RunData, load_runs
 
 BASE_DOCS = {
     "dataset": "dataset the model was trained and evaluated on",
@@ -253,20 +262,20 @@ def write_outputs(run_dirs: list[Path], out_dir: Path, rank_by: str | None = Non
         (out_dir / "leaderboard.md").write_text(to_markdown(table, legend, rank_col, title, notes))
         written.append(out_dir / "leaderboard.md")
     if "json" in formats:
-        from .report.exports import write_json
+        from .exports import write_json
 
         written.append(write_json(runs, table, legend, rank_col, title, out_dir / "leaderboard.json"))
     if "latex" in formats:
-        from .report.exports import write_latex
+        from .exports import write_latex
 
         written.append(write_latex(table, legend, rank_col, title, out_dir / "leaderboard.tex", protocols))
     if "plots" in formats or "html" in formats:
-        from .report.plots import make_plots
+        from .plots import make_plots
 
         figures = make_plots(runs, table, out_dir / "plots")
         written += [path for fig in figures for path in fig.files]
         if "html" in formats:
-            from .report.html import write_html
+            from .html import write_html
 
             written.append(write_html(runs, table, legend, rank_col, title, figures, out_dir / "leaderboard.html"))
     return written

@@ -22,8 +22,8 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from ..metrics import perturbation_metrics
-from ..spectra import mean_spectrum, normalised_profiles, spectral_summaries
-from ..train import predict
+from ..perturbation_spectra import mean_spectrum, normalised_profiles, spectral_summaries
+from ..runtime import predict
 from .base import AttackResult
 
 TAIL = 0.1  # share of the steps the convergence signal looks at

@@ -20,8 +20,8 @@ from typing import Any, Callable
 
 import torch
 
-from .provenance import provenance
-from .store import STORE_NAME
+from ..run.provenance import provenance
+from ..store import STORE_NAME
 
 Log = Callable[[str], None]
 TARGET_RATIO = 1.6  # the target for 2 workers on 2 cores
@@ -43,8 +43,8 @@ def _largest_difference(a: dict[tuple[str, str], float | None], b: dict[tuple[st
 
 
 def _timed_run(config_path: str, out: Path, executor: Any, log: Log) -> float:
-    from .config import load_config
-    from .runner import run_config
+    from ..config import load_config
+    from ..run.driver import run_config
 
     config = load_config(config_path)
     config.run.cache_dir = str(out.parent / f"cache-{out.name}")  # empty: every model is trained
@@ -70,7 +70,7 @@ def ray_startup(workers: int) -> dict[str, float]:
 
     @ray.remote(num_cpus=1)
     def warm_up() -> int:
-        import robustbench_leak.cells  # noqa: F401 - what a cell's worker imports first (torch included)
+        import robustbench_leak.run.cells  # noqa: F401 - what a cell's worker imports first (torch included)
 
         time.sleep(0.5)  # keeps this worker busy so that the next task starts another one
         return os.getpid()
@@ -87,9 +87,9 @@ def ray_startup(workers: int) -> dict[str, float]:
 def run_executor_bench(out: Path, grid: str, workers: int = 2, log: Log = print) -> dict[str, Any]:
     import ray
 
-    from .config import load_config
-    from .executor import LocalExecutor
-    from .ray_executor import RayExecutor
+    from ..config import load_config
+    from ..run.executor import LocalExecutor
+    from ..run.ray_executor import RayExecutor
 
     if workers < 1:
         raise ValueError(f"--workers: must be >= 1, got {workers}")

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .stats import mcnemar, wilcoxon
-from .store import Store
+from ..stats import mcnemar, wilcoxon
+from ..store import Store
 
 
 def compare_models(run_dir: str | Path, model_a: str, model_b: str, attack: str | None = None) -> list[dict[str, Any]]:

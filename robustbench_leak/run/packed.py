@@ -35,13 +35,20 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .data import ImageDataset
+from ..config.training import TrainSettings
+from ..data import ImageDataset
+from ..models import Normalized
+from ..models.tomen_cnn import TomenCNN
+from ..runtime import (
+    compiled,
+    numerics,
+    resident,
+    resolve_channels_last,
+    resolve_precision,
+    show_progress,
+)
 from .deadline import Deadline, TimeLimitReached
-from .models import Normalized
-from .models.tomen_cnn import TomenCNN
-from .train import (CheckpointClock, TrainSettings, apply_augment, compiled, count_correct, epoch_draws,
-                    lr_factor, make_optimizer, numerics, resident, resolve_channels_last, resolve_precision,
-                    rng_states, show_progress)
+from .training import CheckpointClock, apply_augment, epoch_draws, lr_factor, make_optimizer, rng_states
 
 CONTAINERS = (nn.Sequential, Normalized, TomenCNN)
 AUTO_MAX = 8  # pack: auto packs at most this many

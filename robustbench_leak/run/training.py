@@ -20,140 +20,29 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import sys
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .data import ImageDataset
+from ..config.training import TrainSettings
+from ..data import ImageDataset
+from ..runtime import (
+    compiled,
+    count_correct,
+    numerics,
+    resident,
+    resolve_channels_last,
+    resolve_precision,
+    show_progress,
+)
 from .deadline import Deadline, TimeLimitReached
 
-PRECISIONS = ("auto", "fp32", "tf32", "bf16")
-COMPILE_MODES = ("none", "torch", "cudagraph", "max-autotune")
-CHANNELS_LAST = ("auto", "true", "false")
-RESIDENT_SHARE = 0.5  # the data may take at most this share of the device's free memory to stay resident
 POSTFIX_EVERY = 50  # steps between progress-bar loss updates (each one waits for the device)
-
-# Settings that do not shape the weights, or at these values train exactly as before they existed: a
-# train key leaves them out (``weight_settings``), so keys of existing configs stay valid.
-KEY_NEUTRAL: dict[str, Any] = {"deterministic": False, "precision": "auto", "compile": "none", "channels_last": "auto"}
-# the test pass reads the model in eval mode and draws no random numbers; an epoch checkpoint resumes bitwise;
-# packing trains the same recipe (to float rounding, as cuDNN's kernel choice does: see packed.py)
-NOT_IN_KEY = ("eval_every", "checkpoint_every", "checkpoint_minutes", "pack")
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    optimizer: str = "sgd"  # sgd | adam
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-3
-    nesterov: bool = False
-    epochs: int = 10
-    batch_size: int = 128
-    schedule: str = "cosine"  # none | step | cosine
-    milestones: tuple[int, ...] = field(default_factory=tuple)  # epochs where a step schedule multiplies lr by gamma
-    gamma: float = 0.1
-    warmup_epochs: int = 0
-    augment: str = "none"  # none | flip_crop (random horizontal flip + 4 px padded random crop)
-    label_smoothing: float = 0.0
-    eval_every: int = 1  # test pass every this many epochs; the last epoch always has one
-    deterministic: bool = False  # deterministic algorithms (bitwise reruns on the same GPU)
-    precision: str = "auto"  # auto (CPU: fp32, CUDA: TF32 convolutions) | fp32 | tf32 | bf16
-    compile: str = "none"  # none | torch (torch.compile) | cudagraph (CUDA graphs) | max-autotune (autotuned kernels)
-    channels_last: str = "auto"  # auto (CUDA without deterministic: yes; CPU: no) | true | false
-    checkpoint_every: int = 0  # epoch checkpoint every this many epochs (0: none)
-    checkpoint_minutes: float = 0.0  # ... or when this many minutes passed since the last one (0: never)
-    pack: Any = "off"  # off | auto | N: train up to N models of one shape together (packed.py)
-
-
-def weight_settings(training: dict[str, Any]) -> dict[str, Any]:
-    """The training settings that shape the weights, as a train key hashes them."""
-    return {k: v for k, v in training.items()
-            if k not in NOT_IN_KEY and not (k in KEY_NEUTRAL and v == KEY_NEUTRAL[k])}
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} was asked for but CUDA is not available; use device: auto or cpu")
-    return device
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` per device: fp32 on the CPU; on CUDA ``tf32-conv`` (TF32 convolutions, fp32 matmuls: PyTorch's
-    own default, so weights trained before this option existed keep their keys). Not bf16: cuDNN's 7x7
-    bf16 kernels are slower than TF32 on an H100."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"training.precision: must be one of {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        return "tf32-conv" if device.type == "cuda" else "fp32"
-    if precision == "tf32" and device.type != "cuda":
-        raise ValueError(f"training.precision: tf32 needs a CUDA device (training on {device.type}); use auto or fp32")
-    return precision
-
-
-@contextmanager
-def numerics(device: torch.device, precision: str, deterministic: bool) -> Iterator[None]:
-    """Set the float formats and determinism flags for one training run; restore them afterwards."""
-    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
-    saved = (cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic, cudnn.benchmark,
-             torch.are_deterministic_algorithms_enabled())
-    try:
-        if device.type == "cuda":
-            cudnn.allow_tf32 = precision in ("tf32", "tf32-conv", "bf16")
-            matmul.allow_tf32 = precision in ("tf32", "bf16")
-            if deterministic:
-                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be deterministic
-                cudnn.deterministic, cudnn.benchmark = True, False
-            else:  # a training runs thousands of steps of few shapes: cuDNN's autotuning pays for itself
-                cudnn.benchmark = True
-        if deterministic:
-            torch.use_deterministic_algorithms(True)
-        yield
-    finally:
-        cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic, cudnn.benchmark = saved[:4]
-        torch.use_deterministic_algorithms(saved[4])
-
-
-def compiled(model: nn.Module, mode: str, device: torch.device) -> nn.Module:
-    """``model`` itself, or compiled for training steps (it shares the parameters)."""
-    if mode not in COMPILE_MODES:
-        raise ValueError(f"training.compile: must be one of {', '.join(COMPILE_MODES)}")
-    if mode == "none":
-        return model
-    if mode == "cudagraph" and device.type != "cuda":
-        raise ValueError(f"training.compile: cudagraph needs a CUDA device (training on {device.type}); "
-                         "use none or torch")
-    if not hasattr(torch, "compile"):
-        raise ValueError("training.compile: this torch has no torch.compile; use compile: none")
-    if device.type == "cuda":
-        try:
-            import triton  # noqa: F401  (inductor's GPU code generator)
-        except ImportError:
-            raise ValueError("training.compile: torch.compile on CUDA needs triton, which is not installed; "
-                             "use compile: none") from None
-    return torch.compile(model, mode={"cudagraph": "reduce-overhead", "max-autotune": "max-autotune"}.get(mode))
-
-
-def resolve_channels_last(value: str, device: torch.device, deterministic: bool) -> bool:
-    """``auto``: on CUDA unless deterministic (cuDNN's tensor-core convolutions work on NHWC; the others
-    would transpose each layer); never on the CPU, where it would change the float order of every result."""
-    value = str(value).lower()
-    if value not in CHANNELS_LAST:
-        raise ValueError(f"training.channels_last: {value!r}: must be one of {', '.join(CHANNELS_LAST)}")
-    if value == "auto":
-        return device.type == "cuda" and not deterministic
-    return value == "true"
 
 
 def make_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
@@ -221,50 +110,6 @@ def augment_batch(x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Ten
     if kind != "flip_crop":
         raise ValueError(f"unknown augment {kind!r}; allowed: none, flip_crop")
     return apply_augment(x, draw_augment(len(x), gen))
-
-
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 512) -> torch.Tensor:
-    """Predicted labels (on the CPU) for images ``x``, in eval mode; one wait for the device at the end."""
-    model.eval()
-    preds = [model(x[i:i + batch_size].to(device, non_blocking=True)).argmax(1) for i in range(0, len(x), batch_size)]
-    return torch.cat(preds).cpu() if preds else torch.empty(0, dtype=torch.long)
-
-
-@torch.no_grad()
-def count_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-                  batch_size: int = 512) -> torch.Tensor:
-    """Number of correctly classified images, as a tensor on ``device`` (no wait for the device)."""
-    model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    for i in range(0, len(x), batch_size):
-        pred = model(x[i:i + batch_size].to(device, non_blocking=True)).argmax(1)
-        correct += (pred == y[i:i + batch_size].to(device, non_blocking=True)).sum()
-    return correct
-
-
-def fits_on_device(tensors: list[torch.Tensor], device: torch.device) -> bool:
-    """Whether ``tensors`` may stay resident on ``device``: always on the CPU; on CUDA when they take at most
-    ``RESIDENT_SHARE`` of its free memory."""
-    if not all(isinstance(t, torch.Tensor) for t in tensors):
-        return False  # a lazily decoded image set (ImageNet folders) is read batch by batch
-    if device.type != "cuda":
-        return True
-    free, _ = torch.cuda.mem_get_info(device)
-    return sum(t.numel() * t.element_size() for t in tensors) <= RESIDENT_SHARE * free
-
-
-def resident(tensors: list[torch.Tensor], device: torch.device) -> tuple[list[torch.Tensor], bool]:
-    """``tensors`` moved to ``device`` if they fit there, else kept where they are (pinned, on CUDA); and
-    whether they moved."""
-    if fits_on_device(tensors, device):
-        return [t.to(device) for t in tensors], True
-    return [t.pin_memory() if device.type == "cuda" and isinstance(t, torch.Tensor) else t for t in tensors], False
-
-
-def show_progress(progress: bool) -> bool:
-    """A progress bar only for a person watching: asked for, and stdout is a terminal."""
-    return progress and sys.stdout.isatty()
 
 
 def epoch_draws(n: int, s: TrainSettings, steps: int, gen: torch.Generator) -> tuple[torch.Tensor, AugmentDraws | None]:

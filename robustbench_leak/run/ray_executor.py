@@ -16,10 +16,8 @@ as cells finish (``ray.wait``). Ray is imported only when this executor runs.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import queue
-import re
 import socket
 import subprocess
 import sys
@@ -28,42 +26,12 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from ..config.address import check_address
 from .executor import Job, Log, Outcome, WeightLedger, dependency_failed, run_job
 
 SMALL_MODEL_PARAMS = 1_000_000  # below this (CPU-scale models), a cell shares a GPU with up to three others
 SMALL_MODEL_GPU_SHARE = 0.25
 KILL_DIR_ENV = "RBLEAK_TEST_KILL_DIR"  # tests only: see _test_kill_hook
-
-
-_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-
-
-def check_address(address: str, where: str = "--address") -> str:
-    """``auto``, ``HOST:PORT`` or ``ray://HOST:PORT`` (HOST a name, an IPv4 address or a bracketed IPv6 one,
-    PORT 1-65535); ``ValueError`` naming ``where`` otherwise. Neither imports Ray nor touches the network."""
-    prefix = f"{where}: " if where else ""
-    text = address.strip() if isinstance(address, str) else ""
-    expected = "expected HOST:PORT, ray://HOST:PORT or auto, e.g. 10.0.0.5:6379"
-    if text == "auto":
-        return text
-    body = text.removeprefix("ray://")
-    m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]/\s]+):(\d{1,5})", body)
-    if not m:
-        raise ValueError(f"{prefix}{address!r:.80}: not a Ray address; {expected}")
-    host, port = m.group(1), int(m.group(2))
-    if not 1 <= port <= 65535:
-        raise ValueError(f"{prefix}{address!r:.80}: port {port} is out of range 1-65535")
-    try:
-        if host.startswith("["):
-            ipaddress.IPv6Address(host[1:-1])
-        elif re.fullmatch(r"[\d.]+", host):
-            ipaddress.IPv4Address(host)  # all digits and dots: must be an IPv4 address (999.1.1.1 is not)
-        elif len(host) > 253 or not all(_HOST_LABEL.match(label) for label in host.split(".")):
-            raise ValueError(host)
-    except ValueError:
-        raise ValueError(f"{prefix}{address!r:.80}: {host!r:.60} is not a valid host name or IP address; "
-                         f"{expected}") from None
-    return text
 
 
 # joins the cluster in a child process, so that a connection that hangs can be ended at the deadline

@@ -24,19 +24,20 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.utils import _pair
 
-from .attacks import attack_class, build_attack
-from .checkpoints import CheckpointCache, CheckpointError, EpochCheckpoint, load_state
-from .config import DEFAULT_FIT_SAMPLES
-from .config.schema import MaskingCfg
-from .data import ImageDataset, load_dataset_cached
+from ..attacks import attack_class, build_attack
+from ..config import DEFAULT_FIT_SAMPLES
+from ..config.schema import MaskingCfg
+from ..config.training import TrainSettings
+from ..data import ImageDataset, load_dataset_cached
+from ..models import Normalized, count_flops, count_params, create_model
+from ..models.checkpoints import CheckpointCache, CheckpointError, EpochCheckpoint, load_checkpoint, load_state
+from ..nn import WindowedConv2d, WindowSpec
+from ..runtime import predict, resolve_device
+from ..stats import metric_intervals
+from ..store import now
 from .deadline import Deadline
-from .models import Normalized, count_flops, count_params, create_model
-from .models.checkpoint_io import load_checkpoint
-from .nn import WindowedConv2d, WindowSpec
 from .plan import eval_label, train_label
-from .stats import metric_intervals
-from .store import now
-from .train import TrainSettings, predict, resolve_device, train_model
+from .training import train_model
 
 ERROR_CHARS = 300  # a failed cell's one-line error is cut to this; its full traceback is stored
 
@@ -218,7 +219,7 @@ def fit_split(attack, data: ImageDataset, n_attacked: int, fit_samples: int) -> 
 
 def sanity_checks(kind: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, result, device: torch.device) -> list[str]:
     """Checks from "On Evaluating Adversarial Robustness"; failures are flagged, never hidden."""
-    from .attacks.pgd import pgd
+    from ..attacks.pgd import pgd
 
     flags: list[str] = list(result.info.get("flags", []))  # the attack's own, e.g. a convergence flag
     samples = result.samples

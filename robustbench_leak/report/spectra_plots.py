@@ -1,7 +1,7 @@
 """Perturbation spectra in reports: the mean spectrum per model, and the paired high-frequency question.
 
 The spectra come from a minimum-norm cell's ``info["spectrum"]`` and per-image ``hf_share`` samples
-(definitions in ``robustbench_leak.spectra``).
+(definitions in ``robustbench_leak.perturbation_spectra``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import seaborn as sns
 
-from ..spectra import HALF_NYQUIST
+from ..perturbation_spectra import HALF_NYQUIST
 from .figures import Figure, grid, save, shared_legend, style
 
 HF_QUESTION = ("Are the minimal perturbations of windowed models lower-frequency than those of plain 7x7? "

@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from .config import Config, canonical_hash
-from .config.schema import MaskingCfg
-from .train import weight_settings
+from ..config import Config, canonical_hash
+from ..config.schema import MaskingCfg
+from ..config.training import weight_settings
 
 WEIGHTS_VERSION = 1  # bump when a code change alters what the same spec trains to
 
@@ -45,7 +45,7 @@ def eval_key(task: dict[str, Any]) -> str:
 
 def checks_masking(kind: str, engine: str) -> bool:
     """Whether the attack's cells run the gradient-masking checks (the minnorm ensemble)."""
-    from .attacks import attack_class
+    from ..attacks import attack_class
 
     return hasattr(attack_class(kind, engine), "check_masking")
 

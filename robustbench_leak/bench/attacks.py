@@ -24,13 +24,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attacks import build_attack
-from .attacks.native_spatial import art_grid, grid_predictions
-from .outputs import check_out_file
-from .provenance import provenance
-from .data import ImageDataset
-from .train import (AugmentDraws, TrainSettings, apply_augment, make_optimizer, numerics, resolve_device,
-                    resolve_precision, train_model)
+from ..attacks import build_attack
+from ..attacks.native_spatial import art_grid, grid_predictions
+from ..config.training import TrainSettings
+from ..data import ImageDataset
+from ..outputs import check_out_file
+from ..run.provenance import provenance
+from ..run.training import AugmentDraws, apply_augment, make_optimizer, train_model
+from ..runtime import numerics, resolve_device, resolve_precision
 
 Log = Callable[[str], None]
 DEEPFOOL = {"max_iter": 50, "overshoot": 0.02, "nb_grads": 10}
@@ -106,7 +107,7 @@ def _agreement(ref: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> tupl
 def native_deepfool_params(config_path: str) -> dict[str, dict[str, Any]]:
     """The native engine as users get it (the ``deepfool`` preset) and exact (``deepfool-exact``), at ART's
     ``max_iter``/``overshoot``/``nb_grads``."""
-    from .config import load_preset, preset_dirs
+    from ..config import load_preset, preset_dirs
 
     out = {}
     for name in ("deepfool", "deepfool-exact"):
@@ -147,7 +148,7 @@ def bench_superdeepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, devi
                         deepfool_params: dict[str, Any]) -> dict[str, Any]:
     """The ``superdeepfool`` preset's speed and norms next to the native DeepFool as users get it, on the same
     images; with adv-lib installed, its ``sdf`` too (the reference the CI matches image by image)."""
-    from .attacks import attack_class
+    from ..attacks import attack_class
 
     params = attack_class("superdeepfool").defaults
     t_sdf, sdf = _timed(lambda: build_attack("superdeepfool", **params).run(model, x, y, device, progress=False),
@@ -278,8 +279,9 @@ def run_bench(out: str | Path, config_path: str, model_name: str, n_images: int 
               log: Log = print, device_name: str | None = None, n_train: int | None = None) -> dict[str, Any]:
     """Measure everything on ``device_name`` (auto, cpu, cuda; None: the config's device) and write JSON to
     ``out`` (a file path, or an existing folder to hold bench.json)."""
-    from .config import load_config
-    from .runner import build_model, ensure_model, get_dataset, plan
+    from ..config import load_config
+    from ..run.cells import build_model, ensure_model, get_dataset
+    from ..run.plan import plan
 
     out = output_path(str(out))
     if n_train is not None and n_train < 1:

@@ -25,12 +25,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from .bench import _sync, output_path, plain_epoch
-from .data import ImageDataset, load_dataset
-from .models import Normalized, create_model
-from .packed import train_packed
-from .provenance import provenance
-from .train import TrainSettings, resolve_channels_last, resolve_device, resolve_precision, train_model
+from ..config.training import TrainSettings
+from ..data import ImageDataset, load_dataset
+from ..models import Normalized, create_model
+from ..run.packed import train_packed
+from ..run.provenance import provenance
+from ..run.training import train_model
+from ..runtime import resolve_channels_last, resolve_device, resolve_precision
+from .attacks import _sync, output_path, plain_epoch
 
 Log = Callable[[str], None]
 # dense (no sparsity) peaks from the vendors' spec sheets, TFLOP/s, by a substring of the device name;

@@ -14,13 +14,14 @@ import json
 import time
 from typing import Any, Callable, Sequence
 
+from ..config.training import weight_settings
+from ..models.checkpoints import EpochCheckpoint
+from ..runtime import resolve_device
+from ..store import now
 from .cells import _cache, build_model, get_dataset, task_settings
-from .checkpoints import EpochCheckpoint
 from .deadline import Deadline
 from .packed import AUTO_GAIN, AUTO_MAX, packed_speedup, signature, train_packed
 from .plan import train_label
-from .store import now
-from .train import resolve_device, weight_settings
 
 Log = Callable[[str], None]
 

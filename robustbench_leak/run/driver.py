@@ -16,16 +16,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .checkpoints import default_cache_dir
-from .config import Config
+from ..config import Config
+from ..models.checkpoints import default_cache_dir
+from ..runtime import resolve_device
+from ..store import STORE_NAME, Store
 from .deadline import Deadline, TimeLimitReached
 from .executor import Executor, Job, LocalExecutor, Outcome
-from .outlock import locked_out_dir
+from .lock import locked_out_dir
 from .plan import cell_label, eval_label, interleave, plan, run_cell_rows, train_label
 from .progress import CellProgress
 from .provenance import provenance
-from .store import STORE_NAME, Store
-from .train import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def check_merge_sources(config: Config, merge_from: Sequence[str | Path]) -> Non
 def _run_locked(config: Config, out: Path, executor: Executor, progress: bool, log: Log,
                 formats: Sequence[str] | None, merge_from: Sequence[str | Path] = (),
                 deadline: Deadline | None = None) -> Path:
-    from .leaderboard import FORMATS, write_outputs
+    from ..report.leaderboard import FORMATS, write_outputs
 
     device = resolve_device(config.run.device)
     prov = provenance(device)

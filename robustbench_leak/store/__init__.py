@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from urllib.parse import quote
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd

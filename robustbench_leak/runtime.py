@@ -1,0 +1,140 @@
+"""The runtime floor: the device, float formats, compilation and inference every layer above shares.
+
+Imports only torch. The device of a run is resolved once (``resolve_device``) and passed down; attacks,
+training and the bench all predict with ``predict`` and set float formats with ``numerics``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
+COMPILE_MODES = ("none", "torch", "cudagraph", "max-autotune")
+CHANNELS_LAST = ("auto", "true", "false")
+RESIDENT_SHARE = 0.5  # the data may take at most this share of the device's free memory to stay resident
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} was asked for but CUDA is not available; use device: auto or cpu")
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` per device: fp32 on the CPU; on CUDA ``tf32-conv`` (TF32 convolutions, fp32 matmuls: PyTorch's
+    own default, so weights trained before this option existed keep their keys). Not bf16: cuDNN's 7x7
+    bf16 kernels are slower than TF32 on an H100."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"training.precision: must be one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "tf32-conv" if device.type == "cuda" else "fp32"
+    if precision == "tf32" and device.type != "cuda":
+        raise ValueError(f"training.precision: tf32 needs a CUDA device (training on {device.type}); use auto or fp32")
+    return precision
+
+
+@contextmanager
+def numerics(device: torch.device, precision: str, deterministic: bool) -> Iterator[None]:
+    """Set the float formats and determinism flags for one training run; restore them afterwards."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic, cudnn.benchmark,
+             torch.are_deterministic_algorithms_enabled())
+    try:
+        if device.type == "cuda":
+            cudnn.allow_tf32 = precision in ("tf32", "tf32-conv", "bf16")
+            matmul.allow_tf32 = precision in ("tf32", "bf16")
+            if deterministic:
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be deterministic
+                cudnn.deterministic, cudnn.benchmark = True, False
+            else:  # a training runs thousands of steps of few shapes: cuDNN's autotuning pays for itself
+                cudnn.benchmark = True
+        if deterministic:
+            torch.use_deterministic_algorithms(True)
+        yield
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic, cudnn.benchmark = saved[:4]
+        torch.use_deterministic_algorithms(saved[4])
+
+
+def compiled(model: nn.Module, mode: str, device: torch.device) -> nn.Module:
+    """``model`` itself, or compiled for training steps (it shares the parameters)."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"training.compile: must be one of {', '.join(COMPILE_MODES)}")
+    if mode == "none":
+        return model
+    if mode == "cudagraph" and device.type != "cuda":
+        raise ValueError(f"training.compile: cudagraph needs a CUDA device (training on {device.type}); "
+                         "use none or torch")
+    if not hasattr(torch, "compile"):
+        raise ValueError("training.compile: this torch has no torch.compile; use compile: none")
+    if device.type == "cuda":
+        try:
+            import triton  # noqa: F401  (inductor's GPU code generator)
+        except ImportError:
+            raise ValueError("training.compile: torch.compile on CUDA needs triton, which is not installed; "
+                             "use compile: none") from None
+    return torch.compile(model, mode={"cudagraph": "reduce-overhead", "max-autotune": "max-autotune"}.get(mode))
+
+
+def resolve_channels_last(value: str, device: torch.device, deterministic: bool) -> bool:
+    """``auto``: on CUDA unless deterministic (cuDNN's tensor-core convolutions work on NHWC; the others
+    would transpose each layer); never on the CPU, where it would change the float order of every result."""
+    value = str(value).lower()
+    if value not in CHANNELS_LAST:
+        raise ValueError(f"training.channels_last: {value!r}: must be one of {', '.join(CHANNELS_LAST)}")
+    if value == "auto":
+        return device.type == "cuda" and not deterministic
+    return value == "true"
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 512) -> torch.Tensor:
+    """Predicted labels (on the CPU) for images ``x``, in eval mode; one wait for the device at the end."""
+    model.eval()
+    preds = [model(x[i:i + batch_size].to(device, non_blocking=True)).argmax(1) for i in range(0, len(x), batch_size)]
+    return torch.cat(preds).cpu() if preds else torch.empty(0, dtype=torch.long)
+
+
+@torch.no_grad()
+def count_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+                  batch_size: int = 512) -> torch.Tensor:
+    """Number of correctly classified images, as a tensor on ``device`` (no wait for the device)."""
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    for i in range(0, len(x), batch_size):
+        pred = model(x[i:i + batch_size].to(device, non_blocking=True)).argmax(1)
+        correct += (pred == y[i:i + batch_size].to(device, non_blocking=True)).sum()
+    return correct
+
+
+def fits_on_device(tensors: list[torch.Tensor], device: torch.device) -> bool:
+    """Whether ``tensors`` may stay resident on ``device``: always on the CPU; on CUDA when they take at most
+    ``RESIDENT_SHARE`` of its free memory."""
+    if not all(isinstance(t, torch.Tensor) for t in tensors):
+        return False  # a lazily decoded image set (ImageNet folders) is read batch by batch
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return sum(t.numel() * t.element_size() for t in tensors) <= RESIDENT_SHARE * free
+
+
+def resident(tensors: list[torch.Tensor], device: torch.device) -> tuple[list[torch.Tensor], bool]:
+    """``tensors`` moved to ``device`` if they fit there, else kept where they are (pinned, on CUDA); and
+    whether they moved."""
+    if fits_on_device(tensors, device):
+        return [t.to(device) for t in tensors], True
+    return [t.pin_memory() if device.type == "cuda" and isinstance(t, torch.Tensor) else t for t in tensors], False
+
+
+def show_progress(progress: bool) -> bool:
+    """A progress bar only for a person watching: asked for, and stdout is a terminal."""
+    return progress and sys.stdout.isatty()
