@@ -17,20 +17,14 @@ from .run.lock import OutDirLocked
 
 def _cmd_run(args: argparse.Namespace) -> None:
     from .config import load_config
-    from .run.driver import run_config
+    from .pipeline import run_config
     from .store import STORE_NAME, check_store_file
 
-    config = load_config(args.config, engine=args.engine)
-    if args.executor:
-        config.run.executor = args.executor
-        if args.executor == "local":
-            config.run.address = None  # run here, whatever cluster the config names
-    if args.address:
-        config.run.address = args.address
-    if args.connect_timeout is not None:
-        config.run.connect_timeout = args.connect_timeout
-    if args.seeds is not None:
-        config.run.seeds = _seed_subset(args.seeds, config.run.seeds, args.config)
+    from .config.overrides import with_overrides
+
+    config = with_overrides(load_config(args.config, engine=args.engine),
+                            seeds=None if args.seeds is None else _seed_list(args.seeds, "--seeds"),
+                            executor=args.executor, address=args.address, connect_timeout=args.connect_timeout)
     out = Path(args.out) if args.out else Path("runs") / config.name
     check_out_dir(out, "--out")
     check_store_file(out / STORE_NAME)
@@ -90,15 +84,6 @@ def _seed_list(text: str, flag: str) -> list[int]:
     if not all(p.isdigit() and len(p) <= 12 for p in parts):
         raise ValueError(f"{flag}: {text[:60]!r}: expected comma-separated seeds (non-negative integers), e.g. 0,3")
     return list(dict.fromkeys(int(p) for p in parts))
-
-
-def _seed_subset(text: str, seeds: list[int], config_path: str) -> list[int]:
-    """``--seeds 0,3``: a subset of the config's seeds (a shard of its grid, merged later with --merge)."""
-    chosen = _seed_list(text, "--seeds")
-    unknown = [s for s in chosen if s not in seeds]
-    if unknown:
-        raise ValueError(f"--seeds: {unknown[0]} is not among {config_path}'s seeds {seeds}")
-    return chosen
 
 
 def _merge_source(path: str, out: Path) -> Path:

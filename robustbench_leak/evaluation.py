@@ -104,7 +104,7 @@ def evaluate(model: nn.Module, dataset: str | dict[str, Any] = "fashion-mnist",
     from .config import load_config
     from .outputs import check_out_dir
     from .results import load_results
-    from .run.driver import run_config
+    from .pipeline import run_config
     from .run.executor import LocalExecutor
 
     if not isinstance(model, nn.Module):

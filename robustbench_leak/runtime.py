@@ -6,6 +6,7 @@ training and the bench all predict with ``predict`` and set float formats with `
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from contextlib import contextmanager
@@ -20,7 +21,9 @@ CHANNELS_LAST = ("auto", "true", "false")
 RESIDENT_SHARE = 0.5  # the data may take at most this share of the device's free memory to stay resident
 
 
+@functools.lru_cache(maxsize=None)
 def resolve_device(name: str = "auto") -> torch.device:
+    """The device a config's ``device:`` names, resolved once per process (``auto``: CUDA when available)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)

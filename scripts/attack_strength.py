@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     from robustbench_leak.config import load_config
     from robustbench_leak.run.cells import ensure_model, get_dataset
     from robustbench_leak.run.plan import plan
+    from robustbench_leak.run.tasks import RunContext
 
     sys.modules.setdefault("visdom", types.ModuleType("visdom"))
     try:
@@ -99,15 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, dict[str, float]]] = {}
     models = []
     for task in trains:
-        model, _ = ensure_model(task, {"device": "cpu", "cache_dir": None, "progress": False}, log=lambda s: None)
+        model, _ = ensure_model(task, RunContext(device_name="cpu", progress=False), log=lambda s: None)
         model.eval().requires_grad_(False)
-        data = get_dataset(task["dataset"])
+        data = get_dataset(task.dataset)
         x, y = data.test_x[:args.n], data.test_y[:args.n]
-        models.append(task["model"])
+        models.append(task.model)
         for name, attack in attacks(adv_lib).items():
-            results.setdefault(name, {})[task["model"]] = measure(model, x, y, attack)
-            r = results[name][task["model"]]
-            print(f"{task['model']:16s} {name:52s} success {r['success']:6.1%} median {r['median']:.3f} "
+            results.setdefault(name, {})[task.model] = measure(model, x, y, attack)
+            r = results[name][task.model]
+            print(f"{task.model:16s} {name:52s} success {r['success']:6.1%} median {r['median']:.3f} "
                   f"passes {r['passes']:.0f}", file=sys.stderr)
     head = " | ".join(f"{m}: success, median L2, passes" for m in models)
     lines = [f"| attack | {head} |", "|---|" + "---|" * len(models)]

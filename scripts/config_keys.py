@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from robustbench_leak.config import load_config  # noqa: E402
-from robustbench_leak.run.plan import cell_label, plan  # noqa: E402
+from robustbench_leak.run.plan import plan  # noqa: E402
+from robustbench_leak.run.tasks import cell_label  # noqa: E402
 
 
 def config_keys(configs: list[Path]) -> dict[str, dict[str, str]]:
@@ -33,7 +34,7 @@ def config_keys(configs: list[Path]) -> dict[str, dict[str, str]]:
         except (ValueError, OSError) as exc:
             unplanned[name] = str(exc).splitlines()[0][:200]
             continue
-        out[name] = {cell_label(t): t["key"] for t in [*trains, *evals]}
+        out[name] = {cell_label(t): t.key for t in [*trains, *evals]}
     if unplanned:
         out["unplanned"] = unplanned
     return out

@@ -14,6 +14,7 @@ from robustbench_leak.config.training import TrainSettings
 from robustbench_leak.data import load_dataset
 from robustbench_leak.models import Normalized, create_model
 from robustbench_leak.run.training import train_model
+from robustbench_leak.run.tasks import RunContext
 
 CPU = torch.device("cpu")
 INF = np.inf
@@ -185,7 +186,7 @@ def test_masking_config_entry(tmp_path):
         path.write_text(base + extra)
         cfg = load_config(path)
         _, evals = plan(cfg)
-        keys[name] = [e["key"] for e in evals]
+        keys[name] = [e.key for e in evals]
         if name == "off":
             assert cfg.run.masking.enabled is False and evals[1]["masking"]["enabled"] is False
     assert keys["default"] == keys["explicit"]  # the defaults, written or not, keep the stored cells' keys
@@ -209,7 +210,7 @@ def test_eval_cell_runs_the_masking_checks_unless_turned_off(tmp_path, masking):
                     "attacks: [{preset: minnorm, n_samples: 8, params: {ddn_steps: 4, fmn_steps: 4, budget: 30}}]\n"
                     + masking)
     trains, evals = plan(load_config(path))
-    ctx = {"device": "cpu", "cache_dir": str(tmp_path / "cache"), "progress": False}
+    ctx = RunContext(device_name="cpu", cache_dir=str(tmp_path / "cache"), progress=False)
     _, weights = train_cell(trains[0], ctx, record=False)
     cell = eval_cell(evals[0], ctx, weights)["cell"]
     if masking:

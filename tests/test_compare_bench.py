@@ -11,7 +11,7 @@ from robustbench_leak.config import load_config
 from robustbench_leak.data import load_dataset
 from robustbench_leak.report.compare import compare_models
 from robustbench_leak.run.cells import fit_split
-from robustbench_leak.run.driver import run_config
+from robustbench_leak.pipeline import run_config
 
 
 @pytest.fixture(scope="module")

@@ -207,7 +207,7 @@ def test_attack_version_enters_only_revised_cells_keys():
         stored = {key for (key,) in db.execute("SELECT cell_key FROM cells WHERE kind = 'eval'")}
     finally:
         db.close()
-    assert evals and {e["key"] for e in evals} <= stored
-    assert all("version" not in e["attack"] for e in evals)
+    assert evals and {e.key for e in evals} <= stored
+    assert all("version" not in e.attack for e in evals)
     revised = {(cls.kind, cls.engine): cls.version for cls in list_attacks() if cls.version != 1}
     assert revised == {("fmn", "native"): 2, ("minnorm", "native"): 2}

@@ -8,7 +8,7 @@ import pytest
 
 from robustbench_leak.cli import main
 from robustbench_leak.config import load_config
-from robustbench_leak.run.driver import run_config
+from robustbench_leak.pipeline import run_config
 from robustbench_leak.run.executor import LocalExecutor
 from robustbench_leak.run.plan import plan
 
@@ -124,7 +124,7 @@ def test_corrupt_cached_checkpoint_is_moved_aside_and_retrained(tiny_config, tmp
     config = load_config(tiny_config)
     trains, _ = plan(config)
     cache.mkdir()
-    (cache / f"{trains[0]['key']}.pt").write_bytes(b"<html>not a checkpoint</html>")
+    (cache / f"{trains[0].key}.pt").write_bytes(b"<html>not a checkpoint</html>")
     lines: list[str] = []
     run_config(config, tmp_path / "out", progress=False, log=lines.append)
     assert len(list(cache.glob("*.bad-*"))) == 1  # kept for inspection, not deleted
@@ -135,9 +135,9 @@ def test_plan_keys(tiny_config):
     config = load_config(tiny_config)
     trains, evals = plan(config)
     assert len(trains) == 2 and len(evals) == 6
-    assert len({t["key"] for t in trains}) == 2 and len({e["key"] for e in evals}) == 6
+    assert len({t.key for t in trains}) == 2 and len({e.key for e in evals}) == 6
     # the test split does not change what the weights are
     config.run.datasets[0].test_subset = 10
     trains2, evals2 = plan(config)
-    assert [t["key"] for t in trains2] == [t["key"] for t in trains]
-    assert {e["key"] for e in evals2}.isdisjoint({e["key"] for e in evals})
+    assert [t.key for t in trains2] == [t.key for t in trains]
+    assert {e.key for e in evals2}.isdisjoint({e.key for e in evals})

@@ -10,7 +10,8 @@ import pytest
 
 from robustbench_leak.cli import main
 from robustbench_leak.config import load_config
-from robustbench_leak.run.driver import CellsFailed, run_config
+from robustbench_leak.pipeline import run_config
+from robustbench_leak.run.driver import CellsFailed
 from robustbench_leak.run.lock import LOCK_NAME, OutDirLocked, locked_out_dir
 from robustbench_leak.store import Store
 

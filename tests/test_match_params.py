@@ -11,7 +11,7 @@ import pytest
 from robustbench_leak.config import ConfigError, load_config
 from robustbench_leak.models import count_params, create_model
 from robustbench_leak.models.match import match_width
-from robustbench_leak.run.driver import run_config
+from robustbench_leak.pipeline import run_config
 from robustbench_leak.run.plan import plan
 
 CONFIG = """
@@ -55,7 +55,7 @@ def test_match_resolved_in_options_and_reported_in_store(tmp_path):
                                      "dataset": "synthetic"}
     # the resolved multiplier is part of the options, hence of the checkpoint cache key
     trains, _ = plan(config)
-    assert trains[1]["options"]["width_multiplier"] == wm
+    assert trains[1].options["width_multiplier"] == wm
     lines: list[str] = []
     out = run_config(config, tmp_path / "out", progress=False, log=lines.append)
     rows = dict(sqlite3.connect(out / "results.sqlite").execute("SELECT options, extra FROM models").fetchall())

@@ -13,7 +13,7 @@ import yaml
 from robustbench_leak.config import load_config
 from robustbench_leak.data.cifar import write_batch
 from robustbench_leak.data.idx import write_idx
-from robustbench_leak.run.driver import run_config
+from robustbench_leak.pipeline import run_config
 
 REPO = Path(__file__).resolve().parent.parent
 RNG = np.random.default_rng(0)
@@ -130,12 +130,12 @@ def test_paper_fashion_mnist_gpu_scale(tmp_path, monkeypatch):
     from robustbench_leak.run.plan import plan
 
     trains, _ = plan(load_config(REPO / "configs" / "paper-fashion-mnist-gpu.yaml"))
-    by_name = {t["model"]: t for t in trains if t["seed"] == 0}
-    assert by_name["cnn-3x3"]["options"]["width"] == 128 and by_name["cnn-3x3"]["options"]["n_layers"] == 6
+    by_name = {t.model: t for t in trains if t.seed == 0}
+    assert by_name["cnn-3x3"].options["width"] == 128 and by_name["cnn-3x3"].options["n_layers"] == 6
 
     def n_params(name: str) -> int:
         with torch.device("meta"):
-            return count_params(create_model(by_name[name]["arch"], 10, 1, **by_name[name]["options"]))
+            return count_params(create_model(by_name[name].arch, 10, 1, **by_name[name].options))
 
     assert abs(n_params("cnn-7x7-hamming-matched") / n_params("cnn-3x3") - 1) <= 0.02
     assert n_params("cnn-7x7") > 4 * n_params("cnn-3x3")

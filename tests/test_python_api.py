@@ -14,7 +14,7 @@ from conftest import REPO
 
 import robustbench_leak as rb
 from robustbench_leak.config import load_config
-from robustbench_leak.run.driver import run_config
+from robustbench_leak.pipeline import run_config
 from robustbench_leak.run.executor import LocalExecutor
 
 DATA = {"name": "synthetic", "n_train": 32, "n_test": 64}

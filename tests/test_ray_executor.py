@@ -10,7 +10,8 @@ import ray
 import torch
 
 from robustbench_leak.config import load_config
-from robustbench_leak.run.driver import CellsFailed, run_config
+from robustbench_leak.pipeline import run_config
+from robustbench_leak.run.driver import CellsFailed
 from robustbench_leak.run.ray_executor import KILL_DIR_ENV, RayExecutor
 
 GRID = """
@@ -121,14 +122,15 @@ def test_raising_cell_is_reported_and_the_rest_completes(ray_cluster, tmp_path):
 def test_resource_requests(repo):
     from robustbench_leak.run.plan import plan
     from robustbench_leak.run.ray_executor import SMALL_MODEL_GPU_SHARE, gpu_share
+    from robustbench_leak.run.tasks import RunContext
 
     quick, _ = plan(load_config(repo / "configs" / "quickstart.yaml"))
     paper, _ = plan(load_config(repo / "configs" / "paper-fashion-mnist-gpu.yaml"))
     assert {gpu_share(t) for t in quick} == {SMALL_MODEL_GPU_SHARE}  # CPU-scale models share a GPU
     assert {gpu_share(t) for t in paper} == {1.0}  # paper-scale ones (2.7M to 14.5M parameters) get one each
     executor = RayExecutor(cpus_per_cell=2)
-    assert executor.resources(paper[0], {"device": "auto"}, gpus=8) == {"num_cpus": 1, "num_gpus": 1.0}
-    assert executor.resources(paper[0], {"device": "cpu"}, gpus=8) == {"num_cpus": 2, "num_gpus": 0}
-    assert executor.resources(paper[0], {"device": "auto"}, gpus=0) == {"num_cpus": 2, "num_gpus": 0}
+    assert executor.resources(paper[0], RunContext(device_name="auto"), gpus=8) == {"num_cpus": 1, "num_gpus": 1.0}
+    assert executor.resources(paper[0], RunContext(device_name="cpu"), gpus=8) == {"num_cpus": 2, "num_gpus": 0}
+    assert executor.resources(paper[0], RunContext(device_name="auto"), gpus=0) == {"num_cpus": 2, "num_gpus": 0}
     with pytest.raises(ValueError, match="max_retries"):
         RayExecutor(max_retries=-1)

@@ -31,7 +31,7 @@ from ..data import ImageDataset
 from ..outputs import check_out_file
 from ..run.provenance import provenance
 from ..run.training import AugmentDraws, apply_augment, make_optimizer, train_model
-from ..runtime import numerics, resolve_device, resolve_precision
+from ..runtime import numerics, resolve_precision
 
 Log = Callable[[str], None]
 DEEPFOOL = {"max_iter": 50, "overshoot": 0.02, "nb_grads": 10}
@@ -282,6 +282,7 @@ def run_bench(out: str | Path, config_path: str, model_name: str, n_images: int 
     from ..config import load_config
     from ..run.cells import build_model, ensure_model, get_dataset
     from ..run.plan import plan
+    from ..run.tasks import RunContext
 
     out = output_path(str(out))
     if n_train is not None and n_train < 1:
@@ -289,21 +290,21 @@ def run_bench(out: str | Path, config_path: str, model_name: str, n_images: int 
 
     config = load_config(config_path)
     trains, _ = plan(config)
-    matches = [t for t in trains if t["model"] == model_name]
+    matches = [t for t in trains if t.model == model_name]
     if not matches:
         raise ValueError(f"{config_path}: no model named {model_name!r}; models: "
-                         f"{', '.join(sorted({t['model'] for t in trains}))}")
+                         f"{', '.join(sorted({t.model for t in trains}))}")
     task = matches[0]
     device_name = device_name or config.run.device
-    ctx = {"device": device_name, "cache_dir": config.run.cache_dir, "progress": False}
+    ctx = RunContext(device_name=device_name, cache_dir=config.run.cache_dir, progress=False)
     model, _ = ensure_model(task, ctx, log)
-    device = resolve_device(device_name)
+    device = ctx.device
     model.to(device).eval().requires_grad_(False)
-    data = get_dataset(task["dataset"])
+    data = get_dataset(task.dataset)
     x, y = data.test_x[:n_images], data.test_y[:n_images]
     torch.manual_seed(0)
-    results: dict[str, Any] = {"config": config_path, "model": model_name, "dataset": task["dataset"]["name"],
-                               "device": str(device), "checkpoint_key": task["key"],
+    results: dict[str, Any] = {"config": config_path, "model": model_name, "dataset": task.dataset["name"],
+                               "device": str(device), "checkpoint_key": task.key,
                                **plain_throughput(model, x, device)}
     log(f"plain: forward {results['forward_images_per_s']:.0f} img/s, forward+backward "
         f"{results['forward_backward_images_per_s']:.0f} img/s")
@@ -311,8 +312,7 @@ def run_bench(out: str | Path, config_path: str, model_name: str, n_images: int 
     results["deepfool"] = bench_deepfool(model, x, y, device, log, deepfool_params)
     results["superdeepfool"] = bench_superdeepfool(model, x, y, device, log, deepfool_params["deepfool"])
     results["spatial"] = bench_spatial(model, x[:n_spatial], y[:n_spatial], device, log)
-    settings = TrainSettings(**{**task["training"], "milestones": tuple(task["training"]["milestones"])})
-    results["training"] = bench_training(lambda: build_model(task, data), data, settings, device, log, n_train)
+    results["training"] = bench_training(lambda: build_model(task, data), data, task.training, device, log, n_train)
     results["targets"] = {
         "deepfool_native_vs_art_at_least_20x": results["deepfool"]["native_vs_art"] >= 20,
         "deepfool_agreement_at_least_99pct": results["deepfool"]["fooled_agreement"] >= 0.99,

@@ -44,7 +44,7 @@ def _largest_difference(a: dict[tuple[str, str], float | None], b: dict[tuple[st
 
 def _timed_run(config_path: str, out: Path, executor: Any, log: Log) -> float:
     from ..config import load_config
-    from ..run.driver import run_config
+    from ..pipeline import run_config
 
     config = load_config(config_path)
     config.run.cache_dir = str(out.parent / f"cache-{out.name}")  # empty: every model is trained

@@ -1,13 +1,11 @@
 """Cells: what one grid cell computes, as a pure function of its spec that returns records.
 
-A train cell loads its model from the checkpoint cache, or from a ``checkpoint:`` file, or trains it
-(and caches it); it returns the model's record and its weights (a CPU state dict). An eval cell gets
-those weights from its train cell (or, when given none, from the checkpoint cache) and never trains; it
-returns metrics, per-sample arrays, flags and timing. No cell opens the results store: the driver
-writes what cells return, so cells can run in any process, on any machine, in parallel.
-
-``ctx`` carries what every cell of a run shares: ``device`` (the config's string), ``cache_dir`` (an
-absolute path, or None for this machine's default) and ``progress`` (progress bars).
+A train cell (``TrainTask``) loads its model from the checkpoint cache, or from a ``checkpoint:`` file,
+or trains it (and caches it); it returns the model's record and its weights (a CPU state dict). An eval
+cell (``EvalTask``) gets those weights from its train cell (or, when given none, from the checkpoint
+cache) and never trains; it returns metrics, per-sample arrays, flags and timing. No cell opens the
+results store: the driver writes what cells return, so cells can run in any process, on any machine,
+in parallel. ``ctx`` (``RunContext``) carries what every cell of a run shares.
 """
 
 from __future__ import annotations
@@ -25,18 +23,16 @@ import torch.nn as nn
 from torch.nn.modules.utils import _pair
 
 from ..attacks import attack_class, build_attack
+from ..attacks.masking import MaskingSettings
 from ..config import DEFAULT_FIT_SAMPLES
-from ..config.schema import MaskingCfg
-from ..config.training import TrainSettings
 from ..data import ImageDataset, load_dataset_cached
 from ..models import Normalized, count_flops, count_params, create_model
 from ..models.checkpoints import CheckpointCache, CheckpointError, EpochCheckpoint, load_checkpoint, load_state
 from ..nn import WindowedConv2d, WindowSpec
-from ..runtime import predict, resolve_device
+from ..runtime import predict
 from ..stats import metric_intervals
 from ..store import now
-from .deadline import Deadline
-from .plan import eval_label, train_label
+from .tasks import EvalTask, RunContext, TrainTask
 from .training import train_model
 
 ERROR_CHARS = 300  # a failed cell's one-line error is cut to this; its full traceback is stored
@@ -56,10 +52,12 @@ def get_dataset(spec: dict[str, Any]) -> ImageDataset:
     return load_dataset_cached(spec)
 
 
-def build_model(task: dict[str, Any], data: ImageDataset) -> nn.Module:
-    torch.manual_seed(task["seed"])  # the seed fixes the initial weights as well as the data order
-    net = create_model(task["arch"], data.num_classes, data.in_chans, **task["options"])
-    if task["dataset"]["normalize"]:
+def build_model(task: TrainTask, data: ImageDataset) -> nn.Module:
+    # the seed fixes the initial weights as well as the data order; layers initialise from torch's global
+    # generator, so seeding it is the one way to fix them (timm and torchvision models alike)
+    torch.manual_seed(task.seed)
+    net = create_model(task.arch, data.num_classes, data.in_chans, **task.options)
+    if task.dataset["normalize"]:
         return Normalized(net, data.mean, data.std)
     return Normalized(net, (0.0,) * data.in_chans, (1.0,) * data.in_chans)
 
@@ -89,24 +87,24 @@ def _flops_cached(arch: str, options_json: str, num_classes: int, input_shape: t
     return count_flops(net, input_shape)
 
 
-def _cache(ctx: dict[str, Any]) -> CheckpointCache:
-    return CheckpointCache(Path(ctx["cache_dir"]) if ctx.get("cache_dir") else None)
+def checkpoint_cache(ctx: RunContext) -> CheckpointCache:
+    return CheckpointCache(Path(ctx.cache_dir) if ctx.cache_dir else None)
 
 
-def ensure_model(task: dict[str, Any], ctx: dict[str, Any], log: Log = print,
+def ensure_model(task: TrainTask, ctx: RunContext, log: Log = print,
                  announce_cache: bool = True, fresh: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """The trained model of a train task: loaded from the cache, or trained and cached now. ``fresh``: the
-    cached weights were trained moments ago for this run (in a pack, ``packing.py``), not reused.
+    cached weights were trained moments ago for this run (in a pack, ``run/packing.py``), not reused.
 
     Only train cells (and ``rbleak bench``) call this; eval cells never train."""
-    device = resolve_device(ctx["device"])
-    data = get_dataset(task["dataset"])
+    device = ctx.device
+    data = get_dataset(task.dataset)
     model = build_model(task, data)
-    cache = _cache(ctx)
-    meta = None if task.get("checkpoint") else cache.load(task["key"], model)
-    label = train_label(task)
-    if task.get("checkpoint"):
-        info = load_checkpoint(model, task["checkpoint"]["path"])
+    cache = checkpoint_cache(ctx)
+    meta = None if task.checkpoint else cache.load(task.key, model)
+    label = task.label
+    if task.checkpoint:
+        info = load_checkpoint(model, task.checkpoint["path"])
         if announce_cache:
             log(f"[load] {label}: loaded {info.path} ({info.describe()}); no training")
         return model.to(device).eval(), {"loaded_from_cache": False, "loaded_checkpoint": info.path,
@@ -116,12 +114,12 @@ def ensure_model(task: dict[str, Any], ctx: dict[str, Any], log: Log = print,
         return model.to(device).eval(), meta
     if meta is not None:
         if announce_cache:
-            log(f"[cache] {label}: loaded checkpoint {cache.path(task['key'])} (no retraining)")
+            log(f"[cache] {label}: loaded checkpoint {cache.path(task.key)} (no retraining)")
         meta["loaded_from_cache"] = True
         return model.to(device).eval(), meta
-    epochs = EpochCheckpoint(cache, task["key"])
+    epochs = EpochCheckpoint(cache, task.key)
     resume = epochs.load()
-    settings = task_settings(task)
+    settings = task.training
     if resume is not None:
         log(f"[resume] {label}: from its epoch checkpoint at epoch {resume['epoch']} of {settings.epochs} "
             f"({epochs.path})")
@@ -133,25 +131,20 @@ def ensure_model(task: dict[str, Any], ctx: dict[str, Any], log: Log = print,
     def save_progress(payload: dict[str, Any]) -> None:
         epochs.save({**payload, "train_seconds": earlier + time.perf_counter() - t0})
 
-    history = train_model(model, data, settings, task["seed"], device, progress=ctx.get("progress", True),
-                          desc=task["model"], resume=resume, save_progress=save_progress,
-                          deadline=Deadline.from_ctx(ctx))
+    history = train_model(model, data, settings, task.seed, device, progress=ctx.progress, desc=task.model,
+                          resume=resume, save_progress=save_progress, deadline=ctx.deadline)
     seconds = earlier + time.perf_counter() - t0
-    meta = {"spec": {k: v for k, v in task.items() if k != "key"}, "history": history, "train_seconds": seconds,
+    meta = {"spec": task.spec(), "history": history, "train_seconds": seconds,
             "trained_on": str(device), "created": now()}
     if resume is not None:
         meta["resumed_from_epoch"] = int(resume["epoch"])
-    path = cache.save(task["key"], model, meta)
+    path = cache.save(task.key, model, meta)
     epochs.drop()
     last = history[-1] if history else {}
     log(f"[train] {label}: done in {seconds:.0f}s, test accuracy {last.get('test_accuracy', float('nan')):.4f}; "
         f"saved {path}")
     meta["loaded_from_cache"] = False
     return model.eval(), meta
-
-
-def task_settings(task: dict[str, Any]) -> TrainSettings:
-    return TrainSettings(**{**task["training"], "milestones": tuple(task["training"]["milestones"])})
 
 
 def state_of(model: nn.Module) -> Weights:
@@ -161,7 +154,7 @@ def state_of(model: nn.Module) -> Weights:
 
 # ------------------------------------------------------------------------------------------------
 # train cell
-def train_cell(task: dict[str, Any], ctx: dict[str, Any], record: bool = True,
+def train_cell(task: TrainTask, ctx: RunContext, record: bool = True,
                log: Log = _quiet, fresh: bool = False) -> tuple[dict[str, Any] | None, Weights]:
     """The model of ``task`` (cached, loaded or trained now) and, when ``record``, its store records.
 
@@ -175,27 +168,27 @@ def train_cell(task: dict[str, Any], ctx: dict[str, Any], record: bool = True,
     weights = state_of(model)
     if not record:
         return None, weights
-    data = get_dataset(task["dataset"])
+    data = get_dataset(task.dataset)
     net = model.net
-    extra = dict(task.get("match") or {})
-    if task["training"]["epochs"] == 0 and not task.get("checkpoint"):
+    extra = dict(task.match or {})
+    if task.training.epochs == 0 and not task.checkpoint:
         extra["untrained"] = True  # its initial random weights (allow_untrained: true); tables say so
     if meta.get("packed_with"):
         extra["packed_with"] = meta["packed_with"]
-    checkpoint_path = str(_cache(ctx).path(task["key"]))
+    checkpoint_path = str(checkpoint_cache(ctx).path(task.key))
     if meta.get("loaded_checkpoint"):
         checkpoint_path = meta["loaded_checkpoint"]
-        extra.update({"checkpoint": checkpoint_path, "sha256": task["checkpoint"]["sha256"],
+        extra.update({"checkpoint": checkpoint_path, "sha256": task.checkpoint["sha256"],
                       "naming": meta["naming"], "entry": meta["entry"]})
     model_record = {
-        "arch": task["arch"], "options": task["options"], "kernel": describe_kernels(net),
-        "window": describe_window(net, task["options"]), "params": count_params(net),
-        "flops": _flops_cached(task["arch"], json.dumps(task["options"], sort_keys=True), data.num_classes,
+        "arch": task.arch, "options": task.options, "kernel": describe_kernels(net),
+        "window": describe_window(net, task.options), "params": count_params(net),
+        "flops": _flops_cached(task.arch, json.dumps(task.options, sort_keys=True), data.num_classes,
                                data.input_shape),
         "checkpoint": checkpoint_path,
         "history": meta.get("history", []), "train_seconds": meta.get("train_seconds"),
         "trained_on": meta.get("trained_on"), "extra": extra or None}
-    cell = {"spec": {k: v for k, v in task.items() if k != "key"}, "device": str(resolve_device(ctx["device"])),
+    cell = {"spec": task.spec(), "device": str(ctx.device),
             "started_at": started,
             "seconds": time.perf_counter() - t0,
             "info": {"loaded_from_cache": meta["loaded_from_cache"], "loaded_checkpoint": meta.get("loaded_checkpoint")}}
@@ -217,8 +210,10 @@ def fit_split(attack, data: ImageDataset, n_attacked: int, fit_samples: int) -> 
     return data.test_x[n_total - fit_samples:], data.test_y[n_total - fit_samples:]
 
 
-def sanity_checks(kind: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, result, device: torch.device) -> list[str]:
-    """Checks from "On Evaluating Adversarial Robustness"; failures are flagged, never hidden."""
+def sanity_checks(kind: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, result, device: torch.device,
+                  seed: int) -> list[str]:
+    """Checks from "On Evaluating Adversarial Robustness"; failures are flagged, never hidden. ``seed``: of the
+    generator the unbounded PGD check would draw a random start from (it starts at the image itself)."""
     from ..attacks.pgd import pgd
 
     flags: list[str] = list(result.info.get("flags", []))  # the attack's own, e.g. a convergence flag
@@ -231,7 +226,7 @@ def sanity_checks(kind: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                          "correctly on re-check (max_iter too low, or masked gradients)")
         idx = torch.from_numpy(np.flatnonzero(correct))
         if len(idx):
-            gen = torch.Generator().manual_seed(0)
+            gen = torch.Generator().manual_seed(seed)
             adv = torch.cat([pgd(model, x[idx[i:i + 256]].to(device), y[idx[i:i + 256]].to(device), eps=1.0,
                                  step=0.1, steps=20, norm="linf", random_start=False,
                                  gen=gen).cpu() for i in range(0, len(idx), 256)])
@@ -244,52 +239,53 @@ def sanity_checks(kind: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return flags
 
 
-def trained_model(train: dict[str, Any], ctx: dict[str, Any], weights: Weights | None) -> nn.Module:
+def trained_model(train: TrainTask, ctx: RunContext, weights: Weights | None) -> nn.Module:
     """The model of train task ``train`` with its trained weights, never training: ``weights`` from the
     train cell, else the ``checkpoint:`` file or the checkpoint cache (``CheckpointError`` when absent)."""
-    data = get_dataset(train["dataset"])
+    data = get_dataset(train.dataset)
     model = build_model(train, data)
     if weights is not None:
-        load_state(model, weights, f"weights of {train_label(train)}")
-    elif train.get("checkpoint"):
-        load_checkpoint(model, train["checkpoint"]["path"])
+        load_state(model, weights, f"weights of {train.label}")
+    elif train.checkpoint:
+        load_checkpoint(model, train.checkpoint["path"])
     else:
-        cache = _cache(ctx)
-        if cache.load(train["key"], model) is None:
-            raise CheckpointError(f"{cache.path(train['key'])}: no checkpoint of {train_label(train)}; an eval cell "
+        cache = checkpoint_cache(ctx)
+        if cache.load(train.key, model) is None:
+            raise CheckpointError(f"{cache.path(train.key)}: no checkpoint of {train.label}; an eval cell "
                                   "never trains, so its train cell must run first (or cache_dir must be shared)")
     return model
 
 
-def eval_cell(task: dict[str, Any], ctx: dict[str, Any], weights: Weights | None,
+def eval_cell(task: EvalTask, ctx: RunContext, weights: Weights | None,
               log: Log = _quiet) -> dict[str, Any]:
-    """Attack the trained model of ``task["train"]``; returns the ``cell`` record for ``Store.record_cell``
+    """Attack the trained model of ``task.train``; returns the ``cell`` record for the store's ``record_cell``
     (metrics, per-sample arrays, intervals, info with flags and timing)."""
-    device = resolve_device(ctx["device"])
-    model = trained_model(task["train"], ctx, weights)
+    device = ctx.device
+    model = trained_model(task.train, ctx, weights)
     model.to(device).eval().requires_grad_(False)
-    data = get_dataset(task["train"]["dataset"])
-    spec = task["attack"]
+    data = get_dataset(task.train.dataset)
+    spec = task.attack
     n = spec["n_samples"] or len(data.test_y)
     x, y = data.test_x[:n], data.test_y[:n]
     attack = build_attack(spec["kind"], spec["engine"], **spec["params"])
     fit = fit_split(attack, data, n, spec.get("fit_samples") or DEFAULT_FIT_SAMPLES)
-    torch.manual_seed(task["train"]["seed"])
+    # attacks draw from ``gen``; the global generator is seeded too, for engines outside the package (ART)
+    torch.manual_seed(task.seed)
     started = now()
     t0 = time.perf_counter()
-    result = attack.run(model, x, y, device, progress=ctx.get("progress", True), fit=fit)
+    result = attack.run(model, x, y, device, progress=ctx.progress, fit=fit)
     seconds = time.perf_counter() - t0
-    flags = sanity_checks(spec["kind"], model, x, y, result, device)
-    masking = MaskingCfg(**(task.get("masking") or {}))
+    flags = sanity_checks(spec["kind"], model, x, y, result, device, task.seed)
+    masking = MaskingSettings(**(task.masking or {}))
     if masking.enabled and hasattr(attack, "check_masking"):
         flags += attack.check_masking(model, x, y, result, device, masking)
-    intervals = metric_intervals(result.samples, result.metrics, seed=task["train"]["seed"])
+    intervals = metric_intervals(result.samples, result.metrics, seed=task.seed)
     info = {**result.info, "images_per_second": n / seconds if seconds else None, "attack_seconds": seconds}
     if flags:
         info["flags"] = flags
     shown = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items() if k in attack.metrics or k == "accuracy")
-    log(f"[eval] {eval_label(task)}: {shown} ({n} images, {seconds:.1f}s)" + "".join(f"\n  FLAG: {f}" for f in flags))
-    return {"cell": {"spec": {"train_key": task["train"]["key"], "attack": spec}, "device": str(device),
+    log(f"[eval] {task.label}: {shown} ({n} images, {seconds:.1f}s)" + "".join(f"\n  FLAG: {f}" for f in flags))
+    return {"cell": {"spec": task.spec(), "device": str(device),
                      "started_at": started, "seconds": seconds, "metrics": result.metrics,
                      "samples": result.samples, "info": info, "intervals": intervals}}
 

@@ -1,9 +1,9 @@
 """A run's time limit (``rbleak run --time-limit SECONDS``): stop cleanly before it, resumable.
 
 The limit is an absolute wall-clock time (``time.time()``), so it crosses process boundaries inside a
-run's ``ctx`` as a plain number. Work stops at safe points: the driver starts no cell once too little
+run's ``RunContext`` as plain numbers. Work stops at safe points: the driver starts no cell once too little
 time is left, and a training stops at an epoch boundary when the next epoch would not end in time,
-after writing an epoch checkpoint (``train.train_model``). Both raise ``TimeLimitReached``; the run is
+after writing an epoch checkpoint (``run.training.train_model``). Both raise ``TimeLimitReached``; the run is
 stored as 'interrupted' and ``rbleak run`` exits with ``EXIT_TIME_LIMIT``. Rerunning the same command
 resumes: finished cells are skipped and a half-trained model continues from its epoch checkpoint.
 """
@@ -37,14 +37,6 @@ class Deadline:
         if not seconds > 0:
             raise ValueError(f"--time-limit: {seconds!r}: must be a positive number of seconds")
         return cls(_now() + seconds, min(MARGIN_MAX_S, MARGIN_SHARE * seconds))
-
-    @classmethod
-    def from_ctx(cls, ctx: dict) -> "Deadline | None":
-        d = ctx.get("deadline")
-        return cls(float(d["at"]), float(d["margin"])) if d else None
-
-    def to_ctx(self) -> dict[str, float]:
-        return {"at": self.at, "margin": self.margin}
 
     def remaining(self) -> float:
         return self.at - self.margin - _now()

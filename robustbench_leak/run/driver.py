@@ -3,7 +3,8 @@
 It plans the grid, decides from the store which cells are missing, hands the executor jobs (train jobs
 first, each eval job depending on its train job), and writes every outcome the executor streams back:
 a finished cell in one transaction, a failed one as 'failed' with its error. A driver killed mid-run
-loses nothing already written, and the same command resumes: finished cells are skipped.
+loses nothing already written, and the same command resumes: finished cells are skipped. It stores
+records and returns; leaderboards are rendered from the store by ``robustbench_leak.pipeline``.
 """
 
 from __future__ import annotations
@@ -14,17 +15,17 @@ import sys
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from ..config import Config
 from ..models.checkpoints import default_cache_dir
-from ..runtime import resolve_device
 from ..store import STORE_NAME, Store
 from .deadline import Deadline, TimeLimitReached
 from .executor import Executor, Job, LocalExecutor, Outcome
 from .lock import locked_out_dir
-from .plan import cell_label, eval_label, interleave, plan, run_cell_rows, train_label
+from .plan import interleave, plan, run_cell_rows
 from .progress import CellProgress
+from .tasks import EvalTask, RunContext, TrainTask, cell_label
 from .provenance import provenance
 
 logger = logging.getLogger(__name__)
@@ -59,43 +60,40 @@ def make_executor(name: str, address: str | None = None, where: str = "config",
     raise ValueError(f"{where}: executor: unknown executor {name!r}; expected local or ray")
 
 
-def jobs_to_run(trains: list[dict[str, Any]], evals: list[dict[str, Any]], store: Store,
-                log: Log) -> list[Job]:
+def jobs_to_run(trains: list[TrainTask], evals: list[EvalTask], store: Store, log: Log) -> list[Job]:
     """The missing cells as jobs, in the local order (each train job followed by its eval jobs).
 
     A train cell already stored keeps the record of the run that trained it; it becomes a job only when
     one of its evals is missing, and then only provides the weights."""
     missing_evals: dict[str, int] = {}
     for e in evals:
-        if not store.is_done(e["key"]):
-            missing_evals[e["train"]["key"]] = missing_evals.get(e["train"]["key"], 0) + 1
+        if not store.is_done(e.key):
+            missing_evals[e.train.key] = missing_evals.get(e.train.key, 0) + 1
     jobs: list[Job] = []
     seen: set[str] = set()
     for task in interleave(trains, evals):
-        if task["key"] in seen:  # two model entries with one recipe are one cell
+        if task.key in seen:  # two model entries with one recipe are one cell
             continue
-        seen.add(task["key"])
-        if "attack" in task:
-            if store.is_done(task["key"]):
-                log(f"[skip] {eval_label(task)}: already in the store")
+        seen.add(task.key)
+        if isinstance(task, EvalTask):
+            if store.is_done(task.key):
+                log(f"[skip] {task.label}: already in the store")
             else:
-                jobs.append(Job(task["key"], "eval", task, needs=task["train"]["key"]))
-        elif store.is_done(task["key"]):
-            log(f"[skip] {train_label(task)}: model already in the store")
-            if missing_evals.get(task["key"]):
-                jobs.append(Job(task["key"], "train", task, record=False))
+                jobs.append(Job(task.key, "eval", task, needs=task.train.key))
+        elif store.is_done(task.key):
+            log(f"[skip] {task.label}: model already in the store")
+            if missing_evals.get(task.key):
+                jobs.append(Job(task.key, "train", task, record=False))
         else:
-            jobs.append(Job(task["key"], "train", task))
+            jobs.append(Job(task.key, "train", task))
     return jobs
 
 
-def write_outcome(store: Store, outcome: Outcome, run_id: str, ctx: dict[str, Any]) -> None:
+def write_outcome(store: Store, outcome: Outcome, run_id: str, ctx: RunContext) -> None:
     job = outcome.job
-    spec = ({k: v for k, v in job.task.items() if k != "key"} if job.kind == "train"
-            else {"train_key": job.task["train"]["key"], "attack": job.task["attack"]})
     if outcome.state == "failed":
         if job.record:  # a stored train cell that only had to provide weights keeps its record
-            store.record_failure(job.key, job.kind, spec, run_id, ctx["device"], outcome.error or "failed",
+            store.record_failure(job.key, job.kind, job.task.spec(), run_id, ctx.device_name, outcome.error or "failed",
                                  outcome.traceback)
         return
     if job.kind == "train":
@@ -107,17 +105,16 @@ def write_outcome(store: Store, outcome: Outcome, run_id: str, ctx: dict[str, An
                       cell.get("metrics"), cell.get("samples"), info=cell.get("info"), intervals=cell.get("intervals"))
 
 
-def run_config(config: Config, out_dir: str | Path | None = None, executor: Executor | None = None,
-               progress: bool = True, log: Log | None = None, formats: Sequence[str] | None = None,
-               merge_from: Sequence[str | Path] = (), deadline: Deadline | None = None) -> Path:
-    """Run every missing cell of ``config`` and write the leaderboard into ``out_dir`` (absolute from here on).
+def run_cells(config: Config, out_dir: str | Path | None = None, executor: Executor | None = None,
+              progress: bool = True, log: Log | None = None, merge_from: Sequence[str | Path] = (),
+              deadline: Deadline | None = None) -> Path:
+    """Run every missing cell of ``config`` and store it in ``out_dir`` (absolute from here on); returns it.
 
-    ``executor``: default from the config's ``executor:`` key; ``formats``: leaderboard formats (default
-    all); ``merge_from``: stores (or run folders) of other runs, e.g. the same config run seed by seed on
-    other machines, whose finished cells of this plan are copied in before anything is computed; ``deadline``:
-    stop cleanly before it (``TimeLimitReached``; the run is stored as interrupted). Raises
-    ``OutDirLocked`` when another run holds ``out_dir``, and ``CellsFailed`` (after storing everything else
-    and writing the leaderboard) when some cells failed."""
+    ``executor``: default from the config's ``executor:`` key; ``merge_from``: stores (or run folders) of
+    other runs, e.g. the same config run seed by seed on other machines, whose finished cells of this plan
+    are copied in before anything is computed; ``deadline``: stop cleanly before it (``TimeLimitReached``;
+    the run is stored as interrupted). Raises ``OutDirLocked`` when another run holds ``out_dir``, and
+    ``CellsFailed`` (after storing everything else) when some cells failed."""
     log = log or logger.info
     executor = executor or make_executor(config.run.executor, config.run.address, config.path,
                                          config.run.connect_timeout)
@@ -128,7 +125,7 @@ def run_config(config: Config, out_dir: str | Path | None = None, executor: Exec
     check_merge_sources(config, merge_from)
     getattr(executor, "preflight", lambda: None)()  # e.g. Ray: is the cluster there? (before any record)
     with locked_out_dir(out):
-        return _run_locked(config, out, executor, progress, log, formats, merge_from, deadline)
+        return _run_locked(config, out, executor, progress, log, merge_from, deadline)
 
 
 def check_merge_sources(config: Config, merge_from: Sequence[str | Path]) -> None:
@@ -155,19 +152,12 @@ def check_merge_sources(config: Config, merge_from: Sequence[str | Path]) -> Non
 
 
 def _run_locked(config: Config, out: Path, executor: Executor, progress: bool, log: Log,
-                formats: Sequence[str] | None, merge_from: Sequence[str | Path] = (),
-                deadline: Deadline | None = None) -> Path:
-    from ..report.leaderboard import FORMATS, write_outputs
-
-    device = resolve_device(config.run.device)
-    prov = provenance(device)
+                merge_from: Sequence[str | Path] = (), deadline: Deadline | None = None) -> Path:
+    # every cell of a run shares this; on another machine, only what is in here is known
+    ctx = RunContext(device_name=config.run.device, cache_dir=str(_cache_dir(config).resolve()),
+                     progress=progress and getattr(executor, "cell_progress_bars", True), deadline=deadline)
+    prov = provenance(ctx.device)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    cache_dir = Path(config.run.cache_dir).expanduser() if config.run.cache_dir else default_cache_dir()
-    # every cell of a run shares these; on another machine, only what is in here is known
-    ctx = {"cache_dir": str(cache_dir.resolve()), "device": config.run.device,
-           "progress": progress and getattr(executor, "cell_progress_bars", True)}
-    if deadline is not None:
-        ctx["deadline"] = deadline.to_ctx()
     trains, evals = plan(config)
     store = Store(out / STORE_NAME)
     failed: list[Outcome] = []
@@ -178,7 +168,7 @@ def _run_locked(config: Config, out: Path, executor: Executor, progress: bool, l
         store.add_run_cells(run_id, run_cell_rows(trains, evals))
         (out / "config.yaml").write_text(config.text)
         log(f"run {run_id}: {len(trains)} train cells, {len(evals)} eval cells -> {out}")
-        keys = [t["key"] for t in trains] + [e["key"] for e in evals]
+        keys = [t.key for t in trains] + [e.key for e in evals]
         for source_path in merge_from:
             source = Store.open_existing(source_path)
             try:
@@ -216,17 +206,10 @@ def _run_locked(config: Config, out: Path, executor: Executor, progress: bool, l
                                                      "seeds": config.run.seeds,
                                                      "executor": getattr(executor, "name", type(executor).__name__)},
                                                     indent=2) + "\n")
-    try:
-        written = write_outputs([out], out, formats=tuple(FORMATS if formats is None else formats))
-    except ValueError as exc:
-        if not failed:
-            raise
-        written = []  # nothing finished to rank: the failures below are the news
-        log(f"no leaderboard written: {exc}")
-    plots = [p for p in written if p.parent.name == "plots"]
-    if written:
-        log("wrote " + ", ".join(str(p) for p in written if p not in plots)
-            + (f" and {len(plots)} plot files in {out / 'plots'}" if plots else ""))
     if failed:
         raise CellsFailed(out, failed, len(jobs))
     return out
+
+
+def _cache_dir(config: Config) -> Path:
+    return Path(config.run.cache_dir).expanduser() if config.run.cache_dir else default_cache_dir()

@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
-from .deadline import Deadline, TimeLimitReached
+from .deadline import TimeLimitReached
+from .tasks import RunContext, Task, TrainTask
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ DEPENDENCY_FAILED = "its model failed to train"
 class Job:
     key: str  # the cell key
     kind: str  # "train" | "eval"
-    task: dict[str, Any]  # the planned task (see plan.py)
+    task: Task  # the planned task (run/tasks.py)
     record: bool = True  # a train job whose records are stored already only provides weights
     needs: str | None = None  # an eval job: the key of the train job whose weights it attacks
 
@@ -35,7 +36,7 @@ class Job:
 class Outcome:
     job: Job
     state: str  # "started" | "done" | "failed"
-    records: dict[str, Any] | None = None  # what the cell returned (see cells.py); None unless done
+    records: dict[str, Any] | None = None  # what the cell returned (run/cells.py); None unless done
     error: str | None = None  # one line, when failed
     traceback: str | None = None
     logs: list[str] = field(default_factory=list)  # lines the cell logged that were not shown yet
@@ -43,13 +44,13 @@ class Outcome:
 
 
 class Executor(Protocol):
-    def execute(self, jobs: Sequence[Job], ctx: dict[str, Any], log: Log) -> Iterator[Outcome]:
+    def execute(self, jobs: Sequence[Job], ctx: RunContext, log: Log) -> Iterator[Outcome]:
         """Run every job, each train job before the eval jobs that need it; yield a "started" outcome when
         a job starts (where the executor knows) and a "done" or "failed" one when it ends."""
         ...
 
 
-def run_job(job: Job, ctx: dict[str, Any], weights: Any, log: Log | None = None,
+def run_job(job: Job, ctx: RunContext, weights: Any, log: Log | None = None,
             fresh: bool = False) -> tuple[Outcome, Any]:
     """Run one cell, catching what it raises: ``(outcome, weights)``; a train job's weights, else None.
 
@@ -106,19 +107,19 @@ class LocalExecutor:
     """Sequential, in this process, in the jobs' order (the default; a 2-core machine gains little from more).
 
     Weights stay in memory from a train job to its evals and are dropped after its last eval. Train jobs
-    that ``training.pack`` allows train together when the first of them comes up (``packing.py``)."""
+    that ``training.pack`` allows train together when the first of them comes up (``run/packing.py``)."""
 
     name = "local"
 
-    def execute(self, jobs: Sequence[Job], ctx: dict[str, Any], log: Log) -> Iterator[Outcome]:
+    def execute(self, jobs: Sequence[Job], ctx: RunContext, log: Log) -> Iterator[Outcome]:
         ledger = WeightLedger(jobs)
-        deadline = Deadline.from_ctx(ctx)
+        deadline = ctx.deadline
         packs = _plan_packs(jobs, ctx, log)
         fresh: set[str] = set()
         for job in jobs:
             if deadline is not None and deadline.remaining() <= 0:
-                raise TimeLimitReached("the time limit came before this cell: "
-                                       f"{job.kind} {job.task.get('model') or job.task['train']['model']}")
+                model = job.task.model if isinstance(job.task, TrainTask) else job.task.train.model
+                raise TimeLimitReached(f"the time limit came before this cell: {job.kind} {model}")
             if job.needs in ledger.failed:
                 yield dependency_failed(job)
                 continue
@@ -133,8 +134,8 @@ class LocalExecutor:
             yield outcome
 
 
-def _plan_packs(jobs: Sequence[Job], ctx: dict[str, Any], log: Log) -> dict[str, list[dict[str, Any]]]:
-    if not any(j.kind == "train" and j.task["training"].get("pack", "off") not in ("off", 1) for j in jobs):
+def _plan_packs(jobs: Sequence[Job], ctx: RunContext, log: Log) -> dict[str, list[TrainTask]]:
+    if not any(j.kind == "train" and j.task.training.pack not in ("off", 1) for j in jobs):
         return {}
     from .packing import plan_packs
 
@@ -145,7 +146,7 @@ def _plan_packs(jobs: Sequence[Job], ctx: dict[str, Any], log: Log) -> dict[str,
         return {}
 
 
-def _train_pack(tasks: list[dict[str, Any]], ctx: dict[str, Any], log: Log) -> set[str]:
+def _train_pack(tasks: list[TrainTask], ctx: RunContext, log: Log) -> set[str]:
     from .packing import train_pack
 
     try:

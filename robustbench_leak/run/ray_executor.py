@@ -28,6 +28,7 @@ from typing import Any, Iterator, Sequence
 
 from ..config.address import check_address
 from .executor import Job, Log, Outcome, WeightLedger, dependency_failed, run_job
+from .tasks import RunContext, TrainTask
 
 SMALL_MODEL_PARAMS = 1_000_000  # below this (CPU-scale models), a cell shares a GPU with up to three others
 SMALL_MODEL_GPU_SHARE = 0.25
@@ -128,13 +129,13 @@ class RayExecutor:
             ray.init(num_cpus=self.num_cpus, include_dashboard=False)  # None: Ray counts the machine's CPUs
         return True
 
-    def resources(self, task: dict[str, Any], ctx: dict[str, Any], gpus: float) -> dict[str, float]:
-        if gpus > 0 and ctx["device"] != "cpu":
+    def resources(self, task: TrainTask, ctx: RunContext, gpus: float) -> dict[str, float]:
+        if gpus > 0 and ctx.device_name != "cpu":
             return {"num_cpus": 1, "num_gpus": gpu_share(task)}
         return {"num_cpus": self.cpus_per_cell, "num_gpus": 0}
 
     # execution ----------------------------------------------------------------------------------
-    def execute(self, jobs: Sequence[Job], ctx: dict[str, Any], log: Log) -> Iterator[Outcome]:
+    def execute(self, jobs: Sequence[Job], ctx: RunContext, log: Log) -> Iterator[Outcome]:
         if not jobs:  # every cell is stored already: no cluster to start
             return
         ray = import_ray()
@@ -164,7 +165,7 @@ class RayExecutor:
                         i += 1  # its train task has not finished yet
                         continue
                     pending.pop(i)
-                    opts = {**common, **self.resources(job.task if job.kind == "train" else job.task["train"],
+                    opts = {**common, **self.resources(job.task if job.kind == "train" else job.task.train,
                                                        ctx, gpus)}
                     if job.kind == "train":
                         ref, unclaimed[job.key] = train_fn.options(num_returns=2, **opts).remote(
@@ -206,19 +207,19 @@ def import_ray() -> Any:
     return ray
 
 
-def gpu_share(task: dict[str, Any]) -> float:
+def gpu_share(task: TrainTask) -> float:
     """A GPU for a model of ``SMALL_MODEL_PARAMS`` or more (every paper-scale model), else a quarter of one
     (a CPU-scale model leaves most of a GPU idle); a model whose size cannot be counted without loading
     data gets a whole one."""
-    from .data import get_dataset_entry
-    from .models.match import params_of
+    from ..data import get_dataset_entry
+    from ..models.match import params_of
 
-    ds = task["dataset"]
+    ds = task.dataset
     entry = get_dataset_entry(ds["name"])
     if entry.shape is None:
         return 1.0
     in_chans, num_classes, _ = entry.shape({**entry.options(), **ds["options"]})
-    params = params_of(task["arch"], task["options"], in_chans, num_classes)
+    params = params_of(task.arch, task.options, in_chans, num_classes)
     return 1.0 if params >= SMALL_MODEL_PARAMS else SMALL_MODEL_GPU_SHARE
 
 
@@ -256,13 +257,13 @@ def _test_kill_hook(kind: str) -> None:
     os._exit(1)
 
 
-def _train_task(job: Job, ctx: dict[str, Any], ship_weights: bool) -> tuple[Outcome, Any]:
+def _train_task(job: Job, ctx: RunContext, ship_weights: bool) -> tuple[Outcome, Any]:
     _worker_setup("train")
     outcome, weights = run_job(job, ctx, None)
     return outcome, (weights if ship_weights else None)
 
 
-def _eval_task(job: Job, ctx: dict[str, Any], weights: Any) -> Outcome:
+def _eval_task(job: Job, ctx: RunContext, weights: Any) -> Outcome:
     _worker_setup("eval")
     outcome, _ = run_job(job, ctx, weights)
     return outcome
