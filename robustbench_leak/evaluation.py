@@ -35,9 +35,9 @@ def _user_module(num_classes: int, in_chans: int, ref: str) -> nn.Module:
 
 
 def _register() -> None:
-    from .models.registry import _REGISTRY, register_model
+    from .models.registry import is_registered, register_model
 
-    if USER_ARCH not in _REGISTRY:
+    if not is_registered(USER_ARCH):
         register_model(USER_ARCH, family="user", description="an nn.Module given to robustbench_leak.evaluate")(
             _user_module)
 

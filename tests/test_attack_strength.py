@@ -1,12 +1,14 @@
 """Attack strength: AttackBench optimality, passes per image and budgets, gradient-masking checks."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
 from robustbench_leak.attacks import attack_class, build_attack
-from robustbench_leak.attacks.masking import run_checks
+from robustbench_leak.attacks.masking import MaskingSettings, run_checks
 from robustbench_leak.attacks.native_deepfool import deepfool_batch, iterations_within
 from robustbench_leak.attacks.optimality import PassCounter, curve_area, minimum_share, optimality
 from robustbench_leak.config.schema import MaskingCfg, ResolvedAttack
@@ -133,7 +135,7 @@ class Quantised(nn.Module):
 def _masking(model, x, y, **params):
     attack = build_attack("minnorm", ddn_steps=20, fmn_steps=20, **params)
     result = attack.run(model, x, y, CPU, progress=False)
-    return attack, result, attack.check_masking(model, x, y, result, CPU, MaskingCfg())
+    return attack, result, attack.check_masking(model, x, y, result, CPU, MaskingSettings())
 
 
 @pytest.fixture(scope="module")
@@ -167,9 +169,14 @@ def test_more_steps_check_trips_when_fewer_steps_do_better(tiny, normal):
     full = result.transient["member_norms"]
     shrunk = {m: np.where(np.isfinite(v), v * 0.5, v) for m, v in full.items() if m in ("ddn", "fmn")}
     record, flags = run_checks(model, x, y, result.samples, result.metrics["success_rate"], full,
-                               lambda *_: shrunk, {"ddn": 20, "fmn": 20}, CPU, MaskingCfg())
+                               lambda *_: shrunk, {"ddn": 20, "fmn": 20}, CPU, MaskingSettings())
     assert not record["checks"]["more_steps"]["passed"] and record["checks"]["more_steps"]["value"] > 1.9
     assert any("more steps should never hurt" in f for f in flags)
+
+
+def test_masking_settings_match_the_config_entry():
+    # the attacks' own settings and the config's masking: entry must stay the same fields with the same defaults
+    assert dataclasses.asdict(MaskingSettings()) == MaskingCfg().model_dump()
 
 
 def test_masking_config_entry(tmp_path):

@@ -167,5 +167,17 @@ def list_attacks() -> list[type[Attack]]:
     return [cls for _, cls in sorted(_ATTACKS.items())]
 
 
+def list_engines() -> list[str]:
+    """Every engine that runs some attack, sorted."""
+    _ensure_loaded()
+    return sorted({engine for _, engine in _ATTACKS})
+
+
+def find_attack(kind: str, engine: str) -> type[Attack] | None:
+    """The class of attack ``kind`` on ``engine``; None where that attack has no such engine."""
+    _ensure_loaded()
+    return _ATTACKS.get((kind, engine))
+
+
 def build_attack(kind: str, engine: str | None = None, **params: Any) -> Attack:
     return attack_class(kind, engine)(**params)

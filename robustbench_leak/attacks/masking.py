@@ -1,7 +1,7 @@
 """Gradient-masking checks of Carlini et al., "On Evaluating Adversarial Robustness" (2019), for the
 minimum-norm ensemble. Each check either passes or adds a flag to the cell; none changes its values.
 
-Settings: the config's ``masking:`` entry (``config.schema.MaskingCfg``). On the first ``images``
+Settings: ``MaskingSettings`` (a config's ``masking:`` entry). On the first ``images``
 clean-correct images (the subset), after the ensemble has run:
 - ``unbounded_success``: the unbounded attack fools (close to) every clean-correct image: success of the
   ensemble over all attacked images at least ``min_success`` (its flag is the re-check's, in ``cells``);
@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -37,8 +38,19 @@ from ..runtime import predict
 from .optimality import curve_area
 from .pgd import pgd
 
-if TYPE_CHECKING:
-    from ..config.schema import MaskingCfg
+
+
+@dataclass(frozen=True)
+class MaskingSettings:
+    """The checks' settings; a config's ``masking:`` entry sets them (same fields and defaults)."""
+
+    enabled: bool = True
+    images: int = 16  # clean-correct images the checks run on
+    directions: int = 16  # random directions of the black-box search per image
+    search_steps: int = 8  # bisection steps along each direction
+    pgd_steps: int = 10
+    min_success: float = 0.99
+    tolerance: float = 0.01
 
 
 PGD_MULTIPLES = (1.0, 2.0, 4.0, 8.0)
@@ -108,7 +120,7 @@ def _check(passed: bool, value: float, limit: float, text: str) -> dict[str, Any
 
 def run_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, samples: dict[str, np.ndarray],
                success_rate: float, member_norms: dict[str, np.ndarray], rerun: Rerun,
-               steps: dict[str, int], device: torch.device, settings: MaskingCfg
+               steps: dict[str, int], device: torch.device, settings: MaskingSettings
                ) -> tuple[dict[str, Any], list[str]]:
     """The checks' record (``info["masking"]``) and a flag per failed check (none for unbounded success,
     which the re-check in ``cells.sanity_checks`` flags).

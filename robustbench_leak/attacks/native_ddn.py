@@ -23,8 +23,7 @@ import torch.nn.functional as F
 
 from ..runtime import predict
 from .base import Attack, AttackResult, Range, above, at_least, register_attack
-from .norm_results import batched, cosine, iterative_result, steps_within, tail_snapshot_step
-from .optimality import PassCounter
+from .norm_results import counted_batches, cosine, iterative_result, steps_within, tail_snapshot_step
 
 
 def ddn_batch(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, steps: int, init_epsilon: float,
@@ -82,10 +81,7 @@ class NativeDDN(Attack):
         clean = predict(model, x, device)
         steps = steps_within(p["steps"], p["budget"])
         params = {k: v for k, v in p.items() if k not in ("batch_size", "budget")} | {"steps": steps}
-        counter = PassCounter(model)
-        x_adv, final, before = batched(ddn_batch, counter, x, clean, p["batch_size"], device, "DDN (native)",
-                                       progress, **params)
-        result = iterative_result("ddn", model, x, y, x_adv, clean, final, before, steps, device)
-        result.metrics["passes"] = counter.passes / max(1, len(x))
-        return result
+        (x_adv, final, before), passes = counted_batches(ddn_batch, model, x, clean, p["batch_size"], device,
+                                                         "DDN (native)", progress, **params)
+        return iterative_result("ddn", model, x, y, x_adv, clean, final, before, steps, device, passes)
 

@@ -25,15 +25,14 @@ Differences, all for speed:
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Any
+
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from ..runtime import predict
 from .base import Attack, AttackResult, at_least, register_attack
-from .norm_results import minimum_norm_result
-from .optimality import PassCounter
+from .norm_results import counted_batches, rechecked_result
 
 TOL = 10e-8  # ART's guard against division by zero
 
@@ -130,6 +129,13 @@ def deepfool_batch(model: nn.Module, x: torch.Tensor, nb_grads: int, max_iter: i
     return result, iters
 
 
+def deepfool_engine(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, **params: Any
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``deepfool_batch`` as a batch engine of ``counted_batches``; ``labels`` go unused, since DeepFool attacks
+    the model's own prediction of each image."""
+    return deepfool_batch(model, x, **params)
+
+
 @register_attack
 class NativeDeepFool(Attack):
     kind = "deepfool"
@@ -161,21 +167,9 @@ class NativeDeepFool(Attack):
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
             progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None) -> AttackResult:
         p = self.params
-        advs, iters = [], []
-        bs = p["batch_size"]
-        strategy = resolve_grad_strategy(p["grad_strategy"], device)
-        counter = PassCounter(model)
-        for i in tqdm(range(0, len(x), bs), desc="DeepFool (native)", disable=not progress, leave=False):
-            adv, it = deepfool_batch(counter, x[i:i + bs].to(device), p["nb_grads"], p["max_iter"], p["overshoot"],
-                                     stop_on=p["stop_on"], keep_candidates=p["keep_candidates"],
-                                     grad_strategy=strategy, budget=p["budget"])
-            advs.append(adv)
-            iters.append(it)
-        x_adv = torch.cat(advs).cpu()  # one wait for the device, after the last batch
-        clean_pred = predict(model, x, device).numpy()
-        adv_pred = predict(model, x_adv, device).numpy()  # re-check every returned example
-        it = torch.cat(iters).cpu().numpy()
-        result = minimum_norm_result(x, x_adv, y, clean_pred, adv_pred, info={
-            "iterations_mean": float(np.mean(it)), "iterations_max": int(np.max(it)) if len(it) else 0})
-        result.metrics["passes"] = counter.passes / max(1, len(x))
-        return result
+        clean = predict(model, x, device)
+        params = {k: v for k, v in p.items() if k != "batch_size"}
+        params["grad_strategy"] = resolve_grad_strategy(p["grad_strategy"], device)
+        (x_adv, iters), passes = counted_batches(deepfool_engine, model, x, clean, p["batch_size"], device,
+                                                 "DeepFool (native)", progress, **params)
+        return rechecked_result(model, x, y, x_adv, clean, iters, passes, device)

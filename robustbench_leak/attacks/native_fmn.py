@@ -40,8 +40,8 @@ import torch.nn as nn
 from ..runtime import predict
 from .base import Attack, AttackResult, Range, above, at_least, register_attack
 from .native_deepfool import deepfool_batch, resolve_grad_strategy
-from .norm_results import batched, cosine, iterative_result, steps_within, tail_snapshot_step
-from .optimality import PassCounter
+from .norm_results import (boundary_fraction, counted_batches, cosine, iterative_result, steps_within,
+                           tail_snapshot_step)
 
 PROJECTIONS = ("ball", "sphere")
 STARTS = ("clean", "deepfool")
@@ -55,12 +55,7 @@ def boundary_start(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, x_ad
     view = (-1,) + (1,) * (x.ndim - 1)
     with torch.no_grad():
         found = model(x_adv).argmax(1) != labels
-        lo = torch.zeros(len(x), device=x.device, dtype=x.dtype)
-        hi = torch.ones_like(lo)
-        for _ in range(search_steps):
-            mid = (lo + hi) / 2
-            adv = model(torch.lerp(x, x_adv, mid.view(view))).argmax(1) != labels
-            hi, lo = torch.where(adv, mid, hi), torch.where(adv, lo, mid)
+    hi = boundary_fraction(model, x, x_adv, labels, search_steps)
     return torch.where(found.view(view), torch.lerp(x, x_adv, hi.view(view)) - x, torch.zeros_like(x))
 
 
@@ -162,9 +157,6 @@ class NativeFMN(Attack):
         p = self.params
         clean = predict(model, x, device)
         params = fmn_batch_params(p, p["budget"])
-        counter = PassCounter(model)
-        x_adv, final, before = batched(fmn_batch, counter, x, clean, p["batch_size"], device, "FMN (native)",
-                                       progress, **params)
-        result = iterative_result("fmn", model, x, y, x_adv, clean, final, before, params["steps"], device)
-        result.metrics["passes"] = counter.passes / max(1, len(x))
-        return result
+        (x_adv, final, before), passes = counted_batches(fmn_batch, model, x, clean, p["batch_size"], device,
+                                                         "FMN (native)", progress, **params)
+        return iterative_result("fmn", model, x, y, x_adv, clean, final, before, params["steps"], device, passes)

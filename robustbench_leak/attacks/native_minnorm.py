@@ -22,7 +22,7 @@ members are compared at equal cost; the whole ensemble then costs up to the memb
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,25 +31,16 @@ import torch.nn as nn
 from ..metrics import STRENGTH_MEMBERS, flat_l2
 from ..runtime import predict
 from .base import Attack, AttackResult, at_least, register_attack
-from .masking import run_checks
+from .masking import MaskingSettings, run_checks
 from .native_ddn import NativeDDN, ddn_batch
-from .native_deepfool import deepfool_batch
+from .native_deepfool import deepfool_engine
 from .native_fmn import NativeFMN, fmn_batch, fmn_batch_params
 from .native_superdeepfool import NativeSuperDeepFool, superdeepfool_batch
-from .norm_results import batched, convergence_flag, convergence_signal, minimum_norm_result, steps_within
-from .optimality import PassCounter, strength
-
-if TYPE_CHECKING:
-    from ..config.schema import MaskingCfg
+from .norm_results import convergence_flag, convergence_signal, counted_batches, minimum_norm_result, steps_within
+from .optimality import strength
 
 DEEPFOOL_EXACT = {"max_iter": 50, "overshoot": 0.02, "nb_grads": 10}  # attacks/deepfool-exact.yaml (a test checks)
 MEMBERS = STRENGTH_MEMBERS  # in pick order: a tie goes to the first
-
-
-def _deepfool(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, budget: int | None = None
-              ) -> tuple[torch.Tensor]:
-    # deepfool_batch attacks the model's own prediction, which is what ``labels`` holds here
-    return (deepfool_batch(model, x, **DEEPFOOL_EXACT, budget=budget)[0],)
 
 
 def member_ratios(norms: dict[str, np.ndarray], fooled: dict[str, np.ndarray], best: np.ndarray,
@@ -87,7 +78,7 @@ class NativeMinNorm(Attack):
         return combine(model, x, y, clean, out, seconds, p, device, passes)
 
     def check_masking(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, result: AttackResult,
-                      device: torch.device, settings: MaskingCfg) -> list[str]:
+                      device: torch.device, settings: MaskingSettings) -> list[str]:
         """The gradient-masking checks (``masking``) on this run's result: stored in ``result.info["masking"]``
         and ``result.metrics["masking_failed"]``; returns the flags of the failed ones."""
         p = self.params
@@ -118,8 +109,8 @@ def member_runs(p: dict[str, Any]) -> dict[str, tuple[Any, dict[str, Any]]]:
         "steps": steps_within(p["ddn_steps"], p["budget"])}
     fmn = fmn_batch_params(NativeFMN.defaults | {"steps": p["fmn_steps"]}, p["budget"])
     sdf = {k: v for k, v in NativeSuperDeepFool.defaults.items() if k not in outside} | {"budget": p["budget"]}
-    return {"deepfool": (_deepfool, {"budget": p["budget"]}), "ddn": (ddn_batch, ddn), "fmn": (fmn_batch, fmn),
-            "superdeepfool": (superdeepfool_batch, sdf)}
+    return {"deepfool": (deepfool_engine, DEEPFOOL_EXACT | {"budget": p["budget"]}), "ddn": (ddn_batch, ddn),
+            "fmn": (fmn_batch, fmn), "superdeepfool": (superdeepfool_batch, sdf)}
 
 
 def iterative_steps(p: dict[str, Any]) -> dict[str, int]:
@@ -138,12 +129,10 @@ def run_members(model: nn.Module, x: torch.Tensor, clean: torch.Tensor, p: dict[
     for name, (engine, params) in member_runs(p).items():
         if name not in members:
             continue
-        counter = PassCounter(model)
         t0 = time.perf_counter()
-        out[name] = batched(engine, counter, x, clean, p["batch_size"], device, f"minnorm: {name}", progress,
-                            **params)
+        out[name], passes[name] = counted_batches(engine, model, x, clean, p["batch_size"], device,
+                                                  f"minnorm: {name}", progress, **params)
         seconds[name] = time.perf_counter() - t0
-        passes[name] = counter.passes / max(1, len(x))
     return out, seconds, passes
 
 

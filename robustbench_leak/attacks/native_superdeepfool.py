@@ -21,8 +21,7 @@ import torch.nn as nn
 
 from ..runtime import predict
 from .base import Attack, AttackResult, at_least, register_attack
-from .norm_results import batched, minimum_norm_result
-from .optimality import PassCounter
+from .norm_results import boundary_fraction, counted_batches, rechecked_result
 
 
 def deepfool_all_classes(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, steps: int, overshoot: float,
@@ -116,14 +115,7 @@ def superdeepfool_batch(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
         scale = ((x_df.detach() - x0).flatten(1) * w.flatten(1)).sum(1)
         adv[active] = torch.addcmul(adv[active], scale.view(view), w).clamp(0, 1)
     if search_iter:
-        low, high = torch.zeros(len(x), device=x.device, dtype=x.dtype), torch.ones(len(x), device=x.device,
-                                                                                   dtype=x.dtype)
-        with torch.no_grad():
-            for _ in range(search_iter):
-                mid = (low + high) / 2
-                is_adv = model(torch.lerp(x, out, mid.view(view))).argmax(1) != labels
-                high, low = torch.where(is_adv, mid, high), torch.where(is_adv, low, mid)
-        out = torch.lerp(x, out, high.view(view))
+        out = torch.lerp(x, out, boundary_fraction(model, x, out, labels, search_iter).view(view))
     return out, iters
 
 
@@ -146,12 +138,6 @@ class NativeSuperDeepFool(Attack):
         p = self.params
         clean = predict(model, x, device)
         params = {k: v for k, v in p.items() if k != "batch_size"}
-        counter = PassCounter(model)
-        x_adv, iters = batched(superdeepfool_batch, counter, x, clean, p["batch_size"], device,
-                               "SuperDeepFool (native)", progress, **params)
-        adv_pred = predict(model, x_adv, device).numpy()  # re-check every returned example
-        it = iters.numpy()
-        result = minimum_norm_result(x, x_adv, y, clean.numpy(), adv_pred, info={
-            "iterations_mean": float(it.mean()) if len(it) else 0.0, "iterations_max": int(it.max()) if len(it) else 0})
-        result.metrics["passes"] = counter.passes / max(1, len(x))
-        return result
+        (x_adv, iters), passes = counted_batches(superdeepfool_batch, model, x, clean, p["batch_size"], device,
+                                                 "SuperDeepFool (native)", progress, **params)
+        return rechecked_result(model, x, y, x_adv, clean, iters, passes, device)

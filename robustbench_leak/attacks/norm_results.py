@@ -25,6 +25,7 @@ from ..metrics import perturbation_metrics
 from ..perturbation_spectra import mean_spectrum, normalised_profiles, spectral_summaries
 from ..runtime import predict
 from .base import AttackResult
+from .optimality import PassCounter
 
 TAIL = 0.1  # share of the steps the convergence signal looks at
 CONVERGENCE_TOLERANCE = 0.01
@@ -104,11 +105,36 @@ def batched(engine: Callable[..., tuple[torch.Tensor, ...]], model: nn.Module, x
     return tuple(torch.cat(ts) for ts in zip(*parts))
 
 
+def counted_batches(engine: Callable[..., tuple[torch.Tensor, ...]], model: nn.Module, x: torch.Tensor,
+                    labels: torch.Tensor, batch_size: int, device: torch.device, desc: str, progress: bool,
+                    **params: Any) -> tuple[tuple[torch.Tensor, ...], float]:
+    """``batched`` through a ``PassCounter`` around ``model``: the engine's outputs on the CPU and the forward
+    plus backward passes it took per image."""
+    counter = PassCounter(model)
+    out = batched(engine, counter, x, labels, batch_size, device, desc, progress, **params)
+    return out, counter.passes / max(1, len(x))
+
+
+def boundary_fraction(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, labels: torch.Tensor,
+                      steps: int) -> torch.Tensor:
+    """Per image, the fraction of the segment from ``x`` to ``x_adv`` just past the decision boundary after
+    ``steps`` bisections (1 where no midpoint changed the prediction from ``labels``)."""
+    view = (-1,) + (1,) * (x.ndim - 1)
+    lo = torch.zeros(len(x), device=x.device, dtype=x.dtype)
+    hi = torch.ones_like(lo)
+    with torch.no_grad():
+        for _ in range(steps):
+            mid = (lo + hi) / 2
+            adv = model(torch.lerp(x, x_adv, mid.view(view))).argmax(1) != labels
+            hi, lo = torch.where(adv, mid, hi), torch.where(adv, lo, mid)
+    return hi
+
+
 def iterative_result(member: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor,
                      clean: torch.Tensor, best_final: torch.Tensor, best_before: torch.Tensor, steps: int,
-                     device: torch.device) -> AttackResult:
-    """An iterative engine's result: re-check every example, then metrics, spectra, ``converged_<member>``
-    and its flag."""
+                     device: torch.device, passes: float) -> AttackResult:
+    """An iterative engine's result: re-check every example, then metrics, spectra, ``converged_<member>``,
+    its flag and the ``passes`` per image."""
     adv_pred = predict(model, x_adv, device).numpy()
     signal = convergence_signal(best_before.numpy(), best_final.numpy())
     result = minimum_norm_result(x, x_adv, y, clean.numpy(), adv_pred)
@@ -116,4 +142,17 @@ def iterative_result(member: str, model: nn.Module, x: torch.Tensor, y: torch.Te
     flag = convergence_flag(member.upper(), signal, steps)
     if flag:
         result.info["flags"] = [flag]
+    result.metrics["passes"] = passes
+    return result
+
+
+def rechecked_result(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, clean: torch.Tensor,
+                     iterations: torch.Tensor, passes: float, device: torch.device) -> AttackResult:
+    """A DeepFool-style engine's result: re-check every example, then metrics, spectra, the iterations each
+    image ran (mean and max) and the ``passes`` per image."""
+    adv_pred = predict(model, x_adv, device).numpy()
+    it = iterations.numpy()
+    result = minimum_norm_result(x, x_adv, y, clean.numpy(), adv_pred, info={
+        "iterations_mean": float(it.mean()) if len(it) else 0.0, "iterations_max": int(it.max()) if len(it) else 0})
+    result.metrics["passes"] = passes
     return result

@@ -11,7 +11,6 @@ size that keeps the data on the device and never waits for it inside the epoch.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import types
@@ -22,16 +21,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..attacks import build_attack
 from ..attacks.native_spatial import art_grid, grid_predictions
 from ..config.training import TrainSettings
 from ..data import ImageDataset
-from ..outputs import check_out_file
 from ..run.provenance import provenance
-from ..run.training import AugmentDraws, apply_augment, make_optimizer, train_model
-from ..runtime import numerics, resolve_precision
+from ..run.training import train_model
+from ..runtime import resolve_precision
+from .common import output_path, plain_epoch, sync
 
 Log = Callable[[str], None]
 DEEPFOOL = {"max_iter": 50, "overshoot": 0.02, "nb_grads": 10}
@@ -39,40 +37,13 @@ SPATIAL_GRID = {"max_translation": 10.0, "num_translations": 5, "max_rotation": 
 TRAINING_TARGET = 0.9  # the harness epoch at least this share of the plain loop's throughput
 
 
-def output_path(out: str, default_name: str = "bench.json") -> Path:
-    """Where ``--out`` writes: into an existing folder as ``default_name``, or the file path given; checked
-    before any measuring (the folder must exist and the file be writable)."""
-    path = Path(out)
-    if os.path.isdir(path):  # os.path answers False, not OSError, for a name the file system refuses
-        path = path / default_name
-    elif out.endswith(("/", os.sep)):
-        raise ValueError(f"--out: {out}: folder does not exist; create it or give a file path in an existing folder")
-    if not os.path.isdir(path.parent):
-        raise ValueError(f"--out: {path.parent}: folder does not exist; create it or give an existing folder")
-    existed = os.path.exists(path)
-    try:
-        with open(path, "a"):
-            pass
-    except OSError as exc:
-        raise ValueError(f"--out: {path}: not writable ({type(exc).__name__}); give a writable file or folder") from None
-    if not existed:
-        path.unlink()
-    check_out_file(path, "--out", "provenance")
-    return path
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timed(fn: Callable[[], Any], device: torch.device, repeat: int = 1) -> tuple[float, Any]:
     best, out = float("inf"), None
     for _ in range(repeat):
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         out = fn()
-        _sync(device)
+        sync(device)
         best = min(best, time.perf_counter() - t0)
     return best, out
 
@@ -218,39 +189,6 @@ def bench_spatial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: to
         f"on the same work {bound_ips:.0f}/s, so {100 * out['native_grid_vs_forward']:.0f}% of it; same transform: "
         f"{out['same_transform']}")
     return out
-
-
-def plain_epoch(model: nn.Module, data: ImageDataset, s: TrainSettings, device: torch.device,
-                max_steps: int | None = None) -> tuple[float, int]:
-    """Seconds and images of one epoch of the plainest loop on the same work: data resident on the device, a
-    device-side data order and augmentation, a fixed learning rate, no host syncs until the end."""
-    model.to(device).train()
-    x_all, y_all = data.train_x.to(device), data.train_y.to(device)
-    opt = make_optimizer(model, s)
-    gen = torch.Generator(device=device).manual_seed(0)
-    precision = resolve_precision(s.precision, device)
-    n = len(y_all)
-    steps = -(-n // s.batch_size) if max_steps is None else min(max_steps, -(-n // s.batch_size))
-    with numerics(device, precision, s.deterministic):
-        _sync(device)
-        t0 = time.perf_counter()
-        order = torch.randperm(n, device=device, generator=gen)
-        for step in range(steps):
-            idx = order[step * s.batch_size:(step + 1) * s.batch_size]
-            x, y = x_all[idx], y_all[idx]
-            if s.augment == "flip_crop":
-                b = len(idx)
-                x = apply_augment(x, AugmentDraws(torch.rand(b, device=device, generator=gen) < 0.5,
-                                                  torch.randint(0, 9, (b,), device=device, generator=gen),
-                                                  torch.randint(0, 9, (b,), device=device, generator=gen)))
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                loss = F.cross_entropy(model(x), y, label_smoothing=s.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        _sync(device)
-        seconds = time.perf_counter() - t0
-    return seconds, min(n, steps * s.batch_size)
 
 
 def bench_training(make_model: Callable[[], nn.Module], data: ImageDataset, s: TrainSettings, device: torch.device,

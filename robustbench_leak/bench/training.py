@@ -1,7 +1,7 @@
 """``rbleak bench --training``: training throughput against the hardware's peak, unpacked and packed.
 
 For each model size (tomen_cnn layers x width at a batch size) and kernel (3x3 plain, 7x7 Hamming), one
-process measures side by side: the plainest loop (``bench.plain_epoch``), the harness (``train_model``),
+process measures side by side: the plainest loop (``common.plain_epoch``), the harness (``train_model``),
 and the harness packed at K members (``packed.train_packed``, K models each on its own batches), each
 for the same number of steps after a warm-up run of the same shapes. Reported per row: images/s, the
 FLOPs of one training step per image from PyTorch's FLOP counter (forward and backward counted as
@@ -32,7 +32,7 @@ from ..run.packed import train_packed
 from ..run.provenance import provenance
 from ..run.training import train_model
 from ..runtime import resolve_channels_last, resolve_device, resolve_precision
-from .attacks import _sync, output_path, plain_epoch
+from .common import output_path, plain_epoch, sync
 
 Log = Callable[[str], None]
 # dense (no sparsity) peaks from the vendors' spec sheets, TFLOP/s, by a substring of the device name;
@@ -98,11 +98,11 @@ def measured_matmul_tflops(device: torch.device, dtype: torch.dtype, n: int = 81
         a = torch.randn(n, n, device=device, dtype=dtype)
         b = torch.randn(n, n, device=device, dtype=dtype)
         a @ b
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         for _ in range(10):
             a @ b
-        _sync(device)
+        sync(device)
         return 10 * 2 * n ** 3 / (time.perf_counter() - t0) / 1e12
     finally:
         torch.backends.cuda.matmul.allow_tf32 = saved

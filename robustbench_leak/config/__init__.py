@@ -65,10 +65,9 @@ def load_config(path: str | Path, engine: str | None = None) -> Config:
     resolve_checkpoints(run, path)
     dirs = preset_dirs(path, run.attack_dirs)
     if engine is not None:
-        from ..attacks.base import _ATTACKS, _ensure_loaded
+        from ..attacks import list_engines
 
-        _ensure_loaded()
-        engines = sorted({e for _, e in _ATTACKS})
+        engines = list_engines()
         if engine not in engines:
             raise ConfigError(f"--engine {short(engine)}: unknown engine; known: {', '.join(engines)}")
     attacks = [resolve_attack(i, a, dirs, str(path), engine) for i, a in enumerate(run.attacks)]

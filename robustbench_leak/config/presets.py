@@ -52,8 +52,7 @@ def load_preset(name: str, dirs: list[Path]) -> tuple[Path, dict[str, Any]]:
 
 def resolve_attack(i: int, entry: str | AttackCfg, dirs: list[Path], path: str,
                    engine_override: str | None = None) -> ResolvedAttack:
-    from ..attacks import attack_class
-    from ..attacks.base import _ATTACKS
+    from ..attacks import attack_class, find_attack
 
     cfg = AttackCfg(preset=entry) if isinstance(entry, str) else entry
     key = f"attacks[{i}]"
@@ -64,8 +63,8 @@ def resolve_attack(i: int, entry: str | AttackCfg, dirs: list[Path], path: str,
     engine = cfg.engine or preset.get("engine")
     params = {**(preset.get("params") or {}), **cfg.params}
     note = None
-    if engine_override and (preset["attack"], engine_override) in _ATTACKS and engine_override != engine:
-        target = _ATTACKS[(preset["attack"], engine_override)]
+    target = find_attack(preset["attack"], engine_override) if engine_override else None
+    if target is not None and engine_override != engine:
         if preset["attack"] == "spatial" and params.get("mode", "global") != "global":
             raise ConfigError(f"{path}: {key}: --engine {engine_override}: ART's spatial attack has only the global "
                               f"mode, not {short(params['mode'])}; run this attack with its own engine")

@@ -68,6 +68,11 @@ def _option_schema(name: str) -> type[BaseModel]:
     return option_schema(name, entry.factory, entry.options(), ranges)
 
 
+def is_registered(name: str) -> bool:
+    """Whether a factory is registered as ``name`` so far (the zoo's own register on the first lookup)."""
+    return name in _REGISTRY
+
+
 def _ensure_loaded() -> None:
     from . import resnet, spectral_nets, timm_models, tomen_cnn, vgg  # noqa: F401  (registration side effects)
 
