@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 from ..config import Config
 from ..models.checkpoints import default_cache_dir
 from ..runtime import resolve_device
-from ..store import STORE_NAME, Store
+from ..store import STORE_NAME, StoreReader, StoreWriter
 from .deadline import Deadline, TimeLimitReached
 from .executor import Executor, Job, LocalExecutor, Outcome
 from .lock import locked_out_dir
@@ -59,7 +59,7 @@ def make_executor(name: str, address: str | None = None, where: str = "config",
     raise ValueError(f"{where}: executor: unknown executor {name!r}; expected local or ray")
 
 
-def jobs_to_run(trains: list[dict[str, Any]], evals: list[dict[str, Any]], store: Store,
+def jobs_to_run(trains: list[dict[str, Any]], evals: list[dict[str, Any]], store: StoreReader,
                 log: Log) -> list[Job]:
     """The missing cells as jobs, in the local order (each train job followed by its eval jobs).
 
@@ -89,7 +89,7 @@ def jobs_to_run(trains: list[dict[str, Any]], evals: list[dict[str, Any]], store
     return jobs
 
 
-def write_outcome(store: Store, outcome: Outcome, run_id: str, ctx: dict[str, Any]) -> None:
+def write_outcome(store: StoreWriter, outcome: Outcome, run_id: str, ctx: dict[str, Any]) -> None:
     job = outcome.job
     spec = ({k: v for k, v in job.task.items() if k != "key"} if job.kind == "train"
             else {"train_key": job.task["train"]["key"], "attack": job.task["attack"]})
@@ -140,7 +140,7 @@ def check_merge_sources(config: Config, merge_from: Sequence[str | Path]) -> Non
     planned = {(r["kind"], r["cell_key"], r["model"], r["dataset"], r["seed"], r["attack"])
                for r in run_cell_rows(trains, evals)}
     for source_path in merge_from:
-        source = Store.open_existing(source_path)
+        source = StoreReader(source_path)
         try:
             rows = source.planned_cells()
         finally:
@@ -169,7 +169,7 @@ def _run_locked(config: Config, out: Path, executor: Executor, progress: bool, l
     if deadline is not None:
         ctx["deadline"] = deadline.to_ctx()
     trains, evals = plan(config)
-    store = Store(out / STORE_NAME)
+    store = StoreWriter(out / STORE_NAME)
     failed: list[Outcome] = []
     try:
         store.start_run(run_id, config_name=config.name, config_path=config.path, config_hash=config.config_hash(),
@@ -180,7 +180,7 @@ def _run_locked(config: Config, out: Path, executor: Executor, progress: bool, l
         log(f"run {run_id}: {len(trains)} train cells, {len(evals)} eval cells -> {out}")
         keys = [t["key"] for t in trains] + [e["key"] for e in evals]
         for source_path in merge_from:
-            source = Store.open_existing(source_path)
+            source = StoreReader(source_path)
             try:
                 log(f"[merge] {store.import_finished(source, keys)} finished cells of this plan copied from "
                     f"{source.path}")
