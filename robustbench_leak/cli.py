@@ -88,13 +88,13 @@ def _seed_list(text: str, flag: str) -> list[int]:
 
 def _merge_source(path: str, out: Path) -> Path:
     """A --merge source: an existing rbleak store or run folder, other than the --out store. Read-only."""
-    from .store import STORE_NAME, Store
+    from .store import STORE_NAME, StoreReader
 
     source = Path(path)
     store_file = source / STORE_NAME if source.is_dir() else source
     if store_file.resolve() == (out / STORE_NAME).resolve():
         raise ValueError(f"--merge: {path}: is the --out store itself")
-    Store.open_existing(source).close()  # refuses, untouched, anything that is not an rbleak store
+    StoreReader(source).close()  # refuses, untouched, anything that is not an rbleak store
     return source
 
 

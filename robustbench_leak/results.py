@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from .report.loader import load_runs
-from .store import Store
+from .store import StoreReader
 
 # every column of every table, defined once (docs/python-api.md lists the same, checked by a test)
 COLUMNS: dict[str, dict[str, str]] = {
@@ -90,7 +90,7 @@ class Results:
         if self._samples is None:
             parts = []
             for label, path in self._stores:
-                store = Store.open_existing(path)
+                store = StoreReader(path)
                 try:
                     s = store.newest_samples()
                 finally:

@@ -15,7 +15,7 @@ import yaml
 
 from robustbench_leak.models import Normalized, count_params, create_model
 from robustbench_leak.models.checkpoints import save_checkpoint
-from robustbench_leak.store import Store
+from robustbench_leak.store import StoreWriter
 
 SPECS = {
     "clean": {"kind": "clean", "engine": "torch", "n_samples": None, "params": {"batch_size": 512}},
@@ -57,7 +57,7 @@ def make_run(folder: Path, models: list[Fake], seeds: tuple[int, ...] = (0,), na
               "models": [{"name": m.name, "arch": "tomen_cnn"} for m in models]}
     if description:
         config["description"] = description
-    store = Store(folder / "results.sqlite")
+    store = StoreWriter(folder / "results.sqlite")
     store.start_run(run_id, config_name=name, config_path=f"configs/{name}.yaml", config_hash="feedc0de",
                     config_yaml=yaml.safe_dump(config), device="cpu (test machine, 2 threads)",
                     versions={"torch": "2.x", "adversarial-robustness-toolbox": "1.20.1"},
@@ -118,7 +118,7 @@ def three_models() -> list[Fake]:
                  flags=("gradient masking suspected: 2 of 4 images unchanged after 5 iterations",))]
 
 
-def add_model(store: Store, run_id: str, model: str, seed: int, attack: str, correct: np.ndarray,
+def add_model(store: StoreWriter, run_id: str, model: str, seed: int, attack: str, correct: np.ndarray,
               rho: np.ndarray | None = None) -> dict:
     """One eval cell whose images are all label 0, predicted correctly where ``correct``; its run-cell row."""
     n = len(correct)

@@ -13,7 +13,7 @@ from robustbench_leak.report import verdicts
 from robustbench_leak.report.claim_set import ClaimSet, claim_set_names, load_claim_set
 from robustbench_leak.report.claims import Claim, compare, coverage_lines, evaluate_claims, rule
 from robustbench_leak.report.claims_md import to_markdown, write_figures
-from robustbench_leak.store import Store
+from robustbench_leak.store import StoreWriter
 
 
 def ruled(kind, *comps):
@@ -33,7 +33,7 @@ N = 400
 @pytest.fixture
 def store(tmp_path):
     rng = np.random.default_rng(0)
-    s = Store(tmp_path / "results.sqlite")
+    s = StoreWriter(tmp_path / "results.sqlite")
     s.start_run("r", config_name="t", config_yaml="name: t\ndescription: CPU-scale protocol, width 4\n")
     rows = []
     for seed in (0, 1, 2):
@@ -198,7 +198,7 @@ def test_flagged_cells_are_named(store, tmp_path):
 def test_low_frequency_question_from_stored_spectra(tmp_path):
     """The spectra question compares 1 - hf_share per image; stores without spectra say so instead."""
     rng = np.random.default_rng(1)
-    s = Store(tmp_path / "results.sqlite")
+    s = StoreWriter(tmp_path / "results.sqlite")
     s.start_run("r", config_name="t", config_yaml="name: t\n")
     rows = []
     for seed in (0, 1, 2):
@@ -231,7 +231,7 @@ def test_low_frequency_question_from_stored_spectra(tmp_path):
     assert "![mean perturbation spectra: smooth vs rough on deepfool](plots/spectra_deepfool_smooth_vs_rough.png)" \
         in to_markdown(claims, base=tmp_path)
     # a store whose cells hold no spectra (the published runs so far): not evaluated, with the reason
-    s = Store(tmp_path / "results.sqlite")
+    s = StoreWriter(tmp_path / "results.sqlite")
     s.conn.execute("UPDATE samples SET hf_share = NULL")
     s.conn.commit()
     s.close()

@@ -13,7 +13,7 @@ from robustbench_leak.config import load_config
 from robustbench_leak.pipeline import run_config
 from robustbench_leak.run.driver import CellsFailed
 from robustbench_leak.run.lock import LOCK_NAME, OutDirLocked, locked_out_dir
-from robustbench_leak.store import Store
+from robustbench_leak.store import StoreWriter
 
 FAULTY = """
 name: faulty
@@ -95,7 +95,7 @@ def test_failed_cells_are_stored_reported_and_retried(tmp_path, capsys, monkeypa
 def test_second_run_into_a_held_folder_refuses_and_leaves_the_store_alone(tiny_config, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
-    Store(out / "results.sqlite").close()  # a store another run is writing
+    StoreWriter(out / "results.sqlite").close()  # a store another run is writing
     before = (out / "results.sqlite").read_bytes()
     with locked_out_dir(out):
         assert main(["run", str(tiny_config), "--out", str(out), "--quiet"]) == 1

@@ -17,7 +17,7 @@ from test_store_leaderboard import fill
 from robustbench_leak.cli import main
 from robustbench_leak.config import ConfigError, load_config
 from robustbench_leak.report.leaderboard import build_table, write_outputs
-from robustbench_leak.store import Store, StoreError
+from robustbench_leak.store import StoreError, StoreReader, StoreWriter
 
 
 def _digest(path: Path) -> str:
@@ -47,7 +47,7 @@ def _write(tmp_path: Path, text: str, name: str = "cfg.yaml") -> Path:
 
 # 1. a failed run never hides stored results ----------------------------------------------------------
 def test_failed_later_run_keeps_earlier_results_visible(tmp_path):
-    store = Store(tmp_path / "results.sqlite")
+    store = StoreWriter(tmp_path / "results.sqlite")
     fill(store, "r1", {"a": [(0.8, 0.05)], "b": [(0.7, 0.10)]})
     # a later run that planned other cells and failed before finishing any
     store.start_run("r2", config_name="t", config_yaml="name: t\n")
@@ -63,10 +63,10 @@ def test_failed_later_run_keeps_earlier_results_visible(tmp_path):
 
 
 def test_newest_finished_result_of_each_cell_wins(tmp_path):
-    store = Store(tmp_path / "results.sqlite")
+    store = StoreWriter(tmp_path / "results.sqlite")
     fill(store, "r1", {"a": [(0.5, 0.05)]})
     store.close()
-    store = Store(tmp_path / "results.sqlite")
+    store = StoreWriter(tmp_path / "results.sqlite")
     # the same slot computed again later (e.g. a changed preset gives a new cell key)
     store.start_run("r2", config_name="t", config_yaml="name: t\n")
     spec = {"kind": "clean", "engine": "torch", "n_samples": None, "params": {"batch_size": 512}}
@@ -103,7 +103,7 @@ def test_foreign_store_refused_untouched(tmp_path, capsys, kind):
         store.write_bytes(np.random.default_rng(0).bytes(4096))
     before, listing = _digest(store), _listing(tmp_path)
     with pytest.raises(StoreError, match="results.sqlite"):
-        Store(store)
+        StoreWriter(store)
     _cli_error(capsys, "leaderboard", str(tmp_path))
     cfg = _write(tmp_path / "..", TINY_CONFIG, f"{kind}.yaml")
     _cli_error(capsys, "run", str(cfg), "--out", str(tmp_path))
@@ -113,11 +113,11 @@ def test_foreign_store_refused_untouched(tmp_path, capsys, kind):
 def test_rendering_opens_the_store_read_only_and_leaves_no_side_files(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    store = Store(run / "results.sqlite")
+    store = StoreWriter(run / "results.sqlite")
     fill(store, "r1", {"a": [(0.8, 0.05)]})
     store.close()
     assert sorted(p.name for p in run.iterdir()) == ["results.sqlite"]  # a writer leaves one file
-    reader = Store.open_existing(run)
+    reader = StoreReader(run)
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
         reader.conn.execute("CREATE TABLE x (a)")
     reader.close()
@@ -129,7 +129,7 @@ def test_rendering_opens_the_store_read_only_and_leaves_no_side_files(tmp_path):
 def test_published_stores_are_single_files():
     for store in sorted((REPO / "results").glob("*/results.sqlite")):
         assert not Path(f"{store}-wal").exists() and not Path(f"{store}-shm").exists(), store
-        assert store.read_bytes()[18] == 1, f"{store} is in WAL mode; close it with Store.close()"
+        assert store.read_bytes()[18] == 1, f"{store} is in WAL mode; close it with StoreWriter.close()"
 
 
 # 3. paths never escape --------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 from conftest import REPO, TINY_CONFIG
 
 from robustbench_leak.cli import main
-from robustbench_leak.store import Store
+from robustbench_leak.store import StoreReader
 
 TWO_SEEDS = TINY_CONFIG.replace("seeds: [0]", "seeds: [0, 1]")
 
@@ -42,7 +42,7 @@ def test_shards_merged_equal_the_whole_grid(tmp_path, capsys):
     merged, whole = _cells(tmp_path / "merged"), _cells(tmp_path / "whole")
     assert merged == whole  # same cell keys, all done
     assert _samples(tmp_path / "merged") == _samples(tmp_path / "whole")  # CPU training is deterministic
-    store = Store.open_existing(tmp_path / "merged")
+    store = StoreReader(tmp_path / "merged")
     try:
         runs = store.runs()
         # the two shard runs that computed the cells, and the merging run that computed nothing
@@ -61,7 +61,7 @@ def test_merge_then_runs_only_what_is_missing(tmp_path):
     cfg.write_text(TWO_SEEDS)
     assert main(["run", str(cfg), "--seeds", "1", "--out", str(tmp_path / "s1"), "--quiet"]) == 0
     assert main(["run", str(cfg), "--merge", str(tmp_path / "s1"), "--out", str(tmp_path / "all"), "--quiet"]) == 0
-    store = Store.open_existing(tmp_path / "all")
+    store = StoreReader(tmp_path / "all")
     try:
         latest = store.latest_run()["run_id"]
         by_run = store.frame("SELECT c.run_id, COUNT(*) AS n FROM cells c GROUP BY c.run_id")

@@ -157,13 +157,13 @@ attacks:
 def test_minnorm_cell_through_the_runner(tmp_path, monkeypatch):
     """A stored minnorm cell: spectra per sample, the mean spectrum and the convergence flag in its info."""
     from robustbench_leak.cli import main
-    from robustbench_leak.store import STORE_NAME, Store
+    from robustbench_leak.store import STORE_NAME, StoreWriter
 
     monkeypatch.setenv("RBLEAK_CACHE_DIR", str(tmp_path / "cache"))
     config = tmp_path / "minnorm.yaml"
     config.write_text(MINNORM_CONFIG)
     assert main(["run", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 0
-    store = Store(tmp_path / "out" / STORE_NAME)
+    store = StoreWriter(tmp_path / "out" / STORE_NAME)
     try:
         run_id = store.latest_run()["run_id"]
         cells = store.eval_cells(run_id)

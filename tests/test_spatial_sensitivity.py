@@ -9,7 +9,7 @@ from robustbench_leak.report.claim_set import ClaimSet
 from robustbench_leak.report.claims import evaluate_claims
 from robustbench_leak.report.claims_md import to_markdown, write_figures
 from robustbench_leak.report.spatial_sensitivity import sensitivity, transform_table
-from robustbench_leak.store import Store
+from robustbench_leak.store import StoreWriter
 
 GRID = list(itertools.product((-2, 0, 2), (-2, 0, 2), (-30.0, -10.0, 0.0, 10.0, 30.0)))  # tx, ty, rot
 
@@ -51,7 +51,7 @@ def test_old_grid_info_is_read_and_missing_info_gives_none():
 
 
 def _store_with_spatial(tmp_path, with_grid: bool):
-    s = Store(tmp_path / "results.sqlite")
+    s = StoreWriter(tmp_path / "results.sqlite")
     s.start_run("r", config_name="t", config_yaml="name: t\n")
     rows = []
     rng = np.random.default_rng(0)

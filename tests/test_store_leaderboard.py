@@ -1,20 +1,23 @@
 """Store transactions and the leaderboard rendered from stored records."""
 
+import ast
+import re
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from robustbench_leak.report.leaderboard import build_table, to_markdown, write_outputs
-from robustbench_leak.store import Store
+from robustbench_leak.store import StoreReader, StoreWriter
 
 SPEC_CLEAN = {"kind": "clean", "engine": "torch", "n_samples": None, "params": {"batch_size": 512}}
 SPEC_DF = {"kind": "deepfool", "engine": "art", "n_samples": 10,
            "params": {"max_iter": 5, "overshoot": 0.02, "nb_grads": 10, "batch_size": 10}}
 
 
-def fill(store: Store, run_id: str, models: dict[str, list[tuple[float, float]]]) -> None:
+def fill(store: StoreWriter, run_id: str, models: dict[str, list[tuple[float, float]]]) -> None:
     """models: name -> per seed (clean accuracy, deepfool rho_mean)."""
     store.start_run(run_id, config_name="t", config_yaml="name: t\n")
     rows = []
@@ -39,7 +42,7 @@ def fill(store: Store, run_id: str, models: dict[str, list[tuple[float, float]]]
 
 
 def test_aggregates_seeds_and_ranks(tmp_path):
-    store = Store(tmp_path / "results.sqlite")
+    store = StoreWriter(tmp_path / "results.sqlite")
     fill(store, "r1", {"a": [(0.8, 0.05), (0.9, 0.07)], "b": [(0.7, 0.10), (0.6, 0.12)]})
     store.close()
     table, legend, rank_col = build_table([tmp_path])
@@ -59,7 +62,7 @@ def test_aggregates_seeds_and_ranks(tmp_path):
 
 def test_write_outputs_and_merge(tmp_path):
     for name, models in [("run1", {"a": [(0.8, 0.05)]}), ("run2", {"c": [(0.95, 0.01)]})]:
-        s = Store(tmp_path / name / "results.sqlite")
+        s = StoreWriter(tmp_path / name / "results.sqlite")
         fill(s, name, models)
         s.close()
     written = write_outputs([tmp_path / "run1", tmp_path / "run2"], tmp_path / "merged")
@@ -72,7 +75,7 @@ def test_write_outputs_and_merge(tmp_path):
 def test_every_runs_newest_results_are_shown(tmp_path):
     """A folder's leaderboard shows the newest finished result of every cell, whichever run computed it:
     a later run with other cells does not hide an earlier run's."""
-    s = Store(tmp_path / "results.sqlite")
+    s = StoreWriter(tmp_path / "results.sqlite")
     fill(s, "old", {"earlier": [(0.5, 0.5)]})
     fill(s, "new", {"later": [(0.6, 0.1)]})
     s.close()
@@ -81,7 +84,7 @@ def test_every_runs_newest_results_are_shown(tmp_path):
 
 
 def test_record_cell_is_atomic(tmp_path):
-    s = Store(tmp_path / "results.sqlite")
+    s = StoreWriter(tmp_path / "results.sqlite")
     with pytest.raises(sqlite3.Error):
         # metrics and samples are written first; an unbindable 'seconds' makes the final 'done' insert fail
         s.record_cell("k", "eval", {}, "r", "cpu", "t", object(), {"accuracy": 0.5},
@@ -93,9 +96,9 @@ def test_record_cell_is_atomic(tmp_path):
     s.close()
 
 
-def test_open_existing_missing(tmp_path):
+def test_reader_refuses_a_folder_without_a_store(tmp_path):
     with pytest.raises(FileNotFoundError, match="no results store"):
-        Store.open_existing(tmp_path)
+        StoreReader(tmp_path)
 
 
 def test_infinite_metric_in_one_seed_has_no_spread_and_no_warning(tmp_path):
@@ -103,7 +106,7 @@ def test_infinite_metric_in_one_seed_has_no_spread_and_no_warning(tmp_path):
     seeds is undefined (NaN), and rendering emits no numpy warning on the user's terminal."""
     import warnings
 
-    store = Store(tmp_path / "results.sqlite")
+    store = StoreWriter(tmp_path / "results.sqlite")
     fill(store, "r1", {"a": [(0.8, 0.05), (0.9, float("inf"))], "b": [(0.7, 0.10), (0.6, 0.12)]})
     store.close()
     with warnings.catch_warnings():
@@ -112,3 +115,54 @@ def test_infinite_metric_in_one_seed_has_no_spread_and_no_warning(tmp_path):
     a = table.set_index("model").loc["a"]
     assert np.isinf(a["deepfool.rho_mean"]) and np.isnan(a["deepfool.rho_mean.std"])
     assert table.set_index("model").loc["b", "deepfool.rho_mean.std"] == pytest.approx(np.std([0.10, 0.12], ddof=1))
+
+
+# the store package is the only place with SQL, and only the run driver writes ------------------------
+PACKAGE = Path(__file__).resolve().parents[1] / "robustbench_leak"
+SQL = re.compile(r"\b(SELECT|INSERT|UPDATE \w+ SET|DELETE FROM|CREATE TABLE|ALTER TABLE|PRAGMA)\b")
+
+
+def _sources_outside_store() -> dict[str, ast.Module]:
+    return {str(p.relative_to(PACKAGE.parent)): ast.parse(p.read_text()) for p in sorted(PACKAGE.rglob("*.py"))
+            if (PACKAGE / "store") not in p.parents}
+
+
+def test_no_sql_outside_the_store_package():
+    found = []
+    for name, tree in _sources_outside_store().items():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                found += [f"{name}: imports {m}" for m in modules if m.split(".")[0] == "sqlite3"]
+            elif isinstance(node, ast.Attribute) and node.attr.startswith("read_sql"):
+                found.append(f"{name}: calls {node.attr}")
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL.search(node.value):
+                found.append(f"{name}:{node.lineno}: SQL text {node.value[:60]!r}")
+    assert not found, found
+
+
+def test_only_the_run_driver_imports_the_writer():
+    importers = set()
+    for name, tree in _sources_outside_store().items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                module, names = node.module or "", {a.name for a in node.names}
+                if ("StoreWriter" in names or module.endswith("store.writer")
+                        or (module.split(".")[-1] == "store" and "writer" in names)):
+                    importers.add(name)
+            elif isinstance(node, ast.Import) and any(a.name.endswith("store.writer") for a in node.names):
+                importers.add(name)
+    assert importers == {"robustbench_leak/run/driver.py"}
+
+
+def test_reader_cannot_write(tmp_path):
+    s = StoreWriter(tmp_path / "results.sqlite")
+    fill(s, "r1", {"a": [(0.8, 0.05)]})
+    s.close()
+    reader = StoreReader(tmp_path)
+    try:
+        assert not hasattr(reader, "record_cell") and reader.latest_run()["run_id"] == "r1"
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reader.conn.execute("DELETE FROM metrics")
+    finally:
+        reader.close()

@@ -14,7 +14,7 @@ from robustbench_leak.report import calibration, verdicts
 from robustbench_leak.report.claim_set import ClaimSet
 from robustbench_leak.report.claims import evaluate_claims
 from robustbench_leak.report.claims_md import to_markdown
-from robustbench_leak.store import Store
+from robustbench_leak.store import StoreWriter
 
 SUP, CON, UND = verdicts.SUPPORTS, verdicts.CONTRADICTS, verdicts.UNDECIDED
 
@@ -102,7 +102,7 @@ N = 300
 def known_effects(tmp_path):
     """Models whose clean accuracy differs from 'base' by known amounts on the same images, 5 seeds."""
     rng = np.random.default_rng(0)
-    s = Store(tmp_path / "results.sqlite")
+    s = StoreWriter(tmp_path / "results.sqlite")
     s.start_run("r", config_name="t", config_yaml="name: t\n")
     rows = []
     for seed in range(5):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import tempfile
 import time
 from importlib import metadata
@@ -21,18 +20,18 @@ from typing import Any, Callable
 import torch
 
 from ..run.provenance import provenance
-from ..store import STORE_NAME
+from ..store import StoreReader
 
 Log = Callable[[str], None]
 TARGET_RATIO = 1.6  # the target for 2 workers on 2 cores
 
 
 def _metrics(out: Path) -> dict[tuple[str, str], float | None]:
-    con = sqlite3.connect(out / STORE_NAME)
+    store = StoreReader(out)
     try:
-        return {(k, m): v for k, m, v in con.execute("SELECT cell_key, metric, value FROM metrics")}
+        return store.metric_values()
     finally:
-        con.close()
+        store.close()
 
 
 def _largest_difference(a: dict[tuple[str, str], float | None], b: dict[tuple[str, str], float | None]) -> float | None:

@@ -1,5 +1,5 @@
 """The claims report's evaluation driver (``rbleak claims``): reads a run's stored per-image results
-through :class:`~robustbench_leak.store.Store`, computes each paired comparison with
+through :class:`~robustbench_leak.store.StoreReader`, computes each paired comparison with
 :mod:`robustbench_leak.stats`, and rules on it with :mod:`robustbench_leak.report.verdicts`.
 
 Claim sets are data (:mod:`robustbench_leak.report.claim_set`); the Markdown is
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .. import stats
-from ..store import Store
+from ..store import StoreReader
 from . import verdicts
 from .claim_set import ClaimSet, ClaimSpec, Declared, load_claim_set
 from .spatial_sensitivity import Sensitivity, sensitivity
@@ -80,7 +80,7 @@ class Claim:
     post_hoc: bool = True  # declared after the run it is judged on started (or never declared)
 
 
-def _cells(store: Store, run_id: str, model: str, attack: str) -> dict[int, tuple[str, dict[str, Any], str]]:
+def _cells(store: StoreReader, run_id: str, model: str, attack: str) -> dict[int, tuple[str, dict[str, Any], str]]:
     """seed -> (cell_key, info, attack kind) of a model's finished cells of one attack label."""
     frame = store.done_eval_cells(run_id, model, attack)
     return {int(r.seed): (r.cell_key, json.loads(r.info) if r.info else {},
@@ -92,7 +92,7 @@ def _flags(model: str, seed: int, info: dict[str, Any]) -> list[str]:
     return [f"{model} seed {seed}: {flag}" for flag in info.get("flags") or []]
 
 
-def compare(store: Store, run_id: str, model_a: str, model_b: str, attack: str, metric: str,
+def compare(store: StoreReader, run_id: str, model_a: str, model_b: str, attack: str, metric: str,
             only_seeds: Sequence[int] | None = None) -> Comparison | None:
     """``metric``: 'correct' (accuracy after ``attack``; clean accuracy for attack 'clean'), 'rho' or
     'low_freq_share'; ``only_seeds``: use only these training seeds (default: every seed both models have)."""
@@ -206,7 +206,7 @@ def evaluate_claims(run_dir: str | Path, claim_set: ClaimSet | str = "paper",
     latest run of ``run_dir``; ``seeds``: only these training seeds (each must be in the run)."""
     if not isinstance(claim_set, ClaimSet):
         claim_set = load_claim_set(claim_set)
-    store = Store.open_existing(run_dir)
+    store = StoreReader(run_dir)
     try:
         run = store.latest_run()
         if run is None:
@@ -240,7 +240,7 @@ def evaluate_claims(run_dir: str | Path, claim_set: ClaimSet | str = "paper",
         store.close()
 
 
-def _per_seed(store: Store, run_id: str, model: str, attack: str) -> dict[int, pd.DataFrame]:
+def _per_seed(store: StoreReader, run_id: str, model: str, attack: str) -> dict[int, pd.DataFrame]:
     return {int(r.seed): store.samples(r.cell_key).set_index("idx")
             for r in store.done_eval_cells(run_id, model, attack).itertuples()}
 
@@ -255,7 +255,7 @@ def margin_lines(run_dir: str | Path, claim_set: ClaimSet, seeds: Sequence[int] 
              f"+-{100 * m.rho:.2g}% of B's mean rho. {m.justification}"]
     ev = m.evidence
     if ev is not None:
-        store = Store.open_existing(run_dir)
+        store = StoreReader(run_dir)
         try:
             run_id = store.latest_run()["run_id"]
             clean = _per_seed(store, run_id, ev.model, ev.clean)
@@ -287,7 +287,7 @@ def protocol_line(run_dir: str | Path) -> str:
     """The latest run's config ``description`` as a line set under every table ('' when it has none)."""
     from .loader import config_description
 
-    store = Store.open_existing(run_dir)
+    store = StoreReader(run_dir)
     try:
         run = store.latest_run()
     finally:
@@ -298,7 +298,7 @@ def protocol_line(run_dir: str | Path) -> str:
 
 def art_defect_table(art_dir: str | Path) -> str:
     """ART as-is vs fixed vs the native engine on the same grid, per model and seed, from the store."""
-    store = Store.open_existing(art_dir)
+    store = StoreReader(art_dir)
     try:
         run = store.latest_run()
         rows = store.results(run["run_id"])
@@ -320,7 +320,7 @@ def art_defect_table(art_dir: str | Path) -> str:
 
 def coverage_lines(run_dir: str | Path) -> list[str]:
     """Which seeds of each model of the latest run have every attack cell finished, so a partial run says so."""
-    store = Store.open_existing(run_dir)
+    store = StoreReader(run_dir)
     try:
         run = store.latest_run()
         cells = store.eval_coverage(run["run_id"])
@@ -341,7 +341,7 @@ def coverage_lines(run_dir: str | Path) -> list[str]:
 
 
 def provenance_lines(run_dir: str | Path) -> list[str]:
-    store = Store.open_existing(run_dir)
+    store = StoreReader(run_dir)
     try:
         run = store.latest_run()
         first = store.runs().started_at.min()

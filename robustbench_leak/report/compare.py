@@ -8,13 +8,13 @@ from typing import Any
 import numpy as np
 
 from ..stats import mcnemar, wilcoxon
-from ..store import Store
+from ..store import StoreReader
 
 
 def compare_models(run_dir: str | Path, model_a: str, model_b: str, attack: str | None = None) -> list[dict[str, Any]]:
     """One record per (dataset, seed, attack) both models have: McNemar on correctness after the attack
     and, where per-sample rho exists (DeepFool), Wilcoxon on rho over images both classified correctly."""
-    store = Store.open_existing(run_dir)
+    store = StoreReader(run_dir)
     try:
         run = store.latest_run()
         if run is None:

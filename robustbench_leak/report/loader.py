@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..store import STORE_NAME, Store
+from ..store import STORE_NAME, StoreReader
 
 
 @dataclass
@@ -105,7 +105,7 @@ def store_path(path: str | Path) -> Path:
 
 
 def load_run(path: str | Path, label: str | None = None) -> RunData:
-    store = Store.open_existing(path)
+    store = StoreReader(path)
     try:
         run = store.latest_run()
         if run is None:

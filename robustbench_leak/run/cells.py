@@ -160,8 +160,8 @@ def train_cell(task: TrainTask, ctx: RunContext, record: bool = True,
 
     ``record=False`` is for a model whose records are already stored (a resumed run) but whose weights
     some eval still needs: it keeps the record of the run that trained it and says nothing on a cache hit.
-    Returns ``(records, weights)``; records hold ``model`` (for ``Store.record_model``), ``cell`` (for
-    ``Store.record_cell``) and ``outcome`` (trained, cached or loaded)."""
+    Returns ``(records, weights)``; records hold ``model`` (for ``StoreWriter.record_model``), ``cell`` (for
+    ``StoreWriter.record_cell``) and ``outcome`` (trained, cached or loaded)."""
     started = now()
     t0 = time.perf_counter()
     model, meta = ensure_model(task, ctx, log, announce_cache=record, fresh=fresh)

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 from ..config import Config
 from ..models.checkpoints import default_cache_dir
-from ..store import STORE_NAME, Store
+from ..store import STORE_NAME, StoreReader, StoreWriter
 from .deadline import Deadline, TimeLimitReached
 from .executor import Executor, Job, LocalExecutor, Outcome
 from .lock import locked_out_dir
@@ -60,7 +60,7 @@ def make_executor(name: str, address: str | None = None, where: str = "config",
     raise ValueError(f"{where}: executor: unknown executor {name!r}; expected local or ray")
 
 
-def jobs_to_run(trains: list[TrainTask], evals: list[EvalTask], store: Store, log: Log) -> list[Job]:
+def jobs_to_run(trains: list[TrainTask], evals: list[EvalTask], store: StoreReader, log: Log) -> list[Job]:
     """The missing cells as jobs, in the local order (each train job followed by its eval jobs).
 
     A train cell already stored keeps the record of the run that trained it; it becomes a job only when
@@ -89,7 +89,7 @@ def jobs_to_run(trains: list[TrainTask], evals: list[EvalTask], store: Store, lo
     return jobs
 
 
-def write_outcome(store: Store, outcome: Outcome, run_id: str, ctx: RunContext) -> None:
+def write_outcome(store: StoreWriter, outcome: Outcome, run_id: str, ctx: RunContext) -> None:
     job = outcome.job
     if outcome.state == "failed":
         if job.record:  # a stored train cell that only had to provide weights keeps its record
@@ -137,7 +137,7 @@ def check_merge_sources(config: Config, merge_from: Sequence[str | Path]) -> Non
     planned = {(r["kind"], r["cell_key"], r["model"], r["dataset"], r["seed"], r["attack"])
                for r in run_cell_rows(trains, evals)}
     for source_path in merge_from:
-        source = Store.open_existing(source_path)
+        source = StoreReader(source_path)
         try:
             rows = source.planned_cells()
         finally:
@@ -159,7 +159,7 @@ def _run_locked(config: Config, out: Path, executor: Executor, progress: bool, l
     prov = provenance(ctx.device)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     trains, evals = plan(config)
-    store = Store(out / STORE_NAME)
+    store = StoreWriter(out / STORE_NAME)
     failed: list[Outcome] = []
     try:
         store.start_run(run_id, config_name=config.name, config_path=config.path, config_hash=config.config_hash(),
@@ -170,7 +170,7 @@ def _run_locked(config: Config, out: Path, executor: Executor, progress: bool, l
         log(f"run {run_id}: {len(trains)} train cells, {len(evals)} eval cells -> {out}")
         keys = [t.key for t in trains] + [e.key for e in evals]
         for source_path in merge_from:
-            source = Store.open_existing(source_path)
+            source = StoreReader(source_path)
             try:
                 log(f"[merge] {store.import_finished(source, keys)} finished cells of this plan copied from "
                     f"{source.path}")
