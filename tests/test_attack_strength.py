@@ -195,7 +195,7 @@ def test_masking_config_entry(tmp_path):
         _, evals = plan(cfg)
         keys[name] = [e.key for e in evals]
         if name == "off":
-            assert cfg.run.masking.enabled is False and evals[1]["masking"]["enabled"] is False
+            assert cfg.run.masking.enabled is False and evals[1].masking["enabled"] is False
     assert keys["default"] == keys["explicit"]  # the defaults, written or not, keep the stored cells' keys
     assert keys["off"][0] == keys["default"][0] and keys["off"][1] != keys["default"][1]  # only minnorm's key
     assert keys["more"][1] not in (keys["default"][1], keys["off"][1])

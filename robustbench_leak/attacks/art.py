@@ -58,7 +58,8 @@ class ArtDeepFool(Attack):
     metrics = ("success_rate", "rho_mean", "rho_median", "robust_accuracy")
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None) -> AttackResult:
+            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None,
+            gen: torch.Generator | None = None) -> AttackResult:
         from art.attacks.evasion import DeepFool
 
         _quiet_art()
@@ -88,7 +89,8 @@ class ArtSpatial(Attack):
     metrics = ("robust_accuracy", "fooling_rate", "shift_rows", "shift_cols", "rotation_deg")
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None) -> AttackResult:
+            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None,
+            gen: torch.Generator | None = None) -> AttackResult:
         from art.attacks.evasion import SpatialTransformation
 
         _quiet_art()

@@ -59,7 +59,8 @@ class ArtEvasion(Attack):
         return {"name": name, "batch_size": batch_size, **params}
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None) -> AttackResult:
+            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None,
+            gen: torch.Generator | None = None) -> AttackResult:
         _quiet_art()
         params = dict(self.params)
         name = params.pop("name")
@@ -69,6 +70,8 @@ class ArtEvasion(Attack):
         clf = art_classifier(model, tuple(x.shape[1:]), num_classes_of(model, x, device), device)
         kwargs = {"verbose": progress} if "verbose" in inspect.signature(art_cls.__init__).parameters else {}
         attack = art_cls(clf, **params, **kwargs)
+        if gen is not None:  # ART draws from NumPy's global generator and takes none: seed it from ``gen``
+            np.random.seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
         x_np = x.numpy().astype(np.float32)
         x_adv = attack.generate(x_np, y=y.numpy())  # untargeted attacks move away from the true label
         clean_pred = predict(model, x, device).numpy()

@@ -116,7 +116,8 @@ class Attack(ABC):
 
     @abstractmethod
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None) -> AttackResult:
+            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None,
+            gen: torch.Generator | None = None) -> AttackResult:
         """Attack images ``x`` in [0, 1] with labels ``y``; ``model`` is in eval mode, weights frozen.
 
         ``fit`` is a disjoint (images, labels) split for attacks that choose something before attacking

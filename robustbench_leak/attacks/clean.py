@@ -20,7 +20,8 @@ class CleanAccuracy(Attack):
     metrics = ("accuracy",)
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None) -> AttackResult:
+            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None,
+            gen: torch.Generator | None = None) -> AttackResult:
         pred = predict(model, x, device, self.params["batch_size"]).numpy()
         labels = y.numpy()
         return AttackResult({"accuracy": accuracy(pred, labels), "n": float(len(labels))},

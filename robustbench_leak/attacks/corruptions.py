@@ -30,7 +30,8 @@ class _FrequencyCorruption(Attack):
         raise NotImplementedError
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None) -> AttackResult:
+            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None,
+            gen: torch.Generator | None = None) -> AttackResult:
         if self.params["sigma"] <= 0:
             raise ValueError(f"attack {self.kind!r}: sigma must be > 0, got {self.params['sigma']}")
         corrupted = torch.from_numpy(self.corrupt(x.numpy().astype(np.float32)).astype(np.float32))

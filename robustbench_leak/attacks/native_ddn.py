@@ -27,8 +27,11 @@ from .norm_results import counted_batches, cosine, iterative_result, steps_withi
 
 
 def ddn_batch(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, steps: int, init_epsilon: float,
-              gamma: float, alpha_init: float, alpha_final: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Returned examples, final best norms (inf: never fooled) and best norms before the convergence tail."""
+              gamma: float, alpha_init: float, alpha_final: float, gen: torch.Generator | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returned examples, final best norms (inf: never fooled) and best norms before the convergence tail.
+
+    ``gen``: the CPU generator of the random directions (one draw per step; None: torch's global one)."""
     view = (-1,) + (1,) * (x.ndim - 1)
     inf = torch.full((len(x),), math.inf, device=x.device, dtype=x.dtype)
     delta = torch.zeros_like(x)
@@ -51,7 +54,9 @@ def ddn_batch(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, steps: in
             before = best_norm.clone()
         # a vanishing gradient gets a random direction (as Foolbox), so the norm update still moves
         g_norm = grad.flatten(1).norm(dim=1)
-        grad = torch.where((g_norm == 0).view(view), torch.randn_like(grad), grad)
+        noise = (torch.randn(grad.shape, generator=gen, dtype=grad.dtype).to(grad.device) if gen is not None
+                 else torch.randn_like(grad))
+        grad = torch.where((g_norm == 0).view(view), noise, grad)
         grad = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)
         delta = delta + alpha * grad
         epsilon = torch.minimum(epsilon * torch.where(is_adv, 1.0 - gamma, 1.0 + gamma), worst)
@@ -76,11 +81,12 @@ class NativeDDN(Attack):
     metrics = ("success_rate", "rho_mean", "rho_median", "robust_accuracy", "converged_ddn", "passes")
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None) -> AttackResult:
+            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None,
+            gen: torch.Generator | None = None) -> AttackResult:
         p = self.params
         clean = predict(model, x, device)
         steps = steps_within(p["steps"], p["budget"])
-        params = {k: v for k, v in p.items() if k not in ("batch_size", "budget")} | {"steps": steps}
+        params = {k: v for k, v in p.items() if k not in ("batch_size", "budget")} | {"steps": steps, "gen": gen}
         (x_adv, final, before), passes = counted_batches(ddn_batch, model, x, clean, p["batch_size"], device,
                                                          "DDN (native)", progress, **params)
         return iterative_result("ddn", model, x, y, x_adv, clean, final, before, steps, device, passes)

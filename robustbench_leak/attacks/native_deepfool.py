@@ -165,7 +165,8 @@ class NativeDeepFool(Attack):
         return merged
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None) -> AttackResult:
+            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None,
+            gen: torch.Generator | None = None) -> AttackResult:
         p = self.params
         clean = predict(model, x, device)
         params = {k: v for k, v in p.items() if k != "batch_size"}

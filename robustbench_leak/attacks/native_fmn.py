@@ -153,7 +153,8 @@ class NativeFMN(Attack):
     metrics = ("success_rate", "rho_mean", "rho_median", "robust_accuracy", "converged_fmn", "passes")
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None) -> AttackResult:
+            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None,
+            gen: torch.Generator | None = None) -> AttackResult:
         p = self.params
         clean = predict(model, x, device)
         params = fmn_batch_params(p, p["budget"])

@@ -71,22 +71,25 @@ class NativeMinNorm(Attack):
                *(f"minimum_share_{m}" for m in MEMBERS), "passes")
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None) -> AttackResult:
+            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None,
+            gen: torch.Generator | None = None) -> AttackResult:
         p = self.params
         clean = predict(model, x, device)
-        out, seconds, passes = run_members(model, x, clean, p, device, progress)
+        out, seconds, passes = run_members(model, x, clean, p, device, progress, gen=gen)
         return combine(model, x, y, clean, out, seconds, p, device, passes)
 
     def check_masking(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, result: AttackResult,
-                      device: torch.device, settings: MaskingSettings) -> list[str]:
+                      device: torch.device, settings: MaskingSettings, gen: torch.Generator | None = None
+                      ) -> list[str]:
         """The gradient-masking checks (``masking``) on this run's result: stored in ``result.info["masking"]``
-        and ``result.metrics["masking_failed"]``; returns the flags of the failed ones."""
+        and ``result.metrics["masking_failed"]``; returns the flags of the failed ones. ``gen``: the generator
+        ``run`` drew from, continued by the reruns."""
         p = self.params
         steps = iterative_steps(p)
 
         def rerun(model: nn.Module, xs: torch.Tensor, clean: torch.Tensor, scale: float) -> dict[str, np.ndarray]:
             fewer = {**p, "budget": None, **{f"{m}_steps": max(1, int(n * scale)) for m, n in steps.items()}}
-            out, _, _ = run_members(model, xs, clean, fewer, device, members=tuple(steps))
+            out, _, _ = run_members(model, xs, clean, fewer, device, members=tuple(steps), gen=gen)
             return {m: _norms_if_fooled(model, xs, clean, out[m][0], device) for m in out}
 
         record, flags = run_checks(model, x, y, result.samples, result.metrics["success_rate"],
@@ -120,9 +123,10 @@ def iterative_steps(p: dict[str, Any]) -> dict[str, int]:
 
 
 def run_members(model: nn.Module, x: torch.Tensor, clean: torch.Tensor, p: dict[str, Any], device: torch.device,
-                progress: bool = False, members: tuple[str, ...] = MEMBERS
+                progress: bool = False, members: tuple[str, ...] = MEMBERS, gen: torch.Generator | None = None
                 ) -> tuple[dict[str, tuple[torch.Tensor, ...]], dict[str, float], dict[str, float]]:
-    """Each member's outputs on the CPU, its seconds and its forward + backward passes per image."""
+    """Each member's outputs on the CPU, its seconds and its forward + backward passes per image (``gen``: the
+    generator of DDN's random directions)."""
     out: dict[str, tuple[torch.Tensor, ...]] = {}
     seconds: dict[str, float] = {}
     passes: dict[str, float] = {}
@@ -130,6 +134,8 @@ def run_members(model: nn.Module, x: torch.Tensor, clean: torch.Tensor, p: dict[
         if name not in members:
             continue
         t0 = time.perf_counter()
+        if name == "ddn":
+            params = params | {"gen": gen}
         out[name], passes[name] = counted_batches(engine, model, x, clean, p["batch_size"], device,
                                                   f"minnorm: {name}", progress, **params)
         seconds[name] = time.perf_counter() - t0

@@ -216,7 +216,8 @@ class NativeSpatial(Attack):
         return self.params["mode"] == "global" and self.params["fit_on"] == "holdout"
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None) -> AttackResult:
+            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None,
+            gen: torch.Generator | None = None) -> AttackResult:
         p = self.params
         h, w = x.shape[2:]
         grid = art_grid(h, w, p["max_translation"], p["num_translations"], p["max_rotation"], p["num_rotations"])

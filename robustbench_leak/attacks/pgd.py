@@ -68,7 +68,8 @@ class NativePGD(Attack):
         return merged
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None) -> AttackResult:
+            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None,
+            gen: torch.Generator | None = None) -> AttackResult:
         p = self.params
         gen = torch.Generator().manual_seed(p["seed"])
         advs = [pgd(model, x[i:i + p["batch_size"]].to(device), y[i:i + p["batch_size"]].to(device), p["eps"],

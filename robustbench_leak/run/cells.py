@@ -269,16 +269,15 @@ def eval_cell(task: EvalTask, ctx: RunContext, weights: Weights | None,
     x, y = data.test_x[:n], data.test_y[:n]
     attack = build_attack(spec["kind"], spec["engine"], **spec["params"])
     fit = fit_split(attack, data, n, spec.get("fit_samples") or DEFAULT_FIT_SAMPLES)
-    # attacks draw from ``gen``; the global generator is seeded too, for engines outside the package (ART)
-    torch.manual_seed(task.seed)
+    gen = task.generator()  # every random draw of the attack (and of its masking checks), in order
     started = now()
     t0 = time.perf_counter()
-    result = attack.run(model, x, y, device, progress=ctx.progress, fit=fit)
+    result = attack.run(model, x, y, device, progress=ctx.progress, fit=fit, gen=gen)
     seconds = time.perf_counter() - t0
     flags = sanity_checks(spec["kind"], model, x, y, result, device, task.seed)
     masking = MaskingSettings(**(task.masking or {}))
     if masking.enabled and hasattr(attack, "check_masking"):
-        flags += attack.check_masking(model, x, y, result, device, masking)
+        flags += attack.check_masking(model, x, y, result, device, masking, gen=gen)
     intervals = metric_intervals(result.samples, result.metrics, seed=task.seed)
     info = {**result.info, "images_per_second": n / seconds if seconds else None, "attack_seconds": seconds}
     if flags:
