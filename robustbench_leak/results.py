@@ -90,11 +90,8 @@ class Results:
         if self._samples is None:
             parts = []
             for label, path in self._stores:
-                store = StoreReader(path)
-                try:
+                with StoreReader(path) as store:
                     s = store.newest_samples()
-                finally:
-                    store.close()
                 s.insert(0, "run", label)
                 parts.append(s)
             self._samples = _frame(parts, "samples")

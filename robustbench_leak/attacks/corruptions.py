@@ -26,8 +26,12 @@ class _FrequencyCorruption(Attack):
     ranges = {"sigma": Range(0.0, 1000.0, lo_open=True)}
     metrics = ("robust_accuracy",)
 
+    engine = "native"
+    high_pass = False  # the image minus its blur, rather than the blur
+
     def corrupt(self, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        blurred = gaussian_blur(x, self.params["sigma"])
+        return x - blurred if self.high_pass else blurred
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
             progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -45,18 +49,11 @@ class _FrequencyCorruption(Attack):
 @register_attack
 class LowPass(_FrequencyCorruption):
     kind = "lowpass"
-    engine = "native"
     description = "Gaussian low-pass corruption (blur with sigma in pixels)"
-
-    def corrupt(self, x: np.ndarray) -> np.ndarray:
-        return gaussian_blur(x, self.params["sigma"])
 
 
 @register_attack
 class HighPass(_FrequencyCorruption):
     kind = "highpass"
-    engine = "native"
+    high_pass = True
     description = "Gaussian high-pass corruption: image minus its blur (sigma in pixels), unclipped"
-
-    def corrupt(self, x: np.ndarray) -> np.ndarray:
-        return x - gaussian_blur(x, self.params["sigma"])

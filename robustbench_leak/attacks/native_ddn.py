@@ -16,14 +16,14 @@ synchronisation inside the loop.
 from __future__ import annotations
 
 import math
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..runtime import predict
-from .base import Attack, AttackResult, Range, above, at_least, register_attack
-from .norm_results import counted_batches, cosine, iterative_result, steps_within, tail_snapshot_step
+from .base import AttackResult, Range, above, at_least, register_attack
+from .norm_results import CountedEngineAttack, cosine, iterative_result, steps_within, tail_snapshot_step
 
 
 def ddn_batch(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, steps: int, init_epsilon: float,
@@ -68,7 +68,7 @@ def ddn_batch(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, steps: in
 
 
 @register_attack
-class NativeDDN(Attack):
+class NativeDDN(CountedEngineAttack):
     kind = "ddn"
     engine = "native"
     minimum_norm = True
@@ -80,14 +80,19 @@ class NativeDDN(Attack):
               "alpha_init": above(0), "alpha_final": above(0), "batch_size": at_least(1)}
     metrics = ("success_rate", "rho_mean", "rho_median", "robust_accuracy", "converged_ddn", "passes")
 
-    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None,
-            gen: torch.Generator | None = None) -> AttackResult:
+    progress_label = "DDN (native)"
+
+    def batch_engine(self) -> Callable[..., tuple[torch.Tensor, ...]]:
+        return ddn_batch
+
+    def engine_params(self, device: torch.device, gen: torch.Generator | None) -> dict[str, Any]:
         p = self.params
-        clean = predict(model, x, device)
-        steps = steps_within(p["steps"], p["budget"])
-        params = {k: v for k, v in p.items() if k not in ("batch_size", "budget")} | {"steps": steps, "gen": gen}
-        (x_adv, final, before), passes = counted_batches(ddn_batch, model, x, clean, p["batch_size"], device,
-                                                         "DDN (native)", progress, **params)
-        return iterative_result("ddn", model, x, y, x_adv, clean, final, before, steps, device, passes)
+        return ({k: v for k, v in p.items() if k not in ("batch_size", "budget")}
+                | {"steps": steps_within(p["steps"], p["budget"]), "gen": gen})
+
+    def finish(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor,
+               out: tuple[torch.Tensor, ...], passes: float, params: dict[str, Any],
+               device: torch.device) -> AttackResult:
+        x_adv, final, before = out
+        return iterative_result("ddn", model, x, y, x_adv, clean, final, before, params["steps"], device, passes)
 

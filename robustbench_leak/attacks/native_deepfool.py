@@ -25,14 +25,13 @@ Differences, all for speed:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 
-from ..runtime import predict
-from .base import Attack, AttackResult, at_least, register_attack
-from .norm_results import counted_batches, rechecked_result
+from .base import AttackResult, at_least, register_attack
+from .norm_results import CountedEngineAttack, rechecked_result
 
 TOL = 10e-8  # ART's guard against division by zero
 
@@ -137,7 +136,7 @@ def deepfool_engine(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, **p
 
 
 @register_attack
-class NativeDeepFool(Attack):
+class NativeDeepFool(CountedEngineAttack):
     kind = "deepfool"
     engine = "native"
     preferred_engine = True
@@ -164,13 +163,17 @@ class NativeDeepFool(Attack):
                              f"kept after the first step) or null (keep all), got {keep!r}")
         return merged
 
-    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None,
-            gen: torch.Generator | None = None) -> AttackResult:
-        p = self.params
-        clean = predict(model, x, device)
-        params = {k: v for k, v in p.items() if k != "batch_size"}
-        params["grad_strategy"] = resolve_grad_strategy(p["grad_strategy"], device)
-        (x_adv, iters), passes = counted_batches(deepfool_engine, model, x, clean, p["batch_size"], device,
-                                                 "DeepFool (native)", progress, **params)
+    progress_label = "DeepFool (native)"
+
+    def batch_engine(self) -> Callable[..., tuple[torch.Tensor, ...]]:
+        return deepfool_engine
+
+    def engine_params(self, device: torch.device, gen: torch.Generator | None) -> dict[str, Any]:
+        params = super().engine_params(device, gen)
+        return params | {"grad_strategy": resolve_grad_strategy(params["grad_strategy"], device)}
+
+    def finish(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor,
+               out: tuple[torch.Tensor, ...], passes: float, params: dict[str, Any],
+               device: torch.device) -> AttackResult:
+        x_adv, iters = out
         return rechecked_result(model, x, y, x_adv, clean, iters, passes, device)

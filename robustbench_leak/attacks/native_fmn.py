@@ -32,15 +32,14 @@ inside the loop.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 
-from ..runtime import predict
-from .base import Attack, AttackResult, Range, above, at_least, register_attack
+from .base import AttackResult, Range, above, at_least, register_attack
 from .native_deepfool import deepfool_batch, resolve_grad_strategy
-from .norm_results import (boundary_fraction, counted_batches, cosine, iterative_result, steps_within,
+from .norm_results import (CountedEngineAttack, boundary_fraction, cosine, iterative_result, steps_within,
                            tail_snapshot_step)
 
 PROJECTIONS = ("ball", "sphere")
@@ -135,7 +134,7 @@ UNIT_OPEN = Range(0, 1, lo_open=True, hi_open=True)
 
 
 @register_attack
-class NativeFMN(Attack):
+class NativeFMN(CountedEngineAttack):
     kind = "fmn"
     engine = "native"
     minimum_norm = True
@@ -152,12 +151,16 @@ class NativeFMN(Attack):
     choices = {"projection": PROJECTIONS, "start": STARTS}
     metrics = ("success_rate", "rho_mean", "rho_median", "robust_accuracy", "converged_fmn", "passes")
 
-    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None,
-            gen: torch.Generator | None = None) -> AttackResult:
-        p = self.params
-        clean = predict(model, x, device)
-        params = fmn_batch_params(p, p["budget"])
-        (x_adv, final, before), passes = counted_batches(fmn_batch, model, x, clean, p["batch_size"], device,
-                                                         "FMN (native)", progress, **params)
+    progress_label = "FMN (native)"
+
+    def batch_engine(self) -> Callable[..., tuple[torch.Tensor, ...]]:
+        return fmn_batch
+
+    def engine_params(self, device: torch.device, gen: torch.Generator | None) -> dict[str, Any]:
+        return fmn_batch_params(self.params, self.params["budget"])
+
+    def finish(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor,
+               out: tuple[torch.Tensor, ...], passes: float, params: dict[str, Any],
+               device: torch.device) -> AttackResult:
+        x_adv, final, before = out
         return iterative_result("fmn", model, x, y, x_adv, clean, final, before, params["steps"], device, passes)

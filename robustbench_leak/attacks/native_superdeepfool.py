@@ -16,12 +16,13 @@ model's clean prediction, as the other native engines. Fooled images leave the b
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import torch
 import torch.nn as nn
 
-from ..runtime import predict
-from .base import Attack, AttackResult, at_least, register_attack
-from .norm_results import boundary_fraction, counted_batches, rechecked_result
+from .base import AttackResult, at_least, register_attack
+from .norm_results import CountedEngineAttack, boundary_fraction, rechecked_result
 
 
 def deepfool_all_classes(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, steps: int, overshoot: float,
@@ -120,7 +121,7 @@ def superdeepfool_batch(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
 
 
 @register_attack
-class NativeSuperDeepFool(Attack):
+class NativeSuperDeepFool(CountedEngineAttack):
     kind = "superdeepfool"
     engine = "native"
     minimum_norm = True
@@ -133,12 +134,13 @@ class NativeSuperDeepFool(Attack):
               "batch_size": at_least(1)}
     metrics = ("success_rate", "rho_mean", "rho_median", "robust_accuracy", "passes")
 
-    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None,
-            gen: torch.Generator | None = None) -> AttackResult:
-        p = self.params
-        clean = predict(model, x, device)
-        params = {k: v for k, v in p.items() if k != "batch_size"}
-        (x_adv, iters), passes = counted_batches(superdeepfool_batch, model, x, clean, p["batch_size"], device,
-                                                 "SuperDeepFool (native)", progress, **params)
+    progress_label = "SuperDeepFool (native)"
+
+    def batch_engine(self) -> Callable[..., tuple[torch.Tensor, ...]]:
+        return superdeepfool_batch
+
+    def finish(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor,
+               out: tuple[torch.Tensor, ...], passes: float, params: dict[str, Any],
+               device: torch.device) -> AttackResult:
+        x_adv, iters = out
         return rechecked_result(model, x, y, x_adv, clean, iters, passes, device)

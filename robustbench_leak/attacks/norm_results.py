@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from ..metrics import perturbation_metrics
 from ..perturbation_spectra import mean_spectrum, normalised_profiles, spectral_summaries
 from ..runtime import predict
-from .base import AttackResult
+from .base import Attack, AttackResult
 from .optimality import PassCounter
 
 TAIL = 0.1  # share of the steps the convergence signal looks at
@@ -156,3 +156,31 @@ def rechecked_result(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: 
         "iterations_mean": float(it.mean()) if len(it) else 0.0, "iterations_max": int(it.max()) if len(it) else 0})
     result.metrics["passes"] = passes
     return result
+
+
+class CountedEngineAttack(Attack):
+    """A native minimum-norm attack whose ``run`` is one batched engine through ``counted_batches``: a subclass
+    gives the engine (``batch_engine``), its parameters and how its outputs become a result (``finish``)."""
+
+    progress_label = ""
+
+    def batch_engine(self) -> Callable[..., tuple[torch.Tensor, ...]]:
+        raise NotImplementedError
+
+    def engine_params(self, device: torch.device, gen: torch.Generator | None) -> dict[str, Any]:
+        return {k: v for k, v in self.params.items() if k != "batch_size"}
+
+    def finish(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor,
+               out: tuple[torch.Tensor, ...], passes: float, params: dict[str, Any],
+               device: torch.device) -> AttackResult:
+        raise NotImplementedError
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+            progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None,
+            gen: torch.Generator | None = None) -> AttackResult:
+        clean = predict(model, x, device)
+        params = self.engine_params(device, gen)
+        out, passes = counted_batches(self.batch_engine(), model, x, clean, self.params["batch_size"], device,
+                                      self.progress_label, progress, **params)
+        return self.finish(model, x, y, clean, out, passes, params, device)
+

@@ -27,11 +27,8 @@ TARGET_RATIO = 1.6  # the issue's target for 2 workers on 2 cores
 
 
 def _metrics(out: Path) -> dict[tuple[str, str], float | None]:
-    store = StoreReader(out)
-    try:
+    with StoreReader(out) as store:
         return store.metric_values()
-    finally:
-        store.close()
 
 
 def _largest_difference(a: dict[tuple[str, str], float | None], b: dict[tuple[str, str], float | None]) -> float | None:
@@ -43,12 +40,13 @@ def _largest_difference(a: dict[tuple[str, str], float | None], b: dict[tuple[st
 
 def _timed_run(config_path: str, out: Path, executor: Any, log: Log) -> float:
     from ..config import load_config
-    from ..pipeline import run_config
+    from ..run.driver import run_cells
 
     config = load_config(config_path)
-    config.run.cache_dir = str(out.parent / f"cache-{out.name}")  # empty: every model is trained
+    cache = str(out.parent / f"cache-{out.name}")  # empty: every model is trained
+    config = config.model_copy(update={"run": config.run.model_copy(update={"cache_dir": cache})})
     t0 = time.perf_counter()
-    run_config(config, out, executor=executor, progress=False, log=lambda line: None, formats=("csv",))
+    run_cells(config, out, executor=executor, progress=False, log=lambda line: None)
     seconds = time.perf_counter() - t0
     log(f"{out.name}: {seconds:.1f} s")
     return seconds

@@ -206,8 +206,7 @@ def evaluate_claims(run_dir: str | Path, claim_set: ClaimSet | str = "paper",
     latest run of ``run_dir``; ``seeds``: only these training seeds (each must be in the run)."""
     if not isinstance(claim_set, ClaimSet):
         claim_set = load_claim_set(claim_set)
-    store = StoreReader(run_dir)
-    try:
+    with StoreReader(run_dir) as store:
         run = store.latest_run()
         if run is None:
             raise ValueError(f"{store.path}: the store holds no run")
@@ -236,8 +235,6 @@ def evaluate_claims(run_dir: str | Path, claim_set: ClaimSet | str = "paper",
             out.append(claim)
         rule_claims(out, claim_set.margins)
         return out, run
-    finally:
-        store.close()
 
 
 def _per_seed(store: StoreReader, run_id: str, model: str, attack: str) -> dict[int, pd.DataFrame]:
@@ -255,13 +252,10 @@ def margin_lines(run_dir: str | Path, claim_set: ClaimSet, seeds: Sequence[int] 
              f"+-{100 * m.rho:.2g}% of B's mean rho. {m.justification}"]
     ev = m.evidence
     if ev is not None:
-        store = StoreReader(run_dir)
-        try:
+        with StoreReader(run_dir) as store:
             run_id = store.latest_run()["run_id"]
             clean = _per_seed(store, run_id, ev.model, ev.clean)
             df, ens = _per_seed(store, run_id, ev.model, ev.deepfool), _per_seed(store, run_id, ev.model, ev.ensemble)
-        finally:
-            store.close()
         keep = (lambda s: seeds is None or s in seeds)
         acc = [float((f.adv_pred == f.label).mean()) for s, f in sorted(clean.items()) if keep(s)]
         ratios = []
@@ -287,23 +281,17 @@ def protocol_line(run_dir: str | Path) -> str:
     """The latest run's config ``description`` as a line set under every table ('' when it has none)."""
     from .loader import config_description
 
-    store = StoreReader(run_dir)
-    try:
+    with StoreReader(run_dir) as store:
         run = store.latest_run()
-    finally:
-        store.close()
     desc = config_description((run or {}).get("config_yaml"))
     return f"_Protocol: {desc}._" if desc else ""
 
 
 def art_defect_table(art_dir: str | Path) -> str:
     """ART as-is vs fixed vs the native engine on the same grid, per model and seed, from the store."""
-    store = StoreReader(art_dir)
-    try:
+    with StoreReader(art_dir) as store:
         run = store.latest_run()
         rows = store.results(run["run_id"])
-    finally:
-        store.close()
     if rows.empty:
         return "(no finished cells)"
     lines = ["| model | seed | attack | clean accuracy | accuracy under the attack [95% CI] | chosen transform (rows, cols) px, deg |",
@@ -320,12 +308,9 @@ def art_defect_table(art_dir: str | Path) -> str:
 
 def coverage_lines(run_dir: str | Path) -> list[str]:
     """Which seeds of each model of the latest run have every attack cell finished, so a partial run says so."""
-    store = StoreReader(run_dir)
-    try:
+    with StoreReader(run_dir) as store:
         run = store.latest_run()
         cells = store.eval_coverage(run["run_id"])
-    finally:
-        store.close()
     if cells.empty:
         return ["- coverage: no eval cells planned"]
     parts, complete = [], True
@@ -341,12 +326,9 @@ def coverage_lines(run_dir: str | Path) -> list[str]:
 
 
 def provenance_lines(run_dir: str | Path) -> list[str]:
-    store = StoreReader(run_dir)
-    try:
+    with StoreReader(run_dir) as store:
         run = store.latest_run()
         first = store.runs().started_at.min()
-    finally:
-        store.close()
     versions = json.loads(run["versions"] or "{}")
     shown = ", ".join(f"{k} {versions[k]}" for k in ("torch", "adversarial-robustness-toolbox", "timm", "numpy")
                       if k in versions)

@@ -14,8 +14,7 @@ from ..store import StoreReader
 def compare_models(run_dir: str | Path, model_a: str, model_b: str, attack: str | None = None) -> list[dict[str, Any]]:
     """One record per (dataset, seed, attack) both models have: McNemar on correctness after the attack
     and, where per-sample rho exists (DeepFool), Wilcoxon on rho over images both classified correctly."""
-    store = StoreReader(run_dir)
-    try:
+    with StoreReader(run_dir) as store:
         run = store.latest_run()
         if run is None:
             raise ValueError(f"{store.path}: the store holds no run")
@@ -45,8 +44,6 @@ def compare_models(run_dir: str | Path, model_a: str, model_b: str, attack: str 
                 rec["rho"] = wilcoxon(joined.rho_a[both].to_numpy(float), joined.rho_b[both].to_numpy(float))
             records.append(rec)
         return records
-    finally:
-        store.close()
 
 
 def format_records(records: list[dict[str, Any]]) -> str:

@@ -12,18 +12,8 @@ from typing import Any
 import pandas as pd
 
 from ..attacks import attack_class
-from .fmt import (
-    INTERVAL_DOCS,
-    PERCENT_METRICS,
-    cell_text,
-    footnote_number,
-    human,
-    metric_columns,
-    missing,
-    row_flags,
-    split_column,
-    value_text,
-)
+from .fmt import (INTERVAL_DOCS, PERCENT_METRICS, cell_text, human, metric_cells, metric_columns, missing, row_flags,
+                   split_column, value_text)
 from .loader import RunData, parse_json
 
 
@@ -133,12 +123,8 @@ def to_latex(table: pd.DataFrame, legend: dict[str, str], rank_col: str, title: 
         for _, r in group.iterrows():
             cells = [str(r["rank"]), latex_escape(r.model), *([latex_escape(r.run)] if show_run else []),
                      latex_escape(r.kernel), latex_escape(r.window), human(r.params)]
-            for col in cols:
-                text, flags = _latex_cell(r, col), row_flags(r, col)
-                if flags:
-                    note = f"{split_column(col)[0]}, {r.model}: {flags}"
-                    text += f"\\textsuperscript{{\\dag{footnote_number(notes, note)}}}"
-                cells.append(text)
+            cells += metric_cells(r, cols, _latex_cell, notes, lambda attack, flags: f"{attack}, {r.model}: {flags}",
+                                  lambda n: f"\\textsuperscript{{\\dag{n}}}")
             body.append(" & ".join(cells) + " \\\\")
         label = re.sub(r"[^A-Za-z0-9]+", "-", str(dataset)).strip("-")
         kinds = {k for c in group.columns if c.endswith(".interval") for k in group[c].dropna()}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -88,6 +88,19 @@ def row_flags(row: pd.Series, col: str) -> str:
     """Flag text of the attack behind ``col`` in this row ('' when none)."""
     flags = row.get(f"{split_column(col)[0]}.flags")
     return "" if missing(flags) else str(flags)
+
+
+def metric_cells(row: pd.Series, cols: list[str], cell: Callable[[pd.Series, str], str], notes: list[str],
+                 note: Callable[[str, str], str], mark: Callable[[int], str]) -> list[str]:
+    """A leaderboard row's metric cells in one output format (Markdown, LaTeX): ``cell`` renders a value; a
+    flagged attack's cell gets ``mark(n)``, where ``n`` numbers its ``note(attack, flags)`` in ``notes``."""
+    cells = []
+    for col in cols:
+        text, flags = cell(row, col), row_flags(row, col)
+        if flags:
+            text += mark(footnote_number(notes, note(split_column(col)[0], flags)))
+        cells.append(text)
+    return cells
 
 
 def human(n: Any) -> str:

@@ -21,17 +21,8 @@ from ..metrics import METRIC_DOCS
 from ..outputs import mark_folder
 from ..stats import t_interval
 from ..store import STORE_NAME
-from .fmt import (
-    BASE_COLUMNS,
-    INTERVAL_DOCS,
-    PERCENT_METRICS,
-    cell_text,
-    footnote_number,
-    human,
-    metric_columns,
-    row_flags,
-    split_column,
-)
+from .fmt import (BASE_COLUMNS, INTERVAL_DOCS, PERCENT_METRICS, cell_text, human, metric_cells, metric_columns,
+                   split_column)
 from .loader import RunData, load_runs
 
 BASE_DOCS = {
@@ -212,12 +203,8 @@ def to_markdown(table: pd.DataFrame, legend: dict[str, str], rank_col: str, titl
         for _, r in group.iterrows():
             cells = [str(r["rank"]), str(r.model), *([str(r.run)] if show_run else []), str(r.arch), str(r.kernel),
                      str(r.window), human(r.params), human(r.flops), str(r.seeds)]
-            for col in metric_cols:
-                text, flags = cell_text(r, col), row_flags(r, col)
-                if flags:
-                    note = f"{split_column(col)[0]}, {r.model} ({r.run}): {flags}"
-                    text += f" ⚠[{footnote_number(footnotes, note)}]"
-                cells.append(text)
+            cells += metric_cells(r, metric_cols, cell_text, footnotes,
+                                  lambda attack, flags: f"{attack}, {r.model} ({r.run}): {flags}", lambda n: f" ⚠[{n}]")
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         lines.append("")
     if footnotes:

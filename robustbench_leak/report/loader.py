@@ -105,8 +105,7 @@ def store_path(path: str | Path) -> Path:
 
 
 def load_run(path: str | Path, label: str | None = None) -> RunData:
-    store = StoreReader(path)
-    try:
+    with StoreReader(path) as store:
         run = store.latest_run()
         if run is None:
             raise ValueError(f"{store.path}: the store holds no run")
@@ -119,8 +118,6 @@ def load_run(path: str | Path, label: str | None = None) -> RunData:
         order = {label: i for i, label in enumerate(store.attack_order(run_id))}
         planned = store.planned_evals(run_id)
         missing = store.missing_slots(run_id)
-    finally:
-        store.close()
     # columns follow the config's attack order, whichever run computed each cell
     cells = cells.sort_values("attack", key=lambda col: col.map(order), kind="stable").reset_index(drop=True)
     cells["spec"] = [json.loads(s) for s in cells["spec"]]

@@ -137,11 +137,8 @@ def check_merge_sources(config: Config, merge_from: Sequence[str | Path]) -> Non
     planned = {(r["kind"], r["cell_key"], r["model"], r["dataset"], r["seed"], r["attack"])
                for r in run_cell_rows(trains, evals)}
     for source_path in merge_from:
-        source = StoreReader(source_path)
-        try:
+        with StoreReader(source_path) as source:
             rows = source.planned_cells()
-        finally:
-            source.close()
         for r in rows.itertuples():
             attack = None if r.attack is None or r.attack != r.attack else r.attack
             if (r.kind, r.cell_key, r.model, r.dataset, int(r.seed), attack) not in planned:
@@ -170,12 +167,9 @@ def _run_locked(config: Config, out: Path, executor: Executor, progress: bool, l
         log(f"run {run_id}: {len(trains)} train cells, {len(evals)} eval cells -> {out}")
         keys = [t.key for t in trains] + [e.key for e in evals]
         for source_path in merge_from:
-            source = StoreReader(source_path)
-            try:
+            with StoreReader(source_path) as source:
                 log(f"[merge] {store.import_finished(source, keys)} finished cells of this plan copied from "
                     f"{source.path}")
-            finally:
-                source.close()
         jobs = jobs_to_run(trains, evals, store, log)
         display = CellProgress(len(jobs), enabled=progress and bool(jobs), log=log, stream=sys.stdout)
         outcomes = executor.execute(jobs, ctx, log)

@@ -42,6 +42,12 @@ class StoreReader:
         self.path = store_file(path)
         self.conn: sqlite3.Connection = connect_readonly(self.path)
 
+    def __enter__(self) -> "StoreReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self.conn.close()
 
