@@ -263,7 +263,7 @@ def _parse_input_size(text: str) -> tuple[int, int, int]:
 def _list_models(input_size: tuple[int, int, int], num_classes: int) -> None:
     """Every registered model at its default options: parameters and FLOPs (torch.utils.flop_counter)."""
     from .models import count_flops, count_params, list_models
-    from .models.stats import build_for_counting
+    from .models.counting import build_for_counting
 
     c, h, w = input_size
     print(f"input {c}x{h}x{w}, {num_classes} classes, default options; FLOPs of one forward pass "

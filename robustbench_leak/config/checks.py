@@ -36,7 +36,7 @@ def check_device(run: RunConfig, path: str) -> None:
 
 def check_models(run: RunConfig, path: str) -> None:
     from ..models import check_options
-    from ..models.stats import build_for_counting
+    from ..models.counting import build_for_counting
 
     labels = [m.name for m in run.models]
     for dup in sorted({n for n in labels if labels.count(n) > 1}):

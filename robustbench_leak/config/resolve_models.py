@@ -49,7 +49,7 @@ def resolve_checkpoints(run: RunConfig, path: Path) -> None:
     from ..data import dataset_shape
     from ..models import Normalized
     from ..models.checkpoints import CheckpointError, check_checkpoint
-    from ..models.stats import build_for_counting
+    from ..models.counting import build_for_counting
 
     for i, m in enumerate(run.models):
         if m.checkpoint is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .registry import get_entry
-from .stats import build_for_counting, count_params
+from .counting import build_for_counting, count_params
 
 GRID = 1024
 MAX_MULTIPLIER = 16
