@@ -141,3 +141,39 @@ def resident(tensors: list[torch.Tensor], device: torch.device) -> tuple[list[to
 def show_progress(progress: bool) -> bool:
     """A progress bar only for a person watching: asked for, and stdout is a terminal."""
     return progress and sys.stdout.isatty()
+
+
+ATTACK_MEMORY_SHARE = 0.4  # an attack batch may take at most this share of the device's free memory
+MAX_DEVICE_BATCH = 16384  # images (or image x transform pairs) per launch, at most
+PROBE_IMAGES = 16
+
+
+def fit_batch(bytes_per_image: float, free_bytes: float, n_images: int) -> int:
+    """Images per batch that ``ATTACK_MEMORY_SHARE`` of ``free_bytes`` holds, between 1 and ``n_images``
+    (and ``MAX_DEVICE_BATCH``)."""
+    fit = int(ATTACK_MEMORY_SHARE * free_bytes / max(bytes_per_image, 1.0))
+    return max(1, min(fit, n_images, MAX_DEVICE_BATCH))
+
+
+def device_batch_size(model: nn.Module, x: torch.Tensor, device: torch.device, requested: int, n_images: int,
+                      gradients: int = 1) -> int:
+    """Images per attack batch on ``device``. On the CPU: ``requested`` (the preset's, so CPU results stay those
+    of the preset). On CUDA: as many as ``ATTACK_MEMORY_SHARE`` of the free memory holds, measured once with
+    a forward pass of ``PROBE_IMAGES`` images of ``x`` and ``gradients`` backward passes kept at once
+    (0: forward only, as a grid of transforms needs; DeepFool keeps one gradient per candidate class)."""
+    if device.type != "cuda" or len(x) == 0:
+        return requested
+    xb = x[:PROBE_IMAGES].to(device)
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    if gradients:
+        xb = xb.clone().requires_grad_(True)
+        torch.autograd.grad(model(xb).logsumexp(1).sum(), xb)
+    else:
+        with torch.no_grad():
+            model(xb)
+    torch.cuda.synchronize(device)
+    per_image = (torch.cuda.max_memory_allocated(device) - base) / len(xb) * max(1, gradients)
+    free, _ = torch.cuda.mem_get_info(device)
+    return fit_batch(per_image, free, n_images)

@@ -165,6 +165,9 @@ class NativeDeepFool(CountedEngineAttack):
 
     progress_label = "DeepFool (native)"
 
+    def gradients_kept(self) -> int:
+        return self.params["nb_grads"]
+
     def batch_engine(self) -> Callable[..., tuple[torch.Tensor, ...]]:
         return deepfool_engine
 

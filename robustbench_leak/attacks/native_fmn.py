@@ -153,6 +153,9 @@ class NativeFMN(CountedEngineAttack):
 
     progress_label = "FMN (native)"
 
+    def gradients_kept(self) -> int:
+        return DEEPFOOL_START["nb_grads"] if self.params["start"] == "deepfool" else 1
+
     def batch_engine(self) -> Callable[..., tuple[torch.Tensor, ...]]:
         return fmn_batch
 

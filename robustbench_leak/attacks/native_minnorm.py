@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 
 from ..metrics import STRENGTH_MEMBERS, flat_l2
-from ..runtime import predict
+from ..runtime import device_batch_size, predict
 from .base import Attack, AttackResult, at_least, register_attack
 from .masking import MaskingSettings, run_checks
 from .native_ddn import NativeDDN, ddn_batch
@@ -130,14 +130,16 @@ def run_members(model: nn.Module, x: torch.Tensor, clean: torch.Tensor, p: dict[
     out: dict[str, tuple[torch.Tensor, ...]] = {}
     seconds: dict[str, float] = {}
     passes: dict[str, float] = {}
+    # DeepFool's candidate classes bound what any member keeps at once
+    batch = device_batch_size(model, x, device, p["batch_size"], len(x), DEEPFOOL_EXACT["nb_grads"])
     for name, (engine, params) in member_runs(p).items():
         if name not in members:
             continue
         t0 = time.perf_counter()
         if name == "ddn":
             params = params | {"gen": gen}
-        out[name], passes[name] = counted_batches(engine, model, x, clean, p["batch_size"], device,
-                                                  f"minnorm: {name}", progress, **params)
+        out[name], passes[name] = counted_batches(engine, model, x, clean, batch, device, f"minnorm: {name}",
+                                                  progress, **params)
         seconds[name] = time.perf_counter() - t0
     return out, seconds, passes
 

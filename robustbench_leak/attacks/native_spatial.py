@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..metrics import prediction_metrics
-from ..runtime import predict
+from ..runtime import device_batch_size, predict
 from .base import Attack, AttackResult, Range, at_least, register_attack
 
 
@@ -224,9 +224,13 @@ class NativeSpatial(Attack):
         labels = y.numpy()
         clean_pred = predict(model, x, device).numpy()
         info: dict = {"mode": p["mode"], "grid_size": len(grid)}
+        # (image, transform) pairs per forward pass: on CUDA as many as the device's memory holds
+        batch = device_batch_size(model, x, device, p["batch_size"], len(x) * len(grid), gradients=0)
+        if batch != p["batch_size"]:
+            info["device_batch_size"] = batch
         metrics: dict[str, float] = {}
         # global and worst_of_grid always evaluate the grid on the attacked images (per-transform accuracy)
-        preds = (grid_predictions(model, x, grid, device, p["batch_size"], p["interpolation"], progress).numpy()
+        preds = (grid_predictions(model, x, grid, device, batch, p["interpolation"], progress).numpy()
                  if p["mode"] != "worst_of_k" else None)
 
         if p["mode"] == "global":
@@ -235,7 +239,7 @@ class NativeSpatial(Attack):
                     raise ValueError("spatial mode 'global' with fit_on 'holdout' needs a fitting split")
                 fit_x = fit[0]
                 fit_clean = predict(model, fit_x, device).numpy()
-                fit_preds = grid_predictions(model, fit_x, grid, device, p["batch_size"], p["interpolation"]).numpy()
+                fit_preds = grid_predictions(model, fit_x, grid, device, batch, p["interpolation"]).numpy()
                 fooling = (fit_preds != fit_clean[None]).mean(1)
                 info["n_fit"] = len(fit_x)
             else:
@@ -260,7 +264,7 @@ class NativeSpatial(Attack):
             cols = sorted({t.shift_cols for t in grid})
             sampled = [Transform(int(gen.integers(rows[0], rows[-1] + 1)), int(gen.integers(cols[0], cols[-1] + 1)),
                                  float(gen.uniform(-p["max_rotation"], p["max_rotation"]))) for _ in range(p["k"])]
-            k_preds = grid_predictions(model, x, sampled, device, p["batch_size"], p["interpolation"], progress).numpy()
+            k_preds = grid_predictions(model, x, sampled, device, batch, p["interpolation"], progress).numpy()
             adv_pred = _worst_case(k_preds, labels, clean_pred)
             metrics.update(prediction_metrics(labels, clean_pred, adv_pred))
             info["k"] = p["k"]

@@ -136,6 +136,9 @@ class NativeSuperDeepFool(CountedEngineAttack):
 
     progress_label = "SuperDeepFool (native)"
 
+    def gradients_kept(self) -> int:
+        return 2  # a DeepFool step backpropagates one class at a time, next to the orthogonal step's gradient
+
     def batch_engine(self) -> Callable[..., tuple[torch.Tensor, ...]]:
         return superdeepfool_batch
 

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..metrics import perturbation_metrics
 from ..perturbation_spectra import mean_spectrum, normalised_profiles, spectral_summaries
-from ..runtime import predict
+from ..runtime import device_batch_size, predict
 from .base import Attack, AttackResult
 from .optimality import PassCounter
 
@@ -97,11 +97,30 @@ def minimum_norm_result(x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, c
 def batched(engine: Callable[..., tuple[torch.Tensor, ...]], model: nn.Module, x: torch.Tensor,
             labels: torch.Tensor, batch_size: int, device: torch.device, desc: str, progress: bool,
             **params: Any) -> tuple[torch.Tensor, ...]:
-    """``engine(model, x_batch, labels_batch, **params)`` over batches on ``device``; outputs joined on the CPU."""
+    """``engine(model, x_batch, labels_batch, **params)`` over batches on ``device``; outputs joined on the CPU.
+
+    A batch that runs out of device memory is retried at half the size (each image is attacked on its own,
+    so the results are those of any batching); a ``PassCounter`` forgets the passes of the failed try."""
     parts: list[tuple[torch.Tensor, ...]] = []
-    for i in tqdm(range(0, len(x), batch_size), desc=desc, disable=not progress, leave=False):
-        out = engine(model, x[i:i + batch_size].to(device), labels[i:i + batch_size].to(device), **params)
+    counts = (lambda: (model.forward_rows, model.backward_rows)) if isinstance(model, PassCounter) else None
+    bar = tqdm(total=len(x), desc=desc, disable=not progress, leave=False)
+    i, size = 0, batch_size
+    while i < len(x):
+        before = counts() if counts else None
+        try:
+            out = engine(model, x[i:i + size].to(device), labels[i:i + size].to(device), **params)
+        except torch.cuda.OutOfMemoryError:
+            if size == 1:
+                raise
+            if before is not None:
+                model.forward_rows, model.backward_rows = before
+            torch.cuda.empty_cache()
+            size = max(1, size // 2)
+            continue
         parts.append(tuple(t.cpu() for t in out))
+        bar.update(min(size, len(x) - i))
+        i += size
+    bar.close()
     return tuple(torch.cat(ts) for ts in zip(*parts))
 
 
@@ -160,9 +179,14 @@ def rechecked_result(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: 
 
 class CountedEngineAttack(Attack):
     """A native minimum-norm attack whose ``run`` is one batched engine through ``counted_batches``: a subclass
-    gives the engine (``batch_engine``), its parameters and how its outputs become a result (``finish``)."""
+    gives the engine (``batch_engine``), its parameters and how its outputs become a result (``finish``).
+    On CUDA the batch size comes from the device's free memory (``runtime.device_batch_size``)."""
 
     progress_label = ""
+
+    def gradients_kept(self) -> int:
+        """Gradients the engine keeps at once per image, for sizing batches on a device."""
+        return 1
 
     def batch_engine(self) -> Callable[..., tuple[torch.Tensor, ...]]:
         raise NotImplementedError
@@ -180,7 +204,11 @@ class CountedEngineAttack(Attack):
             gen: torch.Generator | None = None) -> AttackResult:
         clean = predict(model, x, device)
         params = self.engine_params(device, gen)
-        out, passes = counted_batches(self.batch_engine(), model, x, clean, self.params["batch_size"], device,
-                                      self.progress_label, progress, **params)
-        return self.finish(model, x, y, clean, out, passes, params, device)
+        batch = device_batch_size(model, x, device, self.params["batch_size"], len(x), self.gradients_kept())
+        out, passes = counted_batches(self.batch_engine(), model, x, clean, batch, device, self.progress_label,
+                                      progress, **params)
+        result = self.finish(model, x, y, clean, out, passes, params, device)
+        if batch != self.params["batch_size"]:
+            result.info["device_batch_size"] = batch
+        return result
 
