@@ -81,6 +81,14 @@ class Attack(ABC):
         self.params = self.check_params(params)
 
     @classmethod
+    def from_checked(cls, params: dict[str, Any]) -> "Attack":
+        """An instance from parameters ``check_params`` accepted before (a loaded config's, or a planned task's
+        with its key-neutral defaults left out): the defaults are filled in, nothing is checked twice."""
+        attack = cls.__new__(cls)
+        attack.params = {**cls.defaults, **params}
+        return attack
+
+    @classmethod
     def check_params(cls, params: dict[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(params) - set(cls.defaults))
         if unknown:

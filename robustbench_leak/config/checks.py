@@ -113,10 +113,10 @@ def dataset_spec(ds: DatasetCfg, subsets: bool = True) -> dict[str, Any]:
 
 def check_attack_counts(run: RunConfig, attacks: list[ResolvedAttack], datasets: list[Any], path: str) -> None:
     """``n_samples`` (and a fitted attack's held-out split) must fit in every dataset's test set."""
-    from ..attacks import build_attack
+    from ..attacks import attack_class
 
     for i, attack in enumerate(attacks):
-        instance = build_attack(attack.kind, attack.engine, **attack.params)
+        instance = attack_class(attack.kind, attack.engine).from_checked(attack.params)
         uses_fit = instance.needs_fit and getattr(instance, "uses_fit_split", lambda: True)()
         fits = attack.fit_samples if uses_fit else 0
         for ds, data in zip(run.datasets, datasets):

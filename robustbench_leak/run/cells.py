@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.utils import _pair
 
-from ..attacks import attack_class, build_attack
+from ..attacks import attack_class
 from ..attacks.masking import MaskingSettings
 from ..config import DEFAULT_FIT_SAMPLES
 from ..data import ImageDataset, load_dataset_cached
@@ -267,7 +267,7 @@ def eval_cell(task: EvalTask, ctx: RunContext, weights: Weights | None,
     spec = task.attack
     n = spec["n_samples"] or len(data.test_y)
     x, y = data.test_x[:n], data.test_y[:n]
-    attack = build_attack(spec["kind"], spec["engine"], **spec["params"])
+    attack = attack_class(spec["kind"], spec["engine"]).from_checked(spec["params"])  # checked when loaded
     fit = fit_split(attack, data, n, spec.get("fit_samples") or DEFAULT_FIT_SAMPLES)
     gen = task.generator()  # every random draw of the attack (and of its masking checks), in order
     started = now()
