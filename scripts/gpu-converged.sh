@@ -7,6 +7,10 @@
 #       here, before the GPU call: downloads the Python 3.12 wheels the GPU machine lacks (pydantic and its
 #       needs) and copies Fashion-MNIST's gz files into .gpu-carry/ (git-ignored through .git/info/exclude),
 #       checks that the tree that travels fits 64 MiB, and prints COMMIT, DIFF_SHA and the command to run.
+#   scripts/gpu-converged.sh --detach-results | --attach-results
+#       here, around the GPU call when --prepare says the tree is too large: take results/ (published runs, which
+#       the GPU run does not read) out of git's index and into info/exclude, so the call does not send it; and
+#       put it back afterwards. The files themselves are never touched; refused while the index holds staged work.
 #   scripts/gpu-converged.sh COMMIT DIFF_SHA [--time-limit 540] [--out DIR] [--no-bench]
 #       on the GPU machine (carry .gpu-carry): installs the carried wheels, points RBLEAK_FASHION_MNIST at
 #       the carried files, runs. DIR defaults to $OUT, else results/gpu-converged. Exit 0: every seed
@@ -19,7 +23,27 @@ set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 py="${PYTHON:-python3}"
 carry="$repo/.gpu-carry"
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
+
+if [ "${1:-}" = "--detach-results" ] || [ "${1:-}" = "--attach-results" ]; then
+  cd "$repo"
+  exclude="$(git rev-parse --git-common-dir)/info/exclude"
+  if [ "$1" = "--detach-results" ]; then
+    if grep -qx '/results/' "$exclude" 2>/dev/null; then echo "gpu-converged.sh: results/ is detached already" >&2; exit 2; fi
+    if ! git diff --cached --quiet; then
+      echo "gpu-converged.sh: --detach-results: the index holds staged changes; commit or unstage them first" >&2; exit 2
+    fi
+    git rm -r -q --cached results
+    echo '/results/' >> "$exclude"
+    echo "results/ detached from the index (files untouched); after the GPU call: $0 --attach-results"
+  else
+    git reset -q -- results
+    sed -i '\|^/results/$|d' "$exclude"
+    git diff --cached --quiet -- results || { echo "gpu-converged.sh: results/ is still staged differently" >&2; exit 2; }
+    echo "results/ attached again"
+  fi
+  exit 0
+fi
 
 if [ "${1:-}" = "--prepare" ]; then
   cd "$repo"
@@ -55,10 +79,10 @@ if total > 64 * 2**20:
     for s, n in sorted(sizes, reverse=True)[:8]:
         print(f"  {s / 2**20:8.1f} MiB  {n}")
     print("The run needs nothing under results/. To send the tree without it (index only, files untouched; do it "
-          "only while nothing else commits in this checkout), before the call:\n"
-          "  git rm -r -q --cached results && echo /results/ >> \"$(git rev-parse --git-common-dir)/info/exclude\"\n"
+          "only while nothing else commits in this checkout): before the call\n"
+          "  bash scripts/gpu-converged.sh --detach-results\n"
           "and after it:\n"
-          "  git reset -q -- results && sed -i '\\|^/results/$|d' \"$(git rev-parse --git-common-dir)/info/exclude\"")
+          "  bash scripts/gpu-converged.sh --attach-results")
     sys.exit(3)
 PY
   commit="$(git rev-parse HEAD)"

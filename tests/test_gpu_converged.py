@@ -56,3 +56,35 @@ def test_bad_arguments_fail_in_one_line(tmp_path):
     assert proc.stderr.strip() == "gpu-converged.sh: --time-limit: expected a whole number of seconds > 0"
     proc = _run(tmp_path, "--cpu", timeout=30)
     assert proc.returncode == 2 and "gpu-converged.sh COMMIT DIFF_SHA" in proc.stderr
+
+
+def test_results_detach_from_the_index_and_attach_back(tmp_path):
+    """--detach-results keeps the published runs out of what the GPU call sends (git's index and exclude
+    file, the files untouched); --attach-results restores the index exactly; staged work is never touched."""
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    (repo / "results" / "run").mkdir(parents=True)
+    (repo / "scripts" / "gpu-converged.sh").write_text((REPO / "scripts" / "gpu-converged.sh").read_text())
+    (repo / "results" / "run" / "results.sqlite").write_bytes(b"store")
+    (repo / "README.md").write_text("x\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "init"]):
+        subprocess.run([*git, *args], check=True)
+    script = str(repo / "scripts" / "gpu-converged.sh")
+
+    def sent() -> set[str]:
+        out = subprocess.run([*git, "ls-files", "-co", "--exclude-standard"], capture_output=True, text=True).stdout
+        return set(out.split())
+
+    (repo / "README.md").write_text("staged\n")
+    subprocess.run([*git, "add", "README.md"], check=True)
+    refused = subprocess.run(["bash", script, "--detach-results"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "staged" in refused.stderr
+    subprocess.run([*git, "reset", "-q", "--hard"], check=True)
+    assert subprocess.run(["bash", script, "--detach-results"], capture_output=True).returncode == 0
+    assert not any(n.startswith("results/") for n in sent()) and (repo / "results" / "run" / "results.sqlite").exists()
+    assert subprocess.run(["bash", script, "--detach-results"], capture_output=True).returncode == 2  # once only
+    assert subprocess.run(["bash", script, "--attach-results"], capture_output=True).returncode == 0
+    assert "results/run/results.sqlite" in sent()
+    status = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True).stdout
+    assert status == ""
