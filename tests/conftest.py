@@ -72,22 +72,28 @@ def tiny_config(tmp_path) -> Path:
     return write_config(tmp_path / "tiny.yaml", TINY_CONFIG)
 
 
-@pytest.fixture(scope="session")
-def small_windowed_cnn():
-    """A small windowed CNN trained on the synthetic gratings (1-2 s), its 32 test images and clean predictions:
-    the model the minimum-norm engines are checked on against Foolbox and adv-lib."""
+def train_small_windowed_cnn(data):
+    """A small windowed CNN (3 layers, width 8, Hamming 5x5) trained on ``data`` (synthetic gratings: 1-2 s),
+    in eval mode with its weights frozen: the model the native engines are checked on against references."""
     from robustbench_leak.config.training import TrainSettings
-    from robustbench_leak.data import load_dataset
     from robustbench_leak.models import Normalized, create_model
     from robustbench_leak.run.training import train_model
-    from robustbench_leak.runtime import predict
 
-    cpu = torch.device("cpu")
-    data = load_dataset("synthetic", n_train=512, n_test=32)
     torch.manual_seed(0)
     model = Normalized(create_model("tomen_cnn", 10, 1, n_layers=3, width=8, kernel_size=5, window="hamming"),
                        data.mean, data.std)
-    train_model(model, data, TrainSettings(lr=0.1, epochs=3, batch_size=32), 0, cpu, progress=False)
-    model.eval().requires_grad_(False)
+    train_model(model, data, TrainSettings(lr=0.1, epochs=3, batch_size=32), 0, torch.device("cpu"), progress=False)
+    return model.eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="session")
+def small_windowed_cnn():
+    """``train_small_windowed_cnn`` on 512 synthetic images, its 32 test images and clean predictions: the model
+    the minimum-norm engines are checked on against Foolbox and adv-lib."""
+    from robustbench_leak.data import load_dataset
+    from robustbench_leak.runtime import predict
+
+    data = load_dataset("synthetic", n_train=512, n_test=32)
+    model = train_small_windowed_cnn(data)
     x, y = data.test_x, data.test_y
-    return model, x, y, predict(model, x, cpu)
+    return model, x, y, predict(model, x, torch.device("cpu"))

@@ -8,25 +8,19 @@ from scipy.ndimage import gaussian_filter, rotate, shift
 
 from robustbench_leak.attacks import build_attack
 from robustbench_leak.attacks.native_spatial import Transform, art_grid, transform_images
-from robustbench_leak.config.training import TrainSettings
 from robustbench_leak.data import load_dataset
-from robustbench_leak.models import Normalized, create_model
-from robustbench_leak.run.training import train_model
 from robustbench_leak.runtime import predict
+
+from conftest import train_small_windowed_cnn
 
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
 def trained():
-    """A small windowed CNN trained on the synthetic gratings (1-2 s), and its test images."""
+    """``train_small_windowed_cnn`` on the synthetic gratings, and its 160 test images."""
     data = load_dataset("synthetic", n_train=512, n_test=160)
-    torch.manual_seed(0)
-    model = Normalized(create_model("tomen_cnn", 10, 1, n_layers=3, width=8, kernel_size=5, window="hamming"),
-                       data.mean, data.std)
-    train_model(model, data, TrainSettings(lr=0.1, epochs=3, batch_size=32), 0, CPU, progress=False)
-    model.eval().requires_grad_(False)
-    return model, data
+    return train_small_windowed_cnn(data), data
 
 
 def test_native_deepfool_agrees_with_art(trained):

@@ -94,26 +94,26 @@ def minimum_norm_result(x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, c
     return AttackResult(metrics, {**samples, **spec_samples}, info={**(info or {}), **spec_info})
 
 
-def batched(engine: Callable[..., tuple[torch.Tensor, ...]], model: nn.Module, x: torch.Tensor,
-            labels: torch.Tensor, batch_size: int, device: torch.device, desc: str, progress: bool,
-            **params: Any) -> tuple[torch.Tensor, ...]:
-    """``engine(model, x_batch, labels_batch, **params)`` over batches on ``device``; outputs joined on the CPU.
+def counted_batches(engine: Callable[..., tuple[torch.Tensor, ...]], model: nn.Module, x: torch.Tensor,
+                    labels: torch.Tensor, batch_size: int, device: torch.device, desc: str, progress: bool,
+                    **params: Any) -> tuple[tuple[torch.Tensor, ...], float]:
+    """``engine(counted model, x_batch, labels_batch, **params)`` over batches on ``device``: its outputs joined
+    on the CPU, and the forward plus backward passes it took per image (a ``PassCounter`` around ``model``).
 
     A batch that runs out of device memory is retried at half the size (each image is attacked on its own,
-    so the results are those of any batching); a ``PassCounter`` forgets the passes of the failed try."""
+    so the results are those of any batching), and the passes of the failed try are not counted."""
+    counter = PassCounter(model)
     parts: list[tuple[torch.Tensor, ...]] = []
-    counts = (lambda: (model.forward_rows, model.backward_rows)) if isinstance(model, PassCounter) else None
     bar = tqdm(total=len(x), desc=desc, disable=not progress, leave=False)
     i, size = 0, batch_size
     while i < len(x):
-        before = counts() if counts else None
+        before = (counter.forward_rows, counter.backward_rows)
         try:
-            out = engine(model, x[i:i + size].to(device), labels[i:i + size].to(device), **params)
+            out = engine(counter, x[i:i + size].to(device), labels[i:i + size].to(device), **params)
         except torch.cuda.OutOfMemoryError:
             if size == 1:
                 raise
-            if before is not None:
-                model.forward_rows, model.backward_rows = before
+            counter.forward_rows, counter.backward_rows = before
             torch.cuda.empty_cache()
             size = max(1, size // 2)
             continue
@@ -121,17 +121,7 @@ def batched(engine: Callable[..., tuple[torch.Tensor, ...]], model: nn.Module, x
         bar.update(min(size, len(x) - i))
         i += size
     bar.close()
-    return tuple(torch.cat(ts) for ts in zip(*parts))
-
-
-def counted_batches(engine: Callable[..., tuple[torch.Tensor, ...]], model: nn.Module, x: torch.Tensor,
-                    labels: torch.Tensor, batch_size: int, device: torch.device, desc: str, progress: bool,
-                    **params: Any) -> tuple[tuple[torch.Tensor, ...], float]:
-    """``batched`` through a ``PassCounter`` around ``model``: the engine's outputs on the CPU and the forward
-    plus backward passes it took per image."""
-    counter = PassCounter(model)
-    out = batched(engine, counter, x, labels, batch_size, device, desc, progress, **params)
-    return out, counter.passes / max(1, len(x))
+    return tuple(torch.cat(ts) for ts in zip(*parts)), counter.passes / max(1, len(x))
 
 
 def boundary_fraction(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, labels: torch.Tensor,

@@ -15,7 +15,7 @@ import sys
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from ..config import Config
 from ..models.checkpoints import default_cache_dir
@@ -122,20 +122,21 @@ def run_cells(config: Config, out_dir: str | Path | None = None, executor: Execu
     if deadline is not None and getattr(executor, "name", "local") != "local":
         raise ValueError(f"--time-limit: only the local executor stops at a time limit ({config.path} runs on "
                          f"{executor.name}); use --executor local")
-    check_merge_sources(config, merge_from)
+    trains, evals = plan(config)
+    rows = run_cell_rows(trains, evals)
+    check_merge_sources(config, rows, merge_from)
     getattr(executor, "preflight", lambda: None)()  # e.g. Ray: is the cluster there? (before any record)
     with locked_out_dir(out):
-        return _run_locked(config, out, executor, progress, log, merge_from, deadline)
+        return _run_locked(config, trains, evals, rows, out, executor, progress, log, merge_from, deadline)
 
 
-def check_merge_sources(config: Config, merge_from: Sequence[str | Path]) -> None:
-    """``ValueError`` naming the first source that holds a cell this config does not plan (a shard of
-    another config, or of an earlier version of this one): merged results are the cells the config plans."""
+def check_merge_sources(config: Config, rows: list[dict[str, Any]], merge_from: Sequence[str | Path]) -> None:
+    """``ValueError`` naming the first source that holds a cell this config does not plan (``rows``: its
+    ``run_cell_rows``; a shard of another config, or of an earlier version of this one): merged results are
+    the cells the config plans."""
     if not merge_from:
         return
-    trains, evals = plan(config)
-    planned = {(r["kind"], r["cell_key"], r["model"], r["dataset"], r["seed"], r["attack"])
-               for r in run_cell_rows(trains, evals)}
+    planned = {(r["kind"], r["cell_key"], r["model"], r["dataset"], r["seed"], r["attack"]) for r in rows}
     for source_path in merge_from:
         with StoreReader(source_path) as source:
             rows = source.planned_cells()
@@ -148,21 +149,21 @@ def check_merge_sources(config: Config, merge_from: Sequence[str | Path]) -> Non
                                  "config (rbleak run CONFIG --seeds S)")
 
 
-def _run_locked(config: Config, out: Path, executor: Executor, progress: bool, log: Log,
-                merge_from: Sequence[str | Path] = (), deadline: Deadline | None = None) -> Path:
+def _run_locked(config: Config, trains: list[TrainTask], evals: list[EvalTask], rows: list[dict[str, Any]],
+                out: Path, executor: Executor, progress: bool, log: Log, merge_from: Sequence[str | Path] = (),
+                deadline: Deadline | None = None) -> Path:
     # every cell of a run shares this; on another machine, only what is in here is known
     ctx = RunContext(device_name=config.run.device, cache_dir=str(_cache_dir(config).resolve()),
                      progress=progress and getattr(executor, "cell_progress_bars", True), deadline=deadline)
     prov = provenance(ctx.device)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    trains, evals = plan(config)
     store = StoreWriter(out / STORE_NAME)
     failed: list[Outcome] = []
     try:
         store.start_run(run_id, config_name=config.name, config_path=config.path, config_hash=config.config_hash(),
                         config_yaml=config.text, device=prov["device"], versions=prov["versions"],
                         git_commit=prov["git_commit"], command=prov["command"])
-        store.add_run_cells(run_id, run_cell_rows(trains, evals))
+        store.add_run_cells(run_id, rows)
         (out / "config.yaml").write_text(config.text)
         log(f"run {run_id}: {len(trains)} train cells, {len(evals)} eval cells -> {out}")
         keys = [t.key for t in trains] + [e.key for e in evals]
