@@ -32,6 +32,7 @@ are inert containers these codes save: ``argparse.Namespace``, NumPy arrays, and
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -57,6 +58,18 @@ class CheckpointError(RuntimeError):
 def default_cache_dir() -> Path:
     env = os.environ.get("RBLEAK_CACHE_DIR")
     return Path(env) if env else Path.home() / ".cache" / "robustbench-leak" / "checkpoints"
+
+
+def state_sha256(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's tensors: names, dtypes, shapes and bytes in name order (device-independent).
+
+    The identity of a set of weights: an eval cell records the one it attacked, a train cell the one it made."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
 
 
 def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:

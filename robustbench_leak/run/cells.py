@@ -27,7 +27,8 @@ from ..attacks.masking import MaskingSettings
 from ..config import DEFAULT_FIT_SAMPLES
 from ..data import ImageDataset, load_dataset_cached
 from ..models import Normalized, count_flops, count_params, create_model
-from ..models.checkpoints import CheckpointCache, CheckpointError, EpochCheckpoint, load_checkpoint, load_state
+from ..models.checkpoints import (CheckpointCache, CheckpointError, EpochCheckpoint, load_checkpoint, load_state,
+                                  state_sha256)
 from ..nn import WindowedConv2d, WindowSpec
 from ..runtime import predict
 from ..stats import metric_intervals
@@ -191,7 +192,8 @@ def train_cell(task: TrainTask, ctx: RunContext, record: bool = True,
     cell = {"spec": task.spec(), "device": str(ctx.device),
             "started_at": started,
             "seconds": time.perf_counter() - t0,
-            "info": {"loaded_from_cache": meta["loaded_from_cache"], "loaded_checkpoint": meta.get("loaded_checkpoint")}}
+            "info": {"loaded_from_cache": meta["loaded_from_cache"], "loaded_checkpoint": meta.get("loaded_checkpoint"),
+                     "weights_sha256": state_sha256(weights)}}
     outcome = "loaded" if meta.get("loaded_checkpoint") else "cached" if meta["loaded_from_cache"] else "trained"
     return {"model": model_record, "cell": cell, "outcome": outcome}, weights
 
@@ -262,6 +264,7 @@ def eval_cell(task: EvalTask, ctx: RunContext, weights: Weights | None,
     (metrics, per-sample arrays, intervals, info with flags and timing)."""
     device = ctx.device
     model = trained_model(task.train, ctx, weights)
+    weights_sha = state_sha256(model.state_dict())  # the weights this cell attacked (reports compare them)
     model.to(device).eval().requires_grad_(False)
     data = get_dataset(task.train.dataset)
     spec = task.attack
@@ -279,7 +282,7 @@ def eval_cell(task: EvalTask, ctx: RunContext, weights: Weights | None,
     if masking.enabled and hasattr(attack, "check_masking"):
         flags += attack.check_masking(model, x, y, result, device, masking, gen=gen)
     intervals = metric_intervals(result.samples, result.metrics, seed=task.seed)
-    info = {**result.info, "images_per_second": n / seconds if seconds else None, "attack_seconds": seconds}
+    info = {**result.info, "weights_sha256": weights_sha, "images_per_second": n / seconds if seconds else None, "attack_seconds": seconds}
     if flags:
         info["flags"] = flags
     shown = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items() if k in attack.metrics or k == "accuracy")
