@@ -28,6 +28,10 @@ def _cmd_run(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else Path("runs") / config.name
     check_out_dir(out, "--out")
     check_store_file(out / STORE_NAME)
+    if args.publish_weights:
+        from .run.driver import WEIGHTS_DIR
+
+        (out / WEIGHTS_DIR).mkdir(parents=True, exist_ok=True)
     merge = [_merge_source(m, out) for m in args.merge or []]
     for attack in config.attacks:
         if attack.note:
@@ -193,6 +197,21 @@ def _cmd_strength(args: argparse.Namespace) -> None:
     from .report.attack_strength import strength_report
 
     print(strength_report(args.dirs))
+
+
+def _cmd_migrate(args: argparse.Namespace) -> None:
+    from .run.lock import locked_out_dir
+    from .store import store_file
+    from .store.migrate import migrate_store
+
+    for target in args.dirs:
+        path = store_file(target)
+        if not path.is_file():
+            raise FileNotFoundError(f"{target}: no results store here (expected a run folder holding results.sqlite)")
+        with locked_out_dir(path.parent):  # never while a run writes the folder
+            done = migrate_store(path)
+        print(f"{done['path']}: {done['cells_converted']} cells' per-sample rows packed, {done['infos_packed']} infos "
+              f"compressed; {done['bytes_before'] / 1e6:.1f} MB -> {done['bytes_after'] / 1e6:.1f} MB")
 
 
 def _claims_choice(text: str) -> str:
@@ -361,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merge", nargs="+", metavar="RESULTS",
                    help="first copy in the finished cells of this config's plan from these run folders or stores "
                         "(e.g. its --seeds shards), then run only what is still missing")
+    p.add_argument("--publish-weights", action="store_true",
+                   help="keep the trained weights in OUT/weights/ (one file per train key, beside the store) instead "
+                        "of the checkpoint cache; a folder that has weights/ always uses it, so a rerun reuses them")
     p.add_argument("--time-limit", type=_time_limit, metavar="SECONDS",
                    help="stop cleanly before this many seconds: finished cells and an epoch checkpoint of the model "
                         "in training are stored, the run is marked interrupted and the exit status is 75; the same "
@@ -417,6 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
                                         "optimality, passes per image, and the gradient-masking checks")
     p.add_argument("dirs", nargs="+", metavar="RESULTS", help="run folders (or their results.sqlite files)")
     p.set_defaults(fn=_cmd_strength)
+    p = sub.add_parser("migrate", help="convert stores written before 2026-12-07 to the compact format (one way, "
+                                       "checked bit for bit before the store is replaced)")
+    p.add_argument("dirs", nargs="+", metavar="RESULTS", help="run folders (or their results.sqlite files)")
+    p.set_defaults(fn=_cmd_migrate)
     p = sub.add_parser("compare", help="paired tests (McNemar, Wilcoxon) between two models of a run")
     p.add_argument("run_dir")
     p.add_argument("model_a")

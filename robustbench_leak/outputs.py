@@ -45,7 +45,7 @@ def check_out_dir(out: Path, what: str) -> None:
         raise ValueError(f"{out}: {what}: {probe} is a file, so no folder can be made under it")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ValueError(f"{out}: {what}: {probe} is not writable")
-    if out.is_dir() and any(p.name not in (MARKER, ".rbleak.lock") for p in out.iterdir()) \
+    if out.is_dir() and any(p.name not in (MARKER, ".rbleak.lock", "weights") for p in out.iterdir()) \
             and not is_rbleak_folder(out):
         raise ValueError(f"{out}: {what}: the folder holds files that rbleak did not write; give a new or empty "
                          "folder, or an rbleak run folder")

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 
 from .report.loader import load_runs
@@ -92,9 +93,9 @@ class Results:
             for label, path in self._stores:
                 with StoreReader(path) as store:
                     s = store.newest_samples()
-                s.insert(0, "run", label)
+                s.insert(0, "run", pd.Categorical.from_codes(np.zeros(len(s), dtype=np.int8), categories=[label]))
                 parts.append(s)
-            self._samples = _frame(parts, "samples")
+            self._samples = _lean_concat(parts, list(COLUMNS["samples"]))
         return self._samples
 
     def __repr__(self) -> str:
@@ -123,6 +124,23 @@ def load_results(path: str | Path | Sequence[str | Path]) -> Results:
         records += [{"run": run.label, **r} for r in run.runs.values()]
     return Results(metrics=_frame(metrics, "metrics"), models=_frame(models, "models"),
                    runs=_frame([pd.DataFrame(records)], "runs"), stores=[(r.label, r.path) for r in runs])
+
+
+def _lean_concat(parts: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    """Per-image frames of several stores in one, keeping categorical columns categorical (their categories
+    united) and the small integer types; ``columns`` in that order."""
+    parts = [p for p in parts if not p.empty]
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    if len(parts) > 1:
+        from pandas.api.types import union_categoricals
+
+        for col in columns:
+            if all(isinstance(p[col].dtype, pd.CategoricalDtype) for p in parts):
+                united = union_categoricals([p[col] for p in parts]).categories
+                parts = [p.assign(**{col: p[col].cat.set_categories(united)}) for p in parts]
+    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    return frame[columns].reset_index(drop=True)
 
 
 def _frame(parts: list[pd.DataFrame], table: str) -> pd.DataFrame:

@@ -12,7 +12,6 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { echo "usage: $0 SECONDS SEED [SEED ...]" >&2; exit 2; }
 end=$(( $(date +%s) + $1 )); shift
-export RBLEAK_CACHE_DIR="$PWD/results/fashion-mnist/weights"
 RBLEAK="${RBLEAK:-rbleak}"
 for seed in "$@"; do
   left=$(( end - $(date +%s) ))
@@ -20,7 +19,7 @@ for seed in "$@"; do
   echo "$(date -u +%FT%TZ) seed $seed: up to $left s"
   timeout --signal=INT --kill-after=120 $(( left + 240 )) \
     nice -n 19 "$RBLEAK" run configs/paper-fashion-mnist.yaml --out results/fashion-mnist --seeds "$seed" \
-      --time-limit "$left" --quiet
+      --publish-weights --time-limit "$left" --quiet
   rc=$?
   echo "$(date -u +%FT%TZ) seed $seed: exit $rc"
   [ "$rc" -eq 75 ] && break  # time limit: the same command resumes

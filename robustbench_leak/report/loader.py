@@ -43,7 +43,26 @@ class RunData:
 
     def status_notes(self) -> list[str]:
         """What a table of this run must say about its completeness: the latest run, then unfinished ones."""
-        return [n for n in (self.incomplete(),) if n] + self.unfinished_runs()
+        return [n for n in (self.incomplete(),) if n] + self.unfinished_runs() + self.weights_conflicts()
+
+    def weights_conflicts(self) -> list[str]:
+        """One sentence per trained model (train key) whose eval cells attacked different weights (each eval
+        cell records the SHA-256 of the weights it attacked; cells stored before 2026-12-07 have none):
+        their numbers do not describe one model, so comparisons over them are flagged."""
+        if self.cells.empty or "train_key" not in self.cells:
+            return []
+        out = []
+        hashes = [info.get("weights_sha256") for info in self.cells["info"]]
+        frame = self.cells.assign(weights=hashes).dropna(subset=["weights"])
+        for _, group in frame.groupby("train_key", sort=False):
+            if group["weights"].nunique() < 2:
+                continue
+            first = group.iloc[0]
+            parts = [f"{a} ({w[:12]})" for a, w in zip(group["attack"], group["weights"])]
+            out.append(f"WEIGHTS DIFFER: the cells of {first['model']} / {first['dataset']} / seed {first['seed']} "
+                       f"attacked different weights under one train key ({', '.join(parts)}); do not compare them "
+                       "until they are rerun on one set of weights")
+        return out
 
     def unfinished_runs(self) -> list[str]:
         """One sentence per earlier run that did not finish (the latest one is covered by ``incomplete``)."""

@@ -153,7 +153,7 @@ def _run_locked(config: Config, trains: list[TrainTask], evals: list[EvalTask], 
                 out: Path, executor: Executor, progress: bool, log: Log, merge_from: Sequence[str | Path] = (),
                 deadline: Deadline | None = None) -> Path:
     # every cell of a run shares this; on another machine, only what is in here is known
-    ctx = RunContext(device_name=config.run.device, cache_dir=str(_cache_dir(config).resolve()),
+    ctx = RunContext(device_name=config.run.device, cache_dir=str(_cache_dir(config, out).resolve()),
                      progress=progress and getattr(executor, "cell_progress_bars", True), deadline=deadline)
     prov = provenance(ctx.device)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
@@ -206,5 +206,13 @@ def _run_locked(config: Config, trains: list[TrainTask], evals: list[EvalTask], 
     return out
 
 
-def _cache_dir(config: Config) -> Path:
+WEIGHTS_DIR = "weights"  # a run folder's published weights, one file per train key
+
+
+def _cache_dir(config: Config, out: Path) -> Path:
+    """Where the run's trained weights are looked up and saved: the run folder's ``weights/`` when it has
+    one (weights published beside the store, so anyone can re-attack them and a rerun reuses them; each
+    eval cell records the SHA-256 of the weights it attacked), else the config's cache_dir or the default."""
+    if (out / WEIGHTS_DIR).is_dir():
+        return out / WEIGHTS_DIR
     return Path(config.run.cache_dir).expanduser() if config.run.cache_dir else default_cache_dir()

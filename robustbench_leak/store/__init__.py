@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .queries import StoreReader
-from .schema import APPLICATION_ID, SCHEMA, STORE_NAME, StoreError, check_store_file, now
+from .schema import APPLICATION_ID, SCHEMA, STORE_NAME, StoreError, check_store_file, now, store_file
 from .writer import StoreWriter
 
 
@@ -25,4 +25,4 @@ class Store(StoreWriter):
 
 
 __all__ = ["APPLICATION_ID", "SCHEMA", "STORE_NAME", "Store", "StoreError", "StoreReader", "StoreWriter",
-           "check_store_file", "now"]
+           "check_store_file", "now", "store_file"]

@@ -8,12 +8,15 @@ reading never changes a store or its folder.
 from __future__ import annotations
 
 import json
+import lzma
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
+import numpy as np
 import pandas as pd
 
+from .arrays import column_array, decode
 from .schema import SAMPLE_COLUMNS, connect_readonly, store_file
 
 # The newest finished result of every cell, whichever run computed it. A slot is what a table row shows:
@@ -41,6 +44,11 @@ class StoreReader:
         where there is none, ``StoreError`` for a file that is not an rbleak store."""
         self.path = store_file(path)
         self.conn: sqlite3.Connection = connect_readonly(self.path)
+        self._has_arrays = self._has_table("sample_arrays")
+
+    def _has_table(self, name: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                 (name,)).fetchone() is not None
 
     def __enter__(self) -> "StoreReader":
         return self
@@ -52,7 +60,11 @@ class StoreReader:
         self.conn.close()
 
     def frame(self, sql: str, params: tuple = ()) -> pd.DataFrame:
-        return pd.read_sql_query(sql, self.conn, params=params)
+        """A query's rows; an ``info`` column comes back as JSON text whichever form the store holds."""
+        frame = pd.read_sql_query(sql, self.conn, params=params)
+        if "info" in frame.columns:
+            frame["info"] = [info_text(v) for v in frame["info"]]
+        return frame
 
     # runs ---------------------------------------------------------------------------------------
     def runs(self) -> pd.DataFrame:
@@ -95,7 +107,8 @@ class StoreReader:
 
     def cell_info(self, cell_key: str) -> dict[str, Any]:
         row = self.conn.execute("SELECT info FROM cells WHERE cell_key = ?", (cell_key,)).fetchone()
-        return json.loads(row[0]) if row and row[0] else {}
+        text = info_text(row[0]) if row else None
+        return json.loads(text) if text else {}
 
     def finished_cell_rows(self, cell_key: str) -> dict[str, list[dict[str, Any]]] | None:
         """Every stored row behind a finished cell, by table: the cell, its metrics and samples, its model
@@ -108,6 +121,8 @@ class StoreReader:
         return {"cells": cell,
                 "metrics": self._rows("metrics", "cell_key = ?", (cell_key,)),
                 "samples": self._rows("samples", "cell_key = ?", (cell_key,)),
+                "sample_arrays": (self._rows("sample_arrays", "cell_key = ?", (cell_key,)) if self._has_arrays
+                                  else []),
                 "models": self._rows("models", "train_key = ?", (cell_key,)) if cell[0]["kind"] == "train" else [],
                 "runs": self._rows("runs", "run_id = ?", (run_id,)),
                 "run_cells": self._rows("run_cells", "run_id = ? AND cell_key = ?", (run_id, cell_key))}
@@ -133,7 +148,26 @@ class StoreReader:
             JOIN models md ON md.train_key = rc.train_key WHERE rc.run_id = ? AND rc.kind = 'train'""", (run_id,))
 
     def samples(self, cell_key: str) -> pd.DataFrame:
-        return self.frame("SELECT * FROM samples WHERE cell_key = ? ORDER BY idx", (cell_key,))
+        """One cell's per-sample results: cell_key, idx and the sample columns, in image order."""
+        return _samples_frame([(cell_key, self.sample_arrays(cell_key))])
+
+    def sample_arrays(self, cell_key: str) -> dict[str, np.ndarray]:
+        """One cell's per-sample columns as arrays (integers int64, reals float64 with NaN for missing);
+        columns the cell did not record are absent; empty for a cell without per-sample results."""
+        if self._has_arrays:
+            row = self.conn.execute("SELECT n, header, data FROM sample_arrays WHERE cell_key = ?",
+                                    (cell_key,)).fetchone()
+            if row is not None:
+                return decode(*row)
+        rows = self.conn.execute(f"SELECT {', '.join(SAMPLE_COLUMNS)} FROM samples WHERE cell_key = ? ORDER BY idx",
+                                 (cell_key,)).fetchall()
+        if not rows:
+            return {}
+        columns = {name: column_array([r[i] for r in rows]) for i, name in enumerate(SAMPLE_COLUMNS)}
+        return {name: arr for name, arr in columns.items() if arr is not None}
+
+    def _cells_samples(self, keys: Iterable[str]) -> list[tuple[str, dict[str, np.ndarray]]]:
+        return [(key, self.sample_arrays(key)) for key in keys]
 
     def eval_cells(self, run_id: str) -> pd.DataFrame:
         """A run's finished eval cells with their spec, info (JSON text) and the run that computed them."""
@@ -145,10 +179,9 @@ class StoreReader:
 
     def perturbation_samples(self, run_id: str) -> pd.DataFrame:
         """Per-sample rows of a run's eval cells that recorded a perturbation norm (minimum-norm attacks)."""
-        return self.frame("""
-            SELECT s.* FROM samples s JOIN run_cells rc ON rc.cell_key = s.cell_key
-            WHERE rc.run_id = ? AND rc.kind = 'eval' AND s.l2 IS NOT NULL ORDER BY s.cell_key, s.idx""",
-                          (run_id,))
+        keys = [r[0] for r in self.conn.execute(
+            "SELECT DISTINCT cell_key FROM run_cells WHERE run_id = ? AND kind = 'eval'", (run_id,))]
+        return _perturbation_rows(self._cells_samples(sorted(keys)))
 
     def done_eval_cells(self, run_id: str, model: str, attack: str | None = None) -> pd.DataFrame:
         """A model's finished eval cells in a run (cell_key, dataset, seed, attack; spec and info as JSON
@@ -206,19 +239,103 @@ class StoreReader:
 
     def newest_perturbation_samples(self) -> pd.DataFrame:
         """Per-sample rows with a perturbation norm (minimum-norm attacks) of the newest eval cells."""
-        return self.frame(NEWEST + """
-            SELECT s.* FROM samples s JOIN chosen ch ON ch.cell_key = s.cell_key
-            WHERE ch.kind = 'eval' AND s.l2 IS NOT NULL ORDER BY s.cell_key, s.idx""")
+        keys = [r[0] for r in self.conn.execute(NEWEST + "SELECT DISTINCT cell_key FROM chosen WHERE kind = 'eval'")]
+        return _perturbation_rows(self._cells_samples(sorted(keys)))
 
     def newest_samples(self) -> pd.DataFrame:
-        """Every per-sample row of the newest eval cells, with the cell's model, dataset, seed and attack."""
-        return self.frame(NEWEST + f"""
-            SELECT ch.model, ch.dataset, ch.seed, ch.attack, s.idx, {', '.join('s.' + c for c in SAMPLE_COLUMNS)},
-                   s.cell_key
-            FROM samples s JOIN chosen ch ON ch.cell_key = s.cell_key
-            WHERE ch.kind = 'eval' ORDER BY ch.model, ch.dataset, ch.seed, ch.attack, s.idx""")
+        """Every per-sample row of the newest eval cells, with the cell's model, dataset, seed and attack;
+        lean: text columns categorical, integer columns in the smallest type that holds them (reals stay
+        float64, bit for bit as stored)."""
+        cells = self.conn.execute(NEWEST + """
+            SELECT ch.model, ch.dataset, ch.seed, ch.attack, ch.cell_key FROM chosen ch WHERE ch.kind = 'eval'
+            ORDER BY ch.model, ch.dataset, ch.seed, ch.attack""").fetchall()
+        parts = [(c, self.sample_arrays(c[4])) for c in cells]
+        parts = [(c, a) for c, a in parts if a]
+        n = [len(next(iter(a.values()))) for _, a in parts]
+        frame: dict[str, Any] = {}
+        for i, name in enumerate(("model", "dataset", "seed", "attack")):
+            per_cell = [c[i] for c, _ in parts]
+            frame[name] = (_small_int(np.repeat(np.array(per_cell, dtype=np.int64), n)) if name == "seed"
+                           else _repeated_categorical(per_cell, n))
+        frame["idx"] = _small_int(np.concatenate([np.arange(k) for k in n]) if n else np.zeros(0, np.int64))
+        for name, values in _sample_columns([a for _, a in parts], n).items():
+            frame[name] = (_small_int(values) if values.dtype.kind == "i"
+                           else np.full(len(values), np.nan) if values.dtype == object else values)
+        frame["cell_key"] = _repeated_categorical([c[4] for c, _ in parts], n)
+        return pd.DataFrame(frame)
 
     # every metric ----------------------------------------------------------------------------------
     def metric_values(self) -> dict[tuple[str, str], float | None]:
         """Every stored metric value by (cell_key, metric), whatever the cell's status or run."""
         return {(k, m): v for k, m, v in self.conn.execute("SELECT cell_key, metric, value FROM metrics")}
+
+
+def info_text(value: Any) -> str | None:
+    """A cell's ``info`` as JSON text: stored as text by older versions, xz-compressed bytes since."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return lzma.decompress(bytes(value)).decode()
+    return value
+
+
+def _sample_columns(parts: list[dict[str, np.ndarray]], n: list[int]) -> dict[str, np.ndarray]:
+    """The sample columns over several cells, typed as SQLite rows read by pandas were: int64 where every
+    cell has the column, float64 (NaN for missing) where some lack it, None objects where all do."""
+    out: dict[str, np.ndarray] = {}
+    for name in SAMPLE_COLUMNS:
+        have = [name in p for p in parts]
+        if not any(have):
+            out[name] = np.full(sum(n), None, dtype=object)
+        elif all(have) and all(p[name].dtype.kind == "i" for p in parts):
+            out[name] = np.concatenate([p[name] for p in parts]).astype(np.int64)
+        else:
+            out[name] = np.concatenate([p[name].astype(np.float64) if name in p else np.full(k, np.nan)
+                                        for p, k in zip(parts, n)])
+            if np.isnan(out[name]).all():  # SQLite holds no NaN: every value was NULL
+                out[name] = np.full(sum(n), None, dtype=object)
+    return out
+
+
+def _samples_frame(cells: list[tuple[str, dict[str, np.ndarray]]]) -> pd.DataFrame:
+    """cell_key, idx and the sample columns of ``cells`` (in that order), one row per image."""
+    cells = [(k, a) for k, a in cells if a]
+    n = [len(next(iter(a.values()))) for _, a in cells]
+    frame: dict[str, Any] = {
+        "cell_key": np.repeat(np.array([k for k, _ in cells], dtype=object), n),
+        "idx": np.concatenate([np.arange(k, dtype=np.int64) for k in n]) if n else np.zeros(0, np.int64)}
+    frame.update(_sample_columns([a for _, a in cells], n))
+    return pd.DataFrame(frame)
+
+
+def _perturbation_rows(cells: list[tuple[str, dict[str, np.ndarray]]]) -> pd.DataFrame:
+    """The rows of ``cells`` with a perturbation norm (``l2`` recorded), typed as if only they were read."""
+    kept = []
+    for key, arrays in cells:
+        if "l2" not in arrays:
+            continue
+        rows = ~np.isnan(arrays["l2"])
+        if rows.all():
+            kept.append((key, arrays, None))
+        elif rows.any():
+            kept.append((key, {c: a[rows] for c, a in arrays.items()}, np.flatnonzero(rows)))
+    frame = _samples_frame([(k, a) for k, a, _ in kept])
+    if any(idx is not None for _, _, idx in kept):
+        frame["idx"] = np.concatenate([np.arange(len(a["l2"])) if idx is None else idx for _, a, idx in kept])
+    return frame
+
+
+def _repeated_categorical(per_cell: list[Any], n: list[int]) -> pd.Categorical:
+    """A categorical column holding ``per_cell[i]`` on each of the ``n[i]`` rows of cell i."""
+    categories = sorted(set(per_cell), key=str)
+    code = {c: i for i, c in enumerate(categories)}
+    codes = np.repeat(np.array([code[v] for v in per_cell], dtype=np.int32), n)
+    return pd.Categorical.from_codes(codes, categories=categories)
+
+
+def _small_int(values: np.ndarray) -> np.ndarray:
+    if not len(values):
+        return values.astype(np.int8)
+    lo, hi = int(values.min()), int(values.max())
+    for dtype in (np.int8, np.int16, np.int32):
+        if np.iinfo(dtype).min <= lo and hi <= np.iinfo(dtype).max:
+            return values.astype(dtype)
+    return values

@@ -31,11 +31,18 @@ CREATE TABLE IF NOT EXISTS metrics (
 CREATE TABLE IF NOT EXISTS samples (
     cell_key TEXT, idx INTEGER, label INTEGER, clean_pred INTEGER, adv_pred INTEGER, l2 REAL, rho REAL,
     PRIMARY KEY (cell_key, idx)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sample_arrays (
+    cell_key TEXT PRIMARY KEY, n INTEGER, header TEXT, data BLOB);
 """
+# Per-sample results are written as one compressed blob per cell (``sample_arrays``, codec in
+# ``store/arrays.py``); ``samples`` (one row per image) is the format of stores written before
+# 2026-12-07, still read, and converted by ``rbleak migrate``. Likewise ``cells.info`` is written
+# xz-compressed (a BLOB) and read in either form.
 
 STORE_NAME = "results.sqlite"
 APPLICATION_ID = 0x72626C6B  # "rblk" in SQLite's header: marks a file as ours
-OWN_TABLES = frozenset({"runs", "run_cells", "cells", "models", "metrics", "samples"})
+OWN_TABLES = frozenset({"runs", "run_cells", "cells", "models", "metrics", "samples"})  # every store has these
+STORE_TABLES = OWN_TABLES | {"sample_arrays"}  # what this version writes
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 # columns added after the first release: (table, column, type); added to older files on open

@@ -9,6 +9,7 @@ one file.
 from __future__ import annotations
 
 import json
+import lzma
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,8 +17,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .arrays import encode
 from .queries import StoreReader
-from .schema import OWN_TABLES, SAMPLE_COLUMNS, close_writer, connect_for_writing, now, table_columns
+from .schema import SAMPLE_COLUMNS, STORE_TABLES, close_writer, connect_for_writing, now, table_columns
 
 
 class StoreWriter(StoreReader):
@@ -29,6 +31,7 @@ class StoreWriter(StoreReader):
         be written."""
         self.path = Path(path)
         self.conn = connect_for_writing(self.path)
+        self._has_arrays = True
 
     def close(self) -> None:
         """Close; the WAL is first folded back into the file, which is then a single file again."""
@@ -62,14 +65,14 @@ class StoreWriter(StoreReader):
         computed it. All or nothing; returns the number of cells copied."""
         wanted = [k for k in dict.fromkeys(keys) if not self.is_done(k)]
         copied = 0
-        have = {t: table_columns(self.conn, t) for t in OWN_TABLES}
+        have = {t: table_columns(self.conn, t) for t in STORE_TABLES}
         with self.transaction() as c:
             for key in wanted:
                 rows = source.finished_cell_rows(key)
                 if rows is None:
                     continue
                 _insert(c, "cells", rows["cells"], have["cells"], replace=True)
-                for table in ("metrics", "samples"):
+                for table in ("metrics", "samples", "sample_arrays"):
                     c.execute(f"DELETE FROM {table} WHERE cell_key = ?", (key,))
                     _insert(c, table, rows[table], have[table])
                 _insert(c, "models", rows["models"], have["models"], replace=True)
@@ -97,18 +100,16 @@ class StoreWriter(StoreReader):
         with self.transaction() as c:
             c.execute("DELETE FROM metrics WHERE cell_key = ?", (cell_key,))
             c.execute("DELETE FROM samples WHERE cell_key = ?", (cell_key,))
+            c.execute("DELETE FROM sample_arrays WHERE cell_key = ?", (cell_key,))
             c.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?)",
                           [(cell_key, m, _float(v), *intervals.get(m, (None, None)))
                            for m, v in (metrics or {}).items()])
             if samples:
-                n = len(next(iter(samples.values())))
-                rows = [(cell_key, i, *[_item(samples[col][i]) if col in samples else None for col in SAMPLE_COLUMNS])
-                        for i in range(n)]
-                c.executemany(f"INSERT INTO samples (cell_key, idx, {', '.join(SAMPLE_COLUMNS)}) "
-                              f"VALUES ({', '.join('?' * (len(SAMPLE_COLUMNS) + 2))})", rows)
+                c.execute("INSERT INTO sample_arrays VALUES (?, ?, ?, ?)",
+                          (cell_key, *encode({col: samples[col] for col in SAMPLE_COLUMNS if col in samples})))
             c.execute("INSERT OR REPLACE INTO cells VALUES (?, ?, ?, 'done', ?, ?, ?, ?, ?, ?)",
                       (cell_key, kind, json.dumps(spec, sort_keys=True), run_id, device, started_at, now(),
-                       seconds, json.dumps(info or {}, default=str)))
+                       seconds, pack_info(info or {})))
 
     def record_failure(self, cell_key: str, kind: str, spec: dict[str, Any], run_id: str, device: str,
                        error: str, traceback: str | None = None) -> None:
@@ -121,7 +122,12 @@ class StoreWriter(StoreReader):
                       "finished_at = excluded.finished_at, seconds = NULL, info = excluded.info "
                       "WHERE cells.status != 'done'",
                       (cell_key, kind, json.dumps(spec, sort_keys=True), run_id, device, now(),
-                       json.dumps({"error": error, "traceback": traceback})))
+                       pack_info({"error": error, "traceback": traceback})))
+
+
+def pack_info(info: dict[str, Any]) -> bytes:
+    """A cell's ``info`` as stored: JSON, xz-compressed (a spatial cell's grid is 60 kB of text, 5 kB packed)."""
+    return lzma.compress(json.dumps(info, default=str).encode())
 
 
 def _insert(conn: sqlite3.Connection, table: str, rows: list[dict[str, Any]], have: set[str],
@@ -147,6 +153,3 @@ def _float(value: Any) -> float | None:
     return None if np.isnan(value) else value
 
 
-def _item(value: Any) -> Any:
-    value = value.item() if hasattr(value, "item") else value
-    return None if isinstance(value, float) and np.isnan(value) else value

@@ -1,0 +1,104 @@
+"""Weights behind every published number: a run folder's weights/ holds the trained models (one file per
+train key), every cell records the SHA-256 of the weights it made or attacked, a run stopped by its time
+limit and resumed elsewhere from the folder alone equals an uninterrupted run cell for cell, and tables
+flag cells of one train key that attacked different weights."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from robustbench_leak.cli import main
+from robustbench_leak.models.checkpoints import read_checkpoint, state_sha256
+from robustbench_leak.report.loader import RunData
+from robustbench_leak.run.deadline import Deadline
+from robustbench_leak.store import StoreReader
+
+CONFIG = """
+name: published
+device: cpu
+seeds: [0, 1]
+datasets:
+  - {name: synthetic, n_train: 96, n_test: 24}
+training: {optimizer: sgd, lr: 0.05, epochs: 1, batch_size: 32}
+models:
+  - {name: small, arch: tomen_cnn, options: {n_layers: 2, width: 4, kernel_size: 3, window: none}}
+attacks: [clean, {preset: deepfool, n_samples: 8}]
+"""
+
+
+def _cells(out: Path) -> dict[str, dict]:
+    with StoreReader(out) as store:
+        keys = [r[0] for r in store.conn.execute("SELECT cell_key FROM cells WHERE status = 'done'")]
+        metrics = store.metric_values()
+        return {k: {"info": store.cell_info(k), "arrays": store.sample_arrays(k),
+                    "metrics": {m: v for (c, m), v in metrics.items() if c == k}} for k in keys}
+
+
+def test_time_limited_run_resumed_from_the_folder_alone_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    config = tmp_path / "published.yaml"
+    config.write_text(CONFIG)
+    monkeypatch.setenv("RBLEAK_CACHE_DIR", str(tmp_path / "cache-a"))
+    whole = tmp_path / "whole"
+    assert main(["run", str(config), "--out", str(whole), "--quiet", "--publish-weights"]) == 0
+    assert not (tmp_path / "cache-a").exists()  # the weights went to the folder, not the cache
+    published = sorted((whole / "weights").glob("*.pt"))
+    assert len(published) == 2
+
+    monkeypatch.setenv("RBLEAK_CACHE_DIR", str(tmp_path / "cache-b"))
+    import robustbench_leak.run.executor as executor
+
+    finished: list[str] = []
+    real_run_job = executor.run_job
+
+    def run_job(job, *args, **kwargs):
+        out = real_run_job(job, *args, **kwargs)
+        finished.append(job.key)
+        return out
+
+    def remaining(self):  # the clock says: once seed 0's three cells are done, the time is up
+        return 0.0 if len(finished) >= 3 else 3600.0
+
+    with monkeypatch.context() as m:
+        m.setattr(executor, "run_job", run_job)
+        m.setattr(Deadline, "remaining", remaining)
+        stopped = tmp_path / "stopped"
+        assert main(["run", str(config), "--out", str(stopped), "--quiet", "--publish-weights",
+                     "--time-limit", "3600"]) == 75
+    assert len(_cells(stopped)) == 3 and len(_cells(whole)) == 6
+    clone = tmp_path / "clone" / "stopped"  # a fresh checkout: the folder (store and weights) and nothing else
+    shutil.copytree(stopped, clone)
+    monkeypatch.setenv("RBLEAK_CACHE_DIR", str(tmp_path / "cache-c"))
+    assert main(["run", str(config), "--out", str(clone), "--quiet"]) == 0
+    assert not (tmp_path / "cache-c").exists()
+
+    a, b = _cells(whole), _cells(clone)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key]["metrics"] == b[key]["metrics"], key
+        assert a[key]["arrays"].keys() == b[key]["arrays"].keys()
+        assert all(a[key]["arrays"][c].tobytes() == b[key]["arrays"][c].tobytes() for c in a[key]["arrays"]), key
+        assert a[key]["info"]["weights_sha256"] == b[key]["info"]["weights_sha256"]
+    files = {p.name: state_sha256(read_checkpoint(p)[0]) for p in published}
+    assert files == {p.name: state_sha256(read_checkpoint(p)[0]) for p in sorted((clone / "weights").glob("*.pt"))}
+    with StoreReader(whole) as store:
+        attacked = {json.loads(spec)["train"]["key"] if "train" in json.loads(spec) else None: store.cell_info(k)
+                    for k, spec in store.conn.execute("SELECT cell_key, spec FROM cells WHERE kind = 'eval'")}
+    assert {info["weights_sha256"] for info in attacked.values()} <= set(files.values())
+
+
+def test_tables_flag_cells_of_one_model_that_attacked_different_weights():
+    cells = pd.DataFrame({"train_key": ["t1", "t1", "t2", "t2"], "model": ["m", "m", "m", "m"],
+                          "dataset": ["d"] * 4, "seed": [0, 0, 1, 1], "attack": ["clean", "deepfool", "clean", "deepfool"],
+                          "info": [{"weights_sha256": "a" * 64}, {"weights_sha256": "b" * 64},
+                                   {"weights_sha256": "c" * 64}, {}]})
+    run = RunData(label="r", path=Path("x"), run={"run_id": "1", "status": "done"}, runs={}, results=pd.DataFrame(),
+                  models=pd.DataFrame(), cells=cells, specs={}, samples=pd.DataFrame())
+    (note,) = run.weights_conflicts()
+    assert note.startswith("WEIGHTS DIFFER: the cells of m / d / seed 0") and "aaaaaaaaaaaa" in note
+    assert note in run.status_notes()
