@@ -97,3 +97,22 @@ def small_windowed_cnn():
     model = train_small_windowed_cnn(data)
     x, y = data.test_x, data.test_y
     return model, x, y, predict(model, x, torch.device("cpu"))
+
+
+def stored_samples(folder: Path) -> dict[str, dict[str, bytes]]:
+    """Every finished cell's per-sample columns in a run folder's store, as bytes (equal means bit for bit)."""
+    from robustbench_leak.store import StoreReader
+
+    with StoreReader(folder) as store:
+        keys = [k for (k,) in store.conn.execute("SELECT cell_key FROM cells WHERE status = 'done' ORDER BY cell_key")]
+        return {k: {c: a.tobytes() for c, a in store.sample_arrays(k).items()} for k in keys}
+
+
+def stored_info(value) -> dict:
+    """A cell's ``info`` column as read with raw SQL (JSON text, or xz-compressed JSON since 2026-12-07)."""
+    import json
+
+    from robustbench_leak.store.queries import info_text
+
+    text = info_text(value)
+    return json.loads(text) if text else {}

@@ -12,6 +12,7 @@ from robustbench_leak.data import load_dataset
 from robustbench_leak.report.compare import compare_models
 from robustbench_leak.run.cells import fit_split
 from robustbench_leak.pipeline import run_config
+from conftest import stored_info
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def test_sanity_metric_and_no_flags_for_honest_models(finished_run):
     con = sqlite3.connect(out / "results.sqlite")
     pgd = [v for (v,) in con.execute("SELECT value FROM metrics WHERE metric = 'sanity_pgd_success'")]
     assert len(pgd) == 2 and all(v >= 0.99 for v in pgd)
-    infos = [json.loads(i) for (i,) in con.execute("SELECT info FROM cells WHERE kind = 'eval'")]
+    infos = [stored_info(i) for (i,) in con.execute("SELECT info FROM cells WHERE kind = 'eval'")]
     assert not any(i.get("flags") for i in infos)
 
 

@@ -14,6 +14,7 @@ from robustbench_leak.pipeline import run_config
 from robustbench_leak.run.driver import CellsFailed
 from robustbench_leak.run.lock import LOCK_NAME, OutDirLocked, locked_out_dir
 from robustbench_leak.store import StoreWriter
+from conftest import stored_info
 
 FAULTY = """
 name: faulty
@@ -45,7 +46,7 @@ def cells(out):
     rows = con.execute("SELECT c.status, rc.kind, rc.model, rc.attack, c.info FROM cells c JOIN run_cells rc "
                        "ON rc.cell_key = c.cell_key").fetchall()
     con.close()
-    return {(kind, model, attack): (status, json.loads(info)) for status, kind, model, attack, info in rows}
+    return {(kind, model, attack): (status, stored_info(info)) for status, kind, model, attack, info in rows}
 
 
 def test_failed_cells_are_stored_reported_and_retried(tmp_path, capsys, monkeypatch):

@@ -5,7 +5,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY_CONFIG
+from conftest import REPO, TINY_CONFIG, stored_samples
 
 from robustbench_leak.cli import main
 from robustbench_leak.store import StoreReader
@@ -18,10 +18,8 @@ def _cells(folder: Path) -> dict[str, tuple]:
         return {key: (kind, status) for key, kind, status in c.execute("SELECT cell_key, kind, status FROM cells")}
 
 
-def _samples(folder: Path) -> list[tuple]:
-    with sqlite3.connect(f"file:{folder / 'results.sqlite'}?mode=ro", uri=True) as c:
-        return c.execute("SELECT cell_key, idx, label, clean_pred, adv_pred, l2, rho FROM samples "
-                         "ORDER BY cell_key, idx").fetchall()
+def _samples(folder: Path) -> dict[str, dict[str, bytes]]:
+    return stored_samples(folder)
 
 
 def test_shards_merged_equal_the_whole_grid(tmp_path, capsys):

@@ -13,6 +13,7 @@ from robustbench_leak.config import load_config
 from robustbench_leak.pipeline import run_config
 from robustbench_leak.run.driver import CellsFailed
 from robustbench_leak.run.ray_executor import KILL_DIR_ENV, RayExecutor
+from conftest import stored_samples
 
 GRID = """
 name: ray-grid
@@ -83,9 +84,7 @@ def test_ray_leaderboard_equals_local(ray_cluster, tmp_path, monkeypatch):
     assert {"clean.accuracy", "deepfool.rho_mean", "params"} <= set(a.columns)
     pd.testing.assert_frame_equal(a, b)
     # per-sample results too, value for value
-    query = "SELECT cell_key, idx, label, clean_pred, adv_pred, l2, rho FROM samples ORDER BY cell_key, idx"
-    assert sqlite3.connect(local / "results.sqlite").execute(query).fetchall() == \
-        sqlite3.connect(out / "results.sqlite").execute(query).fetchall()
+    assert stored_samples(local) == stored_samples(out)
 
 
 def test_killed_worker_is_retried_and_the_run_completes(ray_cluster, tmp_path, monkeypatch):

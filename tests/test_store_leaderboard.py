@@ -93,6 +93,7 @@ def test_record_cell_is_atomic(tmp_path):
     assert not s.is_done("k")
     assert s.conn.execute("SELECT COUNT(*) FROM metrics").fetchone()[0] == 0
     assert s.conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0] == 0
+    assert s.conn.execute("SELECT COUNT(*) FROM sample_arrays").fetchone()[0] == 0
     s.close()
 
 
