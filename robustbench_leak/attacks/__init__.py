@@ -1,13 +1,18 @@
 """Attacks behind one ``Attack.run(model, x, y, device)`` interface: native engines and ART adapters.
 
-The registry (``base``) imports no attack; this package imports its built-ins, so each registers itself
-(timm's way). Plugins register through the entry-point group ``robustbench_leak.attacks`` (``plugins``).
+The registry (``base``) imports no attack. This package imports every module in it, so each built-in
+attack registers itself, and a new attack is its module plus its preset (``attacks/<name>.yaml``).
+Plugins register through the entry-point group ``robustbench_leak.attacks`` (``plugins``).
 """
+
+import importlib
+import pkgutil
 
 from .base import (Attack, AttackResult, attack_class, attack_origin, build_attack, find_attack, list_attacks,
                    list_engines, register_attack, undeclared_metrics)
-from . import (art, art_any, clean, corruptions, native_ddn, native_deepfool, native_fmn,  # noqa: F401,E402
-               native_minnorm, native_spatial, native_superdeepfool, pgd)
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = ["Attack", "AttackResult", "attack_class", "attack_origin", "build_attack", "find_attack", "list_attacks",
            "list_engines", "register_attack", "undeclared_metrics"]
