@@ -206,9 +206,9 @@ class NativeSpatial(Attack):
     metrics = (ROBUST_ACCURACY,
                Metric("worst_of_grid_accuracy", "fraction of images classified correctly under EVERY transform of the "
                       "grid (per-example worst case)", percent=True),
-               *CHOSEN_TRANSFORM,
-               Metric("fit_fooling_rate", "fooling rate of the chosen global transform on the fitting split it was "
-                      "chosen on", percent=True, higher_is_better=False))
+               *CHOSEN_TRANSFORM)
+    declares = (Metric("fit_fooling_rate", "fooling rate of the chosen global transform on the fitting split it was "
+                      "chosen on", percent=True, higher_is_better=False),)
     needs_fit = True
     ranges = {"max_translation": Range(0.0, 100.0), "num_translations": at_least(1), "max_rotation": Range(0.0, 180.0),
               "num_rotations": at_least(1), "k": at_least(1), "seed": Range(0, 2**63 - 1), "batch_size": at_least(1)}

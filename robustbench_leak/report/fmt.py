@@ -33,8 +33,8 @@ def higher_is_better(col: str) -> bool:
 
 
 def rank_order(col: str) -> str:
-    """'descending: higher is better' or 'ascending: lower is better', as the leaderboards say it."""
-    return "descending: higher is better" if higher_is_better(col) else "ascending: lower is better"
+    """'descending', or 'ascending: lower is better', as the leaderboards say it."""
+    return "descending" if higher_is_better(col) else "ascending: lower is better"
 
 
 def missing(value: Any) -> bool:

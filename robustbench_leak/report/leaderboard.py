@@ -27,8 +27,7 @@ from .loader import RunData, load_runs
 
 BASE_DOCS = {
     "dataset": "dataset the model was trained and evaluated on",
-    "rank": "position when sorted by the ranking column, better first (the title line says which way), within the "
-            "dataset",
+    "rank": "position when sorted by the ranking column (descending), within the dataset",
     "model": "model name from the run config",
     "run": "run folder the row comes from (rows of different runs are never merged)",
     "arch": "registered architecture (or timm:<name>)",
@@ -162,6 +161,7 @@ def table_from_runs(runs: list[RunData], rank_by: str | None = None) -> tuple[pd
     table = table.sort_values(["dataset", rank_col], ascending=[True, not higher_is_better(rank_col)],
                               na_position="last", kind="stable")
     table["rank"] = table.groupby("dataset").cumcount() + 1
+    legend["rank"] = f"position when sorted by the ranking column ({rank_order(rank_col)}), within the dataset"
     ordered = list(BASE_COLUMNS)
     for i, col in enumerate(columns):
         ordered += [c for c in (col, f"{col}.std", f"{col}.lo", f"{col}.hi", f"{col}.interval") if c in table.columns]
