@@ -211,3 +211,15 @@ def test_attack_version_enters_only_revised_cells_keys():
     assert all("version" not in e.attack for e in evals)
     revised = {(cls.kind, cls.engine): cls.version for cls in list_attacks() if cls.version != 1}
     assert revised == {("fmn", "native"): 2, ("minnorm", "native"): 2}
+
+
+def test_training_settings_are_derived_from_the_schema():
+    """One source: the run's TrainSettings has exactly TrainingCfg's fields and defaults."""
+    import dataclasses
+
+    from robustbench_leak.config.training import TrainingCfg, TrainSettings
+
+    fields = {f.name: f.default for f in dataclasses.fields(TrainSettings)}
+    schema = {name: info.get_default(call_default_factory=True) for name, info in TrainingCfg.model_fields.items()}
+    assert list(fields) == list(schema)
+    assert fields == {k: tuple(v) if isinstance(v, list) else v for k, v in schema.items()}

@@ -8,21 +8,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from .queries import StoreReader
 from .schema import APPLICATION_ID, SCHEMA, STORE_NAME, StoreError, check_store_file, now
 from .writer import StoreWriter
 
-
-class Store(StoreWriter):
-    """The one store class of earlier versions, kept so code written against it runs: ``Store(path)`` opens
-    for writing (``StoreWriter``), ``Store.open_existing(path)`` for reading (``StoreReader``)."""
-
-    @classmethod
-    def open_existing(cls, path: str | Path) -> StoreReader:
-        return StoreReader(path)
-
-
-__all__ = ["APPLICATION_ID", "SCHEMA", "STORE_NAME", "Store", "StoreError", "StoreReader", "StoreWriter",
+__all__ = ["APPLICATION_ID", "SCHEMA", "STORE_NAME", "StoreError", "StoreReader", "StoreWriter",
            "check_store_file", "now"]
