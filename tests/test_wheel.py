@@ -126,3 +126,20 @@ def test_installed_wheel_runs_the_quickstart_by_name(installed):
     assert out.returncode == 75, out.stdout[-1500:] + out.stderr[-1500:]
     assert "time limit reached" in out.stderr
     assert (empty / "runs" / "quickstart" / "results.sqlite").is_file()
+
+
+def test_ray_is_an_optional_extra(monkeypatch):
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert not [d for d in project["dependencies"] if d.startswith("ray")]
+    assert [d for d in project["optional-dependencies"]["ray"] if d.startswith("ray")]
+    assert '".[test,ray]"' in (REPO / ".ci" / "run").read_text()  # CI still runs the Ray tests
+    from robustbench_leak.run import driver
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    with pytest.raises(ValueError) as err:
+        driver.make_executor("ray", None, "mine.yaml", 10.0)
+    assert str(err.value) == ("mine.yaml: executor: ray: Ray is not installed (an optional extra): pip install "
+                              "'robustbench-leak[ray]', or use executor: local")
