@@ -300,16 +300,16 @@ def _cmd_list(args: argparse.Namespace) -> None:
             print(f"{'':<16} options: {opts}, train_subset, test_subset, subset_seed, normalize")
     elif args.what == "attacks":
         from .attacks import attack_origin, list_attacks
-        from .config import preset_dirs
+        from .config import default_preset_dirs
 
         width = max(len(cls.kind) for cls in list_attacks())
         for cls in list_attacks():
-            where = "" if attack_origin(cls) == "built-in" else f" [from {attack_origin(cls)}]"
+            where = "" if attack_origin(cls) == "built-in" else f" [from {attack_origin(cls)}]"  # else built-in
             print(f"{cls.kind:<{width}} engine={cls.engine:<7} {cls.description}{where}")
             print(f"{'':<{width}} params: " + ", ".join(f"{k}={v!r}" for k, v in cls.defaults.items()))
-        print("presets (attacks/<name>.yaml; a config's folder first, then the working directory, the package, "
+        print("presets (attacks/<name>.yaml; after a config's own folder: the working directory, the package, "
               "the plugins):")
-        for folder in preset_dirs(Path.cwd() / "config.yaml", []):
+        for folder in default_preset_dirs():
             presets = sorted(p.stem for p in folder.glob("*.yaml"))
             if presets:
                 print(f"  {folder}: " + ", ".join(presets))

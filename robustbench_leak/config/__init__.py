@@ -23,7 +23,7 @@ from .checks import (
 )
 from .errors import ConfigError, format_validation, short
 from .locate import CHECKOUT as PACKAGE_ROOT
-from .locate import find_config, preset_dirs, shipped_configs, shipped_dir
+from .locate import default_preset_dirs, find_config, preset_dirs, shipped_configs, shipped_dir
 from .presets import load_preset, resolve_attack
 from .resolve_models import resolve_checkpoints, resolve_matches
 from .schema import (
@@ -41,7 +41,7 @@ from .yaml_io import MAX_CONFIG_BYTES, parse_yaml_text, read_yaml
 
 __all__ = ["ConfigError", "Config", "RunConfig", "DatasetCfg", "ModelCfg", "AttackCfg", "TrainingCfg",
            "ResolvedAttack", "DEFAULT_FIT_SAMPLES", "PACKAGE_ROOT", "MAX_CONFIG_BYTES", "canonical_hash",
-           "dataset_spec", "find_config", "load_config", "load_preset", "parse_yaml_text", "preset_dirs", "read_yaml",
+           "dataset_spec", "default_preset_dirs", "find_config", "load_config", "load_preset", "parse_yaml_text", "preset_dirs", "read_yaml",
            "shipped_configs", "shipped_dir"]
 
 

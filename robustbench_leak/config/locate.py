@@ -63,11 +63,21 @@ def find_config(name: str | Path) -> Path:
 def preset_dirs(config_path: Path, extra: list[str]) -> list[Path]:
     """Where a config's presets are looked up, in order: its ``attack_dirs``, ``attacks/`` in its folder and
     the folder above, ``attacks/`` in the working directory, the package's presets, the plugins' presets."""
+    dirs = [(config_path.parent / d) for d in extra]
+    dirs += [config_path.parent / "attacks", config_path.parent.parent / "attacks"]
+    return _unique(dirs + default_preset_dirs())
+
+
+def default_preset_dirs() -> list[Path]:
+    """Where presets are found for any config: ``attacks/`` in the working directory, the package's
+    presets, the attack plugins' presets."""
     from ..plugins import plugin_preset_dirs
 
-    dirs = [(config_path.parent / d) for d in extra]
-    dirs += [config_path.parent / "attacks", config_path.parent.parent / "attacks", Path.cwd() / "attacks"]
-    dirs += [d for d in (shipped_dir("attacks"),) if d is not None] + plugin_preset_dirs()
+    shipped = shipped_dir("attacks")
+    return _unique([Path.cwd() / "attacks", *([shipped] if shipped else []), *plugin_preset_dirs()])
+
+
+def _unique(dirs: list[Path]) -> list[Path]:
     unique: list[Path] = []
     for d in dirs:
         d = d.resolve()
