@@ -1,4 +1,4 @@
-"""``rbleak``: run | leaderboard | compare | claims | bench | list."""
+"""``rbleak``: run | init | leaderboard | compare | claims | bench | strength | list."""
 
 from __future__ import annotations
 
@@ -300,7 +300,8 @@ def _list_models(input_size: tuple[int, int, int], num_classes: int) -> None:
             except (RuntimeError, ValueError) as exc:
                 flops = "n/a"
                 note = f"no forward pass at {c}x{h}x{w} with default options: {str(exc).splitlines()[0]}"
-            print(f"{e.name:<18} {e.family:<10} {count_params(net):>12,} {flops:>16}  {e.description}")
+            print(f"{e.name:<18} {e.family:<10} {count_params(net):>12,} {flops:>16}  {e.description}"
+                  + ("" if e.origin == "built-in" else f" [from {e.origin}]"))
             if flops == "n/a":
                 print(f"{'':<18} {note}")
         print(f"{'':<18} options: " + ", ".join(f"{k}={v!r}" for k, v in e.options().items()))
@@ -314,17 +315,23 @@ def _cmd_list(args: argparse.Namespace) -> None:
 
         for e in list_datasets():
             opts = ", ".join(f"{k}={v!r}" for k, v in e.options().items())
-            print(f"{e.name:<16} {e.description}\n{'':<16} options: {opts}, train_subset, test_subset, subset_seed, normalize")
+            print(f"{e.name:<16} {e.description}" + ("" if e.origin == "built-in" else f" [from {e.origin}]"))
+            print(f"{'':<16} options: {opts}, train_subset, test_subset, subset_seed, normalize")
     elif args.what == "attacks":
-        from .attacks import list_attacks
-        from .config import PACKAGE_ROOT
+        from .attacks import attack_origin, list_attacks
+        from .config import default_preset_dirs
 
         width = max(len(cls.kind) for cls in list_attacks())
         for cls in list_attacks():
-            print(f"{cls.kind:<{width}} engine={cls.engine:<7} {cls.description}")
+            where = "" if attack_origin(cls) == "built-in" else f" [from {attack_origin(cls)}]"  # else built-in
+            print(f"{cls.kind:<{width}} engine={cls.engine:<7} {cls.description}{where}")
             print(f"{'':<{width}} params: " + ", ".join(f"{k}={v!r}" for k, v in cls.defaults.items()))
-        presets = sorted(p.stem for p in (PACKAGE_ROOT / "attacks").glob("*.yaml"))
-        print("presets (attacks/*.yaml): " + ", ".join(presets))
+        print("presets (attacks/<name>.yaml; after a config's own folder: the working directory, the package, "
+              "the plugins):")
+        for folder in default_preset_dirs():
+            presets = sorted(p.stem for p in folder.glob("*.yaml"))
+            if presets:
+                print(f"  {folder}: " + ", ".join(presets))
     elif args.what == "windows":
         from .nn import window_1d, window_names, window_params
 
@@ -334,6 +341,32 @@ def _cmd_list(args: argparse.Namespace) -> None:
             extra = f" params: {params}" if params else ""
             print(f"{name:<9} k=7: [{values}]{extra}")
         print("options: sqrt: true (unofficial port's square-root window), normalize: none|mean|energy")
+
+
+def _cmd_init(args: argparse.Namespace) -> None:
+    """Write an example config to edit: a shipped config (default quickstart) under a new name."""
+    import re
+
+    from .config import shipped_configs, shipped_dir
+
+    target = Path(args.name if args.name.endswith((".yaml", ".yml")) else f"{args.name}.yaml")
+    name = target.stem
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
+        raise ValueError(f"init: NAME {args.name[:60]!r}: expected letters, digits, '.', '_' or '-' (it names the run "
+                         "folder runs/NAME)")
+    folder = shipped_dir("configs")
+    source = folder / f"{args.template}.yaml" if folder else None
+    if source is None or not source.is_file():
+        raise ValueError(f"init: --from {args.template[:60]!r}: not a shipped config; shipped: "
+                         f"{', '.join(shipped_configs()) or 'none'}")
+    if target.exists() or target.is_symlink():
+        raise ValueError(f"init: {target} exists; choose another NAME (init never overwrites a file)")
+    text = source.read_text()
+    text, count = re.subn(r"(?m)^name:.*$", f"name: {name}", text, count=1)
+    if not count:
+        text = f"name: {name}\n" + text
+    target.write_text(text)
+    print(f"wrote {target} (from the shipped config {args.template}); edit it, then: rbleak run {target}")
 
 
 def _error_log(exc: BaseException) -> str:
@@ -364,7 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run a config's grid and write its leaderboard")
-    p.add_argument("config")
+    p.add_argument("config", help="a config file, or a config's name: NAME.yaml or configs/NAME.yaml here, else the "
+                                  "package's shipped config NAME (e.g. quickstart)")
     p.add_argument("--out", help="output folder (default runs/<config name>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--engine", help="run every attack that has this engine on it (e.g. art: ART's own code)")
@@ -450,6 +484,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attack", help="only this attack label")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=_cmd_compare)
+    p = sub.add_parser("init", help="write an example config to edit (a shipped config under a new name)")
+    p.add_argument("name", help="the new config: NAME.yaml in the working directory (its run folder: runs/NAME)")
+    p.add_argument("--from", dest="template", default="quickstart",
+                   help="the shipped config to start from (default quickstart)")
+    p.set_defaults(fn=_cmd_init)
     p = sub.add_parser("list", help="list registered names")
     p.add_argument("what", choices=["models", "datasets", "attacks", "windows"])
     p.add_argument("--input-size", type=_parse_input_size, default=(1, 28, 28), metavar="C,H,W",

@@ -1,59 +1,145 @@
-"""Metrics computed from per-sample results, so any of them can be recomputed from the store."""
+"""Metrics computed from per-sample results, so any of them can be recomputed from the store, and their
+declarations: a ``Metric`` is declared once, next to the code that computes it (the shared ones here, an
+attack's own in its ``metrics``), and legends, formats and ranking read the declaration."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, MutableMapping, MutableSet
+
 import numpy as np
 
-# what attacks/optimality.py stores per member of the minimum-norm ensemble
-STRENGTH_MEMBERS = ("deepfool", "ddn", "fmn", "superdeepfool")
-STRENGTH_DOCS = {
-    **{f"optimality_{m}": (f"AttackBench's optimality of the member {m}: 1 - (area - best) / (clean accuracy x max_dist "
-                           "- best), the areas under the robust-accuracy-vs-L2 step curves of the member and of the "
-                           "per-image best over the members, up to the largest best norm (1: it found every minimum)")
-       for m in STRENGTH_MEMBERS},
-    **{f"minimum_share_{m}": (f"share of the fooled clean-correct images on which the member {m} found the smallest "
-                              "perturbation (ties go to the first member)") for m in STRENGTH_MEMBERS},
-    **{f"rho_median_{m}": (f"median rho of the member {m} alone over clean-correct images (an image it did not fool "
-                           "counts as infinite)") for m in STRENGTH_MEMBERS},
-    **{f"rho_mean_{m}": f"mean rho of the member {m} alone over the clean-correct images it fooled"
-       for m in STRENGTH_MEMBERS},
-    **{f"passes_{m}": f"forward plus backward passes per image of the member {m}" for m in STRENGTH_MEMBERS},
-}
+class Metric(str):
+    """A metric's name (it is the string) with what every output needs to show and rank it: a one-line
+    ``description`` (the leaderboard's legend), its ``unit``, whether it is a fraction shown as a percentage
+    (``percent``) and which way is better (``higher_is_better``: the ranking's direction)."""
 
-# column legend: metric name -> definition (shown under every leaderboard)
-METRIC_DOCS = {
-    "accuracy": "top-1 accuracy on the evaluated test images",
-    "clean_accuracy": "top-1 accuracy on the attacked images before the attack",
-    "robust_accuracy": ("accuracy after the attack over ALL attacked images (unconditional, as RobustBench); DeepFool attacks "
-                        "the model's own prediction, so it can move a misclassified image into its true class"),
-    "robust_accuracy_conditional": ("accuracy after the attack over the clean-correct images only "
-                                    "(conditional, as ART's adversarial_accuracy); equals 1 - success_rate"),
-    "success_rate": "fraction of clean-correct images whose prediction the attack changed",
-    "worst_of_grid_accuracy": "fraction of images classified correctly under EVERY transform of the grid (per-example worst case)",
-    "fit_fooling_rate": "fooling rate of the chosen global transform on the fitting split it was chosen on",
-    "sanity_pgd_success": "success of an unbounded L-inf PGD (eps=1, 20 steps, no random start) on the clean-correct images; below 99% flags gradient masking",
-    "rho_mean": "mean of ||x_adv - x||_2 / ||x||_2 over clean-correct images (DeepFool's rho_adv; higher = more robust)",
-    "rho_median": "median of the same ratio over clean-correct images",
-    "l2_median": "median L2 norm of the perturbation over clean-correct images",
-    "fooling_rate": "fraction of images whose prediction the chosen transform changed (ART's fooling rate)",
-    "shift_rows": "vertical shift in pixels of the chosen global transform",
-    "shift_cols": "horizontal shift in pixels of the chosen global transform",
-    "rotation_deg": "rotation in degrees of the chosen global transform",
-    "n": "number of images evaluated",
-    "converged_ddn": ("DDN's convergence signal: median relative fall of the best adversarial norm over the last 10% of "
-                      "its steps (above 1% flags the cell)"),
-    "converged_fmn": ("FMN's convergence signal: median relative fall of the best adversarial norm over the last 10% of "
-                      "its steps (above 1% flags the cell)"),
-    **{f"overestimate_{m}": (f"median over clean-correct images {m} fooled of its L2 norm / the minnorm ensemble's "
-                             "(1 = it always found the smallest)") for m in STRENGTH_MEMBERS},
-    **{f"success_{m}": f"success rate of the ensemble member {m} alone (clean-correct images)"
-       for m in STRENGTH_MEMBERS},
-    "passes": ("forward plus backward passes through the model per attacked image (the ensemble: its members' sum; "
-               "the re-check of the examples not counted)"),
-    **STRENGTH_DOCS,
-    "masking_failed": ("gradient-masking checks of the minnorm cell that failed (attacks/masking.py: unbounded success, "
-                       "more steps, black-box search, PGD to zero; 0 = all clear)"),
-}
+    description: str
+    unit: str
+    percent: bool
+    higher_is_better: bool
+
+    def __new__(cls, name: str, description: str, unit: str = "", percent: bool = False,
+                higher_is_better: bool = True) -> "Metric":
+        metric = super().__new__(cls, name)
+        metric.description, metric.unit, metric.percent = description, unit, percent
+        metric.higher_is_better = higher_is_better
+        return metric
+
+    @property
+    def name(self) -> str:
+        return str(self)
+
+    def __reduce__(self) -> tuple:  # pickles (Ray, multiprocessing) with its fields
+        return Metric, (str(self), self.description, self.unit, self.percent, self.higher_is_better)
+
+
+_DECLARED: dict[str, Metric] = {}
+
+
+def declare(*metrics: Metric) -> tuple[Metric, ...]:
+    """Add metrics to the catalogue every output reads (``register_attack`` declares an attack's own).
+    A name declared again must mean the same."""
+    for m in metrics:
+        known = _DECLARED.get(m)
+        if known is not None and (known.description, known.unit, known.percent, known.higher_is_better) != (
+                m.description, m.unit, m.percent, m.higher_is_better):
+            raise ValueError(f"metric {m.name!r} declared twice with different meanings: {known.description!r} "
+                             f"vs {m.description!r}")
+        _DECLARED[m] = m
+    return metrics
+
+
+def metric_spec(name: str) -> Metric | None:
+    """The declaration of metric ``name`` (None when nothing declared it)."""
+    spec = _DECLARED.get(name)
+    if spec is None and name in _EXTRA_DOCS:
+        spec = Metric(name, _EXTRA_DOCS[name], percent=name in _EXTRA_PERCENT)
+    return spec
+
+
+def declared_metrics() -> dict[str, Metric]:
+    return dict(_DECLARED)
+
+
+_EXTRA_DOCS: dict[str, str] = {}  # entries written into METRIC_DOCS directly (the way before declarations)
+_EXTRA_PERCENT: set[str] = set()
+
+
+class _MetricDocs(MutableMapping):
+    """``METRIC_DOCS``: metric name -> description, a view of the declarations. Entries set on it directly
+    (code written before declarations existed) are kept beside them."""
+
+    def __getitem__(self, name: str) -> str:
+        if name in _DECLARED:
+            return _DECLARED[name].description
+        return _EXTRA_DOCS[name]
+
+    def __setitem__(self, name: str, text: str) -> None:
+        _EXTRA_DOCS[name] = text
+
+    def __delitem__(self, name: str) -> None:
+        del _EXTRA_DOCS[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys([*_DECLARED, *_EXTRA_DOCS]))
+
+    def __len__(self) -> int:
+        return len(set(_DECLARED) | set(_EXTRA_DOCS))
+
+
+class _PercentMetrics(MutableSet):
+    """``PERCENT_METRICS``: the names of metrics shown as percentages, a view of the declarations; names added
+    to it directly are kept beside them."""
+
+    def __contains__(self, name: object) -> bool:
+        spec = _DECLARED.get(name) if isinstance(name, str) else None
+        return spec.percent if spec is not None else name in _EXTRA_PERCENT
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted({m for m, spec in _DECLARED.items() if spec.percent} | _EXTRA_PERCENT))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def add(self, name: str) -> None:
+        _EXTRA_PERCENT.add(name)
+
+    def discard(self, name: str) -> None:
+        _EXTRA_PERCENT.discard(name)
+
+    def update(self, names: Iterable[str]) -> None:
+        _EXTRA_PERCENT.update(names)
+
+
+METRIC_DOCS: MutableMapping[str, str] = _MetricDocs()
+PERCENT_METRICS: MutableSet[str] = _PercentMetrics()
+
+# metrics computed here (prediction_metrics, perturbation_metrics) or reported by many attacks
+ACCURACY = Metric("accuracy", "top-1 accuracy on the evaluated test images", percent=True)
+N = Metric("n", "number of images evaluated", unit="images")
+CLEAN_ACCURACY = Metric("clean_accuracy", "top-1 accuracy on the attacked images before the attack", percent=True)
+ROBUST_ACCURACY = Metric("robust_accuracy", (
+    "accuracy after the attack over ALL attacked images (unconditional, as RobustBench); DeepFool attacks the model's "
+    "own prediction, so it can move a misclassified image into its true class"), percent=True)
+ROBUST_ACCURACY_CONDITIONAL = Metric("robust_accuracy_conditional", (
+    "accuracy after the attack over the clean-correct images only (conditional, as ART's adversarial_accuracy); "
+    "equals 1 - success_rate"), percent=True)
+SUCCESS_RATE = Metric("success_rate", "fraction of clean-correct images whose prediction the attack changed",
+                      percent=True, higher_is_better=False)
+RHO_MEAN = Metric("rho_mean", ("mean of ||x_adv - x||_2 / ||x||_2 over clean-correct images (DeepFool's rho_adv; "
+                               "higher = more robust)"), unit="ratio")
+RHO_MEDIAN = Metric("rho_median", "median of the same ratio over clean-correct images", unit="ratio")
+L2_MEDIAN = Metric("l2_median", "median L2 norm of the perturbation over clean-correct images", unit="L2")
+PASSES = Metric("passes", ("forward plus backward passes through the model per attacked image (the ensemble: its "
+                           "members' sum; the re-check of the examples not counted)"), unit="passes/image",
+                higher_is_better=False)
+SANITY_PGD_SUCCESS = Metric("sanity_pgd_success", (
+    "success of an unbounded L-inf PGD (eps=1, 20 steps, no random start) on the clean-correct images; below 99% "
+    "flags gradient masking"), percent=True)
+declare(ACCURACY, N, CLEAN_ACCURACY, ROBUST_ACCURACY, ROBUST_ACCURACY_CONDITIONAL, SUCCESS_RATE, RHO_MEAN, RHO_MEDIAN,
+        L2_MEDIAN, PASSES, SANITY_PGD_SUCCESS)
+# the minimum-norm attacks' first columns
+MIN_NORM_METRICS = (SUCCESS_RATE, RHO_MEAN, RHO_MEDIAN, ROBUST_ACCURACY)
 
 
 def accuracy(pred: np.ndarray, y: np.ndarray) -> float:

@@ -211,3 +211,36 @@ def test_attack_version_enters_only_revised_cells_keys():
     assert all("version" not in e.attack for e in evals)
     revised = {(cls.kind, cls.engine): cls.version for cls in list_attacks() if cls.version != 1}
     assert revised == {("fmn", "native"): 2, ("minnorm", "native"): 2}
+
+
+def test_training_settings_are_derived_from_the_schema():
+    """One source: the run's TrainSettings has exactly TrainingCfg's fields and defaults."""
+    import dataclasses
+
+    from robustbench_leak.config.training import TrainingCfg, TrainSettings
+
+    fields = {f.name: f.default for f in dataclasses.fields(TrainSettings)}
+    schema = {name: info.get_default(call_default_factory=True) for name, info in TrainingCfg.model_fields.items()}
+    assert list(fields) == list(schema)
+    assert fields == {k: tuple(v) if isinstance(v, list) else v for k, v in schema.items()}
+
+
+def test_presets_and_configs_are_found_config_folder_then_working_directory_then_package(tmp_path, monkeypatch):
+    from robustbench_leak.config import find_config, load_preset, preset_dirs, shipped_dir
+    from robustbench_leak.config.errors import ConfigError
+
+    (tmp_path / "proj" / "attacks").mkdir(parents=True)
+    (tmp_path / "proj" / "attacks" / "deepfool.yaml").write_text("attack: deepfool\nparams: {max_iter: 7}\n")
+    (tmp_path / "here" / "attacks").mkdir(parents=True)
+    (tmp_path / "here" / "attacks" / "deepfool.yaml").write_text("attack: deepfool\nparams: {max_iter: 9}\n")
+    (tmp_path / "here" / "attacks" / "clean.yaml").write_text("attack: clean\nparams: {batch_size: 9}\n")
+    monkeypatch.chdir(tmp_path / "here")
+    dirs = preset_dirs(tmp_path / "proj" / "mine.yaml", [])
+    assert load_preset("deepfool", dirs)[1]["params"] == {"max_iter": 7}  # the config's folder first
+    assert load_preset("clean", dirs)[1]["params"] == {"batch_size": 9}  # then the working directory
+    assert load_preset("spatial", dirs)[0].parent == shipped_dir("attacks")  # then the package
+    (tmp_path / "here" / "quickstart.yaml").write_text("name: mine\n")
+    assert find_config("quickstart") == Path("quickstart.yaml")  # a file here shadows the shipped config
+    assert find_config("quickstart-minnorm") == shipped_dir("configs") / "quickstart-minnorm.yaml"
+    with pytest.raises(ConfigError, match="did you mean 'quickstart'"):
+        find_config("quickstrat")

@@ -3,7 +3,6 @@ weights, ``rb.load_results`` returns the documented columns, and the README's Py
 
 from __future__ import annotations
 
-import os
 import re
 
 import pandas as pd
@@ -132,22 +131,3 @@ def test_python_api_page_documents_every_column():
     for table, columns in rb.COLUMNS.items():
         for column, doc in columns.items():
             assert f"| `{column}` | {doc} |" in text, f"docs/python-api.md: {table}.{column} not documented"
-
-
-def test_readme_python_example_runs(tmp_path, monkeypatch):
-    from robustbench_leak.data import DataMissingError, load_dataset
-
-    try:
-        load_dataset("fashion-mnist")
-    except DataMissingError as exc:
-        if os.environ.get("RBLEAK_REQUIRE_REAL_DATA") == "1":
-            raise
-        pytest.skip(f"real Fashion-MNIST not installed: {exc}")
-    readme = (REPO / "README.md").read_text()
-    block = re.search(r"^```python\n(.*?)^```", readme, re.M | re.S).group(1)
-    assert "runs/mine" in block and len(block.splitlines()) <= 12
-    monkeypatch.chdir(REPO)
-    namespace: dict = {}
-    exec(compile(block.replace("runs/mine", str(tmp_path / "mine")), "README.md", "exec"), namespace)
-    df = namespace["df"]
-    assert set(df.attack) == {"clean", "deepfool"} and (tmp_path / "mine" / "leaderboard.csv").is_file()

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..metrics import perturbation_metrics, prediction_metrics
+from ..metrics import MIN_NORM_METRICS, ROBUST_ACCURACY, perturbation_metrics, prediction_metrics
 from ..runtime import predict
 from .base import Attack, AttackResult, Range, at_least, register_attack
+from .native_spatial import CHOSEN_TRANSFORM
 
 
 class ChannelsLast(nn.Module):
@@ -55,7 +56,7 @@ class ArtDeepFool(Attack):
     description = "DeepFool (white-box, minimum L2), ART's implementation"
     defaults = {"max_iter": 50, "overshoot": 0.02, "nb_grads": 10, "batch_size": 100}
     ranges = {"max_iter": at_least(1), "overshoot": at_least(0.0), "nb_grads": at_least(1), "batch_size": at_least(1)}
-    metrics = ("success_rate", "rho_mean", "rho_median", "robust_accuracy")
+    metrics = MIN_NORM_METRICS
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
             progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -86,7 +87,7 @@ class ArtSpatial(Attack):
                 "fix_channels_first": True}
     ranges = {"max_translation": Range(0.0, 100.0), "num_translations": at_least(1), "max_rotation": Range(0.0, 180.0),
               "num_rotations": at_least(1)}
-    metrics = ("robust_accuracy", "fooling_rate", "shift_rows", "shift_cols", "rotation_deg")
+    metrics = (ROBUST_ACCURACY, *CHOSEN_TRANSFORM)
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
             progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None,

@@ -10,7 +10,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..metrics import Metric, declare, metric_spec
 from ..options import did_you_mean, short
+from ..plugins import load_plugins, origin
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,10 @@ class Attack(ABC):
     engine: ClassVar[str]
     description: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
-    metrics: ClassVar[tuple[str, ...]] = ()  # the metric names it reports, in display order
+    # The metrics it reports, in display order: a ``Metric`` declares one (name, description, unit, percent,
+    # direction) next to the attack; a plain name refers to one declared elsewhere (metrics.py's shared ones).
+    metrics: ClassVar[tuple[str, ...]] = ()
+    declares: ClassVar[tuple[Metric, ...]] = ()  # metrics it stores but does not show as leaderboard columns
     needs_fit: ClassVar[bool] = False
     preferred_engine: ClassVar[bool] = False  # the engine a config gets when it names none
     # A minimum-norm L2 attack (per-sample l2/rho): the runner gives it the DeepFool sanity checks
@@ -137,6 +142,9 @@ DEFAULT_ENGINE: dict[str, str] = {}
 
 
 def register_attack(cls: type[Attack]) -> type[Attack]:
+    """Class decorator: makes ``cls`` an attack configs can name (``attack: <kind>``, ``engine: <engine>``) and
+    declares the ``Metric`` entries of its ``metrics`` and ``declares``."""
+    declare(*(m for m in (*cls.metrics, *cls.declares) if isinstance(m, Metric)))
     _ATTACKS[(cls.kind, cls.engine)] = cls
     if cls.preferred_engine or cls.kind not in DEFAULT_ENGINE:
         DEFAULT_ENGINE[cls.kind] = cls.engine
@@ -144,19 +152,19 @@ def register_attack(cls: type[Attack]) -> type[Attack]:
 
 
 def _ensure_loaded() -> None:
-    from . import (  # noqa: F401
-        art,
-        art_any,
-        clean,
-        corruptions,
-        native_ddn,
-        native_deepfool,
-        native_fmn,
-        native_minnorm,
-        native_spatial,
-        native_superdeepfool,
-        pgd,
-    )
+    """The built-in attacks registered when the package imported them (``attacks/__init__.py``); plugins load
+    on the first lookup."""
+    load_plugins("attacks")
+
+
+def attack_origin(cls: type[Attack]) -> str:
+    """Where an attack comes from: built-in, a plugin (its distribution and module), or a module."""
+    return origin(cls.__module__)
+
+
+def undeclared_metrics(cls: type[Attack]) -> list[str]:
+    """The names in ``cls.metrics`` that no declaration covers (a test keeps this empty for every attack)."""
+    return [m for m in cls.metrics if metric_spec(m) is None]
 
 
 def attack_class(kind: str, engine: str | None = None) -> type[Attack]:

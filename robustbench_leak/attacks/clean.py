@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..metrics import accuracy
+from ..metrics import ACCURACY, accuracy
 from ..runtime import predict
 from .base import Attack, AttackResult, at_least, register_attack
 
@@ -17,7 +17,7 @@ class CleanAccuracy(Attack):
     description = "top-1 accuracy on unmodified test images"
     defaults = {"batch_size": 512}
     ranges = {"batch_size": at_least(1)}
-    metrics = ("accuracy",)
+    metrics = (ACCURACY,)
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
             progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None,

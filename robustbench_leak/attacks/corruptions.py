@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from scipy.ndimage import gaussian_filter
 
-from ..metrics import prediction_metrics
+from ..metrics import ROBUST_ACCURACY, prediction_metrics
 from ..runtime import predict
 from .base import Attack, AttackResult, Range, register_attack
 
@@ -24,7 +24,7 @@ def gaussian_blur(x: np.ndarray, sigma: float) -> np.ndarray:
 class _FrequencyCorruption(Attack):
     defaults = {"sigma": 2.0}
     ranges = {"sigma": Range(0.0, 1000.0, lo_open=True)}
-    metrics = ("robust_accuracy",)
+    metrics = (ROBUST_ACCURACY,)
 
     engine = "native"
     high_pass = False  # the image minus its blur, rather than the blur

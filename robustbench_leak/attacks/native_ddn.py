@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..metrics import MIN_NORM_METRICS, PASSES, Metric
 from .base import AttackResult, Range, above, at_least, register_attack
 from .norm_results import CountedEngineAttack, cosine, iterative_result, steps_within, tail_snapshot_step
 
@@ -67,6 +68,11 @@ def ddn_batch(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, steps: in
     return x_adv, best_norm, before
 
 
+CONVERGED_DDN = Metric("converged_ddn", ("DDN's convergence signal: median relative fall of the best adversarial norm "
+                                     "over the last 10% of its steps (above 1% flags the cell)"), unit="ratio",
+                      higher_is_better=False)
+
+
 @register_attack
 class NativeDDN(CountedEngineAttack):
     kind = "ddn"
@@ -78,7 +84,7 @@ class NativeDDN(CountedEngineAttack):
     key_neutral = {"budget": None}
     ranges = {"steps": at_least(1), "init_epsilon": above(0), "gamma": Range(0, 1, lo_open=True, hi_open=True),
               "alpha_init": above(0), "alpha_final": above(0), "batch_size": at_least(1)}
-    metrics = ("success_rate", "rho_mean", "rho_median", "robust_accuracy", "converged_ddn", "passes")
+    metrics = (*MIN_NORM_METRICS, CONVERGED_DDN, PASSES)
 
     progress_label = "DDN (native)"
 

@@ -30,6 +30,7 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
+from ..metrics import MIN_NORM_METRICS, PASSES
 from .base import AttackResult, at_least, register_attack
 from .norm_results import CountedEngineAttack, rechecked_result
 
@@ -149,7 +150,7 @@ class NativeDeepFool(CountedEngineAttack):
     key_neutral = {"keep_candidates": None, "grad_strategy": "auto", "budget": None}
     choices = {"grad_strategy": GRAD_STRATEGIES, "stop_on": ("returned", "iterate")}
     ranges = {"max_iter": at_least(1), "overshoot": at_least(0.0), "nb_grads": at_least(2), "batch_size": at_least(1)}
-    metrics = ("success_rate", "rho_mean", "rho_median", "robust_accuracy", "passes")
+    metrics = (*MIN_NORM_METRICS, PASSES)
 
     @classmethod
     def check_params(cls, params: dict) -> dict:

@@ -37,6 +37,7 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
+from ..metrics import MIN_NORM_METRICS, PASSES, Metric
 from .base import AttackResult, Range, above, at_least, register_attack
 from .native_deepfool import deepfool_batch, resolve_grad_strategy
 from .norm_results import (CountedEngineAttack, boundary_fraction, cosine, iterative_result, steps_within,
@@ -133,6 +134,11 @@ def fmn_batch(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, steps: in
 UNIT_OPEN = Range(0, 1, lo_open=True, hi_open=True)
 
 
+CONVERGED_FMN = Metric("converged_fmn", ("FMN's convergence signal: median relative fall of the best adversarial norm "
+                                     "over the last 10% of its steps (above 1% flags the cell)"), unit="ratio",
+                      higher_is_better=False)
+
+
 @register_attack
 class NativeFMN(CountedEngineAttack):
     kind = "fmn"
@@ -149,7 +155,7 @@ class NativeFMN(CountedEngineAttack):
               "gamma_init": UNIT_OPEN, "gamma_final": UNIT_OPEN, "binary_search_steps": at_least(0),
               "batch_size": at_least(1)}
     choices = {"projection": PROJECTIONS, "start": STARTS}
-    metrics = ("success_rate", "rho_mean", "rho_median", "robust_accuracy", "converged_fmn", "passes")
+    metrics = (*MIN_NORM_METRICS, CONVERGED_FMN, PASSES)
 
     progress_label = "FMN (native)"
 

@@ -22,25 +22,48 @@ members are compared at equal cost; the whole ensemble then costs up to the memb
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from ..metrics import STRENGTH_MEMBERS, flat_l2
+from ..metrics import MIN_NORM_METRICS, PASSES, Metric, flat_l2
 from ..runtime import device_batch_size, predict
 from .base import Attack, AttackResult, at_least, register_attack
 from .masking import MaskingSettings, run_checks
-from .native_ddn import NativeDDN, ddn_batch
+from .native_ddn import CONVERGED_DDN, NativeDDN, ddn_batch
 from .native_deepfool import deepfool_engine
-from .native_fmn import NativeFMN, fmn_batch, fmn_batch_params
+from .native_fmn import CONVERGED_FMN, NativeFMN, fmn_batch, fmn_batch_params
 from .native_superdeepfool import NativeSuperDeepFool, superdeepfool_batch
 from .norm_results import convergence_flag, convergence_signal, counted_batches, minimum_norm_result, steps_within
-from .optimality import strength
+from .optimality import strength, strength_metrics
 
 DEEPFOOL_EXACT = {"max_iter": 50, "overshoot": 0.02, "nb_grads": 10}  # attacks/deepfool-exact.yaml (a test checks)
-MEMBERS = STRENGTH_MEMBERS  # in pick order: a tie goes to the first
+_OUTSIDE = ("batch_size", "budget")  # the ensemble's own parameters, not a member's
+# The members, in pick order (a tie goes to the first): name -> its batch engine and parameters under the
+# ensemble's parameters p. Joining the ensemble is one more line here (its metrics follow from the name).
+MEMBER_RUNS: dict[str, Callable[[dict[str, Any]], tuple[Any, dict[str, Any]]]] = {
+    "deepfool": lambda p: (deepfool_engine, DEEPFOOL_EXACT | {"budget": p["budget"]}),
+    "ddn": lambda p: (ddn_batch, {k: v for k, v in NativeDDN.defaults.items() if k not in _OUTSIDE}
+                      | {"steps": steps_within(p["ddn_steps"], p["budget"])}),
+    "fmn": lambda p: (fmn_batch, fmn_batch_params(NativeFMN.defaults | {"steps": p["fmn_steps"]}, p["budget"])),
+    "superdeepfool": lambda p: (superdeepfool_batch, {k: v for k, v in NativeSuperDeepFool.defaults.items()
+                                                      if k not in _OUTSIDE} | {"budget": p["budget"]}),
+}
+MEMBERS = tuple(MEMBER_RUNS)
+
+
+def member_metrics(m: str) -> tuple[Metric, ...]:
+    """What the ensemble reports about member ``m``: its overestimate, then its strength (``optimality``)."""
+    return (Metric(f"overestimate_{m}", f"median over clean-correct images {m} fooled of its L2 norm / the minnorm "
+                   "ensemble's (1 = it always found the smallest)", unit="ratio", higher_is_better=False),
+            *strength_metrics(m))
+
+
+MASKING_FAILED = Metric("masking_failed", (
+    "gradient-masking checks of the minnorm cell that failed (attacks/masking.py: unbounded success, more steps, "
+    "black-box search, PGD to zero; 0 = all clear)"), unit="checks", higher_is_better=False)
 
 
 def member_ratios(norms: dict[str, np.ndarray], fooled: dict[str, np.ndarray], best: np.ndarray,
@@ -66,9 +89,10 @@ class NativeMinNorm(Attack):
                 "budget": None}
     key_neutral = {"budget": None}  # a budget applies to each member: they are compared at equal cost
     ranges = {"ddn_steps": at_least(1), "fmn_steps": at_least(1), "batch_size": at_least(1)}
-    metrics = ("success_rate", "rho_mean", "rho_median", "robust_accuracy", *(f"overestimate_{m}" for m in MEMBERS),
-               "converged_ddn", "converged_fmn", *(f"optimality_{m}" for m in MEMBERS),
-               *(f"minimum_share_{m}" for m in MEMBERS), "passes")
+    # shown in this order; the members' other strength metrics and masking_failed are stored, not shown
+    metrics = (*MIN_NORM_METRICS, *(member_metrics(m)[0] for m in MEMBERS), CONVERGED_DDN, CONVERGED_FMN,
+               *(f"optimality_{m}" for m in MEMBERS), *(f"minimum_share_{m}" for m in MEMBERS), PASSES)
+    declares = (MASKING_FAILED, *(spec for m in MEMBERS for spec in member_metrics(m)[1:]))
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
             progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -107,13 +131,7 @@ def _norms_if_fooled(model: nn.Module, x: torch.Tensor, clean: torch.Tensor, x_a
 
 def member_runs(p: dict[str, Any]) -> dict[str, tuple[Any, dict[str, Any]]]:
     """Each member's batch engine and its parameters under the ensemble's parameters ``p``."""
-    outside = ("batch_size", "budget")
-    ddn = {k: v for k, v in NativeDDN.defaults.items() if k not in outside} | {
-        "steps": steps_within(p["ddn_steps"], p["budget"])}
-    fmn = fmn_batch_params(NativeFMN.defaults | {"steps": p["fmn_steps"]}, p["budget"])
-    sdf = {k: v for k, v in NativeSuperDeepFool.defaults.items() if k not in outside} | {"budget": p["budget"]}
-    return {"deepfool": (deepfool_engine, DEEPFOOL_EXACT | {"budget": p["budget"]}), "ddn": (ddn_batch, ddn),
-            "fmn": (fmn_batch, fmn), "superdeepfool": (superdeepfool_batch, sdf)}
+    return {name: run(p) for name, run in MEMBER_RUNS.items()}
 
 
 def iterative_steps(p: dict[str, Any]) -> dict[str, int]:

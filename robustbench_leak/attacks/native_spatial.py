@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..metrics import prediction_metrics
+from ..metrics import ROBUST_ACCURACY, Metric, prediction_metrics
 from ..runtime import device_batch_size, predict
 from .base import Attack, AttackResult, Range, at_least, register_attack
 
@@ -186,6 +186,14 @@ def per_transform_accuracy(grid: list[Transform], preds: np.ndarray, labels: np.
             "accuracy": [float(a) for a in (preds == labels[None]).mean(1)]}
 
 
+FOOLING_RATE = Metric("fooling_rate", "fraction of images whose prediction the chosen transform changed (ART's fooling "
+                      "rate)", percent=True, higher_is_better=False)
+SHIFT_ROWS = Metric("shift_rows", "vertical shift in pixels of the chosen global transform", unit="px")
+SHIFT_COLS = Metric("shift_cols", "horizontal shift in pixels of the chosen global transform", unit="px")
+ROTATION_DEG = Metric("rotation_deg", "rotation in degrees of the chosen global transform", unit="deg")
+CHOSEN_TRANSFORM = (FOOLING_RATE, SHIFT_ROWS, SHIFT_COLS, ROTATION_DEG)
+
+
 @register_attack
 class NativeSpatial(Attack):
     kind = "spatial"
@@ -195,8 +203,12 @@ class NativeSpatial(Attack):
     defaults = {"max_translation": 10.0, "num_translations": 5, "max_rotation": 30.0, "num_rotations": 7,
                 "mode": "global", "fit_on": "holdout", "k": 10, "seed": 0, "interpolation": "bicubic",
                 "batch_size": 512, "record_grid": True}
-    metrics = ("robust_accuracy", "worst_of_grid_accuracy", "fooling_rate", "shift_rows", "shift_cols",
-               "rotation_deg")
+    metrics = (ROBUST_ACCURACY,
+               Metric("worst_of_grid_accuracy", "fraction of images classified correctly under EVERY transform of the "
+                      "grid (per-example worst case)", percent=True),
+               *CHOSEN_TRANSFORM)
+    declares = (Metric("fit_fooling_rate", "fooling rate of the chosen global transform on the fitting split it was "
+                      "chosen on", percent=True, higher_is_better=False),)
     needs_fit = True
     ranges = {"max_translation": Range(0.0, 100.0), "num_translations": at_least(1), "max_rotation": Range(0.0, 180.0),
               "num_rotations": at_least(1), "k": at_least(1), "seed": Range(0, 2**63 - 1), "batch_size": at_least(1)}

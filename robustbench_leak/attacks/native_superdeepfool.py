@@ -21,6 +21,7 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
+from ..metrics import MIN_NORM_METRICS, PASSES
 from .base import AttackResult, at_least, register_attack
 from .norm_results import CountedEngineAttack, boundary_fraction, rechecked_result
 
@@ -132,7 +133,7 @@ class NativeSuperDeepFool(CountedEngineAttack):
     key_neutral = {"budget": None}
     ranges = {"steps": at_least(1), "df_steps": at_least(1), "overshoot": at_least(0.0), "search_iter": at_least(0),
               "batch_size": at_least(1)}
-    metrics = ("success_rate", "rho_mean", "rho_median", "robust_accuracy", "passes")
+    metrics = (*MIN_NORM_METRICS, PASSES)
 
     progress_label = "SuperDeepFool (native)"
 

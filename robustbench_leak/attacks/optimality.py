@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..metrics import Metric
+
 
 def curve_area(norms: np.ndarray, correct: np.ndarray, max_dist: float) -> float:
     """Exact area under eps -> share of images that are clean-correct and need more than eps, on [0, max_dist]."""
@@ -66,6 +68,24 @@ def minimum_share(norms: dict[str, np.ndarray], correct: np.ndarray) -> dict[str
         return {m: float("nan") for m in names}
     winner = stacked[:, use].argmin(axis=0)
     return {m: float(np.mean(winner == k)) for k, m in enumerate(names)}
+
+
+def strength_metrics(m: str) -> tuple[Metric, ...]:
+    """The declarations of what ``strength`` reports for attack ``m``."""
+    return (
+        Metric(f"success_{m}", f"success rate of the ensemble member {m} alone (clean-correct images)"),
+        Metric(f"rho_median_{m}", f"median rho of the member {m} alone over clean-correct images (an image it did not "
+               "fool counts as infinite)", unit="ratio"),
+        Metric(f"rho_mean_{m}", f"mean rho of the member {m} alone over the clean-correct images it fooled",
+               unit="ratio"),
+        Metric(f"passes_{m}", f"forward plus backward passes per image of the member {m}", unit="passes/image",
+               higher_is_better=False),
+        Metric(f"optimality_{m}", f"AttackBench's optimality of the member {m}: 1 - (area - best) / (clean accuracy x "
+               "max_dist - best), the areas under the robust-accuracy-vs-L2 step curves of the member and of the "
+               "per-image best over the members, up to the largest best norm (1: it found every minimum)"),
+        Metric(f"minimum_share_{m}", f"share of the fooled clean-correct images on which the member {m} found the "
+               "smallest perturbation (ties go to the first member)"),
+    )
 
 
 def strength(norms: dict[str, np.ndarray], x_norm: np.ndarray, correct: np.ndarray,

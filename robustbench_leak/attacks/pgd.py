@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..metrics import flat_l2, prediction_metrics
+from ..metrics import ROBUST_ACCURACY, SUCCESS_RATE, flat_l2, prediction_metrics
 from ..runtime import predict
 from .base import Attack, AttackResult, Range, above, at_least, register_attack
 
@@ -58,7 +58,7 @@ class NativePGD(Attack):
     ranges = {"eps": at_least(0.0), "step_size": above(0.0), "steps": at_least(1), "batch_size": at_least(1),
               "seed": Range(0, 2**63 - 1)}
     choices = {"norm": ("linf", "l2")}
-    metrics = ("robust_accuracy", "success_rate")
+    metrics = (ROBUST_ACCURACY, SUCCESS_RATE)
 
     @classmethod
     def check_params(cls, params: dict) -> dict:

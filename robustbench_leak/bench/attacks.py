@@ -78,11 +78,11 @@ def _agreement(ref: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> tupl
 def native_deepfool_params(config_path: str) -> dict[str, dict[str, Any]]:
     """The native engine as users get it (the ``deepfool`` preset) and exact (``deepfool-exact``), at ART's
     ``max_iter``/``overshoot``/``nb_grads``."""
-    from ..config import load_preset, preset_dirs
+    from ..config import find_config, load_preset, preset_dirs
 
     out = {}
     for name in ("deepfool", "deepfool-exact"):
-        path, preset = load_preset(name, preset_dirs(Path(config_path), []))
+        path, preset = load_preset(name, preset_dirs(find_config(config_path), []))
         params = {**preset.get("params", {}), **DEEPFOOL}
         if preset.get("engine") != "native":
             raise ValueError(f"{path}: the bench measures the native engine, but this preset names {preset.get('engine')!r}")

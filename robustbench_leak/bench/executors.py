@@ -20,6 +20,7 @@ from typing import Any, Callable
 import torch
 
 from ..run.provenance import provenance
+from ..run.ray_executor import import_ray
 from ..store import StoreReader
 
 Log = Callable[[str], None]
@@ -55,7 +56,7 @@ def _timed_run(config_path: str, out: Path, executor: Any, log: Log) -> float:
 def ray_startup(workers: int) -> dict[str, float]:
     """Seconds of ``ray.init`` (a local cluster of ``workers`` CPUs), of the first trivial task, and of
     ``workers`` tasks at once that import the package (what each worker pays before its first cell)."""
-    import ray
+    ray = import_ray()  # the optional extra: one line saying how to install it when it is missing
 
     t0 = time.perf_counter()
     ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
@@ -82,8 +83,7 @@ def ray_startup(workers: int) -> dict[str, float]:
 
 
 def run_executor_bench(out: Path, grid: str, workers: int = 2, log: Log = print) -> dict[str, Any]:
-    import ray
-
+    ray = import_ray()
     from ..config import load_config
     from ..run.executor import LocalExecutor
     from ..run.ray_executor import RayExecutor

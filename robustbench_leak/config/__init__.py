@@ -22,7 +22,9 @@ from .checks import (
     dataset_spec,
 )
 from .errors import ConfigError, format_validation, short
-from .presets import PACKAGE_ROOT, load_preset, preset_dirs, resolve_attack
+from .locate import CHECKOUT as PACKAGE_ROOT
+from .locate import default_preset_dirs, find_config, preset_dirs, shipped_configs, shipped_dir
+from .presets import load_preset, resolve_attack
 from .resolve_models import resolve_checkpoints, resolve_matches
 from .schema import (
     DEFAULT_FIT_SAMPLES,
@@ -39,14 +41,16 @@ from .yaml_io import MAX_CONFIG_BYTES, parse_yaml_text, read_yaml
 
 __all__ = ["ConfigError", "Config", "RunConfig", "DatasetCfg", "ModelCfg", "AttackCfg", "TrainingCfg",
            "ResolvedAttack", "DEFAULT_FIT_SAMPLES", "PACKAGE_ROOT", "MAX_CONFIG_BYTES", "canonical_hash",
-           "dataset_spec", "load_config", "load_preset", "parse_yaml_text", "preset_dirs", "read_yaml"]
+           "dataset_spec", "default_preset_dirs", "find_config", "load_config", "load_preset", "parse_yaml_text", "preset_dirs", "read_yaml",
+           "shipped_configs", "shipped_dir"]
 
 
 def load_config(path: str | Path, engine: str | None = None) -> Config:
-    """Read, validate and resolve a run config; ``ConfigError`` on any problem.
+    """Read, validate and resolve a run config (a path, or a name such as ``quickstart``: ``find_config``);
+    ``ConfigError`` on any problem.
 
     ``engine`` switches every attack that has such an engine (e.g. ``art``) to it."""
-    path = Path(path)
+    path = find_config(path)
     text, data = read_yaml(path, "run config")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a run config must be a YAML mapping, got {type(data).__name__}")

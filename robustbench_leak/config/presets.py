@@ -7,22 +7,11 @@ from typing import Any
 
 from ..options import did_you_mean
 from .errors import ConfigError, short
+from .locate import preset_dirs  # noqa: F401  (importable here as before)
 from .schema import DEFAULT_FIT_SAMPLES, AttackCfg, ResolvedAttack
 from .yaml_io import read_yaml
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
 PRESET_KEYS = ("attack", "engine", "n_samples", "fit_samples", "params", "description")
-
-
-def preset_dirs(config_path: Path, extra: list[str]) -> list[Path]:
-    dirs = [(config_path.parent / d) for d in extra]
-    dirs += [config_path.parent.parent / "attacks", Path.cwd() / "attacks", PACKAGE_ROOT / "attacks"]
-    unique: list[Path] = []
-    for d in dirs:
-        d = d.resolve()
-        if d not in unique:
-            unique.append(d)
-    return unique
 
 
 def load_preset(name: str, dirs: list[Path]) -> tuple[Path, dict[str, Any]]:

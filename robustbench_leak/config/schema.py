@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, field_validator, model_validator
 
-from .training import TrainSettings
+from .training import TrainingCfg, TrainSettings, StrictModel
 
 DEFAULT_FIT_SAMPLES = 500  # images a global spatial attack is fitted on (the END of the test set)
 
@@ -17,44 +17,6 @@ SafeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-
 # model names and attack labels appear in tables and file names: printable, no path separators
 Label = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f/\\]+$", min_length=1, max_length=100)]
 Seed = Annotated[int, Field(ge=0, lt=2**63)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class TrainingCfg(_Strict):
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(0.01, gt=0)
-    momentum: float = Field(0.9, ge=0, le=1)
-    weight_decay: float = Field(1e-3, ge=0, le=1)
-    nesterov: bool = False
-    epochs: int = Field(10, ge=0, le=100_000)
-    batch_size: int = Field(128, ge=1, le=1 << 20)
-    schedule: Literal["none", "step", "cosine"] = "cosine"
-    milestones: list[Annotated[int, Field(ge=0)]] = Field([], max_length=1000)
-    gamma: float = Field(0.1, gt=0)
-    warmup_epochs: int = Field(0, ge=0)
-    augment: Literal["none", "flip_crop"] = "none"
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    eval_every: int = Field(1, ge=1)  # test pass every this many epochs; the last epoch always has one
-    deterministic: bool = False  # deterministic algorithms: bitwise reruns on the same GPU model and software
-    precision: Literal["auto", "fp32", "tf32", "bf16"] = "auto"  # auto: fp32 on the CPU, TF32 convolutions on CUDA
-    compile: Literal["none", "torch", "cudagraph", "max-autotune"] = "none"  # torch.compile (cudagraph: CUDA only)
-    channels_last: Literal["auto"] | bool = "auto"  # auto: on CUDA unless deterministic; never on the CPU
-    # not in the cache key: an epoch checkpoint resumes a killed training bitwise
-    checkpoint_every: int = Field(0, ge=0)  # epochs between epoch checkpoints (0: none)
-    checkpoint_minutes: float = Field(0.0, ge=0)  # or minutes since the last one (0: never)
-    pack: Literal["off", "auto"] | Annotated[int, Field(ge=1, le=64)] = "off"  # models trained together (packed.py)
-
-    @field_validator("pack", mode="before")
-    @classmethod
-    def _pack_off(cls, v: Any) -> Any:
-        if v is False:  # YAML 1.1 reads an unquoted off as false
-            return "off"
-        if v is True:
-            raise ValueError("must be off, auto or a number of models (true is not one)")
-        return v
 
 
 class DatasetCfg(BaseModel):
@@ -75,7 +37,7 @@ class DatasetCfg(BaseModel):
         return self.name
 
 
-class ModelCfg(_Strict):
+class ModelCfg(StrictModel):
     name: Label  # the label shown in leaderboards
     arch: str = Field(max_length=200)  # registered model name or timm:<name>
     options: dict[str, Any] = {}
@@ -90,7 +52,7 @@ class ModelCfg(_Strict):
         return self._match
 
 
-class AttackCfg(_Strict):
+class AttackCfg(StrictModel):
     preset: str = Field(max_length=200)  # a file attacks/<preset>.yaml
     label: Label | None = None
     engine: str | None = Field(None, max_length=100)
@@ -99,7 +61,7 @@ class AttackCfg(_Strict):
     params: dict[str, Any] = {}
 
 
-class MaskingCfg(_Strict):
+class MaskingCfg(StrictModel):
     """The gradient-masking checks of every minnorm cell (attacks/masking.py); ``masking: false`` turns them off."""
 
     enabled: bool = True
@@ -116,7 +78,7 @@ class MaskingCfg(_Strict):
         return {"enabled": v} if isinstance(v, bool) else v
 
 
-class RunConfig(_Strict):
+class RunConfig(StrictModel):
     name: SafeName
     description: str = Field("", max_length=10_000)
     device: str = "auto"

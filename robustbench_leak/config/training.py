@@ -1,9 +1,12 @@
-"""Training settings: what a model entry's ``training:`` resolves to, and which of them shape the weights."""
+"""Training settings: the ``training:`` schema (``TrainingCfg``), the settings a run uses (``TrainSettings``,
+derived from it), and which of them shape the weights."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import field, make_dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # Settings that do not shape the weights, or at these values train exactly as before they existed: a
 # train key leaves them out (``weight_settings``), so keys of existing configs stay valid.
@@ -13,29 +16,65 @@ KEY_NEUTRAL: dict[str, Any] = {"deterministic": False, "precision": "auto", "com
 NOT_IN_KEY = ("eval_every", "checkpoint_every", "checkpoint_minutes", "pack")
 
 
-@dataclass(frozen=True)
-class TrainSettings:
-    optimizer: str = "sgd"  # sgd | adam
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-3
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class TrainingCfg(StrictModel):
+    """A config's ``training:`` mapping: every key with its type, range and default (the one source: the
+    run's ``TrainSettings`` are derived from it)."""
+
+
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, le=1)
+    weight_decay: float = Field(1e-3, ge=0, le=1)
     nesterov: bool = False
-    epochs: int = 10
-    batch_size: int = 128
-    schedule: str = "cosine"  # none | step | cosine
-    milestones: tuple[int, ...] = field(default_factory=tuple)  # epochs where a step schedule multiplies lr by gamma
-    gamma: float = 0.1
-    warmup_epochs: int = 0
-    augment: str = "none"  # none | flip_crop (random horizontal flip + 4 px padded random crop)
-    label_smoothing: float = 0.0
-    eval_every: int = 1  # test pass every this many epochs; the last epoch always has one
-    deterministic: bool = False  # deterministic algorithms (bitwise reruns on the same GPU)
-    precision: str = "auto"  # auto (CPU: fp32, CUDA: TF32 convolutions) | fp32 | tf32 | bf16
-    compile: str = "none"  # none | torch (torch.compile) | cudagraph (CUDA graphs) | max-autotune (autotuned kernels)
-    channels_last: str = "auto"  # auto (CUDA without deterministic: yes; CPU: no) | true | false
-    checkpoint_every: int = 0  # epoch checkpoint every this many epochs (0: none)
-    checkpoint_minutes: float = 0.0  # ... or when this many minutes passed since the last one (0: never)
-    pack: Any = "off"  # off | auto | N: train up to N models of one shape together (packed.py)
+    epochs: int = Field(10, ge=0, le=100_000)
+    batch_size: int = Field(128, ge=1, le=1 << 20)
+    schedule: Literal["none", "step", "cosine"] = "cosine"
+    milestones: list[Annotated[int, Field(ge=0)]] = Field([], max_length=1000)
+    gamma: float = Field(0.1, gt=0)
+    warmup_epochs: int = Field(0, ge=0)
+    augment: Literal["none", "flip_crop"] = "none"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    eval_every: int = Field(1, ge=1)  # test pass every this many epochs; the last epoch always has one
+    deterministic: bool = False  # deterministic algorithms: bitwise reruns on the same GPU model and software
+    precision: Literal["auto", "fp32", "tf32", "bf16"] = "auto"  # auto: fp32 on the CPU, TF32 convolutions on CUDA
+    compile: Literal["none", "torch", "cudagraph", "max-autotune"] = "none"  # torch.compile (cudagraph: CUDA only)
+    channels_last: Literal["auto"] | bool = "auto"  # auto: on CUDA unless deterministic; never on the CPU
+    # not in the cache key: an epoch checkpoint resumes a killed training bitwise
+    checkpoint_every: int = Field(0, ge=0)  # epochs between epoch checkpoints (0: none)
+    checkpoint_minutes: float = Field(0.0, ge=0)  # or minutes since the last one (0: never)
+    pack: Literal["off", "auto"] | Annotated[int, Field(ge=1, le=64)] = "off"  # models trained together (packed.py)
+
+    @field_validator("pack", mode="before")
+    @classmethod
+    def _pack_off(cls, v: Any) -> Any:
+        if v is False:  # YAML 1.1 reads an unquoted off as false
+            return "off"
+        if v is True:
+            raise ValueError("must be off, auto or a number of models (true is not one)")
+        return v
+
+
+def _settings_class() -> type:
+    """A frozen dataclass with ``TrainingCfg``'s fields and defaults (lists as tuples, so it hashes)."""
+    fields = []
+    for name, info in TrainingCfg.model_fields.items():
+        default = info.get_default(call_default_factory=True)
+        annotation = info.annotation
+        if isinstance(default, list):
+            default, annotation = tuple(default), tuple[int, ...]
+        fields.append((name, annotation, field(default=default)))
+    cls = make_dataclass("TrainSettings", fields, frozen=True)
+    cls.__module__ = __name__  # pickles by reference (Ray workers, multiprocessing)
+    cls.__doc__ = ("The training settings a run uses (``Config.training_for``): ``TrainingCfg``'s fields and "
+                   "defaults, checked, frozen")
+    return cls
+
+
+TrainSettings = _settings_class()
 
 
 def weight_settings(training: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any, Callable
 from pydantic import BaseModel
 
 from ..options import did_you_mean, option_schema, validate_options
+from ..plugins import load_plugins, origin
 from .base import ImageDataset
 
 
@@ -31,6 +32,11 @@ class DatasetEntry:
 
     def options(self) -> dict[str, Any]:
         return {p.name: p.default for p in inspect.signature(self.loader).parameters.values()}
+
+    @property
+    def origin(self) -> str:
+        """built-in, the plugin that registered it, or the module that did."""
+        return origin(self.loader.__module__)
 
     def check_options(self, options: dict[str, Any]) -> None:
         """``ValueError`` naming an option of the wrong type or outside its range (unknown ones included)."""
@@ -57,7 +63,8 @@ def register_dataset(name: str, description: str = "", shape: Callable[[dict[str
 
 
 def _ensure_loaded() -> None:
-    from . import cifar, idx, imagefolder, synthetic  # noqa: F401
+    """The built-in loaders registered when ``data/__init__.py`` imported them; plugins load on the first lookup."""
+    load_plugins("datasets")
 
 
 def list_datasets() -> list[DatasetEntry]:

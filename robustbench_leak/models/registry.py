@@ -15,6 +15,7 @@ import torch.nn as nn
 from pydantic import BaseModel
 
 from ..options import did_you_mean, option_schema, short, validate_options
+from ..plugins import load_plugins, origin
 
 TIMM_PREFIX = "timm:"
 
@@ -34,6 +35,11 @@ class ModelEntry:
                 if p.name not in ("num_classes", "in_chans", "timm_name")
                 and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
 
+
+    @property
+    def origin(self) -> str:
+        """built-in, the plugin that registered it, or the module that did."""
+        return origin(self.factory.__module__)
 
     def schema(self) -> type[BaseModel]:
         return _option_schema(self.name)
@@ -69,12 +75,13 @@ def _option_schema(name: str) -> type[BaseModel]:
 
 
 def is_registered(name: str) -> bool:
-    """Whether a factory is registered as ``name`` so far (the zoo's own register on the first lookup)."""
+    """Whether a factory is registered as ``name`` so far (plugins register on the first lookup)."""
     return name in _REGISTRY
 
 
 def _ensure_loaded() -> None:
-    from . import resnet, spectral_nets, timm_models, tomen_cnn, vgg  # noqa: F401  (registration side effects)
+    """The zoo registered when ``models/__init__.py`` imported it; plugins load on the first lookup."""
+    load_plugins("models")
 
 
 def list_models() -> list[ModelEntry]:

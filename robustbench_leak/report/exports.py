@@ -12,8 +12,8 @@ from typing import Any
 import pandas as pd
 
 from ..attacks import attack_class
-from .fmt import (INTERVAL_DOCS, PERCENT_METRICS, cell_text, human, metric_cells, metric_columns, missing, row_flags,
-                   split_column, value_text)
+from .fmt import (INTERVAL_DOCS, PERCENT_METRICS, cell_text, human, metric_cells, metric_columns, missing, rank_order,
+                   row_flags, split_column, value_text)
 from .loader import RunData, parse_json
 
 
@@ -130,7 +130,7 @@ def to_latex(table: pd.DataFrame, legend: dict[str, str], rank_col: str, title: 
         kinds = {k for c in group.columns if c.endswith(".interval") for k in group[c].dropna()}
         intervals = [("rows with several seeds: " if k == "seeds" else "single-seed rows: ") + INTERVAL_DOCS[k]
                      for k in INTERVAL_DOCS if k in kinds]
-        caption = " ".join([f"{title}: {dataset}. Ranked by {rank_col} (descending).",
+        caption = " ".join([f"{title}: {dataset}. Ranked by {rank_col} ({rank_order(rank_col)}).",
                             *(p[0].upper() + p[1:] + "." for p in protocols),
                             *(["Intervals [lo, hi]: " + "; ".join(intervals) + "."] if intervals else [])])
         out += ["\\begin{table}[t]", "\\centering", "\\small",

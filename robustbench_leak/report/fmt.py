@@ -7,8 +7,9 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-PERCENT_METRICS = {"accuracy", "clean_accuracy", "robust_accuracy", "robust_accuracy_conditional", "success_rate",
-                   "fooling_rate", "worst_of_grid_accuracy", "fit_fooling_rate", "sanity_pgd_success"}
+from .. import attacks  # noqa: F401  (the built-in attacks declare their metrics)
+from ..metrics import PERCENT_METRICS, metric_spec  # PERCENT_METRICS: a view of the declarations
+
 AUX_SUFFIXES = (".std", ".lo", ".hi", ".interval", ".flags")
 # what a row's [lo, hi] covers, by the value of its '<col>.interval' column
 INTERVAL_DOCS = {
@@ -17,6 +18,23 @@ INTERVAL_DOCS = {
 }
 # every leaderboard column that is not a metric
 BASE_COLUMNS = ["dataset", "rank", "model", "run", "arch", "kernel", "window", "params", "flops", "seeds"]
+
+
+LOWER_IS_BETTER_BASE = ("params", "flops")  # base columns a leaderboard may be ranked by: smaller is better
+
+
+def higher_is_better(col: str) -> bool:
+    """The ranking direction of a leaderboard column, from its metric's declaration (base columns: params
+    and FLOPs rank ascending; a metric nobody declared, descending)."""
+    if col in BASE_COLUMNS:
+        return col not in LOWER_IS_BETTER_BASE
+    spec = metric_spec(split_column(col)[1]) if "." in col else None
+    return spec.higher_is_better if spec is not None else True
+
+
+def rank_order(col: str) -> str:
+    """'descending', or 'ascending: lower is better', as the leaderboards say it."""
+    return "descending" if higher_is_better(col) else "ascending: lower is better"
 
 
 def missing(value: Any) -> bool:

@@ -17,7 +17,7 @@ import pandas as pd
 from markupsafe import Markup, escape
 
 from .figures import Figure
-from .fmt import human, metric_columns, missing, row_flags, split_column, spread_parts, value_text
+from .fmt import human, metric_columns, missing, rank_order, row_flags, split_column, spread_parts, value_text
 from .loader import RunData, parse_json
 
 SHOWN_BASE = ["rank", "model", "run", "dataset", "arch", "kernel", "window", "params", "flops", "seeds"]
@@ -140,7 +140,7 @@ def render(runs: list[RunData], table: pd.DataFrame, legend: dict[str, str], ran
                     set(SHOWN_BASE) | set(cols) | {"±", "[lo, hi]", "⚠"}]
     attacks = [(k.split(":", 1)[1], v) for k, v in legend.items() if k.startswith("attack:")]
     return environment().get_template("leaderboard.html.j2").render(
-        title=title, generated=datetime.now(timezone.utc).isoformat(timespec="seconds"), rank_col=rank_col,
+        title=title, generated=datetime.now(timezone.utc).isoformat(timespec="seconds"), rank_col=rank_col, rank_order=rank_order(rank_col),
         columns=columns, groups=groups, rows=rows, footnotes=footnotes, folded=folded,
         filters={"dataset": sorted(table.dataset.astype(str).unique()),
                  "window": sorted(table.window.astype(str).unique()),

@@ -21,8 +21,8 @@ from ..metrics import METRIC_DOCS
 from ..outputs import mark_folder
 from ..stats import t_interval
 from ..store import STORE_NAME
-from .fmt import (BASE_COLUMNS, INTERVAL_DOCS, PERCENT_METRICS, cell_text, human, metric_cells, metric_columns,
-                   split_column)
+from .fmt import (BASE_COLUMNS, INTERVAL_DOCS, PERCENT_METRICS, cell_text, higher_is_better, human, metric_cells,
+                  metric_columns, rank_order, split_column)
 from .loader import RunData, load_runs
 
 BASE_DOCS = {
@@ -158,8 +158,10 @@ def table_from_runs(runs: list[RunData], rank_by: str | None = None) -> tuple[pd
     rank_col = rank_by or _default_rank(columns)
     if rank_col not in table.columns:
         raise ValueError(f"rank_by {rank_col!r} is not a leaderboard column; columns: {', '.join(columns)}")
-    table = table.sort_values(["dataset", rank_col], ascending=[True, False], na_position="last", kind="stable")
+    table = table.sort_values(["dataset", rank_col], ascending=[True, not higher_is_better(rank_col)],
+                              na_position="last", kind="stable")
     table["rank"] = table.groupby("dataset").cumcount() + 1
+    legend["rank"] = f"position when sorted by the ranking column ({rank_order(rank_col)}), within the dataset"
     ordered = list(BASE_COLUMNS)
     for i, col in enumerate(columns):
         ordered += [c for c in (col, f"{col}.std", f"{col}.lo", f"{col}.hi", f"{col}.interval") if c in table.columns]
@@ -191,7 +193,7 @@ def to_markdown(table: pd.DataFrame, legend: dict[str, str], rank_col: str, titl
     """The leaderboard as Markdown; ``notes`` (e.g. incomplete runs) go under the title."""
     metric_cols = metric_columns(table)
     show_run = table["run"].nunique() > 1 if "run" in table.columns else False
-    lines = [f"# {title}", "", f"Ranked by `{rank_col}` (descending) within each dataset.", ""]
+    lines = [f"# {title}", "", f"Ranked by `{rank_col}` ({rank_order(rank_col)}) within each dataset.", ""]
     lines += [f"> **Note:** {note}" for note in notes] + ([""] if notes else [])
     footnotes: list[str] = []
     for dataset, group in table.groupby("dataset", sort=False):

@@ -54,8 +54,12 @@ def make_executor(name: str, address: str | None = None, where: str = "config",
                              "--executor ray) or remove the address")
         return LocalExecutor()
     if name == "ray":
-        from .ray_executor import RayExecutor
+        import importlib.util
 
+        from .ray_executor import RAY_MISSING, RayExecutor
+
+        if importlib.util.find_spec("ray") is None:  # before any work, not when the first cell is due
+            raise ValueError(f"{where}: executor: ray: {RAY_MISSING}")
         return RayExecutor(address=address, connect_timeout=connect_timeout)
     raise ValueError(f"{where}: executor: unknown executor {name!r}; expected local or ray")
 

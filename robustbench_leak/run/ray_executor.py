@@ -198,12 +198,15 @@ class RayExecutor:
                 ray.shutdown()
 
 
+RAY_MISSING = ("Ray is not installed (an optional extra): pip install 'robustbench-leak[ray]', or use executor: "
+               "local")
+
+
 def import_ray() -> Any:
     try:
         import ray
-    except ImportError as exc:
-        raise ValueError("executor: ray is not installed; install it (pip install ray) or use executor: local") \
-            from exc
+    except ImportError:
+        raise ValueError(f"executor: ray: {RAY_MISSING}") from None
     return ray
 
 
