@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
+from .metrics import robust_correct
+
 N_BOOT = 2000
 CONFIDENCE = 0.95
 
@@ -35,8 +37,10 @@ def bootstrap_mean_ci(values: np.ndarray, mask: np.ndarray | None = None, n_boot
     return float(np.quantile(boot, alpha)), float(np.quantile(boot, 1 - alpha))
 
 
-def metric_intervals(samples: dict[str, np.ndarray], metrics: dict[str, float], seed: int = 0) -> dict[str, tuple[float, float]]:
-    """95% CIs for the accuracy-type metrics and mean rho present in ``metrics``."""
+def metric_intervals(samples: dict[str, np.ndarray], metrics: dict[str, float], seed: int = 0,
+                     per_example: bool = True) -> dict[str, tuple[float, float]]:
+    """95% CIs for the accuracy-type metrics and mean rho present in ``metrics``; ``per_example`` picks the
+    definition of robust_accuracy the metric used (``metrics.robust_correct``)."""
     if not {"label", "clean_pred", "adv_pred"} <= set(samples):
         return {}
     y, clean, adv = samples["label"], samples["clean_pred"], samples["adv_pred"]
@@ -44,7 +48,7 @@ def metric_intervals(samples: dict[str, np.ndarray], metrics: dict[str, float], 
     recipes: dict[str, tuple[np.ndarray, np.ndarray | None]] = {
         "accuracy": (correct, None),
         "clean_accuracy": (correct, None),
-        "robust_accuracy": (adv == y, None),
+        "robust_accuracy": (robust_correct(y, clean, adv, per_example), None),
         "success_rate": (adv != y, correct),
         "robust_accuracy_conditional": (adv == y, correct),
     }

@@ -88,6 +88,10 @@ class ArtSpatial(Attack):
               "num_rotations": at_least(1)}
     metrics = ("robust_accuracy", "fooling_rate", "shift_rows", "shift_cols", "rotation_deg")
 
+    @classmethod
+    def per_example(cls, params: dict) -> bool:
+        return False  # one global transform for every image
+
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
             progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None,
             gen: torch.Generator | None = None) -> AttackResult:
@@ -115,7 +119,7 @@ class ArtSpatial(Attack):
         clean_pred = predict(model, x, device).numpy()
         adv_pred = predict(model, torch.from_numpy(np.ascontiguousarray(x_adv)), device).numpy()
         labels = y.numpy()
-        metrics = prediction_metrics(labels, clean_pred, adv_pred)
+        metrics = prediction_metrics(labels, clean_pred, adv_pred, per_example=False)
         # both layouts shift array axis 'trans_x' = image rows and 'trans_y' = image columns
         metrics.update(fooling_rate=float(attack.fooling_rate or 0.0), shift_rows=float(attack.attack_trans_x),
                        shift_cols=float(attack.attack_trans_y), rotation_deg=float(attack.attack_rot))

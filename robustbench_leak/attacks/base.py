@@ -122,6 +122,12 @@ class Attack(ABC):
                                  f"{', '.join(map(repr, cls.choices[name]))}, got {short(value)}")
         return merged
 
+    @classmethod
+    def per_example(cls, params: dict[str, Any]) -> bool:
+        """Whether the attack perturbs each image on its own (then robust_accuracy counts a misclassified clean
+        image as not robust, ``metrics.robust_correct``) rather than applying one transform to every image."""
+        return True
+
     @abstractmethod
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
             progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None,

@@ -212,6 +212,10 @@ class NativeSpatial(Attack):
                                  f"got {merged[key]!r}")
         return merged
 
+    @classmethod
+    def per_example(cls, params: dict) -> bool:
+        return {**cls.defaults, **params}["mode"] != "global"
+
     def uses_fit_split(self) -> bool:
         return self.params["mode"] == "global" and self.params["fit_on"] == "holdout"
 
@@ -251,7 +255,7 @@ class NativeSpatial(Attack):
                 adv_pred = preds[best]
             else:
                 adv_pred = predict(model, transform_images(x, chosen, p["interpolation"]), device).numpy()
-            metrics.update(prediction_metrics(labels, clean_pred, adv_pred))
+            metrics.update(prediction_metrics(labels, clean_pred, adv_pred, per_example=False))
             metrics.update(fooling_rate=float(np.mean(adv_pred != clean_pred)), shift_rows=float(chosen.shift_rows),
                            shift_cols=float(chosen.shift_cols), rotation_deg=float(chosen.rotation_deg),
                            fit_fooling_rate=float(fooling.max()))
@@ -274,7 +278,8 @@ class NativeSpatial(Attack):
         if preds is not None and p["record_grid"]:
             info["grid"] = [{"shift_rows": t.shift_rows, "shift_cols": t.shift_cols, "rotation_deg": t.rotation_deg,
                              "accuracy": float(np.mean(preds[i] == labels))} for i, t in enumerate(grid)]
-            metrics["worst_of_grid_accuracy"] = float(np.mean((preds == labels[None]).all(0)))
+            # per example: the untransformed image counts as one of its transforms (x_adv = x)
+            metrics["worst_of_grid_accuracy"] = float(np.mean((preds == labels[None]).all(0) & (clean_pred == labels)))
         samples = {"label": labels, "clean_pred": clean_pred, "adv_pred": adv_pred}
         return AttackResult(metrics, samples, info)
 

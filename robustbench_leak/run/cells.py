@@ -281,7 +281,8 @@ def eval_cell(task: EvalTask, ctx: RunContext, weights: Weights | None,
     masking = MaskingSettings(**(task.masking or {}))
     if masking.enabled and hasattr(attack, "check_masking"):
         flags += attack.check_masking(model, x, y, result, device, masking, gen=gen)
-    intervals = metric_intervals(result.samples, result.metrics, seed=task.seed)
+    intervals = metric_intervals(result.samples, result.metrics, seed=task.seed,
+                                 per_example=attack.per_example(attack.params))
     info = {**result.info, "weights_sha256": weights_sha, "images_per_second": n / seconds if seconds else None, "attack_seconds": seconds}
     if flags:
         info["flags"] = flags

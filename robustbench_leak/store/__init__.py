@@ -4,6 +4,7 @@
 - ``queries``: ``StoreReader``, read-only; what every command but a run uses, so rendering never
   changes a store or its folder.
 - ``writer``: ``StoreWriter``, the run driver's; each cell's outcome in one transaction.
+- ``migrations``: corrections of stored numbers from the stored per-sample arrays, once per store.
 """
 
 from __future__ import annotations
