@@ -30,7 +30,8 @@ METRIC_DOCS = {
     "robust_accuracy_conditional": ("accuracy after the attack over the clean-correct images only "
                                     "(conditional, as ART's adversarial_accuracy); equals 1 - success_rate"),
     "success_rate": "fraction of clean-correct images whose prediction the attack changed",
-    "worst_of_grid_accuracy": "fraction of images classified correctly under EVERY transform of the grid (per-example worst case)",
+    "worst_of_grid_accuracy": ("fraction of images classified correctly before the attack and under EVERY transform of the grid "
+                               "(per-example worst case)"),
     "fit_fooling_rate": "fooling rate of the chosen global transform on the fitting split it was chosen on",
     "sanity_pgd_success": "success of an unbounded L-inf PGD (eps=1, 20 steps, no random start) on the clean-correct images; below 99% flags gradient masking",
     "rho_mean": "mean of ||x_adv - x||_2 / ||x||_2 over clean-correct images (DeepFool's rho_adv; higher = more robust)",

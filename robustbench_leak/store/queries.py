@@ -81,6 +81,13 @@ class StoreReader:
         return [r[0] for r in self.conn.execute(
             "SELECT model FROM run_cells WHERE run_id = ? GROUP BY model ORDER BY MIN(rowid)", (run_id,))]
 
+    def model_train_keys(self) -> dict[str, set[str]]:
+        """Every model name any run of the store planned -> the keys of the weights it stood for."""
+        keys: dict[str, set[str]] = {}
+        for model, key in self.conn.execute("SELECT DISTINCT model, train_key FROM run_cells WHERE kind = 'train'"):
+            keys.setdefault(model, set()).add(key)
+        return keys
+
     def attack_order(self, run_id: str) -> list[str]:
         """Attack labels in the order the run's config lists them; labels only earlier runs had come after."""
         return [r[0] for r in self.conn.execute("""
