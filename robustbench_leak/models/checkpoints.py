@@ -97,7 +97,7 @@ def verify_sha256(payload: dict[str, Any], tensors: dict[str, torch.Tensor], sou
 
 def refuse_nonfinite(state: dict[str, torch.Tensor], source: str) -> None:
     """``CheckpointError`` naming the first tensors that hold NaN or infinite values."""
-    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    bad = [k for k, v in state.items() if v.is_floating_point() and not v.is_meta and not bool(torch.isfinite(v).all())]
     if bad:
         raise CheckpointError(f"{source}: non-finite values (NaN or inf) in {_listed('tensors', bad, ', ', 5)}; "
                               "such weights give NaN logits, so they are refused")
