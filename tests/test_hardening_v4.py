@@ -288,6 +288,18 @@ def test_run_config_and_evaluate_take_a_time_limit(tmp_path, monkeypatch):
     assert set(df.attack) == {"clean"}  # the same call resumes once time allows
 
 
+def test_no_eval_cell_starts_that_would_not_end_in_time(tmp_path, monkeypatch):
+    from robustbench_leak.pipeline import run_config
+
+    monkeypatch.setenv("RBLEAK_CACHE_DIR", str(tmp_path / "cache"))
+    config = load_config(_write(tmp_path / "c.yaml", CONFIG.replace("seeds: [0]", "seeds: [0, 1]")))
+    # time is left, but not for another cell as long as the last one of the same attack
+    monkeypatch.setattr(Deadline, "allows", lambda self, seconds: False)
+    with pytest.raises(TimeLimitReached, match="before this cell: eval"):
+        run_config(config, tmp_path / "out", progress=False, time_limit=3600, formats=())
+    assert len(_done_cells(tmp_path / "out")) == 1
+
+
 @pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), True, "60", 10**9])
 def test_time_limit_values_are_checked(tmp_path, bad):
     from robustbench_leak.pipeline import run_config
