@@ -85,8 +85,13 @@ def _check_output(model: nn.Module, dataset: dict[str, Any], device: str) -> Non
     data = load_dataset_cached(dataset_spec(DatasetCfg(**dataset)))
     probe = copy.deepcopy(model).to(resolve_device(device)).eval()
     n = min(PROBE_IMAGES, len(data.test_x))
-    with torch.no_grad():
-        out = probe(data.test_x[:n].to(resolve_device(device)))
+    try:
+        with torch.no_grad():
+            out = probe(data.test_x[:n].to(resolve_device(device)))
+    except Exception as exc:  # noqa: BLE001 - the caller's code: any failure of its forward is a bad argument
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise ValueError(f"evaluate: model: its forward on {n} images of {dataset['name']} "
+                         f"({tuple(data.test_x.shape[1:])}, [0, 1]) raised {type(exc).__name__}: {first}") from None
     if not (isinstance(out, torch.Tensor) and out.shape == (n, data.num_classes)):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"evaluate: model: on {n} images of {dataset['name']} ({tuple(data.test_x.shape[1:])}, "

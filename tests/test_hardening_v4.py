@@ -83,6 +83,14 @@ def test_evaluate_refuses_non_finite_logits_before_any_work(tmp_path, value):
     assert not (tmp_path / "out").exists()
 
 
+def test_evaluate_refuses_a_module_whose_forward_fails_in_one_line(tmp_path):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(7, 4))  # the wrong input size: a shape error inside torch
+    with pytest.raises(ValueError, match=r"^evaluate: model: its forward on \d+ images of synthetic .* raised "
+                                         r"RuntimeError: ") as exc:
+        rb.evaluate(model, dataset=DATA, attacks=["clean"], device="cpu", out=tmp_path / "out")
+    assert "\n" not in str(exc.value) and not (tmp_path / "out").exists()
+
+
 def test_no_cell_computed_from_non_finite_logits_is_stored_as_finished(tmp_path):
     # finite on the probe, NaN once the cells run: the cells fail, none is stored as done
     Poisoned.calls[0], Poisoned.finite_calls, Poisoned.value = 0, 1, float("nan")
