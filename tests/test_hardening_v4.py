@@ -342,6 +342,18 @@ def test_command_line_errors_are_one_line_pointing_to_help(argv, capsys):
     assert "usage:" not in err
 
 
+@pytest.mark.parametrize("kind, params, message", [
+    ("deepfool", {"max_iter": 10**9}, "'max_iter' must be at most 1,000,000"),
+    ("pgd", {"batch_size": 10**8}, "'batch_size' must be at most 1,000,000"),
+    ("spatial", {"num_translations": 1000, "num_rotations": 1000}, "1,000,000,000 transforms; at most 100,000"),
+])
+def test_attack_counts_have_upper_bounds(kind, params, message):
+    from robustbench_leak.attacks import build_attack
+
+    with pytest.raises(ValueError, match=message):
+        build_attack(kind, None, **params)
+
+
 @pytest.mark.parametrize("flags", [["--packs", "100000"], ["--packs", ",".join(["1"] * 40)],
                                    ["--sizes", "6x100000@128"], ["--sizes", "6x64@10000000"]])
 def test_numeric_bench_flags_have_upper_bounds(tmp_path, flags, capsys):

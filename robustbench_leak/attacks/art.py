@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from ..metrics import perturbation_metrics, prediction_metrics
 from ..runtime import predict
-from .base import Attack, AttackResult, Range, at_least, register_attack
+from .base import Attack, AttackResult, Range, at_least, check_grid, register_attack
 
 
 class ChannelsLast(nn.Module):
@@ -91,6 +91,12 @@ class ArtSpatial(Attack):
     @classmethod
     def per_example(cls, params: dict) -> bool:
         return False  # one global transform for every image
+
+    @classmethod
+    def check_params(cls, params: dict) -> dict:
+        merged = super().check_params(params)
+        check_grid(cls.kind, merged)
+        return merged
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
             progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None,

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from ..metrics import prediction_metrics
 from ..runtime import device_batch_size, predict
-from .base import Attack, AttackResult, Range, at_least, register_attack
+from .base import Attack, AttackResult, Range, at_least, check_grid, register_attack
 
 
 @dataclass(frozen=True)
@@ -210,6 +210,7 @@ class NativeSpatial(Attack):
             if merged[key] not in allowed:
                 raise ValueError(f"attack 'spatial' parameter {key!r} must be one of {', '.join(allowed)}, "
                                  f"got {merged[key]!r}")
+        check_grid(cls.kind, merged)
         return merged
 
     @classmethod
