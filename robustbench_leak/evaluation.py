@@ -103,18 +103,16 @@ def _check_output(model: nn.Module, dataset: dict[str, Any], device: str) -> Non
                          f"them; expected finite float logits (nothing was run)")
 
 
-def _check_name(run_dir: Path, name: str, config: Any) -> None:
-    """``ValueError`` when the store in ``run_dir`` already holds a model ``name`` with other weights: its rows
-    would hide this module's (or this module's rows would hide them) under one name."""
-    from .run.plan import plan
+def _check_name(run_dir: Path, name: str, weights_sha256: str) -> None:
+    """``ValueError`` when the store in ``run_dir`` already holds a model ``name`` with other weights (a config
+    run's trained model, or another module): its rows and this module's would hide each other under one name."""
     from .store import STORE_NAME, StoreReader
 
     if not (run_dir / STORE_NAME).is_file():
         return
     with StoreReader(run_dir / STORE_NAME) as store:
-        stored = store.model_train_keys().get(name, set())
-    ours = {t.key for t in plan(config)[0]}
-    if stored - ours:
+        stored = store.model_weights().get(name, set())
+    if stored - {weights_sha256}:
         raise ValueError(f"evaluate: name: {name!r}: {run_dir} already holds a model of that name with other weights "
                          "(from a config run, or another module); give this module another name, or another out")
 
@@ -183,9 +181,10 @@ def evaluate(model: nn.Module, dataset: str | dict[str, Any] = "fashion-mnist",
         loaded = load_config(_write_run_files(tmp, stem, weights, config))
         _check_output(model, ds, device)
         if out is not None:
-            _check_name(run_dir, name, loaded)  # cell keys do not depend on where the weights file lies
+            _check_name(run_dir, name, hashlib.sha256(weights).hexdigest())
             run_dir.mkdir(parents=True, exist_ok=True)
             mark_folder(run_dir)  # what follows is recognised as ours by a retry, whatever fails next
+            # the same cell keys: a key holds the weights file's sha256, not its path
             loaded = load_config(_write_run_files(run_dir / "weights", stem, weights, config))
         # a kept folder gets the leaderboard files a config run writes; a temporary one needs none
         run_config(loaded, run_dir, executor=LocalExecutor(), progress=progress, formats=None if out else (),

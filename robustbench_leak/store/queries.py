@@ -81,12 +81,16 @@ class StoreReader:
         return [r[0] for r in self.conn.execute(
             "SELECT model FROM run_cells WHERE run_id = ? GROUP BY model ORDER BY MIN(rowid)", (run_id,))]
 
-    def model_train_keys(self) -> dict[str, set[str]]:
-        """Every model name any run of the store planned -> the keys of the weights it stood for."""
-        keys: dict[str, set[str]] = {}
-        for model, key in self.conn.execute("SELECT DISTINCT model, train_key FROM run_cells WHERE kind = 'train'"):
-            keys.setdefault(model, set()).add(key)
-        return keys
+    def model_weights(self) -> dict[str, set[str]]:
+        """Every model name any run of the store planned -> the weights it stood for: the sha256 of the
+        ``checkpoint:`` file it loaded, else (weights trained by a run) ``train:<train key>``."""
+        found: dict[str, set[str]] = {}
+        for model, key, spec in self.conn.execute("""
+                SELECT DISTINCT rc.model, rc.train_key, c.spec FROM run_cells rc
+                LEFT JOIN cells c ON c.cell_key = rc.train_key WHERE rc.kind = 'train'"""):
+            checkpoint = (json.loads(spec) if spec else {}).get("checkpoint") or {}
+            found.setdefault(model, set()).add(checkpoint.get("sha256") or f"train:{key}")
+        return found
 
     def attack_order(self, run_id: str) -> list[str]:
         """Attack labels in the order the run's config lists them; labels only earlier runs had come after."""
