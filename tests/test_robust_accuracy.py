@@ -115,6 +115,8 @@ def test_migration_corrects_per_example_cells_once_and_keeps_keys(tmp_path):
     assert after[("deep", "success_rate")] == before[("deep", "success_rate")]
     again = fix_robust_accuracy(tmp_path / "results.sqlite")
     assert again["already_applied"] and _rows(file)[0] == after
+    forced = fix_robust_accuracy(tmp_path, force=True)  # recomputing again changes nothing
+    assert forced["cells_changed"] == 0 and _rows(file)[0] == after
     assert not list(tmp_path.glob("*-wal")) and not list(tmp_path.glob("*-shm"))
 
 

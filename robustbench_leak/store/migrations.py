@@ -79,9 +79,10 @@ def _corrected_rows(conn: sqlite3.Connection, cell_key: str, spec: dict[str, Any
             for m, old in stored.items() if old is None or abs(old - value) > 1e-12]
 
 
-def fix_robust_accuracy(path: str | Path) -> dict[str, Any]:
+def fix_robust_accuracy(path: str | Path, force: bool = False) -> dict[str, Any]:
     """Recompute robust_accuracy (and its interval) of every finished per-example eval cell of the store at
-    ``path`` (a run folder or its results.sqlite) from the stored predictions; runs once per store.
+    ``path`` (a run folder or its results.sqlite) from the stored predictions; runs once per store, or again
+    with ``force`` (for cells that an older version added after the first run; recomputing is idempotent).
 
     Returns ``{"store", "already_applied", "cells_checked", "cells_changed", "changes"}``, ``changes`` listing
     ``{"cell_key", "attack", "metric", "old", "new"}`` per corrected row.
@@ -93,7 +94,7 @@ def fix_robust_accuracy(path: str | Path) -> dict[str, Any]:
     try:
         summary: dict[str, Any] = {"store": str(file), "already_applied": applied(conn, ROBUST_ACCURACY),
                                    "cells_checked": 0, "cells_changed": 0, "changes": []}
-        if summary["already_applied"]:
+        if summary["already_applied"] and not force:
             return summary
         with conn:  # one transaction: the corrected rows and the mark, or nothing
             cells = conn.execute("SELECT cell_key, spec FROM cells WHERE kind = 'eval' AND status = 'done'").fetchall()
@@ -107,7 +108,7 @@ def fix_robust_accuracy(path: str | Path) -> dict[str, Any]:
                     summary["changes"].append({"cell_key": cell_key, "attack": (spec.get("attack") or {}).get("kind"),
                                                "metric": metric, "old": old, "new": new})
                 summary["cells_changed"] += bool(rows)
-            conn.execute("INSERT INTO store_migrations VALUES (?, ?, ?)",
+            conn.execute("INSERT OR REPLACE INTO store_migrations VALUES (?, ?, ?)",
                          (ROBUST_ACCURACY, now(), json.dumps({k: summary[k] for k in ("cells_checked",
                                                                                         "cells_changed")})))
         return summary
