@@ -82,13 +82,15 @@ class StoreReader:
             "SELECT model FROM run_cells WHERE run_id = ? GROUP BY model ORDER BY MIN(rowid)", (run_id,))]
 
     def model_weights(self) -> dict[str, set[str]]:
-        """Every model name any run of the store planned -> the weights it stood for: the sha256 of the
-        ``checkpoint:`` file it loaded, else (weights trained by a run) ``train:<train key>``."""
+        """Every model name whose train cell a run of the store started -> the weights it stood for: the
+        sha256 of the ``checkpoint:`` file it loaded, else (weights trained by a run) ``train:<train key>``."""
         found: dict[str, set[str]] = {}
         for model, key, spec in self.conn.execute("""
                 SELECT DISTINCT rc.model, rc.train_key, c.spec FROM run_cells rc
                 LEFT JOIN cells c ON c.cell_key = rc.train_key WHERE rc.kind = 'train'"""):
-            checkpoint = (json.loads(spec) if spec else {}).get("checkpoint") or {}
+            if spec is None:
+                continue  # planned, never started: no weights stand for it yet
+            checkpoint = json.loads(spec).get("checkpoint") or {}
             found.setdefault(model, set()).add(checkpoint.get("sha256") or f"train:{key}")
         return found
 
