@@ -36,51 +36,24 @@ def _cmd_run(args: argparse.Namespace) -> None:
     for attack in config.attacks:
         if attack.note:
             print(f"note: {attack.note}")
-    deadline = timer = None
-    _HARD_STOP.clear()
-    if args.time_limit is not None:
-        from .run.deadline import Deadline
-
-        deadline = Deadline.after(args.time_limit)
-        timer = _hard_stop(deadline)
     _log_to_stdout()
-    try:
-        # progress bars only on a terminal: in a log file, CI or a cluster worker they are carriage-return noise
-        run_config(config, out, progress=not args.quiet and sys.stderr.isatty(), merge_from=merge, deadline=deadline)
-    finally:
-        if timer is not None:
-            timer.cancel()
-
-
-_HARD_STOP: list = []  # the deadline whose timer interrupted the run, if it did
-
-
-def _hard_stop(deadline):
-    """Backstop for work that runs past the soft checks (a long eval cell, a first epoch): at half the
-    margin before the limit, interrupt the run like Ctrl-C (the driver stores it as interrupted)."""
-    import signal
-    import threading
-
-    main_thread = threading.main_thread().ident
-
-    def fire() -> None:
-        _HARD_STOP.append(deadline)
-        signal.pthread_kill(main_thread, signal.SIGINT)  # a real signal: it also ends a blocking call
-
-    timer = threading.Timer(max(0.0, deadline.remaining() + deadline.margin / 2), fire)
-    timer.daemon = True
-    timer.start()
-    return timer
+    # progress bars only on a terminal: in a log file, CI or a cluster worker they are carriage-return noise
+    run_config(config, out, progress=not args.quiet and sys.stderr.isatty(), merge_from=merge,
+               time_limit=args.time_limit, hard_stop=True)
 
 
 def _time_limit(text: str) -> float:
+    from .run.deadline import check_time_limit
+
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text[:40]!r}: expected a positive number of seconds, e.g. 540")
-    return value
+    try:
+        return check_time_limit(value, "--time-limit")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r}: expected a positive number of seconds up to a year, "
+                                         "e.g. 540") from None
 
 
 def _seed_list(text: str, flag: str) -> list[int]:
@@ -203,6 +176,7 @@ def _cmd_migrate(args: argparse.Namespace) -> None:
     from .run.lock import locked_out_dir
     from .store import store_file
     from .store.migrate import migrate_store
+    from .store.migrations import fix_robust_accuracy
 
     for target in args.dirs:
         path = store_file(target)
@@ -210,8 +184,10 @@ def _cmd_migrate(args: argparse.Namespace) -> None:
             raise FileNotFoundError(f"{target}: no results store here (expected a run folder holding results.sqlite)")
         with locked_out_dir(path.parent):  # never while a run writes the folder
             done = migrate_store(path)
+            fixed = fix_robust_accuracy(path, force=True)  # cells an older version added keep the old definition
         print(f"{done['path']}: {done['cells_converted']} cells' per-sample rows packed, {done['infos_packed']} infos "
-              f"compressed; {done['bytes_before'] / 1e6:.1f} MB -> {done['bytes_after'] / 1e6:.1f} MB")
+              f"compressed; {done['bytes_before'] / 1e6:.1f} MB -> {done['bytes_after'] / 1e6:.1f} MB; robust accuracy "
+              f"as RobustBench defines it: {fixed['cells_changed']} of {fixed['cells_checked']} eval cells corrected")
 
 
 def _claims_choice(text: str) -> str:
@@ -274,8 +250,8 @@ def _parse_input_size(text: str) -> tuple[int, int, int]:
         c, h, w = (int(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"--input-size must be C,H,W (three integers), got {text!r}") from None
-    if min(c, h, w) < 1:
-        raise argparse.ArgumentTypeError(f"--input-size values must be >= 1, got {text!r}")
+    if min(c, h, w) < 1 or c > 64 or max(h, w) > 1024:
+        raise argparse.ArgumentTypeError(f"--input-size: C from 1 to 64, H and W from 1 to 1024, got {text[:40]!r}")
     return c, h, w
 
 
@@ -391,9 +367,17 @@ def _one_line(exc: BaseException) -> str:
 USER_ERRORS = (ValueError, OSError, FloatingPointError, RuntimeError, MemoryError)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's one-line errors: no usage block, ``--help`` named for it."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        text = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {text[:500]} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``rbleak`` command line: every subcommand and flag (the docs' test checks its commands against it)."""
-    parser = argparse.ArgumentParser(prog="rbleak", description=__doc__)
+    parser = _Parser(prog="rbleak", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run a config's grid and write its leaderboard")
@@ -514,10 +498,6 @@ def main(argv: list[str] | None = None) -> int:
               "rerun the same command to resume", file=sys.stderr)
         return EXIT_TIME_LIMIT
     except KeyboardInterrupt:
-        if _HARD_STOP:
-            print("rbleak: time limit reached in the middle of a cell; finished cells and epoch checkpoints are "
-                  "stored; rerun the same command to resume", file=sys.stderr)
-            return EXIT_TIME_LIMIT
         print("rbleak: interrupted; rerun the same command to resume (finished cells are kept)", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - no traceback reaches a user unless asked for

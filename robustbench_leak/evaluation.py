@@ -72,8 +72,11 @@ def _attack_entries(attacks: Sequence[str | dict[str, Any]], n_samples: int | No
     return entries
 
 
+PROBE_IMAGES = 16
+
+
 def _check_output(model: nn.Module, dataset: dict[str, Any], device: str) -> None:
-    """One forward pass on one test image: the module must give one logit per class."""
+    """One forward pass on the first test images: the module must give one finite logit per class."""
     from .config import DatasetCfg
     from .data import load_dataset_cached
     from .run.plan import dataset_spec
@@ -81,34 +84,80 @@ def _check_output(model: nn.Module, dataset: dict[str, Any], device: str) -> Non
 
     data = load_dataset_cached(dataset_spec(DatasetCfg(**dataset)))
     probe = copy.deepcopy(model).to(resolve_device(device)).eval()
-    with torch.no_grad():
-        out = probe(data.test_x[:2].to(resolve_device(device)))
-    if not (isinstance(out, torch.Tensor) and out.shape == (2, data.num_classes)):
+    n = min(PROBE_IMAGES, len(data.test_x))
+    try:
+        with torch.no_grad():
+            out = probe(data.test_x[:n].to(resolve_device(device)))
+    except Exception as exc:  # noqa: BLE001 - the caller's code: any failure of its forward is a bad argument
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise ValueError(f"evaluate: model: its forward on {n} images of {dataset['name']} "
+                         f"({tuple(data.test_x.shape[1:])}, [0, 1]) raised {type(exc).__name__}: {first}") from None
+    if not (isinstance(out, torch.Tensor) and out.shape == (n, data.num_classes)):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"evaluate: model: on 2 images of {dataset['name']} ({tuple(data.test_x.shape[1:])}, "
-                         f"[0, 1]) it returned {shape}; expected logits of shape (2, {data.num_classes})")
+        raise ValueError(f"evaluate: model: on {n} images of {dataset['name']} ({tuple(data.test_x.shape[1:])}, "
+                         f"[0, 1]) it returned {shape}; expected logits of shape ({n}, {data.num_classes})")
+    if not out.is_floating_point() or not torch.isfinite(out).all():
+        bad = int((~torch.isfinite(out.float())).any(1).sum()) if out.is_floating_point() else n
+        what = "non-finite logits (NaN or inf)" if out.is_floating_point() else f"{out.dtype} outputs, not logits"
+        raise ValueError(f"evaluate: model: on {n} images of {dataset['name']} it returned {what} for {bad} of "
+                         f"them; expected finite float logits (nothing was run)")
+
+
+def _check_name(run_dir: Path, name: str, weights_sha256: str) -> None:
+    """``ValueError`` when the store in ``run_dir`` already holds a model ``name`` with other weights (a config
+    run's trained model, or another module): its rows and this module's would hide each other under one name."""
+    from .store import STORE_NAME, StoreReader
+
+    if not (run_dir / STORE_NAME).is_file():
+        return
+    with StoreReader(run_dir / STORE_NAME) as store:
+        stored = store.model_weights().get(name, set())
+    if stored - {weights_sha256}:
+        raise ValueError(f"evaluate: name: {name!r}: {run_dir} already holds a model of that name with other weights "
+                         "(from a config run, or another module); give this module another name, or another out")
+
+
+def _write_run_files(folder: Path, stem: str, weights: bytes, config: dict[str, Any]) -> Path:
+    """The weights file and the config naming it, in ``folder``; returns the config file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    weights_file = folder / f"{stem}.pt"
+    if not weights_file.exists():
+        weights_file.write_bytes(weights)
+    config["models"][0]["checkpoint"] = str(weights_file.resolve())
+    config_file = folder / f"{stem}.yaml"
+    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    return config_file
 
 
 def evaluate(model: nn.Module, dataset: str | dict[str, Any] = "fashion-mnist",
              attacks: Sequence[str | dict[str, Any]] = ("clean", "deepfool", "spatial"),
              n_samples: int | None = None, device: str = "auto", out: str | Path | None = None,
-             name: str | None = None, seed: int = 0, progress: bool = False) -> pd.DataFrame:
+             name: str | None = None, seed: int = 0, progress: bool = False,
+             time_limit: float | None = None) -> pd.DataFrame:
     """Evaluate ``model`` (any ``nn.Module`` mapping [0, 1] images to logits) as ``rbleak run`` would.
 
     ``dataset``: a dataset name (``rbleak list datasets``) or a mapping of its options, e.g.
     ``{"name": "fashion-mnist", "root": "/data/fmnist"}``. ``attacks``: preset names or mappings as in a
     config's ``attacks:`` list. ``n_samples``: test images per attack (default: each preset's own).
     ``out``: a run folder to keep (``rbleak leaderboard`` reads it); default: a temporary one, removed.
-    ``seed``: the seed of the attacks' random numbers. Returns one row per (model, attack, metric) with the
+    ``name``: the model's name in the results; refused where ``out`` already holds other weights under it.
+    ``seed``: the seed of the attacks' random numbers. ``time_limit``: seconds; no cell starts that would
+    not end in time, then ``TimeLimitReached`` (with ``out``, the same call resumes). Every argument is
+    checked before anything is written into ``out``. Returns one row per (model, attack, metric) with the
     columns of ``robustbench_leak.COLUMNS["metrics"]``."""
     from .config import load_config
-    from .outputs import check_out_dir
+    from .outputs import check_out_dir, mark_folder
     from .results import load_results
     from .pipeline import run_config
+    from .run.deadline import check_time_limit
     from .run.executor import LocalExecutor
 
     if not isinstance(model, nn.Module):
         raise ValueError(f"evaluate: model: expected a torch.nn.Module, got {type(model).__name__}")
+    if name is not None and not (isinstance(name, str) and name.strip()):
+        raise ValueError(f"evaluate: name: {name!r}: expected a non-empty string")
+    if time_limit is not None:
+        check_time_limit(time_limit, "evaluate: time_limit")
     name = name or type(model).__name__
     ds = _dataset_entry(dataset)
     entries = _attack_entries(attacks, n_samples)
@@ -122,24 +171,24 @@ def evaluate(model: nn.Module, dataset: str | dict[str, Any] = "fashion-mnist",
     try:
         run_dir = Path(out) if out is not None else tmp / "run"
         check_out_dir(run_dir, "out")
-        folder = run_dir / "weights" if out is not None else tmp
-        folder.mkdir(parents=True, exist_ok=True)
         stem = re.sub(r"[^A-Za-z0-9._+-]", "_", name)[:80] + f"-{digest}"
-        weights_file = folder / f"{stem}.pt"
-        if not weights_file.exists():
-            weights_file.write_bytes(weights)
         config = {"name": "evaluate",
                   "description": f"robustbench_leak.evaluate of {type(model).__qualname__} (weights sha256 {digest}...)",
                   "device": device, "seeds": [seed], "datasets": [ds],
-                  "models": [{"name": name, "arch": USER_ARCH, "options": {"ref": ref},
-                              "checkpoint": str(weights_file.resolve())}],
+                  "models": [{"name": name, "arch": USER_ARCH, "options": {"ref": ref}}],
                   "attacks": entries}
-        config_file = folder / f"{stem}.yaml"
-        config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-        loaded = load_config(config_file)  # every check of a config file, before any work
+        # every check on files in the temporary folder first: a call refused here leaves nothing in out
+        loaded = load_config(_write_run_files(tmp, stem, weights, config))
         _check_output(model, ds, device)
+        if out is not None:
+            _check_name(run_dir, name, hashlib.sha256(weights).hexdigest())
+            run_dir.mkdir(parents=True, exist_ok=True)
+            mark_folder(run_dir)  # what follows is recognised as ours by a retry, whatever fails next
+            # the same cell keys: a key holds the weights file's sha256, not its path
+            loaded = load_config(_write_run_files(run_dir / "weights", stem, weights, config))
         # a kept folder gets the leaderboard files a config run writes; a temporary one needs none
-        run_config(loaded, run_dir, executor=LocalExecutor(), progress=progress, formats=None if out else ())
+        run_config(loaded, run_dir, executor=LocalExecutor(), progress=progress, formats=None if out else (),
+                   time_limit=time_limit)
         metrics = load_results(run_dir).metrics
         return metrics[(metrics.model == name) & (metrics.dataset == ds["name"])].reset_index(drop=True)
     finally:

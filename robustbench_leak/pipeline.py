@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .config import Config
-from .run.deadline import Deadline
+from .run.deadline import Backstop, Deadline
 from .run.driver import CellsFailed, run_cells
 from .run.executor import Executor
 
@@ -19,20 +19,40 @@ Log = Callable[[str], None]
 
 def run_config(config: Config, out_dir: str | Path | None = None, executor: Executor | None = None,
                progress: bool = True, log: Log | None = None, formats: Sequence[str] | None = None,
-               merge_from: Sequence[str | Path] = (), deadline: Deadline | None = None) -> Path:
+               merge_from: Sequence[str | Path] = (), deadline: Deadline | None = None,
+               time_limit: float | None = None, hard_stop: bool = False) -> Path:
     """Run every missing cell of ``config`` (``run.driver.run_cells``), then write the leaderboard into the
     run folder; returns the folder. ``formats``: leaderboard formats (default all; ``()`` writes none).
+
+    ``time_limit``: seconds from now (or ``deadline``, an absolute one): no cell or epoch starts that would
+    not end in time; then ``TimeLimitReached`` with everything finished stored (the same call resumes).
+    ``hard_stop``: also end this process at the limit when a cell overruns it (``run.deadline.Backstop``;
+    for a process that owns its run, as the CLI). Once every cell is stored the limit no longer applies:
+    the leaderboard is written however long it takes.
 
     Raises what ``run_cells`` raises; when some cells failed (``CellsFailed``), the leaderboard of the
     cells that finished is written first."""
     log = log or logger.info
+    if time_limit is not None:
+        if deadline is not None:
+            raise ValueError("run_config: give time_limit or deadline, not both")
+        deadline = Deadline.after(time_limit, "time_limit")
+    backstop = Backstop(deadline) if hard_stop and deadline is not None else None
     try:
         out = run_cells(config, out_dir, executor, progress, log, merge_from, deadline)
     except CellsFailed as failed:
+        _cancel(backstop)
         render_leaderboard(failed.out, formats, log, cells_failed=True)
         raise
+    finally:
+        _cancel(backstop)
     render_leaderboard(out, formats, log)
     return out
+
+
+def _cancel(backstop: Backstop | None) -> None:
+    if backstop is not None:
+        backstop.cancel()
 
 
 def render_leaderboard(out: Path, formats: Sequence[str] | None, log: Log, cells_failed: bool = False) -> list[Path]:

@@ -70,10 +70,18 @@ def numerics(device: torch.device, precision: str, deterministic: bool) -> Itera
 
 def compiled(model: nn.Module, mode: str, device: torch.device) -> nn.Module:
     """``model`` itself, or compiled for training steps (it shares the parameters)."""
+    check_compile(mode, device)
+    if mode == "none":
+        return model
+    return torch.compile(model, mode={"cudagraph": "reduce-overhead", "max-autotune": "max-autotune"}.get(mode))
+
+
+def check_compile(mode: str, device: torch.device) -> None:
+    """``ValueError`` unless ``compile: mode`` works on ``device`` (a config checks it before any work)."""
     if mode not in COMPILE_MODES:
         raise ValueError(f"training.compile: must be one of {', '.join(COMPILE_MODES)}")
     if mode == "none":
-        return model
+        return
     if mode == "cudagraph" and device.type != "cuda":
         raise ValueError(f"training.compile: cudagraph needs a CUDA device (training on {device.type}); "
                          "use none or torch")
@@ -85,7 +93,6 @@ def compiled(model: nn.Module, mode: str, device: torch.device) -> nn.Module:
         except ImportError:
             raise ValueError("training.compile: torch.compile on CUDA needs triton, which is not installed; "
                              "use compile: none") from None
-    return torch.compile(model, mode={"cudagraph": "reduce-overhead", "max-autotune": "max-autotune"}.get(mode))
 
 
 def resolve_channels_last(value: str, device: torch.device, deterministic: bool) -> bool:
@@ -99,11 +106,25 @@ def resolve_channels_last(value: str, device: torch.device, deterministic: bool)
     return value == "true"
 
 
+class NonFiniteLogits(FloatingPointError):
+    """A model returned NaN or infinite logits: its predictions (argmax of NaN) mean nothing."""
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 512) -> torch.Tensor:
-    """Predicted labels (on the CPU) for images ``x``, in eval mode; one wait for the device at the end."""
+    """Predicted labels (on the CPU) for images ``x``, in eval mode; one wait for the device at the end.
+
+    ``NonFiniteLogits`` when any logit is NaN or infinite, so no result is computed from such predictions."""
     model.eval()
-    preds = [model(x[i:i + batch_size].to(device, non_blocking=True)).argmax(1) for i in range(0, len(x), batch_size)]
+    preds, bad = [], torch.zeros((), dtype=torch.long, device=device)
+    for i in range(0, len(x), batch_size):
+        logits = model(x[i:i + batch_size].to(device, non_blocking=True))
+        bad += (~torch.isfinite(logits)).any(1).sum()
+        preds.append(logits.argmax(1))
+    if int(bad):  # the wait for the device that the copy below would make anyway
+        raise NonFiniteLogits(f"the model returned non-finite logits (NaN or inf) on {int(bad)} of {len(x)} "
+                              "images; no result is computed from them (check the weights, or the model's "
+                              "forward for a division by zero or a log of 0)")
     return torch.cat(preds).cpu() if preds else torch.empty(0, dtype=torch.long)
 
 

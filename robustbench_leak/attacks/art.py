@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from ..metrics import MIN_NORM_METRICS, ROBUST_ACCURACY, perturbation_metrics, prediction_metrics
 from ..runtime import predict
-from .base import Attack, AttackResult, Range, at_least, register_attack
+from .base import Attack, AttackResult, Range, at_least, check_grid, register_attack
 from .native_spatial import CHOSEN_TRANSFORM
 
 
@@ -89,6 +89,16 @@ class ArtSpatial(Attack):
               "num_rotations": at_least(1)}
     metrics = (ROBUST_ACCURACY, *CHOSEN_TRANSFORM)
 
+    @classmethod
+    def per_example(cls, params: dict) -> bool:
+        return False  # one global transform for every image
+
+    @classmethod
+    def check_params(cls, params: dict) -> dict:
+        merged = super().check_params(params)
+        check_grid(cls.kind, merged)
+        return merged
+
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
             progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None,
             gen: torch.Generator | None = None) -> AttackResult:
@@ -116,7 +126,7 @@ class ArtSpatial(Attack):
         clean_pred = predict(model, x, device).numpy()
         adv_pred = predict(model, torch.from_numpy(np.ascontiguousarray(x_adv)), device).numpy()
         labels = y.numpy()
-        metrics = prediction_metrics(labels, clean_pred, adv_pred)
+        metrics = prediction_metrics(labels, clean_pred, adv_pred, per_example=False)
         # both layouts shift array axis 'trans_x' = image rows and 'trans_y' = image columns
         metrics.update(fooling_rate=float(attack.fooling_rate or 0.0), shift_rows=float(attack.attack_trans_x),
                        shift_cols=float(attack.attack_trans_y), rotation_deg=float(attack.attack_rot))

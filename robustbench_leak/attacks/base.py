@@ -15,6 +15,18 @@ from ..options import did_you_mean, short
 from ..plugins import load_plugins, origin
 
 
+MAX_COUNT = 1_000_000  # an integer parameter with no upper bound of its own: beyond it, a typo that runs for days
+MAX_GRID = 100_000  # transforms in a spatial grid: translations x translations x rotations
+
+
+def check_grid(kind: str, params: dict[str, Any]) -> None:
+    """``ValueError`` when a spatial attack's grid of transforms is larger than ``MAX_GRID``."""
+    size = params["num_translations"] ** 2 * params["num_rotations"]
+    if size > MAX_GRID:
+        raise ValueError(f"attack {kind!r}: num_translations^2 x num_rotations = {size:,} transforms; at most "
+                         f"{MAX_GRID:,} (each is a forward pass over every image)")
+
+
 @dataclass(frozen=True)
 class Range:
     """Allowed values of a numeric parameter: ``lo``/``hi`` bounds (None: unbounded), open or closed."""
@@ -122,10 +134,21 @@ class Attack(ABC):
             if name in cls.ranges and value is not None and not cls.ranges[name].contains(value):
                 raise ValueError(f"attack {cls.kind!r} parameter {name!r} must be {cls.ranges[name].describe()}, "
                                  f"got {short(value)}")
+            unbounded = name not in cls.ranges or cls.ranges[name].hi is None
+            if isinstance(default, int) and not isinstance(default, bool) and name != "budget" and unbounded \
+                    and isinstance(value, int) and value > MAX_COUNT:
+                raise ValueError(f"attack {cls.kind!r} parameter {name!r} must be at most {MAX_COUNT:,} (a count "
+                                 f"of steps, images or grid points), got {short(value)}")
             if name in cls.choices and value not in cls.choices[name]:
                 raise ValueError(f"attack {cls.kind!r} parameter {name!r} must be one of "
                                  f"{', '.join(map(repr, cls.choices[name]))}, got {short(value)}")
         return merged
+
+    @classmethod
+    def per_example(cls, params: dict[str, Any]) -> bool:
+        """Whether the attack perturbs each image on its own (then robust_accuracy counts a misclassified clean
+        image as not robust, ``metrics.robust_correct``) rather than applying one transform to every image."""
+        return True
 
     @abstractmethod
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,

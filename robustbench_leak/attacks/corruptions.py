@@ -29,6 +29,10 @@ class _FrequencyCorruption(Attack):
     engine = "native"
     high_pass = False  # the image minus its blur, rather than the blur
 
+    @classmethod
+    def per_example(cls, params: dict) -> bool:
+        return False  # the same corruption of every image
+
     def corrupt(self, x: np.ndarray) -> np.ndarray:
         blurred = gaussian_blur(x, self.params["sigma"])
         return x - blurred if self.high_pass else blurred
@@ -42,7 +46,7 @@ class _FrequencyCorruption(Attack):
         clean_pred = predict(model, x, device).numpy()
         adv_pred = predict(model, corrupted, device).numpy()
         labels = y.numpy()
-        return AttackResult(prediction_metrics(labels, clean_pred, adv_pred),
+        return AttackResult(prediction_metrics(labels, clean_pred, adv_pred, per_example=False),
                             {"label": labels, "clean_pred": clean_pred, "adv_pred": adv_pred})
 
 

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from ..metrics import ROBUST_ACCURACY, Metric, prediction_metrics
 from ..runtime import device_batch_size, predict
-from .base import Attack, AttackResult, Range, at_least, register_attack
+from .base import Attack, AttackResult, Range, at_least, check_grid, register_attack
 
 
 @dataclass(frozen=True)
@@ -204,8 +204,8 @@ class NativeSpatial(Attack):
                 "mode": "global", "fit_on": "holdout", "k": 10, "seed": 0, "interpolation": "bicubic",
                 "batch_size": 512, "record_grid": True}
     metrics = (ROBUST_ACCURACY,
-               Metric("worst_of_grid_accuracy", "fraction of images classified correctly under EVERY transform of the "
-                      "grid (per-example worst case)", percent=True),
+               Metric("worst_of_grid_accuracy", "fraction of images classified correctly before the attack and under "
+                      "EVERY transform of the grid (per-example worst case)", percent=True),
                *CHOSEN_TRANSFORM)
     declares = (Metric("fit_fooling_rate", "fooling rate of the chosen global transform on the fitting split it was "
                       "chosen on", percent=True, higher_is_better=False),)
@@ -222,7 +222,12 @@ class NativeSpatial(Attack):
             if merged[key] not in allowed:
                 raise ValueError(f"attack 'spatial' parameter {key!r} must be one of {', '.join(allowed)}, "
                                  f"got {merged[key]!r}")
+        check_grid(cls.kind, merged)
         return merged
+
+    @classmethod
+    def per_example(cls, params: dict) -> bool:
+        return {**cls.defaults, **params}["mode"] != "global"
 
     def uses_fit_split(self) -> bool:
         return self.params["mode"] == "global" and self.params["fit_on"] == "holdout"
@@ -263,7 +268,7 @@ class NativeSpatial(Attack):
                 adv_pred = preds[best]
             else:
                 adv_pred = predict(model, transform_images(x, chosen, p["interpolation"]), device).numpy()
-            metrics.update(prediction_metrics(labels, clean_pred, adv_pred))
+            metrics.update(prediction_metrics(labels, clean_pred, adv_pred, per_example=False))
             metrics.update(fooling_rate=float(np.mean(adv_pred != clean_pred)), shift_rows=float(chosen.shift_rows),
                            shift_cols=float(chosen.shift_cols), rotation_deg=float(chosen.rotation_deg),
                            fit_fooling_rate=float(fooling.max()))
@@ -286,7 +291,8 @@ class NativeSpatial(Attack):
         if preds is not None and p["record_grid"]:
             info["grid"] = [{"shift_rows": t.shift_rows, "shift_cols": t.shift_cols, "rotation_deg": t.rotation_deg,
                              "accuracy": float(np.mean(preds[i] == labels))} for i, t in enumerate(grid)]
-            metrics["worst_of_grid_accuracy"] = float(np.mean((preds == labels[None]).all(0)))
+            # per example: the untransformed image counts as one of its transforms (x_adv = x)
+            metrics["worst_of_grid_accuracy"] = float(np.mean((preds == labels[None]).all(0) & (clean_pred == labels)))
         samples = {"label": labels, "clean_pred": clean_pred, "adv_pred": adv_pred}
         return AttackResult(metrics, samples, info)
 

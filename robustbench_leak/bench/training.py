@@ -49,9 +49,16 @@ CPU_SIZES = "4x16@64"  # the CPU-scale protocol's
 KERNELS = {"3x3": {"kernel_size": 3, "window": "none"}, "7x7-hamming": {"kernel_size": 7, "window": "hamming"}}
 
 
+MAX_ENTRIES = 16  # sizes or pack sizes in one bench: each is a measurement of minutes on a GPU
+SIZE_RANGES = {"layers": (2, 64), "width": (1, 4096), "batch": (1, 1 << 16)}
+MAX_PACK = 64  # the config's training.pack range
+
+
 def parse_sizes(text: str) -> list[tuple[int, int, int]]:
     """``6x64@128,6x128@32`` -> [(layers, width, batch), ...]."""
     out = []
+    if len(text.split(",")) > MAX_ENTRIES:
+        raise ValueError(f"--sizes: {text[:40]!r}: at most {MAX_ENTRIES} sizes")
     for part in text.split(","):
         try:
             shape, batch = part.strip().split("@")
@@ -59,18 +66,20 @@ def parse_sizes(text: str) -> list[tuple[int, int, int]]:
             out.append((int(layers), int(width), int(batch)))
         except ValueError:
             raise ValueError(f"--sizes: {part.strip()[:40]!r}: expected LAYERSxWIDTH@BATCH, e.g. 6x64@128") from None
-        if min(out[-1]) < 1 or out[-1][0] < 2:
-            raise ValueError(f"--sizes: {part.strip()[:40]!r}: layers >= 2, width and batch >= 1")
+        if any(not lo <= v <= hi for v, (lo, hi) in zip(out[-1], SIZE_RANGES.values())):
+            allowed = ", ".join(f"{k} {lo} to {hi:,}" for k, (lo, hi) in SIZE_RANGES.items())
+            raise ValueError(f"--sizes: {part.strip()[:40]!r}: allowed: {allowed}")
     return out
 
 
-def parse_ints(text: str, flag: str) -> list[int]:
+def parse_ints(text: str, flag: str, hi: int = MAX_PACK) -> list[int]:
+    allowed = f"expected at most {MAX_ENTRIES} comma-separated integers from 1 to {hi}, e.g. 1,5,20"
     try:
         values = [int(p) for p in text.split(",")]
     except ValueError:
-        raise ValueError(f"{flag}: {text[:40]!r}: expected comma-separated integers >= 1, e.g. 1,5,20") from None
-    if not values or min(values) < 1:
-        raise ValueError(f"{flag}: {text[:40]!r}: expected comma-separated integers >= 1, e.g. 1,5,20")
+        raise ValueError(f"{flag}: {text[:40]!r}: {allowed}") from None
+    if not values or min(values) < 1 or max(values) > hi or len(values) > MAX_ENTRIES:
+        raise ValueError(f"{flag}: {text[:40]!r}: {allowed}")
     return values
 
 

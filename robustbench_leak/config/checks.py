@@ -26,12 +26,28 @@ def check_cache_dir(run: RunConfig, path: str) -> None:
 
 
 def check_device(run: RunConfig, path: str) -> None:
-    from ..runtime import resolve_device
+    """The device exists, and every model's training settings that depend on it work on it (``precision:
+    tf32`` or ``compile: cudagraph`` need CUDA), so they fail now rather than after other models trained."""
+    from ..runtime import check_compile, resolve_device, resolve_precision
 
     try:
-        resolve_device(run.device)
+        device = resolve_device(run.device)
     except RuntimeError as exc:
         raise ConfigError(f"{path}: device: {exc}") from None
+    base = run.training.model_dump()
+    for i, m in enumerate(run.models):
+        settings = {**base, **m.training}
+        where = (lambda key: f"models[{i}].training.{key}" if key in m.training else f"training.{key}")  # noqa: E731
+        try:
+            resolve_precision(settings.get("precision", "auto"), device)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: {where('precision')}: {str(exc).split(': ', 1)[-1]} "
+                              f"(device: {run.device})") from None
+        try:
+            check_compile(settings.get("compile", "none"), device)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: {where('compile')}: {str(exc).split(': ', 1)[-1]} "
+                              f"(device: {run.device})") from None
 
 
 def check_models(run: RunConfig, path: str) -> None:

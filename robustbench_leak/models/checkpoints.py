@@ -2,7 +2,10 @@
 
 The cache is keyed by a hash of everything that determines the weights. Its files are written
 atomically (temporary file, then rename) and read with ``weights_only=True``; a cached file that
-cannot be read is moved aside (never deleted) and the model is retrained.
+cannot be read is moved aside (never deleted) and the model is retrained. Each file written carries the
+``state_sha256`` of its tensors (``sha256``), verified on load: ``torch.load`` checks no CRC, so bytes
+overwritten inside a tensor would otherwise load silently. Files of earlier versions (no ``sha256``) load
+as before. Weights with NaN or infinite values are refused wherever they are loaded.
 
 Checkpoint files (a model entry's ``checkpoint: PATH``), in four namings.
 
@@ -72,23 +75,55 @@ def state_sha256(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def tensors_of(obj: Any, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Every tensor inside nested dicts, lists and tuples, by its path (``optimizer.state.0.momentum_buffer``)."""
+    if isinstance(obj, torch.Tensor):
+        return {prefix: obj}
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    found: dict[str, torch.Tensor] = {}
+    for key, value in items:
+        found.update(tensors_of(value, f"{prefix}.{key}" if prefix else str(key)))
+    return found
+
+
+def verify_sha256(payload: dict[str, Any], tensors: dict[str, torch.Tensor], source: str) -> None:
+    """``CheckpointError`` when ``payload`` records a ``sha256`` that ``tensors`` do not have (none: an earlier
+    version's file, accepted)."""
+    recorded = payload.get("sha256")
+    if recorded is not None and recorded != state_sha256(tensors):
+        raise CheckpointError(f"{source}: its tensors do not match the checksum stored with them (the file was "
+                              "changed or damaged after it was written)")
+
+
+def refuse_nonfinite(state: dict[str, torch.Tensor], source: str) -> None:
+    """``CheckpointError`` naming the first tensors that hold NaN or infinite values."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not v.is_meta and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{source}: non-finite values (NaN or inf) in {_listed('tensors', bad, ', ', 5)}; "
+                              "such weights give NaN logits, so they are refused")
+
+
 def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "meta": json.dumps(meta, sort_keys=True),
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload = {"format": FORMAT, "meta": json.dumps(meta, sort_keys=True), "state_dict": state,
+               "sha256": state_sha256(state)}
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save(payload, tmp)
     os.replace(tmp, path)
 
 
 def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """State dict and metadata of one of our checkpoints; ``CheckpointError`` naming the file otherwise."""
+    """State dict and metadata of one of our checkpoints, checksum verified where the file has one;
+    ``CheckpointError`` naming the file otherwise."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or "state_dict" not in payload:
         raise CheckpointError(f"{path}: not a robustbench-leak checkpoint (format {FORMAT} with a state_dict)")
+    verify_sha256(payload, payload["state_dict"], str(path))
+    refuse_nonfinite(payload["state_dict"], str(path))
     return payload["state_dict"], json.loads(payload.get("meta", "{}"))
 
 
@@ -151,41 +186,68 @@ class CheckpointCache:
 EPOCH_SUFFIX = ".epoch.pt"
 
 
+PREVIOUS_SUFFIX = ".epoch.pt.previous"  # not *.pt: globs for weights files skip it
+
+
 class EpochCheckpoint:
     """A half-trained model's epoch checkpoint beside its final one (``<key>.epoch.pt``): weights, optimizer
     state, random-generator states, the epoch reached and the history so far (``train.train_model``
-    writes and reads the payload). It is not part of any key: a finished training removes it."""
+    writes and reads the payload), with the ``state_sha256`` of all its tensors. The one it replaces is
+    kept as ``<key>.epoch.pt.previous``: the last good state when the newest fails its checksum. It is not
+    part of any key: a finished training removes both."""
 
     def __init__(self, cache: CheckpointCache, key: str) -> None:
         self.key = key
         self.path = cache.root / f"{key}{EPOCH_SUFFIX}"
+        self.previous = cache.root / f"{key}{PREVIOUS_SUFFIX}"
 
     def load(self) -> dict[str, Any] | None:
-        """The payload, or None when absent or unusable (moved aside, never deleted: training restarts)."""
-        if not self.path.exists():
+        """The payload of the newest good file, or None when there is none (a bad file is moved aside, never
+        deleted, with a one-line warning; then the previous one, else training restarts)."""
+        for path in (self.path, self.previous):
+            payload = self._read(path)
+            if payload is not None:
+                return payload
+        return None
+
+    def _read(self, path: Path) -> dict[str, Any] | None:
+        if not path.exists():
             return None
         try:
             try:
-                payload = torch.load(self.path, map_location="cpu", weights_only=True)
+                payload = torch.load(path, map_location="cpu", weights_only=True)
             except Exception as exc:  # torch raises many types for truncated or foreign files
-                raise CheckpointError(f"{self.path}: not a readable epoch checkpoint ({type(exc).__name__})") from exc
+                raise CheckpointError(f"{path}: not a readable epoch checkpoint ({type(exc).__name__})") from exc
             if not isinstance(payload, dict) or payload.get("format") != FORMAT or payload.get("key") != self.key:
-                raise CheckpointError(f"{self.path}: not an epoch checkpoint of key {self.key!r}")
+                raise CheckpointError(f"{path}: not an epoch checkpoint of key {self.key!r}")
+            verify_sha256(payload, tensors_of(_checked_part(payload)), str(path))
+            if isinstance(payload.get("model"), dict):
+                refuse_nonfinite(payload["model"], str(path))
         except CheckpointError as exc:
-            aside = self.path.with_name(f"{self.path.name}.bad-{int(time.time())}")
-            os.replace(self.path, aside)
-            print(f"warning: {exc}; moved it to {aside} and training from the start")
+            aside = path.with_name(f"{path.name}.bad-{int(time.time())}")
+            os.replace(path, aside)
+            fallback = "the previous epoch checkpoint" if path == self.path and self.previous.exists() else \
+                "the start"
+            print(f"warning: {exc}; moved it to {aside} and training from {fallback}")
             return None
         return payload
 
     def save(self, payload: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({**payload, "format": FORMAT, "key": self.key}, tmp)
+        full = {**payload, "format": FORMAT, "key": self.key}
+        torch.save({**full, "sha256": state_sha256(tensors_of(_checked_part(full)))}, tmp)
+        if self.path.exists():
+            os.replace(self.path, self.previous)
         os.replace(tmp, self.path)
 
     def drop(self) -> None:
         self.path.unlink(missing_ok=True)
+        self.previous.unlink(missing_ok=True)
+
+
+def _checked_part(payload: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in payload.items() if k != "sha256"}
 
 _LIGHTNING_ATTRIBUTE_DICTS = ("pytorch_lightning.utilities.parsing.AttributeDict",
                               "lightning_fabric.utilities.data.AttributeDict",
@@ -386,6 +448,8 @@ def _split_wrapper(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tens
 def _prepare(obj: Any, model: Normalized, source: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor],
                                                                    LoadedCheckpoint]:
     ours = isinstance(obj, dict) and obj.get("format") == FORMAT and "state_dict" in obj and "meta" in obj
+    if ours:
+        verify_sha256(obj, obj["state_dict"], source)
     state, entry = (obj["state_dict"], None) if ours else find_state_dict(obj, model.net, source)
     net_state, wrapper_state = _split_wrapper(state)
     mapped, naming, notes = map_state_dict(net_state, model.net, source)
@@ -402,6 +466,7 @@ def load_checkpoint(model: Normalized, path: str | Path) -> LoadedCheckpoint:
     """
     source = str(path)
     mapped, wrapper_state, info = _prepare(read_any(path), model, source)
+    refuse_nonfinite({**mapped, **wrapper_state}, source)
     problem = describe_mismatch(model.net.state_dict(), mapped)
     if not problem and wrapper_state:
         problem = describe_mismatch({"mean": model.mean, "std": model.std}, wrapper_state)
@@ -416,7 +481,8 @@ def load_checkpoint(model: Normalized, path: str | Path) -> LoadedCheckpoint:
 def check_checkpoint(path: str | Path, model: Normalized) -> LoadedCheckpoint:
     """Keys and shapes of ``path`` against ``model`` (which may live on the meta device), loading nothing."""
     source = str(path)
-    mapped, _, info = _prepare(read_any(path, mmap=True), model, source)
+    mapped, wrapper_state, info = _prepare(read_any(path, mmap=True), model, source)
+    refuse_nonfinite({**mapped, **wrapper_state}, source)
     problem = describe_mismatch(model.net.state_dict(), mapped)
     if problem:
         raise CheckpointError(f"{source}: checkpoint does not match the model ({info.naming} naming; {problem})")

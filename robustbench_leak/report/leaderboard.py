@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..attacks import attack_class
-from ..metrics import METRIC_DOCS
+from ..metrics import METRIC_DOCS, ROBUST_ACCURACY_DOCS
 from ..outputs import mark_folder
 from ..stats import t_interval
 from ..store import STORE_NAME
@@ -68,11 +68,10 @@ def _merged_specs(runs: list[RunData]) -> dict[str, dict[str, Any]]:
     return specs
 
 
-def _metric_doc(metric: str, kind: str) -> str:
-    text = METRIC_DOCS.get(metric, metric)
-    if metric == "robust_accuracy" and kind != "deepfool":
-        text = text.split(";")[0]  # the rest of the definition is about DeepFool
-    return text
+def _metric_doc(metric: str, per_example: bool) -> str:
+    if metric == "robust_accuracy":
+        return ROBUST_ACCURACY_DOCS[per_example]
+    return METRIC_DOCS.get(metric, metric)
 
 
 def _columns_and_legend(results: pd.DataFrame, specs: dict[str, dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
@@ -87,7 +86,7 @@ def _columns_and_legend(results: pd.DataFrame, specs: dict[str, dict[str, Any]])
         for metric in dict.fromkeys(("accuracy", *cls.metrics)):
             if metric in have and metric not in TRANSFORM_METRICS:
                 columns.append(f"{label}.{metric}")
-                legend[f"{label}.{metric}"] = _metric_doc(metric, spec["kind"])
+                legend[f"{label}.{metric}"] = _metric_doc(metric, cls.per_example(spec["params"]))
         if set(TRANSFORM_METRICS) <= have:
             columns.append(f"{label}.transform")
             legend[f"{label}.transform"] = ("global transform the attack chose, per seed: (rows, cols) shift in "

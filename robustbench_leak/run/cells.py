@@ -272,6 +272,7 @@ def eval_cell(task: EvalTask, ctx: RunContext, weights: Weights | None,
     x, y = data.test_x[:n], data.test_y[:n]
     attack = attack_class(spec["kind"], spec["engine"]).from_checked(spec["params"])  # checked when loaded
     fit = fit_split(attack, data, n, spec.get("fit_samples") or DEFAULT_FIT_SAMPLES)
+    predict(model, x, device)  # NonFiniteLogits before any attack step: no cell from NaN logits is stored
     gen = task.generator()  # every random draw of the attack (and of its masking checks), in order
     started = now()
     t0 = time.perf_counter()
@@ -281,7 +282,8 @@ def eval_cell(task: EvalTask, ctx: RunContext, weights: Weights | None,
     masking = MaskingSettings(**(task.masking or {}))
     if masking.enabled and hasattr(attack, "check_masking"):
         flags += attack.check_masking(model, x, y, result, device, masking, gen=gen)
-    intervals = metric_intervals(result.samples, result.metrics, seed=task.seed)
+    intervals = metric_intervals(result.samples, result.metrics, seed=task.seed,
+                                 per_example=attack.per_example(attack.params))
     info = {**result.info, "weights_sha256": weights_sha, "images_per_second": n / seconds if seconds else None, "attack_seconds": seconds}
     if flags:
         info["flags"] = flags

@@ -1,4 +1,5 @@
-"""A run's time limit (``rbleak run --time-limit SECONDS``): stop cleanly before it, resumable.
+"""A run's time limit (``rbleak run --time-limit SECONDS``, ``run_config(time_limit=...)``,
+``evaluate(time_limit=...)``): stop cleanly before it, resumable.
 
 The limit is an absolute wall-clock time (``time.time()``), so it crosses process boundaries inside a
 run's ``RunContext`` as plain numbers. Work stops at safe points: the driver starts no cell once too little
@@ -6,10 +7,21 @@ time is left, and a training stops at an epoch boundary when the next epoch woul
 after writing an epoch checkpoint (``run.training.train_model``). Both raise ``TimeLimitReached``; the run is
 stored as 'interrupted' and ``rbleak run`` exits with ``EXIT_TIME_LIMIT``. Rerunning the same command
 resumes: finished cells are skipped and a half-trained model continues from its epoch checkpoint.
+
+The soft stop is a check of the clock at those boundaries, in the run's own frames: no exception is
+raised into arbitrary frames, where cleanup code (a ``__del__``, a weakref callback) would swallow it.
+Work that overruns the soft checks (a long eval cell) meets the ``Backstop`` of a process that owns its
+run (the CLI): at the limit it ends the process with ``EXIT_TIME_LIMIT``. The store stays consistent (each
+cell is one SQLite transaction; the unfinished one is simply not stored) and the run reads as never
+finished.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -33,9 +45,8 @@ class Deadline:
     margin: float = 0.0  # seconds kept free before ``at``
 
     @classmethod
-    def after(cls, seconds: float) -> "Deadline":
-        if not seconds > 0:
-            raise ValueError(f"--time-limit: {seconds!r}: must be a positive number of seconds")
+    def after(cls, seconds: float, name: str = "--time-limit") -> "Deadline":
+        check_time_limit(seconds, name)
         return cls(_now() + seconds, min(MARGIN_MAX_S, MARGIN_SHARE * seconds))
 
     def remaining(self) -> float:
@@ -44,3 +55,45 @@ class Deadline:
     def allows(self, seconds: float) -> bool:
         """Whether work expected to take ``seconds`` (scaled by ``SAFETY``) ends before the limit."""
         return self.remaining() > SAFETY * seconds
+
+
+MAX_TIME_LIMIT_S = 366 * 24 * 3600.0  # a year: beyond it a time limit is a typo
+
+
+def check_time_limit(seconds: object, name: str = "--time-limit") -> float:
+    """``seconds`` as a float when it is a finite number of seconds in (0, ``MAX_TIME_LIMIT_S``]; otherwise
+    ``ValueError`` naming ``name``."""
+    ok = isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds) \
+        and 0 < seconds <= MAX_TIME_LIMIT_S
+    if not ok:
+        raise ValueError(f"{name}: {str(seconds)[:40]!r}: expected a positive number of seconds up to "
+                         f"{MAX_TIME_LIMIT_S:.0f} (a year), e.g. 540")
+    return float(seconds)
+
+
+class Backstop:
+    """The hard stop behind the soft checks, for a process that owns its run (the CLI, never a library
+    caller's process): a daemon thread that, if it is not cancelled before half the margin ahead of the
+    limit, prints one line and ends the process with ``EXIT_TIME_LIMIT`` (``os._exit``: nothing is raised
+    in the main thread, so nothing there can swallow it or print a traceback)."""
+
+    def __init__(self, deadline: Deadline, message: str = "") -> None:
+        self.deadline = deadline
+        self.message = message or ("rbleak: time limit reached in the middle of a cell; finished cells and epoch "
+                                   "checkpoints are stored; rerun the same command to resume")
+        self._cancelled = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="rbleak-time-limit", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        if self._cancelled.wait(max(0.0, self.deadline.remaining() + self.deadline.margin / 2)):
+            return
+        try:
+            sys.stdout.flush()
+            print(self.message, file=sys.stderr, flush=True)
+        finally:
+            os._exit(EXIT_TIME_LIMIT)
+
+    def cancel(self) -> None:
+        """Disarm (every cell is stored, or the run ended otherwise): what follows may finish in peace."""
+        self._cancelled.set()

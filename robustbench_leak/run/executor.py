@@ -116,8 +116,13 @@ class LocalExecutor:
         deadline = ctx.deadline
         packs = _plan_packs(jobs, ctx, log)
         fresh: set[str] = set()
+        # seconds the last eval cell of each attack took: what the next one is expected to take (a training
+        # stops at its own epoch boundaries)
+        took: dict[str, float] = {}
         for job in jobs:
-            if deadline is not None and deadline.remaining() <= 0:
+            sort = "train" if isinstance(job.task, TrainTask) else f"eval {job.task.attack_label}"
+            if deadline is not None and (deadline.remaining() <= 0
+                                         or (sort in took and not deadline.allows(took[sort]))):
                 model = job.task.model if isinstance(job.task, TrainTask) else job.task.train.model
                 raise TimeLimitReached(f"the time limit came before this cell: {job.kind} {model}")
             if job.needs in ledger.failed:
@@ -128,8 +133,11 @@ class LocalExecutor:
             yield Outcome(job, "started")
             if job.key in packs:
                 fresh |= _train_pack(packs.pop(job.key), ctx, log)
+            started = time.perf_counter()
             outcome, result = run_job(job, ctx, ledger.weights.get(job.needs) if job.needs else None, log,
                                       fresh=job.key in fresh)
+            if sort != "train":
+                took[sort] = time.perf_counter() - started
             ledger.settle(job, outcome.state, result)
             yield outcome
 

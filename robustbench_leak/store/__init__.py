@@ -5,6 +5,7 @@
   changes a store or its folder.
 - ``writer``: ``StoreWriter``, the run driver's; each cell's outcome in one transaction.
 - ``arrays``: a cell's per-sample results as one typed, compressed blob; ``migrate``: old stores to it.
+- ``migrations``: corrections of stored numbers from the stored per-sample arrays, once per store.
 """
 
 from __future__ import annotations

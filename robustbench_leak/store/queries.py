@@ -93,6 +93,19 @@ class StoreReader:
         return [r[0] for r in self.conn.execute(
             "SELECT model FROM run_cells WHERE run_id = ? GROUP BY model ORDER BY MIN(rowid)", (run_id,))]
 
+    def model_weights(self) -> dict[str, set[str]]:
+        """Every model name whose train cell a run of the store started -> the weights it stood for: the
+        sha256 of the ``checkpoint:`` file it loaded, else (weights trained by a run) ``train:<train key>``."""
+        found: dict[str, set[str]] = {}
+        for model, key, spec in self.conn.execute("""
+                SELECT DISTINCT rc.model, rc.train_key, c.spec FROM run_cells rc
+                LEFT JOIN cells c ON c.cell_key = rc.train_key WHERE rc.kind = 'train'"""):
+            if spec is None:
+                continue  # planned, never started: no weights stand for it yet
+            checkpoint = json.loads(spec).get("checkpoint") or {}
+            found.setdefault(model, set()).add(checkpoint.get("sha256") or f"train:{key}")
+        return found
+
     def attack_order(self, run_id: str) -> list[str]:
         """Attack labels in the order the run's config lists them; labels only earlier runs had come after."""
         return [r[0] for r in self.conn.execute("""
