@@ -25,9 +25,14 @@ def run_config(config: Config, out_dir: str | Path | None = None, executor: Exec
 
     Raises what ``run_cells`` raises; when some cells failed (``CellsFailed``), the leaderboard of the
     cells that finished is written first."""
+    import json
+
+    from .report.registration import records_for_config
+
     log = log or logger.info
+    claims = json.dumps(records_for_config(config.path)) if config.path else None
     try:
-        out = run_cells(config, out_dir, executor, progress, log, merge_from, deadline)
+        out = run_cells(config, out_dir, executor, progress, log, merge_from, deadline, claims)
     except CellsFailed as failed:
         render_leaderboard(failed.out, formats, log, cells_failed=True)
         raise

@@ -6,10 +6,11 @@ Claim sets are data (:mod:`robustbench_leak.report.claim_set`); the Markdown is
 :mod:`robustbench_leak.report.claims_md`.
 
 An effect is a difference between two models evaluated on the same test images, averaged over the
-seeds both have. Its verdict interval is a two-stage bootstrap over seeds then images (the rules in
-``verdict_rules.yaml``); beside it are the image-level interval (images resampled jointly across seeds,
-seeds fixed), the seed-level t-interval on the per-seed effects, a seed-level t-test and exact sign-flip
-test, and an image-clustered paired permutation test.
+seeds both have. Its verdict reads the crossed seed x image standard error (:mod:`robustbench_leak.crossed`,
+the rules in ``verdict_rules.yaml``); beside it are the two-stage bootstrap over seeds then images, the
+image-level interval (images resampled jointly across seeds, seeds fixed), the seed-level t-interval on the
+per-seed effects, a seed-level t-test and exact sign-flip test, and an image-clustered paired permutation
+test (conditional on the trained models).
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ import numpy as np
 import pandas as pd
 
 from .. import stats
+from ..crossed import Crossed, crossed
 from ..store import StoreReader
 from . import verdicts
 from .claim_set import ClaimSet, ClaimSpec, Declared, load_claim_set
+from .registration import Registration, judge
 from .spatial_sensitivity import Sensitivity, sensitivity
 
 
@@ -49,7 +52,9 @@ class Comparison:
     mean_a: float
     mean_b: float
     n_images: int  # images per seed (before the mask)
-    se: float = float("nan")  # the verdict's standard error (two-stage bootstrap, scaled)
+    se: float = float("nan")  # the verdict's standard error (crossed seed x image model)
+    crossed: Crossed | None = None
+    two_stage_se: float = float("nan")  # the two-stage bootstrap's, scaled: a description
     ruling: verdicts.Ruling | None = None
     test: verdicts.Test | None = None
     flagged: list[str] = field(default_factory=list)  # "model seed N: flag" of the cells used
@@ -77,7 +82,8 @@ class Claim:
     missing: list[str] = field(default_factory=list)
     role: str = "primary"  # primary | secondary | exploratory
     declared: Declared | None = None
-    post_hoc: bool = True  # declared after the run it is judged on started (or never declared)
+    post_hoc: bool = True  # changed after the run it is judged on started (or never declared)
+    registration: Registration | None = None
 
 
 def _cells(store: StoreReader, run_id: str, model: str, attack: str) -> dict[int, tuple[str, dict[str, Any], str]]:
@@ -140,8 +146,10 @@ def compare(store: StoreReader, run_id: str, model_a: str, model_b: str, attack:
                       stats.t_interval(per_seed), boot["two_stage"], seeds, [float(e) for e in per_seed],
                       stats.seed_t_test(per_seed), stats.sign_flip_test(per_seed),
                       stats.clustered_permutation_test(diff, mask), float(np.nanmean(mean_a)),
-                      float(np.nanmean(mean_b)), int(n_images or 0),
-                      se=stats.two_stage_se(boot["two_stage_sd"], len(seeds)), flagged=flagged)
+                      float(np.nanmean(mean_b)), int(n_images or 0), flagged=flagged)
+    comp.crossed = crossed(diff, mask)
+    comp.se = comp.crossed.se
+    comp.two_stage_se = stats.two_stage_se(boot["two_stage_sd"], len(seeds))
     if metric == "low_freq_share":
         comp.spectra = {m: [c[s][1]["spectrum"] for s in seeds if c[s][1].get("spectrum")]
                         for m, c in ((model_a, ca), (model_b, cb))}
@@ -163,7 +171,9 @@ def rule_claims(claims: list[Claim], margins: verdicts.Margins | None = None) ->
                  for c in claim.comparisons]
         for claim, c in comps:
             m = verdicts.margin(c.metric, c.mean_b, margins) if claim.kind == "equivalence" else float("nan")
-            c.test = verdicts.Test(claim.kind, c.metric, c.effect, c.se, c.n_seeds, m)
+            x = c.crossed
+            c.test = verdicts.Test(claim.kind, c.metric, c.effect, c.se, c.n_seeds, m,
+                                   *((x.s2, x.v_shared, x.df_satterthwaite, x.n) if x else ()))
         rulings = verdicts.rule_family([c.test for _, c in comps], corrected=role == "primary")
         for (_, c), ruling in zip(comps, rulings):
             c.ruling = ruling
@@ -210,7 +220,10 @@ def evaluate_claims(run_dir: str | Path, claim_set: ClaimSet | str = "paper",
         run = store.latest_run()
         if run is None:
             raise ValueError(f"{store.path}: the store holds no run")
-        first_start = store.runs().started_at.min()
+        runs = store.runs()
+        first_start = runs.started_at.min()
+        first_record = runs.iloc[0].get("claims") if len(runs) else None
+        stored = json.loads(first_record) if isinstance(first_record, str) and first_record else None
         run = {**run, "first_started_at": first_start}
         if seeds is not None:
             have = sorted(int(x) for x in store.eval_coverage(run["run_id"])["seed"].unique())
@@ -221,9 +234,11 @@ def evaluate_claims(run_dir: str | Path, claim_set: ClaimSet | str = "paper",
         _check_names(claim_set, store.run_model_names(run["run_id"]), "model", where)
         _check_names(claim_set, store.attack_order(run["run_id"]), "attack", f"{store.path}")
         out = []
-        for spec in claim_set.claims:
+        registrations = judge(claim_set, stored, first_start,
+                              [_declared_before(spec, first_start) for spec in claim_set.claims])
+        for spec, reg in zip(claim_set.claims, registrations):
             claim = Claim(spec.title, spec.kind, role=spec.role, declared=spec.declared,
-                          post_hoc=not _declared_before(spec, first_start))
+                          post_hoc=reg.status == "post hoc", registration=reg)
             for p in spec.comparisons:
                 c = compare(store, run["run_id"], p.a, p.b, p.attack, p.metric, seeds)
                 if c is None:

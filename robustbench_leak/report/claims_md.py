@@ -9,6 +9,8 @@ import math
 import os
 from pathlib import Path
 
+from scipy import stats as sps
+
 from . import verdicts
 from .claims import Claim, Comparison
 from .spatial_sensitivity import Sensitivity, heatmap
@@ -57,30 +59,45 @@ def comparison_row(c: Comparison) -> str:
     p = "–" if r is None else (f"{_p(r.p)}; Holm {_p(r.p_adjusted)}" if r.p_adjusted != r.p or _corrected(c) else
                                _p(r.p))
     return (f"| {c.model_a} vs {c.model_b} | {c.attack} | {c.metric} | {_val(c.effect, rho)}{unit} ({means}) | "
-            f"{level} | {_ci(c.seed_ci, rho)} | {_ci(c.image_ci, rho)} | {seeds} | {p} | "
+            f"{level} | {_two_stage(c)} | {_ci(c.seed_ci, rho)} | {_ci(c.image_ci, rho)} | {seeds} | {p} | "
             f"t-test {_p(c.seed_test['p_value'])}; sign-flip {_p(c.sign_flip['p_value'])} | {clustered} | "
             f"{verdict} |")
+
+
+def stats_t(k: int) -> float:
+    return float(sps.t.ppf(0.975, k - 1))
+
+
+def _two_stage(c: Comparison) -> str:
+    """The two-stage bootstrap's 95% interval (its scaled SD, t with k - 1 df): a description."""
+    if c.n_seeds < 2 or not math.isfinite(c.two_stage_se):
+        return "–"
+    half = stats_t(c.n_seeds) * c.two_stage_se
+    return _ci((c.effect - half, c.effect + half), c.metric == "rho")
 
 
 def _corrected(c: Comparison) -> bool:
     return c.ruling is not None and "Holm step" in c.ruling.reason
 
 
-TABLE_HEAD = ["| A vs B | attack | metric | effect A - B (mean over seeds) | verdict interval (two-stage bootstrap) "
-              "| seed-level 95% CI (t) | image-level 95% CI | per seed (seed: effect) | verdict p | seed-level p "
-              "| image-clustered p | comparison |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+TABLE_HEAD = ["| A vs B | attack | metric | effect A - B (mean over seeds) | verdict interval (crossed seed x image) "
+              "| two-stage bootstrap 95% CI | seed-level 95% CI (t) | image-level 95% CI | per seed (seed: effect) "
+              "| verdict p | seed-level p | image-clustered p (given the trained models) | comparison |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
 
 def declared_text(claim: Claim) -> str:
-    if claim.declared is None:
-        return "not declared: **post hoc**"
-    when = f"{claim.declared.date:%Y-%m-%d} ({claim.declared.commit[:7]})"
-    return f"{when}, **post hoc**" if claim.post_hoc else f"{when}, before the run"
+    """The claim's definition hash (prefix), the date of the last commit that changed it, and whether it was
+    fixed before the run it is judged on."""
+    when = (f"last changed {claim.declared.date:%Y-%m-%d} ({claim.declared.commit[:7]})" if claim.declared
+            else "not declared")
+    head = f"`{claim.registration.sha256[:12]}` " if claim.registration is not None else ""
+    return f"{head}{when}, " + ("**post hoc**" if claim.post_hoc else "before the run")
 
 
 def summary_table(claims: list[Claim]) -> str:
-    lines = ["| # | claim | verdict | role | declared | comparisons (seeds) |", "|---|---|---|---|---|---|"]
+    lines = ["| # | claim | verdict | role | definition (SHA-256; last change; pre-registered?) | comparisons (seeds) |",
+             "|---|---|---|---|---|---|"]
     for i, claim in enumerate(claims, 1):
         seeds = ", ".join(f"{c.model_a} vs {c.model_b} on {c.attack} ({c.n_seeds})" for c in claim.comparisons)
         lines.append(f"| {i} | {claim.title} | **{claim.verdict}** | {claim.role} | {declared_text(claim)} | "
@@ -93,43 +110,57 @@ def _pow_val(x: float, rho: bool) -> str:
 
 
 def power_table(claims: list[Claim]) -> list[str]:
-    """Per primary comparison: the minimal detectable effect at the power target with this run's seeds and
-    spread, and how many seeds would decide the observed effect (at the family's Bonferroni level alpha / m,
-    which bounds every Holm step)."""
+    """Per primary comparison: the minimal detectable effect at the power target with this run's seeds, and
+    how many seeds would decide the observed effect on the side it lies (at the family's Bonferroni level
+    alpha / m, which bounds every Holm step), with the test set's floor Var(k) = s^2 / k + V_sh."""
     comps = [(claim, c) for claim in claims if claim.role == "primary" for c in claim.comparisons if c.test]
     if not comps:
         return []
     r = verdicts.rules()
     level = r.alpha / len(comps)
     lines = [f"Power of the primary comparisons ({100 * r.power.target:.0f}% power at alpha / {len(comps)} = "
-             f"{level:.2g}, the strictest Holm step; spread = the verdict's standard error x sqrt(seeds), seeds "
-             "and images; directional: a two-sided test of 0; equivalence: both one-sided tests of the TOST):", "",
-             "| claim | A vs B | attack | metric | seeds | standard error | minimal detectable effect (equivalence: "
-             "smallest margin shown at a true 0) | observed effect | seeds to decide the observed effect |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"{level:.2g}, the strictest Holm step; Var(k seeds) = s^2 / k + V_sh, where V_sh, the shared test "
+             "set's part, does not shrink with seeds; directional: a two-sided test of 0; equivalence: both "
+             "one-sided tests of the TOST when the effect lies inside the margin, the test beyond the margin "
+             "when it lies outside):", "",
+             "| claim | A vs B | attack | metric | seeds | standard error | test-set floor sqrt(V_sh) | minimal "
+             "detectable effect (equivalence: smallest margin shown at a true 0) | observed effect | side | seeds "
+             "to decide the observed effect |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for claim, c in comps:
         i = claims.index(claim) + 1
         rho = c.metric == "rho"
-        mde, need = verdicts.power_row(c.test, level)
-        if need is None:
-            far = c.test.kind == "equivalence" and abs(c.effect) >= c.test.margin
-            need_text = "none (outside the margin)" if far else f"> {r.power.max_seeds}"
+        row = verdicts.power_row(c.test, level)
+        if row.seeds is not None:
+            need_text = str(row.seeds)
+        elif row.floor_blocked:
+            more = (f" ({row.images:,} test images would, with {row.images_seeds} seeds)"
+                    if row.images is not None and row.images_seeds is not None else "")
+            need_text = f"cannot be decided by seeds on this test set{more}"
+        elif c.test.kind == "equivalence" and abs(abs(c.effect) - c.test.margin) == 0:
+            need_text = "none (on the margin)"
         else:
-            need_text = str(need)
+            need_text = f"> {r.power.max_seeds}"
+        floor = math.sqrt(c.test.v_shared) if math.isfinite(c.test.v_shared) else float("nan")
         lines.append(f"| {i} | {c.model_a} vs {c.model_b} | {c.attack} | {c.metric} | {c.n_seeds} | "
-                     f"{_pow_val(c.se, rho)} | {_pow_val(mde, rho)} | {_val(c.effect, rho)} | {need_text} |")
+                     f"{_pow_val(c.se, rho)} | {_pow_val(floor, rho)} | {_pow_val(row.mde, rho)} | "
+                     f"{_val(c.effect, rho)} | {row.side} | {need_text} |")
     return lines
 
 
 def how_to_read() -> str:
     return ("How to read a comparison: accuracy effects are in percentage points, rho effects absolute. The "
-            "verdict interval and verdict p are the rules' (two-stage bootstrap over seeds, then images; for a "
-            "primary comparison at its Holm step's level, with the Holm-adjusted p). The image-level interval "
+            "verdict interval and verdict p are the rules' (the crossed seed x image model's standard error; for a "
+            "primary comparison at its Holm step's level, with the Holm-adjusted p). The two-stage bootstrap "
+            "interval (seeds with replacement, then images; its SD times sqrt(k / (k - 1)), t with k - 1 df: the "
+            "previous rules' verdict interval) is a description. The image-level interval "
             "resamples the test images jointly across seeds with the seeds fixed (test-set sampling only; "
-            f"{verdicts.rules().interval.resamples:,} draws, the same as the verdict's). The seed-level interval "
+            f"{verdicts.rules().interval.resamples:,} draws). The seed-level interval "
             "is the 95% t-interval of the per-seed effects (training randomness on one fixed test set). The "
             "seed-level p-values test the per-seed effects against 0: a one-sample t-test, and an exact sign-flip "
-            "test (which cannot go below 2 / 2^seeds). The image-clustered p is a permutation test that swaps A and B on an "
+            "test (which cannot go below 2 / 2^seeds). The image-clustered p is conditional on the trained "
+            "models: it says whether these trained networks differ on this image population, not whether the "
+            "architectures do (training randomness is held fixed); it is a permutation test that swaps A and B on an "
             "image in every seed at once, so an image counts once however many seeds it differs in (for accuracy "
             "a McNemar test clustered by image, exact; for rho a test of the mean paired difference, 10,000 "
             "permutations).")
@@ -196,7 +227,10 @@ HEADINGS = {
 
 def _claim_lines(i: int, claim: Claim, protocol: str, base: Path | None) -> list[str]:
     lines = [f"#### Claim {i}: {claim.title}", "",
-             f"**Verdict: {claim.verdict}** ({claim.kind} claim, {claim.role}; declared {declared_text(claim)})", ""]
+             f"**Verdict: {claim.verdict}** ({claim.kind} claim, {claim.role}; definition {declared_text(claim)})", ""]
+    if claim.registration is not None:
+        reg = claim.registration
+        lines += [f"Definition SHA-256 `{reg.sha256}`: {reg.how}.", ""]
     if claim.verdict == verdicts.MIXED:
         parts = {v: [f"{c.model_a} vs {c.model_b} on {c.attack} ({c.metric})" for c in claim.comparisons
                      if c.ruling and c.ruling.verdict == v] for v in (verdicts.SUPPORTS, verdicts.CONTRADICTS)}
