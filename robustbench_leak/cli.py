@@ -28,6 +28,12 @@ def _cmd_run(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else Path("runs") / config.name
     check_out_dir(out, "--out")
     check_store_file(out / STORE_NAME)
+    if args.until_decided:
+        from .sequential_run import check_claim_set
+
+        if args.seeds is not None:
+            raise ValueError("--until-decided: chooses the seeds itself; drop --seeds")
+        check_claim_set(config, args.until_decided)
     merge = [_merge_source(m, out) for m in args.merge or []]
     for attack in config.attacks:
         if attack.note:
@@ -40,9 +46,21 @@ def _cmd_run(args: argparse.Namespace) -> None:
         deadline = Deadline.after(args.time_limit)
         timer = _hard_stop(deadline)
     _log_to_stdout()
+    progress = not args.quiet and sys.stderr.isatty()
     try:
-        # progress bars only on a terminal: in a log file, CI or a cluster worker they are carriage-return noise
-        run_config(config, out, progress=not args.quiet and sys.stderr.isatty(), merge_from=merge, deadline=deadline)
+        if args.until_decided:
+            from .sequential_run import run_until_decided
+
+            from .pipeline import render_leaderboard
+
+            run_until_decided(config, out, args.until_decided, args.seed_batch, args.max_seeds,
+                              lambda step, where, claim_sets: run_config(
+                                  step, where, progress=progress, merge_from=merge, deadline=deadline,
+                                  claim_sets=claim_sets, formats=()), print)
+            render_leaderboard(out, None, print)  # once, after the last look
+        else:
+            # progress bars only on a terminal: in a log file, CI or a cluster worker they are carriage-return noise
+            run_config(config, out, progress=progress, merge_from=merge, deadline=deadline)
     finally:
         if timer is not None:
             timer.cancel()
@@ -361,6 +379,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merge", nargs="+", metavar="RESULTS",
                    help="first copy in the finished cells of this config's plan from these run folders or stores "
                         "(e.g. its --seeds shards), then run only what is still missing")
+    p.add_argument("--until-decided", metavar="CLAIMSET",
+                   help="sequential seeds: run the config's seeds, then add --seed-batch seeds at a time until every "
+                        "primary comparison of this claim set (name or YAML path) is decided or futile, or "
+                        "--max-seeds is reached (O'Brien-Fleming alpha spending on the information fraction, "
+                        "Holm's graph; docs/verdict-rules.md)")
+    p.add_argument("--seed-batch", type=_int("--seed-batch", 1, 1000), default=5, metavar="N",
+                   help="with --until-decided: seeds added per look (default 5)")
+    p.add_argument("--max-seeds", type=_int("--max-seeds", 2, 10_000), default=30, metavar="N",
+                   help="with --until-decided: the cap on seeds (default 30)")
     p.add_argument("--time-limit", type=_time_limit, metavar="SECONDS",
                    help="stop cleanly before this many seconds: finished cells and an epoch checkpoint of the model "
                         "in training are stored, the run is marked interrupted and the exit status is 75; the same "

@@ -19,18 +19,23 @@ Log = Callable[[str], None]
 
 def run_config(config: Config, out_dir: str | Path | None = None, executor: Executor | None = None,
                progress: bool = True, log: Log | None = None, formats: Sequence[str] | None = None,
-               merge_from: Sequence[str | Path] = (), deadline: Deadline | None = None) -> Path:
+               merge_from: Sequence[str | Path] = (), deadline: Deadline | None = None,
+               claim_sets: Sequence = ()) -> Path:
     """Run every missing cell of ``config`` (``run.driver.run_cells``), then write the leaderboard into the
-    run folder; returns the folder. ``formats``: leaderboard formats (default all; ``()`` writes none).
+    run folder; returns the folder. ``formats``: leaderboard formats (default all; ``()`` writes none). The
+    run records the definition hashes of the shipped claim sets written for the config and of
+    ``claim_sets`` (report/registration.py).
 
     Raises what ``run_cells`` raises; when some cells failed (``CellsFailed``), the leaderboard of the
     cells that finished is written first."""
     import json
 
-    from .report.registration import records_for_config
+    from .report.registration import record, records_for_config
 
     log = log or logger.info
-    claims = json.dumps(records_for_config(config.path)) if config.path else None
+    records = records_for_config(config.path)
+    records += [record(cs) for cs in claim_sets if cs.name not in {r["claim_set"] for r in records}]
+    claims = json.dumps(records) if records else None
     try:
         out = run_cells(config, out_dir, executor, progress, log, merge_from, deadline, claims)
     except CellsFailed as failed:

@@ -16,9 +16,9 @@ from import_graph import collapse, graph, layers  # noqa: E402
 
 P = "robustbench_leak"
 # README's code map, bottom to top: a module imports only from lower ranks
-RANKS = [("options", "runtime", "metrics", "stats", "perturbation_spectra"), ("nn",), ("models", "data"),
+RANKS = [("options", "runtime", "metrics", "stats", "crossed", "sequential", "perturbation_spectra"), ("nn",), ("models", "data"),
          ("attacks",), ("config",), ("store",), ("outputs",), ("run",), ("report",), ("bench",),
-         ("pipeline", "results"), ("evaluation",), ("cli",)]
+         ("pipeline", "results"), ("sequential_run", "evaluation"), ("cli",)]
 RANK = {f"{P}.{name}": i for i, names in enumerate(RANKS) for name in names}
 
 

@@ -66,3 +66,69 @@ def test_holm_graph_recycles_the_level_of_a_decided_comparison():
     assert look.levels[1] == pytest.approx(0.05 / 3 + 0.05 / 3 / 2)  # its level plus half of the first's
     # 2.3 > z_{1 - 0.025 / 3} alone? no (2.39); after recycling (0.025 / 2 per side ... 2.24): yes
     assert look.decided[1] == "supports"
+
+
+SEQ_CONFIG = """
+name: seq
+device: cpu
+seeds: [0, 1]
+datasets:
+  - name: synthetic
+    n_train: 256
+    n_test: 64
+training: {optimizer: sgd, lr: 0.1, epochs: 1, batch_size: 64, schedule: cosine}
+models:
+  - name: small-3x3
+    arch: tomen_cnn
+    options: {n_layers: 2, width: 4, kernel_size: 3, window: none}
+  - name: small-7x7-hamming
+    arch: tomen_cnn
+    options: {n_layers: 2, width: 4, kernel_size: 7, window: hamming}
+attacks:
+  - clean
+"""
+
+SEQ_CLAIMS = """
+description: t
+config: seq.yaml
+claims:
+  - title: windowed beats 3x3
+    kind: directional
+    comparisons: [{a: small-7x7-hamming, b: small-3x3, attack: clean, metric: correct}]
+"""
+
+
+def test_until_decided_adds_seeds_records_each_look_and_the_report_prints_them(tmp_path, monkeypatch, capsys):
+    from robustbench_leak.cli import main
+    from robustbench_leak.report.sequential_looks import stored_looks
+    from robustbench_leak.store import StoreReader
+
+    monkeypatch.setenv("RBLEAK_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "seq.yaml").write_text(SEQ_CONFIG)
+    (tmp_path / "claims.yaml").write_text(SEQ_CLAIMS)
+    out = tmp_path / "out"
+    assert main(["run", str(tmp_path / "seq.yaml"), "--out", str(out), "--quiet", "--until-decided",
+                 str(tmp_path / "claims.yaml"), "--seed-batch", "1", "--max-seeds", "3"]) == 0
+    looks = stored_looks(out)
+    assert [look["seeds"] for look in looks][0] == 2 and looks[-1]["reason"]
+    assert looks[-1]["seeds"] == 3 or looks[-1]["decided"][0] != "open"
+    with StoreReader(out) as store:
+        runs = store.runs()
+    assert json.loads(runs.claims.iloc[0])[0]["claim_set"] == "claims"  # the named set's hash, at the start
+    capsys.readouterr()
+    assert main(["claims", str(out), "--claims", str(tmp_path / "claims.yaml")]) == 0
+    report = capsys.readouterr().out
+    assert "### Sequential looks" in report and f"Stopped after look {len(looks)}" in report
+    assert "hash stored when the run started" in report
+
+
+def test_until_decided_refuses_a_claim_set_naming_a_model_the_config_lacks(tmp_path, capsys):
+    from robustbench_leak.cli import main
+
+    (tmp_path / "seq.yaml").write_text(SEQ_CONFIG)
+    (tmp_path / "claims.yaml").write_text(SEQ_CLAIMS.replace("small-3x3", "small-5x5"))
+    assert main(["run", str(tmp_path / "seq.yaml"), "--out", str(tmp_path / "o"), "--until-decided",
+                 str(tmp_path / "claims.yaml")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "small-5x5" in err[0] and "claims.0.comparisons.0.b" in err[0]
+    assert not (tmp_path / "o").exists()

@@ -69,6 +69,11 @@ class _Power(_Strict):
     max_images: int = Field(ge=2)  # the most test images the "N test images would" line looks for
 
 
+class _Sequential(_Strict):
+    spending: str
+    futility: float = Field(ge=0, lt=1)  # conditional power below which a comparison is futile (non-binding)
+
+
 class Rules(_Strict):
     alpha: float = Field(gt=0, lt=0.5)
     min_seeds: int = Field(ge=2)
@@ -77,6 +82,7 @@ class Rules(_Strict):
     equivalence: _Equivalence
     margins: Margins
     power: _Power
+    sequential: _Sequential
 
 
 @lru_cache(maxsize=None)
