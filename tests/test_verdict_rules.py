@@ -137,7 +137,7 @@ def test_known_effects_give_the_verdicts_the_rules_say(known_effects):
         ("refuted", "directional", "primary", [("worse", "base"), ("worse", "large")]),
         ("post hoc look", "directional", "exploratory", [("large", "base")])))
     assert [c.verdict for c in claims] == [verdicts.INCONCLUSIVE, verdicts.INCONCLUSIVE, verdicts.REPRODUCED,
-                                           verdicts.MIXED, verdicts.NOT_REPRODUCED, verdicts.REPRODUCED]
+                                           verdicts.MIXED, verdicts.NOT_REPRODUCED, "answered yes"]
     assert claims[1].comparisons[0].effect > 0  # small, on the claimed side, and still not decided
     assert all(c.post_hoc for c in claims)  # no declaration recorded
     primary = [c.comparisons[0].ruling for c in claims[:5]]

@@ -58,6 +58,8 @@ class Comparison:
     ruling: verdicts.Ruling | None = None
     test: verdicts.Test | None = None
     flagged: list[str] = field(default_factory=list)  # "model seed N: flag" of the cells used
+    not_counted: list[str] = field(default_factory=list)  # why its verdict does not count (flagged cells)
+    attack_failed: dict[int, int] = field(default_factory=dict)  # rho: seed -> images excluded (attack failed)
     sensitivity: Sensitivity | None = None
     sensitivity_note: str = ""  # why there is none, for spatial comparisons
     spectra: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # low_freq_share: model -> per seed
@@ -87,15 +89,42 @@ class Claim:
 
 
 def _cells(store: StoreReader, run_id: str, model: str, attack: str) -> dict[int, tuple[str, dict[str, Any], str]]:
-    """seed -> (cell_key, info, attack kind) of a model's finished cells of one attack label."""
+    """seed -> (cell_key, info, attack kind) of a model's finished cells of one attack label; the info carries
+    ``_stale`` when the cell predates its engine's current version (a fix that changes its results)."""
     frame = store.done_eval_cells(run_id, model, attack)
-    return {int(r.seed): (r.cell_key, json.loads(r.info) if r.info else {},
-                          str((json.loads(r.spec) if r.spec else {}).get("attack", {}).get("kind", "")))
-            for r in frame.itertuples()}
+    out = {}
+    for r in frame.itertuples():
+        spec = (json.loads(r.spec) if r.spec else {}).get("attack", {})
+        info = json.loads(r.info) if r.info else {}
+        stale = _stale(spec)
+        out[int(r.seed)] = (r.cell_key, {**info, "_stale": stale} if stale else info, str(spec.get("kind", "")))
+    return out
+
+
+def _stale(spec: dict[str, Any]) -> str:
+    """'' or why the cell predates its engine's current version."""
+    from ..attacks.base import attack_class
+
+    try:
+        current = attack_class(str(spec.get("kind")), spec.get("engine")).version
+    except (KeyError, ValueError):
+        return ""
+    have = int(spec.get("version", 1))
+    return f"computed by {spec.get('engine')} {spec.get('kind')} v{have}, before v{current}" if have < current else ""
+
+
+# a verdict that rests on a cell with one of these flags does not count: its numbers are not the attack's
+NOT_COUNTED = ("did not converge",)
 
 
 def _flags(model: str, seed: int, info: dict[str, Any]) -> list[str]:
-    return [f"{model} seed {seed}: {flag}" for flag in info.get("flags") or []]
+    stale = [info["_stale"]] if info.get("_stale") else []
+    return [f"{model} seed {seed}: {flag}" for flag in [*(info.get("flags") or []), *stale]]
+
+
+def _not_counted(model: str, seed: int, info: dict[str, Any]) -> list[str]:
+    why = [f"{model} seed {seed}: not converged" for flag in info.get("flags") or [] if any(x in flag for x in NOT_COUNTED)]
+    return why + ([f"{model} seed {seed}: predates the fix ({info['_stale']})"] if info.get("_stale") else [])
 
 
 def compare(store: StoreReader, run_id: str, model_a: str, model_b: str, attack: str, metric: str,
@@ -108,7 +137,7 @@ def compare(store: StoreReader, run_id: str, model_a: str, model_b: str, attack:
         seeds = [s for s in seeds if s in only_seeds]
     if not seeds:
         return None
-    diffs, masks, mean_a, mean_b, flagged = [], [], [], [], []
+    diffs, masks, mean_a, mean_b, flagged, not_counted, failed = [], [], [], [], [], [], {}
     n_images = None
     for s in seeds:
         a = store.samples(ca[s][0]).set_index("idx")
@@ -121,7 +150,11 @@ def compare(store: StoreReader, run_id: str, model_a: str, model_b: str, attack:
         if metric == "rho":
             mask = ((a.clean_pred == a.label) & (b.clean_pred == b.label)).to_numpy()
             va, vb = a.rho.to_numpy(float), b.rho.to_numpy(float)
-            mask = mask & np.isfinite(va) & np.isfinite(vb)
+            # the stated rule: an image the attack failed on (still classified correctly, so its rho is not a
+            # perturbation that fools) is excluded from both models' means; the count is printed
+            fooled = ((a.adv_pred != a.label) & (b.adv_pred != b.label)).to_numpy()
+            failed[s] = int((mask & ~fooled).sum())
+            mask = mask & fooled & np.isfinite(va) & np.isfinite(vb)
         elif metric == "low_freq_share":
             if "hf_share" not in a or "hf_share" not in b:
                 return None  # a store from before perturbation spectra were recorded
@@ -135,6 +168,7 @@ def compare(store: StoreReader, run_id: str, model_a: str, model_b: str, attack:
         mean_a.append(va[mask].mean() if mask.any() else np.nan)
         mean_b.append(vb[mask].mean() if mask.any() else np.nan)
         flagged += _flags(model_a, s, ca[s][1]) + _flags(model_b, s, cb[s][1])
+        not_counted += _not_counted(model_a, s, ca[s][1]) + _not_counted(model_b, s, cb[s][1])
     diff, mask = np.stack(diffs), np.stack(masks)
     if metric == "low_freq_share" and not mask.any():
         return None  # no spectra stored for these cells (computed before spectra were recorded)
@@ -146,7 +180,8 @@ def compare(store: StoreReader, run_id: str, model_a: str, model_b: str, attack:
                       stats.t_interval(per_seed), boot["two_stage"], seeds, [float(e) for e in per_seed],
                       stats.seed_t_test(per_seed), stats.sign_flip_test(per_seed),
                       stats.clustered_permutation_test(diff, mask), float(np.nanmean(mean_a)),
-                      float(np.nanmean(mean_b)), int(n_images or 0), flagged=flagged)
+                      float(np.nanmean(mean_b)), int(n_images or 0), flagged=flagged, not_counted=not_counted,
+                      attack_failed=failed if any(failed.values()) else {})
     comp.crossed = crossed(diff, mask)
     comp.se = comp.crossed.se
     comp.two_stage_se = stats.two_stage_se(boot["two_stage_sd"], len(seeds))
@@ -168,7 +203,7 @@ def rule_claims(claims: list[Claim], margins: verdicts.Margins | None = None) ->
     exploratory ones each uncorrected; then each claim from its comparisons."""
     for role in verdicts.ROLES:
         comps = [(claim, c) for claim in claims if claim.role == role and not claim.missing
-                 for c in claim.comparisons]
+                 for c in claim.comparisons if not c.not_counted]
         for claim, c in comps:
             m = verdicts.margin(c.metric, c.mean_b, margins) if claim.kind == "equivalence" else float("nan")
             x = c.crossed
@@ -178,8 +213,12 @@ def rule_claims(claims: list[Claim], margins: verdicts.Margins | None = None) ->
         for (_, c), ruling in zip(comps, rulings):
             c.ruling = ruling
     for claim in claims:
-        claim.verdict = (verdicts.NOT_EVALUATED if not claim.comparisons or claim.missing else
-                         verdicts.combine([c.ruling.verdict for c in claim.comparisons]))
+        counted = [c.ruling.verdict for c in claim.comparisons if c.ruling is not None]
+        verdict = (verdicts.NOT_EVALUATED if not counted or claim.missing else verdicts.combine(counted))
+        if any(c.not_counted for c in claim.comparisons) and verdict != verdicts.NOT_EVALUATED:
+            # a part of the claim is unknown: all-one-way is no longer shown, conflicting stays conflicting
+            verdict = verdict if verdict == verdicts.MIXED else verdicts.INCONCLUSIVE
+        claim.verdict = verdicts.answered(verdict) if claim.role == "exploratory" else verdict
 
 
 def rule(claim: Claim) -> None:

@@ -54,7 +54,7 @@ def comparison_row(c: Comparison) -> str:
     clustered = (f"{_clustered_p(cl)} ({cl['images_differing']} images differ, "
                  f"{cl['images_differing_in_2_or_more_seeds']} in 2+ seeds)")
     r = c.ruling
-    verdict = r.verdict if r else "–"
+    verdict = "not counted" if c.not_counted else (r.verdict if r else "–")
     level = f"{100 * r.level:.3g}%: {_ci(r.interval, rho)}" if r else "–"
     p = "–" if r is None else (f"{_p(r.p)}; Holm {_p(r.p_adjusted)}" if r.p_adjusted != r.p or _corrected(c) else
                                _p(r.p))
@@ -74,6 +74,18 @@ def _two_stage(c: Comparison) -> str:
         return "–"
     half = stats_t(c.n_seeds) * c.two_stage_se
     return _ci((c.effect - half, c.effect + half), c.metric == "rho")
+
+
+def _not_counted_text(reasons: list[str]) -> str:
+    """'N cells that predate the fix (...)' and 'cells not converged (model seed N, ...)', each once."""
+    stale = [r for r in dict.fromkeys(reasons) if ": predates the fix" in r]
+    loose = [r.split(": ")[0] for r in dict.fromkeys(reasons) if r.endswith(": not converged")]
+    parts = []
+    if stale:
+        parts.append(f"{len(stale)} cells that predate the fix ({stale[0].split('(', 1)[1].rstrip(')')})")
+    if loose:
+        parts.append(f"cells whose attack did not converge ({', '.join(loose)})")
+    return " and ".join(parts)
 
 
 def _corrected(c: Comparison) -> bool:
@@ -231,7 +243,7 @@ def _claim_lines(i: int, claim: Claim, protocol: str, base: Path | None) -> list
     if claim.registration is not None:
         reg = claim.registration
         lines += [f"Definition SHA-256 `{reg.sha256}`: {reg.how}.", ""]
-    if claim.verdict == verdicts.MIXED:
+    if claim.verdict in (verdicts.MIXED, verdicts.answered(verdicts.MIXED)):
         parts = {v: [f"{c.model_a} vs {c.model_b} on {c.attack} ({c.metric})" for c in claim.comparisons
                      if c.ruling and c.ruling.verdict == v] for v in (verdicts.SUPPORTS, verdicts.CONTRADICTS)}
         lines += [f"Mixed: supported by {'; '.join(parts[verdicts.SUPPORTS])}; contradicted by "
@@ -239,11 +251,18 @@ def _claim_lines(i: int, claim: Claim, protocol: str, base: Path | None) -> list
     if claim.comparisons:
         lines += [*TABLE_HEAD, *[comparison_row(c) for c in claim.comparisons], ""]
         for c in claim.comparisons:
-            if c.ruling:
+            failed = ""
+            if c.attack_failed:
+                failed = (f" {sum(c.attack_failed.values())} clean-correct images the attack failed on for A or B "
+                          f"are excluded from both means (per seed {', '.join(f'{s}: {n}' for s, n in c.attack_failed.items())})")
+            if c.not_counted:
+                lines.append(f"- {c.model_a} vs {c.model_b} on {c.attack} ({c.metric}): **not counted**: it rests on "
+                             f"{_not_counted_text(c.not_counted)}, so the claim's verdict does not read it.{failed}")
+            elif c.ruling:
                 sign = (f"; {c.seeds_agreeing} of {c.n_seeds} seeds have A - B > 0"
                         if claim.kind == "directional" else "")
                 lines.append(f"- {c.model_a} vs {c.model_b} on {c.attack} ({c.metric}): **{c.ruling.verdict}**: "
-                             f"{c.ruling.reason}{sign}.")
+                             f"{c.ruling.reason}{sign}.{failed}")
             if c.flagged:
                 lines.append(f"  Uses flagged cells: {'; '.join(c.flagged)}.")
         lines.append("")

@@ -229,6 +229,15 @@ def combine(verdicts: list[str]) -> str:
     return INCONCLUSIVE
 
 
+ANSWERED = {REPRODUCED: "answered yes", NOT_REPRODUCED: "answered no", MIXED: "answered both ways",
+            INCONCLUSIVE: "unanswered", NOT_EVALUATED: NOT_EVALUATED}
+
+
+def answered(verdict: str) -> str:
+    """An exploratory claim's verdict in exploratory words: it asks a question, it does not reproduce a claim."""
+    return ANSWERED.get(verdict, verdict)
+
+
 def rules_text(margins: Margins | None = None, n_primary: int = 0) -> str:
     """The rules in words, with the numbers the code reads from ``verdict_rules.yaml`` (stated in every report)."""
     r, m = rules(), margins or rules().margins
