@@ -125,8 +125,14 @@ def upper_p(stat: float, w_seed: float, k: int, df_image: float) -> float:
         return 0.0 if stat > 0 else 1.0
     if stat <= 0:
         return 1.0 - upper_p(-stat, w_seed, k, df_image) if stat < 0 else 0.5
+    if w_seed >= 1 - 1e-12:
+        return float(sps.t.sf(stat, k - 1))
+    if w_seed <= 1e-12:
+        return float(sps.t.sf(stat, df_image))
     f = lambda log_tail: critical(float(np.exp(log_tail)), w_seed, k, df_image) - stat
     low = np.log(1e-300)
+    while not np.isfinite(f(low)) and low < np.log(1e-20):
+        low += np.log(1e10)
     if f(low) < 0:
-        return 1e-300
+        return float(np.exp(low))
     return float(np.exp(brentq(f, low, np.log(0.5), xtol=1e-10, rtol=1e-10)))

@@ -300,3 +300,17 @@ def test_unconverged_cells_are_not_counted_and_failed_images_are_excluded_and_co
     assert "**not counted**: it rests on cells whose attack did not converge (b seed 1)" in md
     assert "15 clean-correct images the attack failed on for A or B are excluded from both means" in md
     assert claims[1].verdict == verdicts.NOT_EVALUATED  # the same cells: not counted either
+
+
+def test_models_with_more_seeds_than_others_compare_on_the_seeds_both_have(store, tmp_path):
+    """A run adding seeds may be partway: a comparison reads the seeds both models finished, and says which."""
+    rng = np.random.default_rng(5)
+    rows = [add_model(store, "r", "better", 3, "clean", rng.random(N) < 0.9),
+            add_model(store, "r", "twin", 3, "clean", rng.random(N) < 0.9),
+            add_model(store, "r", "twin", 4, "clean", rng.random(N) < 0.9)]
+    store.add_run_cells("r", rows)
+    claims, _ = evaluate_claims(tmp_path, claim_set(("t", "directional", [("better", "worse", "clean", "correct"),
+                                                                           ("twin", "better", "clean", "correct")])))
+    assert [c.seeds for c in claims[0].comparisons] == [[0, 1, 2], [0, 1, 2, 3]]
+    md = to_markdown(claims)
+    assert "0, 1, 2 for better vs worse on clean | 0, 1, 2, 3 for twin vs better on clean" in md

@@ -117,6 +117,24 @@ def summary_table(claims: list[Claim]) -> str:
     return "\n".join(lines)
 
 
+def seeds_line(claims: list[Claim]) -> str:
+    """Which seeds the comparisons read: those both of a comparison's models have finished for its attack
+    (a run adding seeds may be partway)."""
+    sets: dict[tuple[int, ...], list[str]] = {}
+    for claim in claims:
+        for c in claim.comparisons:
+            sets.setdefault(tuple(c.seeds), []).append(f"{c.model_a} vs {c.model_b} on {c.attack}")
+    if not sets:
+        return ""
+    if len(sets) == 1:
+        (seeds, _), = sets.items()
+        return (f"Seeds used: {', '.join(map(str, seeds))} for every comparison (each comparison reads the seeds "
+                "both of its models have finished for its attack).")
+    parts = [f"{', '.join(map(str, seeds))} for {'; '.join(names)}" for seeds, names in sets.items()]
+    return ("Seeds used (each comparison reads the seeds both of its models have finished for its attack; they "
+            "differ here): " + " | ".join(parts) + ".")
+
+
 def _pow_val(x: float, rho: bool) -> str:
     return "–" if not math.isfinite(x) else (f"{x:.4f}" if rho else f"{100 * x:.2f} pts")
 
@@ -290,6 +308,7 @@ def to_markdown(claims: list[Claim], protocol: str = "", base: Path | None = Non
     report reads a post-hoc subset (``--seeds``), so every verdict in it is exploratory."""
     n_primary = sum(len(c.comparisons) for c in claims if c.role == "primary" and not c.missing)
     lines = [*([exploratory_split, ""] if exploratory_split else []), summary_table(claims), "",
+             *([seeds_line(claims), ""] if seeds_line(claims) else []),
              *([protocol, ""] if protocol else []), rules_text(margins, n_primary), "", *(margin_lines or []),
              how_to_read(), ""]
     lines += ["### Sanity-flagged cells", "", *flagged_lines(claims), ""]
