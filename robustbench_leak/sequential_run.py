@@ -18,7 +18,7 @@ from typing import Callable
 
 from .config import Config
 from .sequential import Comparison, Family, fractions_for
-from .store import STORE_NAME, StoreWriter
+from .run.driver import record_looks
 
 Log = Callable[[str], None]
 
@@ -99,8 +99,7 @@ def run_until_decided(config: Config, out: Path, claim_set_name: str, batch: int
                   "claim_set": claim_set.name, "cap": cap, "batch": batch, "alpha": r.alpha,
                   "futility": r.sequential.futility}
         looks.append(record)
-        with StoreWriter(out / STORE_NAME) as store:
-            store.record_looks(info["run_id"], json.dumps(looks))
+        record_looks(out, info["run_id"], json.dumps(looks))
         log(f"look {len(looks)} at {k} seeds: " + "; ".join(f"{nm}: {st}" for nm, st in zip(names, look.decided))
             + (f" -> stop: {look.reason}" if look.reason else ""))
         if look.reason:

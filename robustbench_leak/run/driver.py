@@ -130,6 +130,12 @@ def run_cells(config: Config, out_dir: str | Path | None = None, executor: Execu
         return _run_locked(config, trains, evals, rows, out, executor, progress, log, merge_from, deadline, claims)
 
 
+def record_looks(out: Path, run_id: str, looks: str) -> None:
+    """Store the looks of a sequential run so far (JSON, sequential_run.py) on its run ``run_id``."""
+    with StoreWriter(Path(out) / STORE_NAME) as store:
+        store.record_looks(run_id, looks)
+
+
 def check_merge_sources(config: Config, rows: list[dict[str, Any]], merge_from: Sequence[str | Path]) -> None:
     """``ValueError`` naming the first source that holds a cell this config does not plan (``rows``: its
     ``run_cell_rows``; a shard of another config, or of an earlier version of this one): merged results are

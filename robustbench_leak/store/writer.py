@@ -47,7 +47,7 @@ class StoreWriter(StoreReader):
                 c.execute(f"UPDATE runs SET {key} = ? WHERE run_id = ?", (_text(value), run_id))
 
     def record_looks(self, run_id: str, looks: str) -> None:
-        """The looks of a sequential run so far (JSON, report/sequential_looks.py), on its latest run."""
+        """The looks of a sequential run so far (JSON, read by report/sequential_looks.py) on run ``run_id``."""
         with self.transaction() as c:
             c.execute("UPDATE runs SET looks = ? WHERE run_id = ?", (looks, run_id))
 
