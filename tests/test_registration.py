@@ -89,3 +89,18 @@ def test_declared_is_the_last_commit_that_changed_each_definition():
             assert h["commit"].startswith(claim.declared.commit), (name, claim.title, h)
             assert h["date"].replace("Z", "+00:00") == claim.declared.date.isoformat(), (name, claim.title)
             assert h["changed"] == list(claim.declared.changed), (name, claim.title, h["changed"])
+
+
+def test_a_later_run_s_stored_hash_is_printed_but_does_not_pre_register(tmp_path):
+    """Seeds added by a later run that stored hashes: the first run still decides (post hoc by date)."""
+    run = _store(tmp_path, None)
+    s = StoreWriter(run / "results.sqlite")
+    s.start_run("r2", config_name="t", config_yaml="name: t\n", claims=json.dumps([record(_set())]))
+    with s.transaction() as c:  # the second run plans the same cells
+        c.execute("INSERT INTO run_cells SELECT 'r2', cell_key, kind, train_key, model, arch, dataset, seed, attack "
+                  "FROM run_cells WHERE run_id = 'r'")
+    s.finish_run("r2")
+    s.close()
+    claims, _ = evaluate_claims(run, _set())
+    reg = claims[0].registration
+    assert claims[0].post_hoc and f"stored `{reg.sha256[:12]}`, equal to it" in reg.how

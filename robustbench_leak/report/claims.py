@@ -261,8 +261,11 @@ def evaluate_claims(run_dir: str | Path, claim_set: ClaimSet | str = "paper",
             raise ValueError(f"{store.path}: the store holds no run")
         runs = store.runs()
         first_start = runs.started_at.min()
-        first_record = runs.iloc[0].get("claims") if len(runs) else None
-        stored = json.loads(first_record) if isinstance(first_record, str) and first_record else None
+        records = [(r.started_at, json.loads(r.claims)) for r in runs.itertuples()
+                   if isinstance(getattr(r, "claims", None), str) and r.claims]
+        first_has = len(runs) and isinstance(runs.iloc[0].get("claims"), str) and runs.iloc[0].get("claims")
+        stored = records[0][1] if first_has else None
+        later = records[0] if records and not first_has else None
         run = {**run, "first_started_at": first_start}
         if seeds is not None:
             have = sorted(int(x) for x in store.eval_coverage(run["run_id"])["seed"].unique())
@@ -274,7 +277,7 @@ def evaluate_claims(run_dir: str | Path, claim_set: ClaimSet | str = "paper",
         _check_names(claim_set, store.attack_order(run["run_id"]), "attack", f"{store.path}")
         out = []
         registrations = judge(claim_set, stored, first_start,
-                              [_declared_before(spec, first_start) for spec in claim_set.claims])
+                              [_declared_before(spec, first_start) for spec in claim_set.claims], later)
         for spec, reg in zip(claim_set.claims, registrations):
             claim = Claim(spec.title, spec.kind, role=spec.role, declared=spec.declared,
                           post_hoc=reg.status == "post hoc", registration=reg)

@@ -93,10 +93,11 @@ class Registration:
 
 
 def judge(claim_set: ClaimSet, stored: list[dict[str, Any]] | None, first_start: str | None,
-          declared_before: list[bool]) -> list[Registration]:
+          declared_before: list[bool], later: tuple[str, list[dict[str, Any]]] | None = None) -> list[Registration]:
     """Per claim: its hash now, and whether it equals what the store's first run recorded (``stored``: that
     run's records, None when it predates them; then ``declared_before`` decides, from the claim's declared
-    commit date)."""
+    commit date). ``later``: (start, records) of the first later run that recorded hashes, when the first
+    did not: its stored hash is printed beside, and does not make a claim pre-registered."""
     rules = current_rules()
     defs = definitions(claim_set_data(claim_set), rules)
     rules_hash = digest({"rules": rules})
@@ -105,7 +106,15 @@ def judge(claim_set: ClaimSet, stored: list[dict[str, Any]] | None, first_start:
     for i, (d, spec) in enumerate(zip(defs, claim_set.claims)):
         h = digest(d)
         if then is None:
-            out.append(_by_date(h, spec, stored is not None, first_start, declared_before[i]))
+            reg = _by_date(h, spec, stored is not None, first_start, declared_before[i])
+            after = next((r for r in (later[1] if later else []) if r.get("claim_set") == claim_set.name), None)
+            if after is not None:
+                old = _find(after["claims"], d, i)
+                same = old is not None and old["sha256"] == h and after.get("rules_sha256") == rules_hash
+                note = (f"; the run started {later[0]} stored `{old['sha256'][:12]}`, "
+                        + ("equal to it" if same else "a different definition")) if old else ""
+                reg = Registration(reg.sha256, reg.status, reg.how + note, reg.changed)
+            out.append(reg)
             continue
         old = _find(then["claims"], d, i)
         if old is not None and old["sha256"] == h:
