@@ -1,6 +1,10 @@
 """Each shipped claim's definition history from git: the last commit that changed its definition (see
 robustbench_leak/report/registration.py), that commit's date, and the fields it changed. The test of the
-claim sets' ``declared`` fields reads it; run as a script it prints what they should say."""
+claim sets' ``declared`` fields reads it; run as a script it prints what they should say, and with --write
+rewrites them (after the change is committed, e.g. when a rebase gave the commits new hashes):
+
+    python tests/claim_history.py robustbench_leak/report/claim_sets/paper.yaml [--write]
+"""
 
 from __future__ import annotations
 
@@ -56,6 +60,22 @@ def history(claim_set_path: str) -> list[dict]:
     return [{"title": d["title"], **last[d["title"]]} for d in previous]
 
 
+def write(path: str) -> None:
+    """Rewrite each claim's one-line ``declared: {...}`` (in claim order) from the history."""
+    import re
+
+    entries = iter(history(path))
+
+    def line(m: re.Match) -> str:
+        h = next(entries)
+        return f"{m.group(1)}declared: {{commit: {h['commit'][:7]}, date: '{h['date']}', changed: [{', '.join(h['changed'])}]}}"
+
+    file = REPO / path
+    file.write_text(re.sub(r"^(\s*)declared: \{[^}]*\}", line, file.read_text(), flags=re.M))
+
+
 if __name__ == "__main__":
+    if "--write" in sys.argv:
+        write(sys.argv[1])
     for entry in history(sys.argv[1]):
         print(f"{entry['commit'][:7]} {entry['date']} {entry['changed']}  {entry['title'][:60]}")
