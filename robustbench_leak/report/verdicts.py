@@ -258,8 +258,12 @@ def rules_text(margins: Margins | None = None, n_primary: int = 0) -> str:
             f"exploratory comparisons are tested each at {a:g}, uncorrected, under their own headings. Otherwise "
             f"a comparison is undecided, as is any with fewer than {r.min_seeds} seeds. A claim is *reproduced* when "
             f"every comparison supports it, *not reproduced* when every one contradicts it, *mixed* when some "
-            f"support and some contradict, *inconclusive* otherwise. The two-stage bootstrap ({r.interval.bootstrap}, "
-            f"{r.interval.resamples:,} resamples, random seed {r.interval.random_seed}), the seed-level t-interval of "
+            f"support and some contradict, *inconclusive* otherwise; an exploratory claim, which asks a question, is "
+            f"*answered yes*, *answered no*, *answered both ways* or *unanswered* by the same rule. A comparison that "
+            f"rests on cells whose attack did not converge, or that predate their engine's current version, is not "
+            f"counted: it is left out of the family and of its claim. For rho, images the attack failed on (still "
+            f"classified correctly) are excluded from both models' means, and counted. The {r.interval.bootstrap} "
+            f"({r.interval.resamples:,} resamples, random seed {r.interval.random_seed}), the seed-level t-interval of "
             f"the per-seed effects, the image-level interval, the per-seed effects and the other p-values are shown "
             f"beside the verdict interval as descriptions and do not enter the verdict.")
 
