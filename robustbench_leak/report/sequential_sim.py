@@ -75,8 +75,7 @@ def simulate(sc: Scenario, n_families: int, alpha: float = 0.05, futility: float
                 seeds_used.append(k)
                 break
         errors += any(st in wrong[j] for j, st in enumerate(fam.status))
-        for j, (a, b, margin) in enumerate(sc.comparisons):
-            st = fam.status[j]
+        for j, st in enumerate(fam.status):
             right[j] += st in ("supports", "contradicts") and st not in wrong[j]
     return {"fwer": errors / n_families, "errors": errors, "power": (right / n_families).tolist(),
             "expected_seeds": float(np.mean(seeds_used)), "seeds_sd": float(np.std(seeds_used, ddof=1)),
@@ -90,7 +89,6 @@ def scenarios(effects: dict[str, float], comparisons: tuple[tuple[str, str, floa
     largest kept, the others null) and the observed effects, each at the measured variance components x0.5,
     x1 and x2 (the global null's error rate does not depend on the scale: one is run)."""
     null = {m: 0.0 for m in effects}
-    anchor = comparisons[0][1]
     out = []
     for a, b, margin in comparisons:
         if margin is not None:
@@ -104,7 +102,6 @@ def scenarios(effects: dict[str, float], comparisons: tuple[tuple[str, str, floa
                             sigma2 * scale, tau2 * scale))
     for scale in (0.5, 1.0, 2.0):
         out.append(Scenario(f"observed effects x{scale:g}", effects, comparisons, sigma2 * scale, tau2 * scale))
-    del anchor
     return out
 
 
