@@ -32,14 +32,32 @@ def _cmd_run(args: argparse.Namespace) -> None:
         from .run.driver import WEIGHTS_DIR
 
         (out / WEIGHTS_DIR).mkdir(parents=True, exist_ok=True)
+    if args.until_decided:
+        from .sequential_run import check_claim_set
+
+        if args.seeds is not None:
+            raise ValueError("--until-decided: chooses the seeds itself; drop --seeds")
+        check_claim_set(config, args.until_decided)
     merge = [_merge_source(m, out) for m in args.merge or []]
     for attack in config.attacks:
         if attack.note:
             print(f"note: {attack.note}")
     _log_to_stdout()
-    # progress bars only on a terminal: in a log file, CI or a cluster worker they are carriage-return noise
-    run_config(config, out, progress=not args.quiet and sys.stderr.isatty(), merge_from=merge,
-               time_limit=args.time_limit, hard_stop=True)
+    progress = not args.quiet and sys.stderr.isatty()  # bars only on a terminal: in a log file they are noise
+    if args.until_decided:
+        from .pipeline import render_leaderboard
+        from .run.deadline import Deadline
+        from .sequential_run import run_until_decided
+
+        # one limit over every look; each look's run stops cleanly before it, like a plain run
+        deadline = None if args.time_limit is None else Deadline.after(args.time_limit, "--time-limit")
+        run_until_decided(config, out, args.until_decided, args.seed_batch, args.max_seeds,
+                          lambda step, where, claim_sets: run_config(
+                              step, where, progress=progress, merge_from=merge, deadline=deadline, hard_stop=True,
+                              claim_sets=claim_sets, formats=()), print)
+        render_leaderboard(out, None, print)  # once, after the last look
+    else:
+        run_config(config, out, progress=progress, merge_from=merge, time_limit=args.time_limit, hard_stop=True)
 
 
 def _time_limit(text: str) -> float:
@@ -401,6 +419,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--publish-weights", action="store_true",
                    help="keep the trained weights in OUT/weights/ (one file per train key, beside the store) instead "
                         "of the checkpoint cache; a folder that has weights/ always uses it, so a rerun reuses them")
+    p.add_argument("--until-decided", metavar="CLAIMSET",
+                   help="sequential seeds: run the config's seeds, then add --seed-batch seeds at a time until every "
+                        "primary comparison of this claim set (name or YAML path) is decided or futile, or "
+                        "--max-seeds is reached (O'Brien-Fleming alpha spending on the information fraction, "
+                        "Holm's graph; docs/verdict-rules.md)")
+    p.add_argument("--seed-batch", type=_int("--seed-batch", 1, 1000), default=5, metavar="N",
+                   help="with --until-decided: seeds added per look (default 5)")
+    p.add_argument("--max-seeds", type=_int("--max-seeds", 2, 10_000), default=30, metavar="N",
+                   help="with --until-decided: the cap on seeds (default 30)")
     p.add_argument("--time-limit", type=_time_limit, metavar="SECONDS",
                    help="stop cleanly before this many seconds: finished cells and an epoch checkpoint of the model "
                         "in training are stored, the run is marked interrupted and the exit status is 75; the same "

@@ -20,9 +20,11 @@ Log = Callable[[str], None]
 def run_config(config: Config, out_dir: str | Path | None = None, executor: Executor | None = None,
                progress: bool = True, log: Log | None = None, formats: Sequence[str] | None = None,
                merge_from: Sequence[str | Path] = (), deadline: Deadline | None = None,
-               time_limit: float | None = None, hard_stop: bool = False) -> Path:
+               time_limit: float | None = None, hard_stop: bool = False, claim_sets: Sequence = ()) -> Path:
     """Run every missing cell of ``config`` (``run.driver.run_cells``), then write the leaderboard into the
-    run folder; returns the folder. ``formats``: leaderboard formats (default all; ``()`` writes none).
+    run folder; returns the folder. ``formats``: leaderboard formats (default all; ``()`` writes none). The
+    run records the definition hashes of the shipped claim sets written for the config and of
+    ``claim_sets`` (report/registration.py).
 
     ``time_limit``: seconds from now (or ``deadline``, an absolute one): no cell or epoch starts that would
     not end in time; then ``TimeLimitReached`` with everything finished stored (the same call resumes).
@@ -32,14 +34,21 @@ def run_config(config: Config, out_dir: str | Path | None = None, executor: Exec
 
     Raises what ``run_cells`` raises; when some cells failed (``CellsFailed``), the leaderboard of the
     cells that finished is written first."""
+    import json
+
+    from .report.registration import record, records_for_config
+
     log = log or logger.info
     if time_limit is not None:
         if deadline is not None:
             raise ValueError("run_config: give time_limit or deadline, not both")
         deadline = Deadline.after(time_limit, "time_limit")
     backstop = Backstop(deadline) if hard_stop and deadline is not None else None
+    records = records_for_config(config.path)
+    records += [record(cs) for cs in claim_sets if cs.name not in {r["claim_set"] for r in records}]
+    claims = json.dumps(records) if records else None
     try:
-        out = run_cells(config, out_dir, executor, progress, log, merge_from, deadline)
+        out = run_cells(config, out_dir, executor, progress, log, merge_from, deadline, claims)
     except CellsFailed as failed:
         _cancel(backstop)
         render_leaderboard(failed.out, formats, log, cells_failed=True)

@@ -254,22 +254,22 @@ def two_stage_se(boot_sd: float, k: int) -> float:
     return float(boot_sd * np.sqrt(k / (k - 1)))
 
 
-def t_p_two_sided(effect: float, se: float, k: int) -> float:
-    """Two-sided p of effect / se against Student's t with k - 1 degrees of freedom."""
+def t_p_two_sided(effect: float, se: float, k: int, df: float | None = None) -> float:
+    """Two-sided p of effect / se against Student's t with ``df`` (default k - 1) degrees of freedom."""
     if k < 2 or not (np.isfinite(effect) and np.isfinite(se)):
         return float("nan")
     if se == 0:
         return 1.0 if effect == 0 else 0.0
-    return float(2 * sps.t.sf(abs(effect) / se, k - 1))
+    return float(2 * sps.t.sf(abs(effect) / se, k - 1 if df is None else df))
 
 
-def t_p_above(effect: float, bound: float, se: float, k: int) -> float:
-    """One-sided p of H0: true effect <= bound against H1: > bound (t with k - 1 degrees of freedom)."""
+def t_p_above(effect: float, bound: float, se: float, k: int, df: float | None = None) -> float:
+    """One-sided p of H0: true effect <= bound against H1: > bound (t with ``df``, default k - 1, df)."""
     if k < 2 or not (np.isfinite(effect) and np.isfinite(se)):
         return float("nan")
     if se == 0:
         return 0.0 if effect > bound else 1.0
-    return float(sps.t.sf((effect - bound) / se, k - 1))
+    return float(sps.t.sf((effect - bound) / se, k - 1 if df is None else df))
 
 
 def holm(p_values: list[float]) -> list[float]:

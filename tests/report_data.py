@@ -120,12 +120,15 @@ def three_models() -> list[Fake]:
 
 def add_model(store: StoreWriter, run_id: str, model: str, seed: int, attack: str, correct: np.ndarray,
               rho: np.ndarray | None = None) -> dict:
-    """One eval cell whose images are all label 0, predicted correctly where ``correct``; its run-cell row."""
+    """One eval cell whose images are all label 0, predicted correctly where ``correct`` (after the attack too,
+    unless ``rho`` is given); its run-cell row."""
     n = len(correct)
     label = np.zeros(n, dtype=int)
     pred = np.where(correct, 0, 1)
     key = f"{model}-{seed}-{attack}"
-    samples = {"label": label, "clean_pred": pred if attack == "clean" else np.zeros(n, dtype=int), "adv_pred": pred}
+    # a cell with rho is a minimal-perturbation attack that fooled every image (its rho is a fooling size)
+    adv = pred if rho is None else np.ones(n, dtype=int)
+    samples = {"label": label, "clean_pred": pred if attack == "clean" else np.zeros(n, dtype=int), "adv_pred": adv}
     if rho is not None:
         samples.update(l2=rho, rho=rho)
     store.record_cell(key, "eval", {"attack": {"kind": attack}}, run_id, "cpu", "t", 1.0, {"n": n}, samples)

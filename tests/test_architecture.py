@@ -16,9 +16,9 @@ from import_graph import collapse, graph, layers  # noqa: E402
 
 P = "robustbench_leak"
 # README's code map, bottom to top: a module imports only from lower ranks
-RANKS = [("options", "runtime", "metrics", "stats", "perturbation_spectra", "plugins"), ("nn",), ("models", "data"),
+RANKS = [("options", "runtime", "metrics", "stats", "crossed", "sequential", "perturbation_spectra", "plugins"), ("nn",), ("models", "data"),
          ("attacks",), ("config",), ("store",), ("outputs",), ("run",), ("report",), ("bench",),
-         ("pipeline", "results"), ("evaluation",), ("cli",)]
+         ("pipeline", "results"), ("sequential_run", "evaluation"), ("cli",)]
 RANK = {f"{P}.{name}": i for i, names in enumerate(RANKS) for name in names}
 
 
@@ -38,7 +38,7 @@ def test_imports_only_go_down(units):
 
 def test_nothing_below_the_run_wing_imports_it():
     g = graph(lazy=True)
-    above = ("run", "bench", "pipeline", "evaluation", "cli")
+    above = ("run", "bench", "pipeline", "sequential_run", "evaluation", "cli")
     below = [m for m in g if m != P and m.split(".")[1] not in above]
     assert [f"{m} -> {t}" for m in below for t in g[m] if t == f"{P}.run" or t.startswith(f"{P}.run.")] == []
 

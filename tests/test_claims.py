@@ -263,3 +263,54 @@ def test_claims_on_a_subset_of_seeds(store, tmp_path, capsys):
     assert main(["claims", str(tmp_path), "--claims", "paper", "--seeds", "0,7"]) != 0
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("rbleak: error: --seeds: seed 7 is not in")
+
+
+def test_unconverged_cells_are_not_counted_and_failed_images_are_excluded_and_counted(tmp_path):
+    """A comparison resting on a cell whose attack did not converge says so and does not count; images the
+    attack failed on (still classified correctly) leave both models' rho means, and the report gives their
+    number; an exploratory claim is answered, not reproduced."""
+    rng = np.random.default_rng(1)
+    s = StoreWriter(tmp_path / "results.sqlite")
+    s.start_run("r", config_name="t", config_yaml="name: t\n")
+    rows = []
+    for seed in (0, 1, 2):
+        base = rng.random(N) * 0.1 + 0.05
+        for model, scale, flags in (("a", 1.2, []), ("b", 1.0, ["FMN did not converge: still falling"] if seed == 1 else [])):
+            adv = np.ones(N, dtype=int)
+            adv[:5] = 0  # the attack failed on 5 images of each model
+            key = f"{model}-{seed}"
+            s.record_cell(key, "eval", {"attack": {"kind": "deepfool"}}, "r", "cpu", "t", 1.0, {"n": N},
+                          {"label": np.zeros(N, dtype=int), "clean_pred": np.zeros(N, dtype=int), "adv_pred": adv,
+                           "l2": base * scale, "rho": base * scale}, info={"flags": flags} if flags else None)
+            rows.append({"cell_key": key, "kind": "eval", "train_key": key, "model": model, "arch": "x",
+                         "dataset": "d", "seed": seed, "attack": "deepfool"})
+    s.add_run_cells("r", rows)
+    s.finish_run("r")
+    s.close()
+    data = {"description": "t", "config": "x.yaml", "claims": [
+        {"title": "flagged", "kind": "directional", "comparisons": [{"a": "a", "b": "b", "attack": "deepfool", "metric": "rho"}]},
+        {"title": "asked", "kind": "directional", "role": "exploratory",
+         "comparisons": [{"a": "a", "b": "b", "attack": "deepfool", "metric": "rho"}]}]}
+    claims, _ = evaluate_claims(tmp_path, ClaimSet.model_validate(data))
+    c = claims[0].comparisons[0]
+    assert c.not_counted == ["b seed 1: not converged"] and c.ruling is None
+    assert claims[0].verdict == verdicts.NOT_EVALUATED
+    assert c.attack_failed == {0: 5, 1: 5, 2: 5}
+    md = to_markdown(claims)
+    assert "**not counted**: it rests on cells whose attack did not converge (b seed 1)" in md
+    assert "15 clean-correct images the attack failed on for A or B are excluded from both means" in md
+    assert claims[1].verdict == verdicts.NOT_EVALUATED  # the same cells: not counted either
+
+
+def test_models_with_more_seeds_than_others_compare_on_the_seeds_both_have(store, tmp_path):
+    """A run adding seeds may be partway: a comparison reads the seeds both models finished, and says which."""
+    rng = np.random.default_rng(5)
+    rows = [add_model(store, "r", "better", 3, "clean", rng.random(N) < 0.9),
+            add_model(store, "r", "twin", 3, "clean", rng.random(N) < 0.9),
+            add_model(store, "r", "twin", 4, "clean", rng.random(N) < 0.9)]
+    store.add_run_cells("r", rows)
+    claims, _ = evaluate_claims(tmp_path, claim_set(("t", "directional", [("better", "worse", "clean", "correct"),
+                                                                           ("twin", "better", "clean", "correct")])))
+    assert [c.seeds for c in claims[0].comparisons] == [[0, 1, 2], [0, 1, 2, 3]]
+    md = to_markdown(claims)
+    assert "0, 1, 2 for better vs worse on clean | 0, 1, 2, 3 for twin vs better on clean" in md

@@ -4,7 +4,8 @@ import re
 
 from conftest import REPO
 
-VERDICTS = ("not reproduced", "reproduced", "mixed", "inconclusive", "not evaluated")
+VERDICTS = ("not reproduced", "reproduced", "mixed", "inconclusive", "not evaluated", "answered yes",
+            "answered no", "answered both ways", "unanswered")
 
 
 def _verdict(text: str) -> str:

@@ -6,9 +6,9 @@ lists paired comparisons ``a`` vs ``b`` on an attack label of that config, for a
 perturbation size, on the images both models classify correctly).
 
 Each claim has a role (``primary``: in the Holm-corrected family; ``secondary`` and ``exploratory``: tested
-uncorrected, under their own headings) and records when it was ``declared`` (the commit that gave it its
-present comparisons, and that commit's date), so a report can say whether it was declared before the run it
-judges. A set may state its own equivalence ``margins`` with their justification (see verdict_rules.yaml).
+uncorrected, under their own headings) and records when it was ``declared`` (the last commit that changed
+its definition, that commit's date and what it changed), so a report can say whether it was declared before
+the run it judges (report/registration.py; runs store each claim's hash when they start). A set may state its own equivalence ``margins`` with their justification (see verdict_rules.yaml).
 """
 
 from __future__ import annotations
@@ -37,9 +37,13 @@ class ComparisonSpec(BaseModel):
 
 
 class Declared(BaseModel):
+    """The last commit that changed the claim's definition (report/registration.py: title, kind, role,
+    comparisons, family, margins, rules), its date, and which of those fields it changed; a test checks all
+    three against git."""
     model_config = ConfigDict(extra="forbid")
     commit: str = Field(pattern=r"^[0-9a-f]{7,40}$")
     date: datetime  # the commit's date, with its time zone
+    changed: list[Literal["new claim", "title", "kind", "role", "comparisons", "family", "margins", "rules"]] = []
 
 
 class ClaimSpec(BaseModel):

@@ -6,10 +6,11 @@ Claim sets are data (:mod:`robustbench_leak.report.claim_set`); the Markdown is
 :mod:`robustbench_leak.report.claims_md`.
 
 An effect is a difference between two models evaluated on the same test images, averaged over the
-seeds both have. Its verdict interval is a two-stage bootstrap over seeds then images (the rules in
-``verdict_rules.yaml``); beside it are the image-level interval (images resampled jointly across seeds,
-seeds fixed), the seed-level t-interval on the per-seed effects, a seed-level t-test and exact sign-flip
-test, and an image-clustered paired permutation test.
+seeds both have. Its verdict reads the crossed seed x image standard error (:mod:`robustbench_leak.crossed`,
+the rules in ``verdict_rules.yaml``); beside it are the two-stage bootstrap over seeds then images, the
+image-level interval (images resampled jointly across seeds, seeds fixed), the seed-level t-interval on the
+per-seed effects, a seed-level t-test and exact sign-flip test, and an image-clustered paired permutation
+test (conditional on the trained models).
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ import numpy as np
 import pandas as pd
 
 from .. import stats
+from ..crossed import Crossed, crossed
 from ..store import StoreReader
 from . import verdicts
 from .claim_set import ClaimSet, ClaimSpec, Declared, load_claim_set
+from .registration import Registration, judge
 from .spatial_sensitivity import Sensitivity, sensitivity
 
 
@@ -49,10 +52,14 @@ class Comparison:
     mean_a: float
     mean_b: float
     n_images: int  # images per seed (before the mask)
-    se: float = float("nan")  # the verdict's standard error (two-stage bootstrap, scaled)
+    se: float = float("nan")  # the verdict's standard error (crossed seed x image model)
+    crossed: Crossed | None = None
+    two_stage_se: float = float("nan")  # the two-stage bootstrap's, scaled: a description
     ruling: verdicts.Ruling | None = None
     test: verdicts.Test | None = None
     flagged: list[str] = field(default_factory=list)  # "model seed N: flag" of the cells used
+    not_counted: list[str] = field(default_factory=list)  # why its verdict does not count (flagged cells)
+    attack_failed: dict[int, int] = field(default_factory=dict)  # rho: seed -> images excluded (attack failed)
     sensitivity: Sensitivity | None = None
     sensitivity_note: str = ""  # why there is none, for spatial comparisons
     spectra: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # low_freq_share: model -> per seed
@@ -77,19 +84,47 @@ class Claim:
     missing: list[str] = field(default_factory=list)
     role: str = "primary"  # primary | secondary | exploratory
     declared: Declared | None = None
-    post_hoc: bool = True  # declared after the run it is judged on started (or never declared)
+    post_hoc: bool = True  # changed after the run it is judged on started (or never declared)
+    registration: Registration | None = None
 
 
 def _cells(store: StoreReader, run_id: str, model: str, attack: str) -> dict[int, tuple[str, dict[str, Any], str]]:
-    """seed -> (cell_key, info, attack kind) of a model's finished cells of one attack label."""
+    """seed -> (cell_key, info, attack kind) of a model's finished cells of one attack label; the info carries
+    ``_stale`` when the cell predates its engine's current version (a fix that changes its results)."""
     frame = store.done_eval_cells(run_id, model, attack)
-    return {int(r.seed): (r.cell_key, json.loads(r.info) if r.info else {},
-                          str((json.loads(r.spec) if r.spec else {}).get("attack", {}).get("kind", "")))
-            for r in frame.itertuples()}
+    out = {}
+    for r in frame.itertuples():
+        spec = (json.loads(r.spec) if r.spec else {}).get("attack", {})
+        info = json.loads(r.info) if r.info else {}
+        stale = _stale(spec)
+        out[int(r.seed)] = (r.cell_key, {**info, "_stale": stale} if stale else info, str(spec.get("kind", "")))
+    return out
+
+
+def _stale(spec: dict[str, Any]) -> str:
+    """'' or why the cell predates its engine's current version."""
+    from ..attacks.base import attack_class
+
+    try:
+        current = attack_class(str(spec.get("kind")), spec.get("engine")).version
+    except (KeyError, ValueError):
+        return ""
+    have = int(spec.get("version", 1))
+    return f"computed by {spec.get('engine')} {spec.get('kind')} v{have}, before v{current}" if have < current else ""
+
+
+# a verdict that rests on a cell with one of these flags does not count: its numbers are not the attack's
+NOT_COUNTED = ("did not converge",)
 
 
 def _flags(model: str, seed: int, info: dict[str, Any]) -> list[str]:
-    return [f"{model} seed {seed}: {flag}" for flag in info.get("flags") or []]
+    stale = [info["_stale"]] if info.get("_stale") else []
+    return [f"{model} seed {seed}: {flag}" for flag in [*(info.get("flags") or []), *stale]]
+
+
+def _not_counted(model: str, seed: int, info: dict[str, Any]) -> list[str]:
+    why = [f"{model} seed {seed}: not converged" for flag in info.get("flags") or [] if any(x in flag for x in NOT_COUNTED)]
+    return why + ([f"{model} seed {seed}: predates the fix ({info['_stale']})"] if info.get("_stale") else [])
 
 
 def compare(store: StoreReader, run_id: str, model_a: str, model_b: str, attack: str, metric: str,
@@ -102,7 +137,7 @@ def compare(store: StoreReader, run_id: str, model_a: str, model_b: str, attack:
         seeds = [s for s in seeds if s in only_seeds]
     if not seeds:
         return None
-    diffs, masks, mean_a, mean_b, flagged = [], [], [], [], []
+    diffs, masks, mean_a, mean_b, flagged, not_counted, failed = [], [], [], [], [], [], {}
     n_images = None
     for s in seeds:
         a = store.samples(ca[s][0]).set_index("idx")
@@ -115,7 +150,11 @@ def compare(store: StoreReader, run_id: str, model_a: str, model_b: str, attack:
         if metric == "rho":
             mask = ((a.clean_pred == a.label) & (b.clean_pred == b.label)).to_numpy()
             va, vb = a.rho.to_numpy(float), b.rho.to_numpy(float)
-            mask = mask & np.isfinite(va) & np.isfinite(vb)
+            # the stated rule: an image the attack failed on (still classified correctly, so its rho is not a
+            # perturbation that fools) is excluded from both models' means; the count is printed
+            fooled = ((a.adv_pred != a.label) & (b.adv_pred != b.label)).to_numpy()
+            failed[s] = int((mask & ~fooled).sum())
+            mask = mask & fooled & np.isfinite(va) & np.isfinite(vb)
         elif metric == "low_freq_share":
             if "hf_share" not in a or "hf_share" not in b:
                 return None  # a store from before perturbation spectra were recorded
@@ -129,6 +168,7 @@ def compare(store: StoreReader, run_id: str, model_a: str, model_b: str, attack:
         mean_a.append(va[mask].mean() if mask.any() else np.nan)
         mean_b.append(vb[mask].mean() if mask.any() else np.nan)
         flagged += _flags(model_a, s, ca[s][1]) + _flags(model_b, s, cb[s][1])
+        not_counted += _not_counted(model_a, s, ca[s][1]) + _not_counted(model_b, s, cb[s][1])
     diff, mask = np.stack(diffs), np.stack(masks)
     if metric == "low_freq_share" and not mask.any():
         return None  # no spectra stored for these cells (computed before spectra were recorded)
@@ -140,8 +180,11 @@ def compare(store: StoreReader, run_id: str, model_a: str, model_b: str, attack:
                       stats.t_interval(per_seed), boot["two_stage"], seeds, [float(e) for e in per_seed],
                       stats.seed_t_test(per_seed), stats.sign_flip_test(per_seed),
                       stats.clustered_permutation_test(diff, mask), float(np.nanmean(mean_a)),
-                      float(np.nanmean(mean_b)), int(n_images or 0),
-                      se=stats.two_stage_se(boot["two_stage_sd"], len(seeds)), flagged=flagged)
+                      float(np.nanmean(mean_b)), int(n_images or 0), flagged=flagged, not_counted=not_counted,
+                      attack_failed=failed if any(failed.values()) else {})
+    comp.crossed = crossed(diff, mask)
+    comp.se = comp.crossed.se
+    comp.two_stage_se = stats.two_stage_se(boot["two_stage_sd"], len(seeds))
     if metric == "low_freq_share":
         comp.spectra = {m: [c[s][1]["spectrum"] for s in seeds if c[s][1].get("spectrum")]
                         for m, c in ((model_a, ca), (model_b, cb))}
@@ -160,16 +203,22 @@ def rule_claims(claims: list[Claim], margins: verdicts.Margins | None = None) ->
     exploratory ones each uncorrected; then each claim from its comparisons."""
     for role in verdicts.ROLES:
         comps = [(claim, c) for claim in claims if claim.role == role and not claim.missing
-                 for c in claim.comparisons]
+                 for c in claim.comparisons if not c.not_counted]
         for claim, c in comps:
             m = verdicts.margin(c.metric, c.mean_b, margins) if claim.kind == "equivalence" else float("nan")
-            c.test = verdicts.Test(claim.kind, c.metric, c.effect, c.se, c.n_seeds, m)
+            x = c.crossed
+            c.test = verdicts.Test(claim.kind, c.metric, c.effect, c.se, c.n_seeds, m,
+                                   *((x.s2, x.v_shared, x.df_satterthwaite, x.n) if x else ()))
         rulings = verdicts.rule_family([c.test for _, c in comps], corrected=role == "primary")
         for (_, c), ruling in zip(comps, rulings):
             c.ruling = ruling
     for claim in claims:
-        claim.verdict = (verdicts.NOT_EVALUATED if not claim.comparisons or claim.missing else
-                         verdicts.combine([c.ruling.verdict for c in claim.comparisons]))
+        counted = [c.ruling.verdict for c in claim.comparisons if c.ruling is not None]
+        verdict = (verdicts.NOT_EVALUATED if not counted or claim.missing else verdicts.combine(counted))
+        if any(c.not_counted for c in claim.comparisons) and verdict != verdicts.NOT_EVALUATED:
+            # a part of the claim is unknown: all-one-way is no longer shown, conflicting stays conflicting
+            verdict = verdict if verdict == verdicts.MIXED else verdicts.INCONCLUSIVE
+        claim.verdict = verdicts.answered(verdict) if claim.role == "exploratory" else verdict
 
 
 def rule(claim: Claim) -> None:
@@ -210,7 +259,13 @@ def evaluate_claims(run_dir: str | Path, claim_set: ClaimSet | str = "paper",
         run = store.latest_run()
         if run is None:
             raise ValueError(f"{store.path}: the store holds no run")
-        first_start = store.runs().started_at.min()
+        runs = store.runs()
+        first_start = runs.started_at.min()
+        records = [(r.started_at, json.loads(r.claims)) for r in runs.itertuples()
+                   if isinstance(getattr(r, "claims", None), str) and r.claims]
+        first_has = len(runs) and isinstance(runs.iloc[0].get("claims"), str) and runs.iloc[0].get("claims")
+        stored = records[0][1] if first_has else None
+        later = records[0] if records and not first_has else None
         run = {**run, "first_started_at": first_start}
         if seeds is not None:
             have = sorted(int(x) for x in store.eval_coverage(run["run_id"])["seed"].unique())
@@ -221,9 +276,11 @@ def evaluate_claims(run_dir: str | Path, claim_set: ClaimSet | str = "paper",
         _check_names(claim_set, store.run_model_names(run["run_id"]), "model", where)
         _check_names(claim_set, store.attack_order(run["run_id"]), "attack", f"{store.path}")
         out = []
-        for spec in claim_set.claims:
+        registrations = judge(claim_set, stored, first_start,
+                              [_declared_before(spec, first_start) for spec in claim_set.claims], later)
+        for spec, reg in zip(claim_set.claims, registrations):
             claim = Claim(spec.title, spec.kind, role=spec.role, declared=spec.declared,
-                          post_hoc=not _declared_before(spec, first_start))
+                          post_hoc=reg.status == "post hoc", registration=reg)
             for p in spec.comparisons:
                 c = compare(store, run["run_id"], p.a, p.b, p.attack, p.metric, seeds)
                 if c is None:

@@ -9,6 +9,8 @@ import math
 import os
 from pathlib import Path
 
+from scipy import stats as sps
+
 from . import verdicts
 from .claims import Claim, Comparison
 from .spatial_sensitivity import Sensitivity, heatmap
@@ -52,35 +54,62 @@ def comparison_row(c: Comparison) -> str:
     clustered = (f"{_clustered_p(cl)} ({cl['images_differing']} images differ, "
                  f"{cl['images_differing_in_2_or_more_seeds']} in 2+ seeds)")
     r = c.ruling
-    verdict = r.verdict if r else "–"
+    verdict = "not counted" if c.not_counted else (r.verdict if r else "–")
     level = f"{100 * r.level:.3g}%: {_ci(r.interval, rho)}" if r else "–"
     p = "–" if r is None else (f"{_p(r.p)}; Holm {_p(r.p_adjusted)}" if r.p_adjusted != r.p or _corrected(c) else
                                _p(r.p))
     return (f"| {c.model_a} vs {c.model_b} | {c.attack} | {c.metric} | {_val(c.effect, rho)}{unit} ({means}) | "
-            f"{level} | {_ci(c.seed_ci, rho)} | {_ci(c.image_ci, rho)} | {seeds} | {p} | "
+            f"{level} | {_two_stage(c)} | {_ci(c.seed_ci, rho)} | {_ci(c.image_ci, rho)} | {seeds} | {p} | "
             f"t-test {_p(c.seed_test['p_value'])}; sign-flip {_p(c.sign_flip['p_value'])} | {clustered} | "
             f"{verdict} |")
+
+
+def stats_t(k: int) -> float:
+    return float(sps.t.ppf(0.975, k - 1))
+
+
+def _two_stage(c: Comparison) -> str:
+    """The two-stage bootstrap's 95% interval (its scaled SD, t with k - 1 df): a description."""
+    if c.n_seeds < 2 or not math.isfinite(c.two_stage_se):
+        return "–"
+    half = stats_t(c.n_seeds) * c.two_stage_se
+    return _ci((c.effect - half, c.effect + half), c.metric == "rho")
+
+
+def _not_counted_text(reasons: list[str]) -> str:
+    """'N cells that predate the fix (...)' and 'cells not converged (model seed N, ...)', each once."""
+    stale = [r for r in dict.fromkeys(reasons) if ": predates the fix" in r]
+    loose = [r.split(": ")[0] for r in dict.fromkeys(reasons) if r.endswith(": not converged")]
+    parts = []
+    if stale:
+        parts.append(f"{len(stale)} cells that predate the fix ({stale[0].split('(', 1)[1].rstrip(')')})")
+    if loose:
+        parts.append(f"cells whose attack did not converge ({', '.join(loose)})")
+    return " and ".join(parts)
 
 
 def _corrected(c: Comparison) -> bool:
     return c.ruling is not None and "Holm step" in c.ruling.reason
 
 
-TABLE_HEAD = ["| A vs B | attack | metric | effect A - B (mean over seeds) | verdict interval (two-stage bootstrap) "
-              "| seed-level 95% CI (t) | image-level 95% CI | per seed (seed: effect) | verdict p | seed-level p "
-              "| image-clustered p | comparison |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+TABLE_HEAD = ["| A vs B | attack | metric | effect A - B (mean over seeds) | verdict interval (crossed seed x image) "
+              "| two-stage bootstrap 95% CI | seed-level 95% CI (t) | image-level 95% CI | per seed (seed: effect) "
+              "| verdict p | seed-level p | image-clustered p (given the trained models) | comparison |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
 
 def declared_text(claim: Claim) -> str:
-    if claim.declared is None:
-        return "not declared: **post hoc**"
-    when = f"{claim.declared.date:%Y-%m-%d} ({claim.declared.commit[:7]})"
-    return f"{when}, **post hoc**" if claim.post_hoc else f"{when}, before the run"
+    """The claim's definition hash (prefix), the date of the last commit that changed it, and whether it was
+    fixed before the run it is judged on."""
+    when = (f"last changed {claim.declared.date:%Y-%m-%d} ({claim.declared.commit[:7]})" if claim.declared
+            else "not declared")
+    head = f"`{claim.registration.sha256[:12]}` " if claim.registration is not None else ""
+    return f"{head}{when}, " + ("**post hoc**" if claim.post_hoc else "before the run")
 
 
 def summary_table(claims: list[Claim]) -> str:
-    lines = ["| # | claim | verdict | role | declared | comparisons (seeds) |", "|---|---|---|---|---|---|"]
+    lines = ["| # | claim | verdict | role | definition (SHA-256; last change; pre-registered?) | comparisons (seeds) |",
+             "|---|---|---|---|---|---|"]
     for i, claim in enumerate(claims, 1):
         seeds = ", ".join(f"{c.model_a} vs {c.model_b} on {c.attack} ({c.n_seeds})" for c in claim.comparisons)
         lines.append(f"| {i} | {claim.title} | **{claim.verdict}** | {claim.role} | {declared_text(claim)} | "
@@ -88,48 +117,80 @@ def summary_table(claims: list[Claim]) -> str:
     return "\n".join(lines)
 
 
+def seeds_line(claims: list[Claim]) -> str:
+    """Which seeds the comparisons read: those both of a comparison's models have finished for its attack
+    (a run adding seeds may be partway)."""
+    sets: dict[tuple[int, ...], list[str]] = {}
+    for claim in claims:
+        for c in claim.comparisons:
+            sets.setdefault(tuple(c.seeds), []).append(f"{c.model_a} vs {c.model_b} on {c.attack}")
+    if not sets:
+        return ""
+    if len(sets) == 1:
+        (seeds, _), = sets.items()
+        return (f"Seeds used: {', '.join(map(str, seeds))} for every comparison (each comparison reads the seeds "
+                "both of its models have finished for its attack).")
+    parts = [f"{', '.join(map(str, seeds))} for {'; '.join(names)}" for seeds, names in sets.items()]
+    return ("Seeds used (each comparison reads the seeds both of its models have finished for its attack; they "
+            "differ here): " + " | ".join(parts) + ".")
+
+
 def _pow_val(x: float, rho: bool) -> str:
     return "–" if not math.isfinite(x) else (f"{x:.4f}" if rho else f"{100 * x:.2f} pts")
 
 
 def power_table(claims: list[Claim]) -> list[str]:
-    """Per primary comparison: the minimal detectable effect at the power target with this run's seeds and
-    spread, and how many seeds would decide the observed effect (at the family's Bonferroni level alpha / m,
-    which bounds every Holm step)."""
+    """Per primary comparison: the minimal detectable effect at the power target with this run's seeds, and
+    how many seeds would decide the observed effect on the side it lies (at the family's Bonferroni level
+    alpha / m, which bounds every Holm step), with the test set's floor Var(k) = s^2 / k + V_sh."""
     comps = [(claim, c) for claim in claims if claim.role == "primary" for c in claim.comparisons if c.test]
     if not comps:
         return []
     r = verdicts.rules()
     level = r.alpha / len(comps)
     lines = [f"Power of the primary comparisons ({100 * r.power.target:.0f}% power at alpha / {len(comps)} = "
-             f"{level:.2g}, the strictest Holm step; spread = the verdict's standard error x sqrt(seeds), seeds "
-             "and images; directional: a two-sided test of 0; equivalence: both one-sided tests of the TOST):", "",
-             "| claim | A vs B | attack | metric | seeds | standard error | minimal detectable effect (equivalence: "
-             "smallest margin shown at a true 0) | observed effect | seeds to decide the observed effect |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"{level:.2g}, the strictest Holm step; Var(k seeds) = s^2 / k + V_sh, where V_sh, the shared test "
+             "set's part, does not shrink with seeds; directional: a two-sided test of 0; equivalence: both "
+             "one-sided tests of the TOST when the effect lies inside the margin, the test beyond the margin "
+             "when it lies outside):", "",
+             "| claim | A vs B | attack | metric | seeds | standard error | test-set floor sqrt(V_sh) | minimal "
+             "detectable effect (equivalence: smallest margin shown at a true 0) | observed effect | side | seeds "
+             "to decide the observed effect |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for claim, c in comps:
         i = claims.index(claim) + 1
         rho = c.metric == "rho"
-        mde, need = verdicts.power_row(c.test, level)
-        if need is None:
-            far = c.test.kind == "equivalence" and abs(c.effect) >= c.test.margin
-            need_text = "none (outside the margin)" if far else f"> {r.power.max_seeds}"
+        row = verdicts.power_row(c.test, level)
+        if row.seeds is not None:
+            need_text = str(row.seeds)
+        elif row.floor_blocked:
+            more = (f" ({row.images:,} test images would, with {row.images_seeds} seeds)"
+                    if row.images is not None and row.images_seeds is not None else "")
+            need_text = f"cannot be decided by seeds on this test set{more}"
+        elif c.test.kind == "equivalence" and abs(abs(c.effect) - c.test.margin) == 0:
+            need_text = "none (on the margin)"
         else:
-            need_text = str(need)
+            need_text = f"> {r.power.max_seeds}"
+        floor = math.sqrt(c.test.v_shared) if math.isfinite(c.test.v_shared) else float("nan")
         lines.append(f"| {i} | {c.model_a} vs {c.model_b} | {c.attack} | {c.metric} | {c.n_seeds} | "
-                     f"{_pow_val(c.se, rho)} | {_pow_val(mde, rho)} | {_val(c.effect, rho)} | {need_text} |")
+                     f"{_pow_val(c.se, rho)} | {_pow_val(floor, rho)} | {_pow_val(row.mde, rho)} | "
+                     f"{_val(c.effect, rho)} | {row.side} | {need_text} |")
     return lines
 
 
 def how_to_read() -> str:
     return ("How to read a comparison: accuracy effects are in percentage points, rho effects absolute. The "
-            "verdict interval and verdict p are the rules' (two-stage bootstrap over seeds, then images; for a "
-            "primary comparison at its Holm step's level, with the Holm-adjusted p). The image-level interval "
+            "verdict interval and verdict p are the rules' (the crossed seed x image model's standard error; for a "
+            "primary comparison at its Holm step's level, with the Holm-adjusted p). The two-stage bootstrap "
+            "interval (seeds with replacement, then images; its SD times sqrt(k / (k - 1)), t with k - 1 df: the "
+            "previous rules' verdict interval) is a description. The image-level interval "
             "resamples the test images jointly across seeds with the seeds fixed (test-set sampling only; "
-            f"{verdicts.rules().interval.resamples:,} draws, the same as the verdict's). The seed-level interval "
+            f"{verdicts.rules().interval.resamples:,} draws). The seed-level interval "
             "is the 95% t-interval of the per-seed effects (training randomness on one fixed test set). The "
             "seed-level p-values test the per-seed effects against 0: a one-sample t-test, and an exact sign-flip "
-            "test (which cannot go below 2 / 2^seeds). The image-clustered p is a permutation test that swaps A and B on an "
+            "test (which cannot go below 2 / 2^seeds). The image-clustered p is conditional on the trained "
+            "models: it says whether these trained networks differ on this image population, not whether the "
+            "architectures do (training randomness is held fixed); it is a permutation test that swaps A and B on an "
             "image in every seed at once, so an image counts once however many seeds it differs in (for accuracy "
             "a McNemar test clustered by image, exact; for rho a test of the mean paired difference, 10,000 "
             "permutations).")
@@ -196,8 +257,11 @@ HEADINGS = {
 
 def _claim_lines(i: int, claim: Claim, protocol: str, base: Path | None) -> list[str]:
     lines = [f"#### Claim {i}: {claim.title}", "",
-             f"**Verdict: {claim.verdict}** ({claim.kind} claim, {claim.role}; declared {declared_text(claim)})", ""]
-    if claim.verdict == verdicts.MIXED:
+             f"**Verdict: {claim.verdict}** ({claim.kind} claim, {claim.role}; definition {declared_text(claim)})", ""]
+    if claim.registration is not None:
+        reg = claim.registration
+        lines += [f"Definition SHA-256 `{reg.sha256}`: {reg.how}.", ""]
+    if claim.verdict in (verdicts.MIXED, verdicts.answered(verdicts.MIXED)):
         parts = {v: [f"{c.model_a} vs {c.model_b} on {c.attack} ({c.metric})" for c in claim.comparisons
                      if c.ruling and c.ruling.verdict == v] for v in (verdicts.SUPPORTS, verdicts.CONTRADICTS)}
         lines += [f"Mixed: supported by {'; '.join(parts[verdicts.SUPPORTS])}; contradicted by "
@@ -205,11 +269,18 @@ def _claim_lines(i: int, claim: Claim, protocol: str, base: Path | None) -> list
     if claim.comparisons:
         lines += [*TABLE_HEAD, *[comparison_row(c) for c in claim.comparisons], ""]
         for c in claim.comparisons:
-            if c.ruling:
+            failed = ""
+            if c.attack_failed:
+                failed = (f" {sum(c.attack_failed.values())} clean-correct images the attack failed on for A or B "
+                          f"are excluded from both means (per seed {', '.join(f'{s}: {n}' for s, n in c.attack_failed.items())})")
+            if c.not_counted:
+                lines.append(f"- {c.model_a} vs {c.model_b} on {c.attack} ({c.metric}): **not counted**: it rests on "
+                             f"{_not_counted_text(c.not_counted)}, so the claim's verdict does not read it.{failed}")
+            elif c.ruling:
                 sign = (f"; {c.seeds_agreeing} of {c.n_seeds} seeds have A - B > 0"
                         if claim.kind == "directional" else "")
                 lines.append(f"- {c.model_a} vs {c.model_b} on {c.attack} ({c.metric}): **{c.ruling.verdict}**: "
-                             f"{c.ruling.reason}{sign}.")
+                             f"{c.ruling.reason}{sign}.{failed}")
             if c.flagged:
                 lines.append(f"  Uses flagged cells: {'; '.join(c.flagged)}.")
         lines.append("")
@@ -237,6 +308,7 @@ def to_markdown(claims: list[Claim], protocol: str = "", base: Path | None = Non
     report reads a post-hoc subset (``--seeds``), so every verdict in it is exploratory."""
     n_primary = sum(len(c.comparisons) for c in claims if c.role == "primary" and not c.missing)
     lines = [*([exploratory_split, ""] if exploratory_split else []), summary_table(claims), "",
+             *([seeds_line(claims), ""] if seeds_line(claims) else []),
              *([protocol, ""] if protocol else []), rules_text(margins, n_primary), "", *(margin_lines or []),
              how_to_read(), ""]
     lines += ["### Sanity-flagged cells", "", *flagged_lines(claims), ""]

@@ -11,6 +11,7 @@ from .attack_strength import strength_report
 from .claim_set import ClaimSet
 from .claims import art_defect_table, coverage_lines, evaluate_claims, margin_lines, protocol_line, provenance_lines
 from .claims_md import to_markdown, write_figures
+from .sequential_looks import looks_lines, stored_looks
 
 
 def render(run_dir: str | Path, claim_set: ClaimSet, base: Path | None = None, art: str | Path | None = None,
@@ -27,7 +28,9 @@ def render(run_dir: str | Path, claim_set: ClaimSet, base: Path | None = None, a
         restricted = [f"- **exploratory: only seeds {shown}** of the run are used (`--seeds`)"]
         split = (f"**Exploratory.** This report reads only seeds {shown} of the run (`--seeds`), a split chosen "
                  "after the data were seen: every verdict below is exploratory, whatever its claim's role.")
+    looks = looks_lines(stored_looks(run_dir))
     text += ["## Claims", "", *provenance_lines(run_dir), *coverage_lines(run_dir), *restricted, "",
+             *(["### Sequential looks", "", *looks] if looks else []),
              to_markdown(claims, protocol, base, claim_set.margins, margin_lines(run_dir, claim_set, seeds), split),
              "", "## Attack strength", "", strength_report([run_dir]), ""]
     if art:

@@ -111,7 +111,7 @@ def write_outcome(store: StoreWriter, outcome: Outcome, run_id: str, ctx: RunCon
 
 def run_cells(config: Config, out_dir: str | Path | None = None, executor: Executor | None = None,
               progress: bool = True, log: Log | None = None, merge_from: Sequence[str | Path] = (),
-              deadline: Deadline | None = None) -> Path:
+              deadline: Deadline | None = None, claims: str | None = None) -> Path:
     """Run every missing cell of ``config`` and store it in ``out_dir`` (absolute from here on); returns it.
 
     ``executor``: default from the config's ``executor:`` key; ``merge_from``: stores (or run folders) of
@@ -131,7 +131,13 @@ def run_cells(config: Config, out_dir: str | Path | None = None, executor: Execu
     check_merge_sources(config, rows, merge_from)
     getattr(executor, "preflight", lambda: None)()  # e.g. Ray: is the cluster there? (before any record)
     with locked_out_dir(out):
-        return _run_locked(config, trains, evals, rows, out, executor, progress, log, merge_from, deadline)
+        return _run_locked(config, trains, evals, rows, out, executor, progress, log, merge_from, deadline, claims)
+
+
+def record_looks(out: Path, run_id: str, looks: str) -> None:
+    """Store the looks of a sequential run so far (JSON, sequential_run.py) on its run ``run_id``."""
+    with StoreWriter(Path(out) / STORE_NAME) as store:
+        store.record_looks(run_id, looks)
 
 
 def check_merge_sources(config: Config, rows: list[dict[str, Any]], merge_from: Sequence[str | Path]) -> None:
@@ -155,7 +161,7 @@ def check_merge_sources(config: Config, rows: list[dict[str, Any]], merge_from: 
 
 def _run_locked(config: Config, trains: list[TrainTask], evals: list[EvalTask], rows: list[dict[str, Any]],
                 out: Path, executor: Executor, progress: bool, log: Log, merge_from: Sequence[str | Path] = (),
-                deadline: Deadline | None = None) -> Path:
+                deadline: Deadline | None = None, claims: str | None = None) -> Path:
     # every cell of a run shares this; on another machine, only what is in here is known
     ctx = RunContext(device_name=config.run.device, cache_dir=str(_cache_dir(config, out).resolve()),
                      progress=progress and getattr(executor, "cell_progress_bars", True), deadline=deadline)
@@ -166,7 +172,7 @@ def _run_locked(config: Config, trains: list[TrainTask], evals: list[EvalTask], 
     try:
         store.start_run(run_id, config_name=config.name, config_path=config.path, config_hash=config.config_hash(),
                         config_yaml=config.text, device=prov["device"], versions=prov["versions"],
-                        git_commit=prov["git_commit"], command=prov["command"])
+                        git_commit=prov["git_commit"], command=prov["command"], claims=claims)
         store.add_run_cells(run_id, rows)
         (out / "config.yaml").write_text(config.text)
         log(f"run {run_id}: {len(trains)} train cells, {len(evals)} eval cells -> {out}")

@@ -49,7 +49,10 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 MIGRATIONS = [("models", "extra", "TEXT"),
               # perturbation spectra of minimum-norm attacks: share of |FFT(x_adv - x)|^2 above half-Nyquist,
               # and the radial spectral centroid in cycles per pixel
-              ("samples", "hf_share", "REAL"), ("samples", "centroid", "REAL")]
+              ("samples", "hf_share", "REAL"), ("samples", "centroid", "REAL"),
+              # the definitions and SHA-256 of the claims written for the run's config, when it started
+              # (report/registration.py), and the looks of a sequential run (report/sequential.py)
+              ("runs", "claims", "TEXT"), ("runs", "looks", "TEXT")]
 SAMPLE_COLUMNS = ["label", "clean_pred", "adv_pred", "l2", "rho", "hf_share", "centroid"]
 
 

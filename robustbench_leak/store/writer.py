@@ -49,6 +49,11 @@ class StoreWriter(StoreReader):
             for key, value in fields.items():
                 c.execute(f"UPDATE runs SET {key} = ? WHERE run_id = ?", (_text(value), run_id))
 
+    def record_looks(self, run_id: str, looks: str) -> None:
+        """The looks of a sequential run so far (JSON, read by report/sequential_looks.py) on run ``run_id``."""
+        with self.transaction() as c:
+            c.execute("UPDATE runs SET looks = ? WHERE run_id = ?", (looks, run_id))
+
     def finish_run(self, run_id: str, status: str = "done") -> None:
         with self.transaction() as c:
             c.execute("UPDATE runs SET finished_at = ?, status = ? WHERE run_id = ?", (now(), status, run_id))

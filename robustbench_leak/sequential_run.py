@@ -1,0 +1,107 @@
+"""``rbleak run CONFIG --until-decided SET``: add training seeds in batches until every primary comparison of
+the claim set is decided or futile, or the cap on seeds is reached (the design: :mod:`robustbench_leak.sequential`).
+
+Each look runs the config with the first k seeds (the config's own seeds, then the next integers), evaluates
+the claim set's primary comparisons on the seeds both models of each have finished, and tests them against
+their O'Brien-Fleming boundaries on the information fraction, with the variance components estimated at this
+look (s^2 and V_sh of the crossed model). Every look is stored on the run it followed (``runs.looks``) and
+printed by ``rbleak claims``. A restarted sequential run starts a new design: the error rate holds for one
+uninterrupted sequence of looks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from .config import Config
+from .sequential import Comparison, Family, fractions_for
+from .run.driver import record_looks
+
+Log = Callable[[str], None]
+
+
+def seed_sequence(config: Config, batch: int, cap: int) -> list[int]:
+    """The seeds in the order the looks add them: the config's, then the next integers, ``cap`` in all."""
+    seeds = list(config.run.seeds)[:cap]
+    nxt = max(seeds) + 1
+    while len(seeds) < cap:
+        seeds.append(nxt)
+        nxt += 1
+    return seeds
+
+
+def look_sizes(first: int, batch: int, cap: int) -> list[int]:
+    sizes = list(range(first, cap, batch)) + [cap]
+    return sorted(set(s for s in sizes if s >= 2))
+
+
+def check_claim_set(config: Config, claim_set_name: str):
+    """The claim set, refused in one line (before any work) when it names a model or attack the config lacks
+    or declares no primary comparison."""
+    from .report.claim_set import load_claim_set
+
+    claim_set = load_claim_set(claim_set_name)
+    models = {m.name for m in config.run.models}
+    attacks = {a.label for a in config.attacks}
+    for i, spec in enumerate(claim_set.claims):
+        for j, p in enumerate(spec.comparisons):
+            for key, name, known in (("a", p.a, models), ("b", p.b, models), ("attack", p.attack, attacks)):
+                if name not in known:
+                    raise ValueError(f"{claim_set.source}: claims.{i}.comparisons.{j}.{key}: {name!r} is not in "
+                                     f"{config.path} (allowed: {', '.join(sorted(known))})")
+    if not any(spec.role == "primary" for spec in claim_set.claims):
+        raise ValueError(f"{claim_set.source}: claims: --until-decided needs at least one primary claim")
+    return claim_set
+
+
+def run_until_decided(config: Config, out: Path, claim_set_name: str, batch: int, cap: int,
+                      run: Callable[..., Path], log: Log) -> dict:
+    """Looks at the config's number of seeds (at least 2), then every ``batch`` more, up to ``cap``; ``run``
+    runs a config into ``out`` (pipeline.run_config with the command line's settings; it is handed the claim
+    set so that each run records its definition hash). Returns the last look's record."""
+    from .report.claims import evaluate_claims
+    from .report.verdicts import rules
+
+    claim_set = check_claim_set(config, claim_set_name)
+    order = seed_sequence(config, batch, cap)
+    sizes = look_sizes(max(2, min(len(config.run.seeds), cap)), batch, cap)
+    r = rules()
+    family: Family | None = None
+    looks: list[dict] = []
+    record: dict = {}
+    for n, k in enumerate(sizes):
+        step = config.model_copy(update={"run": config.run.model_copy(update={"seeds": order[:k]})})
+        run(step, out, claim_sets=[claim_set])
+        claims, info = evaluate_claims(out, claim_set)
+        comps = [(claim, c) for claim in claims if claim.role == "primary" and not claim.missing
+                 for c in claim.comparisons]
+        if family is None:
+            family = Family(len(comps), r.alpha, r.sequential.futility)
+        final = k == sizes[-1]
+        stat, fracs, planned = [], [], []
+        for claim, c in comps:
+            x = c.crossed
+            margin = c.test.margin if claim.kind == "equivalence" else None
+            stat.append(Comparison(c.effect, c.se, margin))
+            f = fractions_for([c.n_seeds, *sizes[n + 1:]], cap, x.s2, x.v_shared)
+            fracs.append(f[0])
+            planned.append(tuple(f[1:]))
+        look = family.look(k, stat, fracs, final, planned)
+        names = [f"{c.model_a} vs {c.model_b} on {c.attack} ({c.metric})" for _, c in comps]
+        if family.done():
+            look.reason = "every primary comparison is decided or futile"
+        elif final:
+            look.reason = f"the cap of {cap} seeds is reached"
+        record = {**asdict(look), "comparisons": names, "seeds_used": [c.seeds for _, c in comps],
+                  "claim_set": claim_set.name, "cap": cap, "batch": batch, "alpha": r.alpha,
+                  "futility": r.sequential.futility}
+        looks.append(record)
+        record_looks(out, info["run_id"], json.dumps(looks))
+        log(f"look {len(looks)} at {k} seeds: " + "; ".join(f"{nm}: {st}" for nm, st in zip(names, look.decided))
+            + (f" -> stop: {look.reason}" if look.reason else ""))
+        if look.reason:
+            break
+    return record

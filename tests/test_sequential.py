@@ -1,0 +1,134 @@
+"""The sequential seed design (rbleak run --until-decided): O'Brien-Fleming boundaries on the information
+fraction, Holm's graph across the family, non-binding futility; its family-wise error, power and expected
+seeds on simulated stores with the closed-form standard error, at the variance components and effects
+measured on the published store (docs/sequential-simulation.json, written by scripts/sequential-simulation.py)."""
+
+import json
+import math
+
+import pytest
+from conftest import REPO
+from scipy import stats as sps
+
+from robustbench_leak import sequential
+from robustbench_leak.report.sequential_sim import Scenario, analytic_single, scenarios, simulate
+
+MEASURED = json.loads((REPO / "docs" / "sequential-simulation.json").read_text())
+FAMILIES = 2000
+
+
+def test_obf_boundaries_match_the_published_table():
+    """Five equally spaced looks, one-sided 0.025 (Jennison and Turnbull's table for the Lan-DeMets OBF
+    spending function), and one look is the fixed-sample z."""
+    c = sequential.boundaries((0.2, 0.4, 0.6, 0.8, 1.0), 0.025)
+    assert c == pytest.approx((4.877, 3.357, 2.680, 2.290, 2.031), abs=0.005)
+    assert sequential.boundaries((1.0,), 0.025)[0] == pytest.approx(sps.norm.isf(0.025))
+
+
+def test_the_floor_caps_the_information():
+    """With a shared test set the information fraction at 5 seeds is far above 5 / 30."""
+    t = sequential.fractions_for([5, 30], 30, 1e-5, 1e-6)
+    assert t[0] > 5 / 30 + 0.2 and t[-1] == 1.0
+
+
+def _scenarios():
+    comps = tuple(tuple(c) for c in MEASURED["comparisons"])
+    return scenarios(MEASURED["effects"], comps, MEASURED["sigma2"], MEASURED["tau2"])
+
+
+@pytest.mark.parametrize("index", range(7))
+def test_family_wise_error_at_most_alpha(index):
+    """Global null, partial nulls and the observed effects (x0.5, x1, x2): the Clopper-Pearson upper bound
+    of the family-wise error over 2,000 families is at most 0.06."""
+    sc = _scenarios()[index]
+    r = simulate(sc, FAMILIES, seed=index)
+    assert sps.beta.ppf(0.975, r["errors"] + 1, r["n"] - r["errors"]) <= 0.06, (sc.name, r)
+
+
+@pytest.mark.parametrize("pair, scale", [(1, 1.0), (0, 2.0), (1, 2.0)])
+def test_power_and_expected_seeds_match_the_analytic_values(pair, scale):
+    """One comparison at the measured effect and variance components (x1, x2): simulated power and mean seeds
+    within 3 simulation SE of the numerical integration."""
+    a, b, _ = [c for c in MEASURED["comparisons"] if c[2] is None][pair]
+    d = MEASURED["effects"][a] - MEASURED["effects"][b]
+    sc = Scenario("one", {a: d, b: 0.0}, ((a, b, None),), MEASURED["sigma2"] * scale, MEASURED["tau2"] * scale)
+    sim, exact = simulate(sc, FAMILIES, seed=int(50 + 10 * pair + scale)), analytic_single(sc)
+    p = exact["power"]
+    assert abs(sim["power"][0] - p) <= 3 * math.sqrt(max(p * (1 - p), 1e-4) / FAMILIES) + 1e-3, (sim, exact)
+    assert abs(sim["expected_seeds"] - exact["expected_seeds"]) <= 3 * sim["seeds_sd"] / math.sqrt(FAMILIES) + 0.05
+
+
+def test_holm_graph_recycles_the_level_of_a_decided_comparison():
+    fam = sequential.Family(3, 0.05, futility=0.0)
+    comps = [sequential.Comparison(10.0, 1.0), sequential.Comparison(2.3, 1.0), sequential.Comparison(0.0, 1.0)]
+    look = fam.look(30, comps, [1.0] * 3, final=True)
+    assert look.decided[0] == "supports" and look.decided[2] == "open"
+    assert look.levels[1] == pytest.approx(0.05 / 3 + 0.05 / 3 / 2)  # its level plus half of the first's
+    # 2.3 > z_{1 - 0.025 / 3} alone? no (2.39); after recycling (0.025 / 2 per side ... 2.24): yes
+    assert look.decided[1] == "supports"
+
+
+SEQ_CONFIG = """
+name: seq
+device: cpu
+seeds: [0, 1]
+datasets:
+  - name: synthetic
+    n_train: 256
+    n_test: 64
+training: {optimizer: sgd, lr: 0.1, epochs: 1, batch_size: 64, schedule: cosine}
+models:
+  - name: small-3x3
+    arch: tomen_cnn
+    options: {n_layers: 2, width: 4, kernel_size: 3, window: none}
+  - name: small-7x7-hamming
+    arch: tomen_cnn
+    options: {n_layers: 2, width: 4, kernel_size: 7, window: hamming}
+attacks:
+  - clean
+"""
+
+SEQ_CLAIMS = """
+description: t
+config: seq.yaml
+claims:
+  - title: windowed beats 3x3
+    kind: directional
+    comparisons: [{a: small-7x7-hamming, b: small-3x3, attack: clean, metric: correct}]
+"""
+
+
+def test_until_decided_adds_seeds_records_each_look_and_the_report_prints_them(tmp_path, monkeypatch, capsys):
+    from robustbench_leak.cli import main
+    from robustbench_leak.report.sequential_looks import stored_looks
+    from robustbench_leak.store import StoreReader
+
+    monkeypatch.setenv("RBLEAK_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "seq.yaml").write_text(SEQ_CONFIG)
+    (tmp_path / "claims.yaml").write_text(SEQ_CLAIMS)
+    out = tmp_path / "out"
+    assert main(["run", str(tmp_path / "seq.yaml"), "--out", str(out), "--quiet", "--until-decided",
+                 str(tmp_path / "claims.yaml"), "--seed-batch", "1", "--max-seeds", "3"]) == 0
+    looks = stored_looks(out)
+    assert [look["seeds"] for look in looks][0] == 2 and looks[-1]["reason"]
+    assert looks[-1]["seeds"] == 3 or looks[-1]["decided"][0] != "open"
+    with StoreReader(out) as store:
+        runs = store.runs()
+    assert json.loads(runs.claims.iloc[0])[0]["claim_set"] == "claims"  # the named set's hash, at the start
+    capsys.readouterr()
+    assert main(["claims", str(out), "--claims", str(tmp_path / "claims.yaml")]) == 0
+    report = capsys.readouterr().out
+    assert "### Sequential looks" in report and f"Stopped after look {len(looks)}" in report
+    assert "hash stored when the run started" in report
+
+
+def test_until_decided_refuses_a_claim_set_naming_a_model_the_config_lacks(tmp_path, capsys):
+    from robustbench_leak.cli import main
+
+    (tmp_path / "seq.yaml").write_text(SEQ_CONFIG)
+    (tmp_path / "claims.yaml").write_text(SEQ_CLAIMS.replace("small-3x3", "small-5x5"))
+    assert main(["run", str(tmp_path / "seq.yaml"), "--out", str(tmp_path / "o"), "--until-decided",
+                 str(tmp_path / "claims.yaml")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "small-5x5" in err[0] and "claims.0.comparisons.0.b" in err[0]
+    assert not (tmp_path / "o").exists()
