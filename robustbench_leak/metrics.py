@@ -20,6 +20,22 @@ STRENGTH_DOCS = {
     **{f"passes_{m}": f"forward plus backward passes per image of the member {m}" for m in STRENGTH_MEMBERS},
 }
 
+# --- AutoAttack metrics (issue 33; attacks/native_autoattack.py): one block, for the metric declarations ---
+AA_MEMBER_NAMES = {"apgd_ce": "APGD-CE", "apgd_t": "APGD-T (targeted DLR)", "fab_t": "FAB-T", "square": "Square",
+                   "apgd_dlr": "APGD-DLR", "fab": "FAB (untargeted)"}
+AA_PERCENT_METRICS = {*(f"robust_accuracy_after_{m}" for m in AA_MEMBER_NAMES),
+                      *(f"broke_first_{m}" for m in AA_MEMBER_NAMES)}
+AA_METRIC_DOCS = {
+    **{f"robust_accuracy_after_{m}": (f"AutoAttack: robust accuracy over all attacked images after {name}, with "
+                                      "every member before it (clean-misclassified images count as not robust)")
+       for m, name in AA_MEMBER_NAMES.items()},
+    **{f"broke_first_{m}": (f"AutoAttack: share of the attacked images {name} broke first (the members before it "
+                            "had left them robust)") for m, name in AA_MEMBER_NAMES.items()},
+    **{f"passes_{m}": f"AutoAttack: forward plus backward passes per attacked image of {name}"
+       for m, name in AA_MEMBER_NAMES.items() if m not in STRENGTH_MEMBERS},
+}
+# --- end of the AutoAttack metrics ---
+
 # column legend: metric name -> definition (shown under every leaderboard)
 METRIC_DOCS = {
     "accuracy": "top-1 accuracy on the evaluated test images",
@@ -51,8 +67,10 @@ METRIC_DOCS = {
     "passes": ("forward plus backward passes through the model per attacked image (the ensemble: its members' sum; "
                "the re-check of the examples not counted)"),
     **STRENGTH_DOCS,
-    "masking_failed": ("gradient-masking checks of the minnorm cell that failed (attacks/masking.py: unbounded success, "
-                       "more steps, black-box search, PGD to zero; 0 = all clear)"),
+    **AA_METRIC_DOCS,
+    "masking_failed": ("gradient-masking checks of the cell that failed (minnorm, attacks/masking.py: unbounded success, "
+                       "more steps, black-box search, PGD to zero; autoattack: Square breaking images the gradient "
+                       "members left robust; 0 = all clear)"),
 }
 
 

@@ -122,6 +122,13 @@ class Attack(ABC):
                                  f"{', '.join(map(repr, cls.choices[name]))}, got {short(value)}")
         return merged
 
+    @classmethod
+    def check_dataset(cls, params: dict[str, Any], dataset: str) -> None:
+        """Raise ValueError when the (checked) parameters cannot run on ``dataset`` (e.g. no default for it)."""
+
+    def bind_dataset(self, dataset: str) -> None:
+        """Told the dataset's name before ``run``: an attack with per-dataset defaults fills them in here."""
+
     @abstractmethod
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
             progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -152,6 +159,7 @@ def _ensure_loaded() -> None:
         native_ddn,
         native_deepfool,
         native_fmn,
+        native_autoattack,
         native_minnorm,
         native_spatial,
         native_superdeepfool,

@@ -7,8 +7,11 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from ..metrics import AA_PERCENT_METRICS
+
 PERCENT_METRICS = {"accuracy", "clean_accuracy", "robust_accuracy", "robust_accuracy_conditional", "success_rate",
-                   "fooling_rate", "worst_of_grid_accuracy", "fit_fooling_rate", "sanity_pgd_success"}
+                   "fooling_rate", "worst_of_grid_accuracy", "fit_fooling_rate", "sanity_pgd_success",
+                   *AA_PERCENT_METRICS}  # AutoAttack's (issue 33), kept in metrics.py's marked block
 AUX_SUFFIXES = (".std", ".lo", ".hi", ".interval", ".flags")
 # what a row's [lo, hi] covers, by the value of its '<col>.interval' column
 INTERVAL_DOCS = {
