@@ -145,8 +145,12 @@ def test_claim_sets_match_their_configs(store, tmp_path, capsys):
         used = {m for c in cs.claims for p in c.comparisons for m in (p.a, p.b)}
         # every model is asked about, and every model asked about exists
         assert used == {m.name for m in config.run.models}, name
-        attacks = {p.attack for c in cs.claims for p in c.comparisons}
+        attacks = {p.attack for c in cs.claims if not c.config for p in c.comparisons}
         assert attacks <= {a.label for a in config.attacks}, name
+        for claim in (c for c in cs.claims if c.config):  # answered by another config's cells: its labels, models
+            other = load_config(configs / claim.config)
+            assert {p.attack for p in claim.comparisons} <= {a.label for a in other.attacks}, claim.title
+            assert {m for p in claim.comparisons for m in (p.a, p.b)} <= {m.name for m in other.run.models}
     capsys.readouterr()
     assert main(["claims", str(tmp_path), "--claims", "depth-sweep"]) != 0  # this store has none of those models
     assert "model 'hamming-d2' is not in" in capsys.readouterr().err

@@ -183,7 +183,7 @@ def _check_names(claim_set: ClaimSet, known: list[str], what: str, where: str) -
         for j, p in enumerate(spec.comparisons):
             for key in (("a", "b") if what == "model" else ("attack",)):
                 name = getattr(p, key)
-                if name not in known:
+                if name not in known and not (what == "attack" and spec.config):
                     close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
                     hint = f"did you mean {close[0]!r}? " if close else ""
                     raise ValueError(f"{claim_set.source or claim_set.name or 'claim set'}: claims.{i}.comparisons.{j}.{key}: "
