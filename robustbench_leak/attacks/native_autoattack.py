@@ -105,7 +105,7 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, p: dict[str, 
     broken_by = np.full(n, -1)
     counter = PassCounter(model)
     with torch.no_grad():
-        n_classes = int(model(x[:1].to(device)).shape[1])
+        n_classes = int(model(x[:1].to(device)).shape[1]) if n else 0
     batch = device_batch_size(model, x, device, p["batch_size"], n, 1)
     after, passes, seconds = {}, {}, {}
     bar = tqdm(total=len(members), desc="autoattack", disable=not progress, leave=False)
