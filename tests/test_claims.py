@@ -267,3 +267,19 @@ def test_claims_on_a_subset_of_seeds(store, tmp_path, capsys):
     assert main(["claims", str(tmp_path), "--claims", "paper", "--seeds", "0,7"]) != 0
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("rbleak: error: --seeds: seed 7 is not in")
+
+
+def test_a_claim_answered_by_another_config_waits_for_its_cells(store, tmp_path):
+    """A claim naming its own config (e.g. the AutoAttack cells of paper-fashion-mnist-autoattack.yaml) whose attack
+    is not in the store yet: not evaluated, and not post hoc (no cell of it ran before it was declared); a typo in
+    a claim without its own config is still a one-line error."""
+    def claim_set(config):
+        return ClaimSet.model_validate({"description": "d", "config": "x.yaml", "claims": [
+            {"title": "t", "kind": "directional", "config": config,
+             "declared": {"commit": "abcdef0", "date": "2026-12-07T04:00:00+00:00"},
+             "comparisons": [{"a": "better", "b": "worse", "attack": "autoattack-linf", "metric": "correct"}]}]})
+
+    claims, _ = evaluate_claims(tmp_path, claim_set("other.yaml"))
+    assert claims[0].missing and not claims[0].comparisons and not claims[0].post_hoc
+    with pytest.raises(ValueError, match="attack 'autoattack-linf' is not in"):
+        evaluate_claims(tmp_path, claim_set(None))

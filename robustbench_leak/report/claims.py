@@ -222,8 +222,12 @@ def evaluate_claims(run_dir: str | Path, claim_set: ClaimSet | str = "paper",
         _check_names(claim_set, store.attack_order(run["run_id"]), "attack", f"{store.path}")
         out = []
         for spec in claim_set.claims:
-            claim = Claim(spec.title, spec.kind, role=spec.role, declared=spec.declared,
-                          post_hoc=not _declared_before(spec, first_start))
+            if spec.config:  # answered by another config's cells: declared before the first of them, or none yet
+                own_start = store.first_cell_start(run["run_id"], [p.attack for p in spec.comparisons])
+                post_hoc = own_start is not None and not _declared_before(spec, own_start)
+            else:
+                post_hoc = not _declared_before(spec, first_start)
+            claim = Claim(spec.title, spec.kind, role=spec.role, declared=spec.declared, post_hoc=post_hoc)
             for p in spec.comparisons:
                 c = compare(store, run["run_id"], p.a, p.b, p.attack, p.metric, seeds)
                 if c is None:

@@ -88,6 +88,14 @@ class StoreReader:
             ORDER BY MIN(CASE WHEN run_id = ? THEN rowid END) IS NULL, MIN(CASE WHEN run_id = ? THEN rowid END),
                      MIN(rowid)""", (run_id, run_id))]
 
+    def first_cell_start(self, run_id: str, attacks: list[str]) -> str | None:
+        """When the earliest finished eval cell of the run with one of these attack labels started (None: none)."""
+        marks = ", ".join("?" * len(attacks))
+        row = self.conn.execute(f"""
+            SELECT MIN(c.started_at) FROM run_cells rc JOIN cells c ON c.cell_key = rc.cell_key AND c.status = 'done'
+            WHERE rc.run_id = ? AND rc.kind = 'eval' AND rc.attack IN ({marks})""", (run_id, *attacks)).fetchone()
+        return row[0] if row else None
+
     # cells --------------------------------------------------------------------------------------
     def is_done(self, cell_key: str) -> bool:
         row = self.conn.execute("SELECT status FROM cells WHERE cell_key = ?", (cell_key,)).fetchone()
