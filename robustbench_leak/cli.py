@@ -143,6 +143,12 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         run_executor_bench(output_path(args.out or "bench-executors.json", "bench-executors.json"), args.grid,
                            workers=args.workers)
         return
+    if args.references:
+        from .bench.references import run_references_bench
+
+        run_references_bench(args.out or "bench-references.json", args.config, args.model, n_images=args.n_images,
+                             device_name=args.device)
+        return
     from .bench.attacks import run_bench
 
     run_bench(args.out or "bench.json", args.config, args.model, n_images=args.n_images, n_spatial=args.n_spatial,
@@ -453,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test images for the spatial grid search")
     p.add_argument("--executors", action="store_true",
                    help="instead: a grid's wall-clock time on the local executor vs Ray, and Ray's start-up time")
+    p.add_argument("--references", action="store_true",
+                   help="instead: native AutoAttack vs torchattacks and ART, and every native minimum-norm engine vs "
+                        "adv-lib, on the first --n-images test images (bench-references.json)")
     p.add_argument("--grid", default="configs/bench-grid.yaml", help="with --executors: the config to time")
     p.add_argument("--workers", type=_int("--workers", 1, 1024), default=2,
                    help="with --executors: Ray workers (CPUs), >= 1")

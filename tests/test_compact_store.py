@@ -30,16 +30,20 @@ def test_codec_round_trips_bit_for_bit_with_the_smallest_integer_types():
     n = 500
     columns = {"label": rng.integers(0, 10, n), "big": rng.integers(-2**40, 2**40, n),
                "neg": rng.integers(-100, 100, n), "l2": _floats(rng, n), "none": [None] * n,
-               "partial": [None if i % 3 else float(i) for i in range(n)]}
+               "partial": [None if i % 3 else float(i) for i in range(n)],
+               "broken_by": np.array([None if i % 4 == 0 else ("square" if i % 3 else "apgd-ce") for i in range(n)],
+                                     dtype=object)}
     count, header, blob = encode(columns)
     assert count == n
     types = dict(json.loads(header)["columns"])
-    assert types == {"label": "<u1", "big": "<i8", "neg": "<i1", "l2": "<f8", "partial": "<f8"}  # "none" left out
+    assert {k: v for k, v in types.items() if k != "broken_by"} == {"label": "<u1", "big": "<i8", "neg": "<i1",
+                                                                      "l2": "<f8", "partial": "<f8"}  # "none" left out
     back = decode(count, header, blob)
     assert back["label"].dtype == np.int64 and np.array_equal(back["label"], columns["label"])
     assert np.array_equal(back["big"], columns["big"]) and np.array_equal(back["neg"], columns["neg"])
     assert back["l2"].tobytes() == columns["l2"].astype(np.float64).tobytes()  # -0.0, subnormals, NaN: same bits
     assert np.isnan(back["partial"][1]) and back["partial"][3] == 3.0
+    assert list(back["broken_by"]) == list(columns["broken_by"])  # text: codes and the values in the header
     with pytest.raises(ValueError, match="codec"):
         decode(count, json.dumps({"codec": "other", "columns": []}), blob)
 

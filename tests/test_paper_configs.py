@@ -205,3 +205,18 @@ def test_paper_fashion_mnist_gpu_scale_protocol_loads(tmp_path, monkeypatch):
     assert gpu.run.datasets[0].train_subset is None  # the full training set
     assert all(m.options["n_layers"] == 6 and m.options["width"] == 64 for m in gpu.run.models)
     assert abs(gpu.run.models[-1].match_report["params"] / gpu.run.models[-1].match_report["target_params"] - 1) <= 0.02
+
+
+def test_paper_fashion_mnist_autoattack_shares_the_protocols_train_keys(tmp_path, monkeypatch):
+    """The AutoAttack cells' config trains nothing new: its train keys are the CPU-scale protocol's (same models,
+    training and seeds), and its attacks are AutoAttack at the Fashion-MNIST defaults."""
+    from robustbench_leak.run.plan import plan
+
+    monkeypatch.setenv("RBLEAK_FASHION_MNIST", str(write_mnist_like(tmp_path / "fmnist", n_test=1500)))
+    aa = load_config(REPO / "configs" / "paper-fashion-mnist-autoattack.yaml")
+    cpu = load_config(REPO / "configs" / "paper-fashion-mnist.yaml")
+    aa_trains, aa_evals = plan(aa)
+    cpu_keys = {t.key for t in plan(cpu)[0]}
+    assert aa_trains and {t.key for t in aa_trains} <= cpu_keys
+    assert {e.attack["kind"] for e in aa_evals} == {"autoattack"}
+    assert {a.label for a in aa.attacks} == {"autoattack-linf", "autoattack-l2"}

@@ -5,6 +5,7 @@ Parameters are checked against the ART class's constructor before anything runs.
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 from typing import Any
 
@@ -19,6 +20,8 @@ from .base import Attack, AttackResult, at_least, register_attack
 
 # constructor arguments the adapter supplies itself
 _SUPPLIED = {"estimator", "classifier", "self", "verbose"}
+# optional packages an ART attack imports only when it runs: checked when the config is loaded instead
+OPTIONAL_MODULES = {"AutoAttack": ("multiprocess", "or use the native 'autoattack' preset")}
 
 
 def art_evasion_class(name: str) -> type:
@@ -48,6 +51,11 @@ class ArtEvasion(Attack):
         name = params.pop("name", cls.defaults["name"])
         batch_size = params.pop("batch_size", cls.defaults["batch_size"])
         art_cls = art_evasion_class(name)
+        if name in OPTIONAL_MODULES:
+            module, alternative = OPTIONAL_MODULES[name]
+            if importlib.util.find_spec(module) is None:
+                raise ValueError(f"ART attack {name!r} needs the optional package {module!r}, which is not installed "
+                                 f"(pip install {module}), {alternative}")
         sig = inspect.signature(art_cls.__init__)
         allowed = [n for n, prm in sig.parameters.items()
                    if n not in _SUPPLIED and prm.kind is not inspect.Parameter.VAR_KEYWORD]

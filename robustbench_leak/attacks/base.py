@@ -150,6 +150,13 @@ class Attack(ABC):
         image as not robust, ``metrics.robust_correct``) rather than applying one transform to every image."""
         return True
 
+    @classmethod
+    def check_dataset(cls, params: dict[str, Any], dataset: str) -> None:
+        """Raise ValueError when the (checked) parameters cannot run on ``dataset`` (e.g. no default for it)."""
+
+    def bind_dataset(self, dataset: str) -> None:
+        """Told the dataset's name before ``run``: an attack with per-dataset defaults fills them in here."""
+
     @abstractmethod
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
             progress: bool = True, fit: tuple[torch.Tensor, torch.Tensor] | None = None,

@@ -62,8 +62,9 @@ def member_metrics(m: str) -> tuple[Metric, ...]:
 
 
 MASKING_FAILED = Metric("masking_failed", (
-    "gradient-masking checks of the minnorm cell that failed (attacks/masking.py: unbounded success, more steps, "
-    "black-box search, PGD to zero; 0 = all clear)"), unit="checks", higher_is_better=False)
+    "gradient-masking checks of the cell that failed (minnorm, attacks/masking.py: unbounded success, more steps, "
+    "black-box search, PGD to zero; autoattack: Square breaking images the gradient members left robust; "
+    "0 = all clear)"), unit="checks", higher_is_better=False)
 
 
 def member_ratios(norms: dict[str, np.ndarray], fooled: dict[str, np.ndarray], best: np.ndarray,

@@ -213,18 +213,14 @@ def bench_training(make_model: Callable[[], nn.Module], data: ImageDataset, s: T
     return out
 
 
-def run_bench(out: str | Path, config_path: str, model_name: str, n_images: int = 200, n_spatial: int = 100,
-              log: Log = print, device_name: str | None = None, n_train: int | None = None) -> dict[str, Any]:
-    """Measure everything on ``device_name`` (auto, cpu, cuda; None: the config's device) and write JSON to
-    ``out`` (a file path, or an existing folder to hold bench.json)."""
+def bench_model(config_path: str, model_name: str, device_name: str | None, log: Log) -> tuple[Any, nn.Module,
+                                                                                              torch.device]:
+    """The train task of ``model_name`` in the config, its model (trained if not cached) in eval mode with frozen
+    weights on ``device_name`` (None: the config's device), and that device."""
     from ..config import load_config
-    from ..run.cells import build_model, ensure_model, get_dataset
+    from ..run.cells import ensure_model
     from ..run.plan import plan
     from ..run.tasks import RunContext
-
-    out = output_path(str(out))
-    if n_train is not None and n_train < 1:
-        raise ValueError(f"--n-train: must be an integer >= 1 (got {n_train})")
 
     config = load_config(config_path)
     trains, _ = plan(config)
@@ -232,12 +228,22 @@ def run_bench(out: str | Path, config_path: str, model_name: str, n_images: int 
     if not matches:
         raise ValueError(f"{config_path}: no model named {model_name!r}; models: "
                          f"{', '.join(sorted({t.model for t in trains}))}")
-    task = matches[0]
-    device_name = device_name or config.run.device
-    ctx = RunContext(device_name=device_name, cache_dir=config.run.cache_dir, progress=False)
-    model, _ = ensure_model(task, ctx, log)
+    ctx = RunContext(device_name=device_name or config.run.device, cache_dir=config.run.cache_dir, progress=False)
+    model, _ = ensure_model(matches[0], ctx, log)
     device = ctx.device
-    model.to(device).eval().requires_grad_(False)
+    return matches[0], model.to(device).eval().requires_grad_(False), device
+
+
+def run_bench(out: str | Path, config_path: str, model_name: str, n_images: int = 200, n_spatial: int = 100,
+              log: Log = print, device_name: str | None = None, n_train: int | None = None) -> dict[str, Any]:
+    """Measure everything on ``device_name`` (auto, cpu, cuda; None: the config's device) and write JSON to
+    ``out`` (a file path, or an existing folder to hold bench.json)."""
+    from ..run.cells import build_model, get_dataset
+
+    out = output_path(str(out))
+    if n_train is not None and n_train < 1:
+        raise ValueError(f"--n-train: must be an integer >= 1 (got {n_train})")
+    task, model, device = bench_model(config_path, model_name, device_name, log)
     data = get_dataset(task.dataset)
     x, y = data.test_x[:n_images], data.test_y[:n_images]
     torch.manual_seed(0)

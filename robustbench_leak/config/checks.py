@@ -136,6 +136,10 @@ def check_attack_counts(run: RunConfig, attacks: list[ResolvedAttack], datasets:
         uses_fit = instance.needs_fit and getattr(instance, "uses_fit_split", lambda: True)()
         fits = attack.fit_samples if uses_fit else 0
         for ds, data in zip(run.datasets, datasets):
+            try:
+                instance.check_dataset(attack.params, ds.name)
+            except ValueError as exc:
+                raise ConfigError(f"{path}: attacks[{i}].params: {exc}") from None
             n_test = len(data.test_y)
             n = attack.n_samples or n_test
             if n > n_test:

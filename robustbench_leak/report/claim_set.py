@@ -52,6 +52,9 @@ class ClaimSpec(BaseModel):
     kind: Literal["directional", "equivalence"]
     role: Literal["primary", "secondary", "exploratory"] = "primary"
     declared: Declared | None = None
+    # the config (under configs/) whose cells answer the claim when not the set's: its attack labels are that
+    # config's, and until those cells are in the store the claim is not evaluated (not a naming error)
+    config: str | None = Field(None, min_length=1, max_length=200)
     comparisons: list[ComparisonSpec] = Field(min_length=1, max_length=20)
 
 

@@ -232,7 +232,7 @@ def _check_names(claim_set: ClaimSet, known: list[str], what: str, where: str) -
         for j, p in enumerate(spec.comparisons):
             for key in (("a", "b") if what == "model" else ("attack",)):
                 name = getattr(p, key)
-                if name not in known:
+                if name not in known and not (what == "attack" and spec.config):
                     close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
                     hint = f"did you mean {close[0]!r}? " if close else ""
                     raise ValueError(f"{claim_set.source or claim_set.name or 'claim set'}: claims.{i}.comparisons.{j}.{key}: "
@@ -276,8 +276,14 @@ def evaluate_claims(run_dir: str | Path, claim_set: ClaimSet | str = "paper",
         _check_names(claim_set, store.run_model_names(run["run_id"]), "model", where)
         _check_names(claim_set, store.attack_order(run["run_id"]), "attack", f"{store.path}")
         out = []
-        registrations = judge(claim_set, stored, first_start,
-                              [_declared_before(spec, first_start) for spec in claim_set.claims], later)
+        declared_ok = []
+        for spec in claim_set.claims:
+            if spec.config:  # answered by another config's cells: declared before the first of them, or none yet
+                own_start = store.first_cell_start(run["run_id"], [p.attack for p in spec.comparisons])
+                declared_ok.append(own_start is None or _declared_before(spec, own_start))
+            else:
+                declared_ok.append(_declared_before(spec, first_start))
+        registrations = judge(claim_set, stored, first_start, declared_ok, later)
         for spec, reg in zip(claim_set.claims, registrations):
             claim = Claim(spec.title, spec.kind, role=spec.role, declared=spec.declared,
                           post_hoc=reg.status == "post hoc", registration=reg)

@@ -271,6 +271,7 @@ def eval_cell(task: EvalTask, ctx: RunContext, weights: Weights | None,
     n = spec["n_samples"] or len(data.test_y)
     x, y = data.test_x[:n], data.test_y[:n]
     attack = attack_class(spec["kind"], spec["engine"]).from_checked(spec["params"])  # checked when loaded
+    attack.bind_dataset(task.train.dataset["name"])
     fit = fit_split(attack, data, n, spec.get("fit_samples") or DEFAULT_FIT_SAMPLES)
     predict(model, x, device)  # NonFiniteLogits before any attack step: no cell from NaN logits is stored
     gen = task.generator()  # every random draw of the attack (and of its masking checks), in order

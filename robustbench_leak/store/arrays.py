@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-CODEC = "npcols-xz-1"  # columns of little-endian numpy arrays, concatenated, xz-compressed
+CODEC = "npcols-xz-1"  # columns of little-endian numpy arrays, concatenated, xz-compressed; text as codes
 _INT_TYPES = ("<u1", "<i1", "<i2", "<i4", "<i8")
 
 
@@ -29,10 +29,19 @@ def _int_type(values: np.ndarray) -> str:
     raise ValueError(f"integer values {lo}..{hi} do not fit in 64 bits")
 
 
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and v != v)
+
+
 def column_array(values: Any) -> np.ndarray | None:
-    """One column as a typed array: integers (no missing value) stay integers, anything else becomes
-    float64 with NaN for a missing value; None when every value is missing (the column is not stored)."""
+    """One column as a typed array: integers (no missing value) stay integers, text stays text (an object
+    array, None for a missing value), anything else becomes float64 with NaN for a missing value; None when
+    every value is missing (the column is not stored)."""
     arr = np.asarray(values)
+    if arr.dtype.kind in "US" or (arr.dtype == object and any(isinstance(v, (str, bytes)) for v in arr)):
+        text = np.array([None if _missing(v) else (v.decode() if isinstance(v, bytes) else str(v)) for v in arr],
+                        dtype=object)
+        return None if all(v is None for v in text) else text
     if arr.dtype == object:
         missing = np.array([v is None or (isinstance(v, float) and v != v) for v in arr], dtype=bool)
         if missing.all():
@@ -58,6 +67,14 @@ def encode(columns: Mapping[str, Any]) -> tuple[int, str, bytes]:
             continue
         if len(arr) != n:
             raise ValueError(f"per-sample column {name!r} has {len(arr)} values, expected {n}")
+        if arr.dtype == object:  # text: its distinct values in the header, a code per image (-1: missing)
+            categories = sorted({v for v in arr if v is not None})
+            index = {c: i for i, c in enumerate(categories)}
+            codes = np.array([-1 if v is None else index[v] for v in arr], dtype=np.int64)
+            dtype = _int_type(codes)
+            header.append([name, dtype, categories])
+            parts.append(np.ascontiguousarray(codes.astype(dtype)).tobytes())
+            continue
         dtype = _int_type(arr) if arr.dtype.kind == "i" else "<f8"
         header.append([name, dtype])
         parts.append(np.ascontiguousarray(arr.astype(dtype)).tobytes())
@@ -66,17 +83,22 @@ def encode(columns: Mapping[str, Any]) -> tuple[int, str, bytes]:
 
 
 def decode(n: int, header: str, blob: bytes) -> dict[str, np.ndarray]:
-    """The columns ``encode`` packed: integer columns as int64, real ones as float64 (NaN = missing)."""
+    """The columns ``encode`` packed: integer columns as int64, real ones as float64 (NaN = missing), text
+    as object arrays (None = missing)."""
     meta = json.loads(header)
     if meta.get("codec") != CODEC:
         raise ValueError(f"unknown per-sample codec {meta.get('codec')!r} (this version reads {CODEC})")
     raw = lzma.decompress(blob)
     out: dict[str, np.ndarray] = {}
     offset = 0
-    for name, dtype in meta["columns"]:
+    for name, dtype, *categories in meta["columns"]:
         size = np.dtype(dtype).itemsize * n
         arr = np.frombuffer(raw, dtype=dtype, count=n, offset=offset)
-        out[name] = arr.astype(np.int64) if np.dtype(dtype).kind in "iu" else arr.astype(np.float64)
+        if categories:
+            lookup = np.array([*categories[0], None], dtype=object)  # code -1 picks the trailing None
+            out[name] = lookup[arr.astype(np.int64)]
+        else:
+            out[name] = arr.astype(np.int64) if np.dtype(dtype).kind in "iu" else arr.astype(np.float64)
         offset += size
     if offset != len(raw):
         raise ValueError(f"per-sample blob holds {len(raw)} bytes, its header describes {offset}")

@@ -25,6 +25,8 @@ from .schema import SAMPLE_COLUMNS, StoreError, check_store_file, close_writer, 
 def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
     if a is None or b is None:
         return a is None and b is None
+    if a.dtype == object or b.dtype == object:
+        return a.shape == b.shape and list(a) == list(b)
     if a.dtype.kind == "f" or b.dtype.kind == "f":
         a, b = a.astype(np.float64), b.astype(np.float64)
         return a.shape == b.shape and a.tobytes() == b.tobytes()

@@ -113,6 +113,14 @@ class StoreReader:
             ORDER BY MIN(CASE WHEN run_id = ? THEN rowid END) IS NULL, MIN(CASE WHEN run_id = ? THEN rowid END),
                      MIN(rowid)""", (run_id, run_id))]
 
+    def first_cell_start(self, run_id: str, attacks: list[str]) -> str | None:
+        """When the earliest finished eval cell of the run with one of these attack labels started (None: none)."""
+        marks = ", ".join("?" * len(attacks))
+        row = self.conn.execute(f"""
+            SELECT MIN(c.started_at) FROM run_cells rc JOIN cells c ON c.cell_key = rc.cell_key AND c.status = 'done'
+            WHERE rc.run_id = ? AND rc.kind = 'eval' AND rc.attack IN ({marks})""", (run_id, *attacks)).fetchone()
+        return row[0] if row else None
+
     # cells --------------------------------------------------------------------------------------
     def is_done(self, cell_key: str) -> bool:
         row = self.conn.execute("SELECT status FROM cells WHERE cell_key = ?", (cell_key,)).fetchone()
@@ -172,12 +180,18 @@ class StoreReader:
                                     (cell_key,)).fetchone()
             if row is not None:
                 return decode(*row)
-        rows = self.conn.execute(f"SELECT {', '.join(SAMPLE_COLUMNS)} FROM samples WHERE cell_key = ? ORDER BY idx",
+        names = [c for c in SAMPLE_COLUMNS if c in self._sample_table_columns()]  # an older file lacks newer ones
+        rows = self.conn.execute(f"SELECT {', '.join(names)} FROM samples WHERE cell_key = ? ORDER BY idx",
                                  (cell_key,)).fetchall()
         if not rows:
             return {}
-        columns = {name: column_array([r[i] for r in rows]) for i, name in enumerate(SAMPLE_COLUMNS)}
+        columns = {name: column_array([r[i] for r in rows]) for i, name in enumerate(names)}
         return {name: arr for name, arr in columns.items() if arr is not None}
+
+    def _sample_table_columns(self) -> set[str]:
+        if getattr(self, "_sample_columns_cache", None) is None:
+            self._sample_columns_cache = {r[1] for r in self.conn.execute("PRAGMA table_info(samples)")}
+        return self._sample_columns_cache
 
     def _cells_samples(self, keys: Iterable[str]) -> list[tuple[str, dict[str, np.ndarray]]]:
         return [(key, self.sample_arrays(key)) for key in keys]
@@ -273,6 +287,7 @@ class StoreReader:
         frame["idx"] = _small_int(np.concatenate([np.arange(k) for k in n]) if n else np.zeros(0, np.int64))
         for name, values in _sample_columns([a for _, a in parts], n).items():
             frame[name] = (_small_int(values) if values.dtype.kind == "i"
+                           else pd.Categorical(values) if values.dtype == object and any(v is not None for v in values)
                            else np.full(len(values), np.nan) if values.dtype == object else values)
         frame["cell_key"] = _repeated_categorical([c[4] for c, _ in parts], n)
         return pd.DataFrame(frame)
@@ -298,6 +313,9 @@ def _sample_columns(parts: list[dict[str, np.ndarray]], n: list[int]) -> dict[st
         have = [name in p for p in parts]
         if not any(have):
             out[name] = np.full(sum(n), None, dtype=object)
+        elif any(p[name].dtype == object for p in parts if name in p):  # text
+            out[name] = np.concatenate([p[name].astype(object) if name in p else np.full(k, None, dtype=object)
+                                        for p, k in zip(parts, n)])
         elif all(have) and all(p[name].dtype.kind == "i" for p in parts):
             out[name] = np.concatenate([p[name] for p in parts]).astype(np.int64)
         else:

@@ -1,0 +1,165 @@
+"""``rbleak bench``'s reference comparisons: native AutoAttack against torchattacks' and ART's, and every native
+minimum-norm engine against its adv-lib counterpart, on the same images and settings (images per second).
+
+Two native times per minimum-norm engine: the engine alone as ``Attack.run`` drives it (``counted_batches``:
+the batches and the pass counter), which is the like-for-like comparison with adv-lib's bare function, and the
+whole ``run`` (clean predictions, re-check of every example, metrics and perturbation spectra), which is what a
+cell costs. A reference that is not installed is reported as such, never timed as zero.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import time
+import types
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..attacks import attack_class, build_attack
+from ..attacks.native_ddn import ddn_batch
+from ..attacks.native_fmn import fmn_batch, fmn_batch_params
+from ..attacks.native_superdeepfool import superdeepfool_batch
+from ..attacks.norm_results import counted_batches
+from ..runtime import predict
+from .common import sync
+
+Log = Callable[[str], None]
+# torchattacks' AutoAttack runs APGD and FAB at their class defaults (10 steps) with 5,000 Square queries
+TORCHATTACKS_AA = {"n_iter": 10, "n_restarts": 1, "n_queries": 5000}
+MINNORM_STEPS = 100  # DDN and FMN, as the adv-lib cross-check runs them
+MINNORM_REPEAT = 2  # best of two: the engine timed first would otherwise pay the warm-up
+
+
+def _seconds(fn: Callable[[], Any], device: torch.device, repeat: int = 1) -> tuple[float, Any]:
+    """The best of ``repeat`` wall-clock times of ``fn`` (the first run also warms kernels and the allocator,
+    so engines timed one after the other compare only from the second run on)."""
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        sync(device)
+        t0 = time.perf_counter()
+        out = fn()
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def _optional(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
+def bench_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, log: Log,
+                     norm: str = "linf", eps: float = 4 / 255) -> dict[str, Any]:
+    """Native AutoAttack (standard) against torchattacks' at torchattacks' settings, and native APGD-CE against
+    ART's AutoProjectedGradientDescent (ART's AutoAttack needs the optional ``multiprocess``) at 100 iterations."""
+    out: dict[str, Any] = {"n_images": len(x), "norm": norm, "eps": eps, "settings": TORCHATTACKS_AA}
+    gen = torch.Generator().manual_seed(0)
+    t_nat, nat = _seconds(lambda: build_attack("autoattack", norm=norm, eps=eps, **TORCHATTACKS_AA).run(
+        model, x, y, device, progress=False, gen=gen), device)
+    out.update(native_images_per_s=len(x) / t_nat, native_robust_accuracy=nat.metrics["robust_accuracy"],
+               native_member_seconds=nat.info["member_seconds"])
+    ta = _optional("torchattacks")
+    if ta is not None:
+        xd, yd = x.to(device), y.to(device)
+        attack = ta.AutoAttack(model, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, version="standard",
+                               n_classes=int(model(xd[:1]).shape[1]), seed=0)
+        t_ta, adv = _seconds(lambda: attack(xd, yd), device)
+        out.update(torchattacks_images_per_s=len(x) / t_ta, native_vs_torchattacks=t_ta / t_nat,
+                   torchattacks_robust_accuracy=float((predict(model, adv.cpu(), device) == y).float().mean()))
+    else:
+        out["torchattacks"] = "not installed (pip install --no-deps torchattacks==3.5.1)"
+    from art.attacks.evasion import AutoProjectedGradientDescent
+
+    from ..attacks.art import art_classifier, num_classes_of
+
+    clf = art_classifier(model, tuple(x.shape[1:]), num_classes_of(model, x, device), device)
+    art = AutoProjectedGradientDescent(clf, norm=np.inf if norm == "linf" else 2, eps=eps, eps_step=2 * eps,
+                                       max_iter=100, nb_random_init=1, batch_size=256, loss_type="cross_entropy",
+                                       verbose=False)
+    t_art, _ = _seconds(lambda: art.generate(x.numpy(), y=y.numpy()), device)
+    t_apgd, _ = _seconds(lambda: build_attack("autoattack", norm=norm, eps=eps, version="custom",
+                                              members=["apgd-ce"]).run(model, x, y, device, progress=False,
+                                                                       gen=gen), device)
+    out.update(apgd_ce_native_images_per_s=len(x) / t_apgd, apgd_ce_art_images_per_s=len(x) / t_art,
+               apgd_ce_native_vs_art=t_art / t_apgd)
+    log(f"AutoAttack {norm} eps {eps:.4g} (standard, {TORCHATTACKS_AA}): native {out['native_images_per_s']:.2f} img/s"
+        + (f", torchattacks {out['torchattacks_images_per_s']:.2f} img/s ({out['native_vs_torchattacks']:.2f}x)"
+           if ta is not None else ", torchattacks not installed")
+        + f"; APGD-CE 100 iterations: native {out['apgd_ce_native_images_per_s']:.1f}, ART "
+          f"{out['apgd_ce_art_images_per_s']:.1f} img/s ({out['apgd_ce_native_vs_art']:.1f}x)")
+    return out
+
+
+def bench_minnorm_references(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+                             log: Log) -> dict[str, Any]:
+    """DDN, FMN (adv-lib's settings: clean start, no bound mask, sphere projection) and SuperDeepFool: the native
+    engine as ``run`` drives it, the whole ``run``, and adv-lib's function, on the same images and labels."""
+    sys.modules.setdefault("visdom", types.ModuleType("visdom"))  # adv-lib's optional plotting
+    adv_lib = _optional("adv_lib.attacks")
+    clean = predict(model, x, device)
+    xd, cd = x.to(device), clean.to(device)
+    fmn_params = {"steps": MINNORM_STEPS, "bound_mask": False, "projection": "sphere", "start": "clean"}
+    ddn_defaults = {k: v for k, v in attack_class("ddn").defaults.items() if k not in ("batch_size", "budget")}
+    sdf_defaults = {k: v for k, v in attack_class("superdeepfool").defaults.items() if k != "batch_size"}
+    cases = {
+        "ddn": (ddn_batch, ddn_defaults | {"steps": MINNORM_STEPS}, {"steps": MINNORM_STEPS},
+                lambda: adv_lib.ddn(model, xd, cd, steps=MINNORM_STEPS)),
+        "fmn": (fmn_batch, fmn_batch_params(attack_class("fmn").defaults | fmn_params, None), fmn_params,
+                lambda: adv_lib.fmn(model, xd, cd, norm=2, steps=MINNORM_STEPS)),
+        "superdeepfool": (superdeepfool_batch, sdf_defaults, {}, lambda: adv_lib.sdf(model, xd, cd)),
+    }
+    out: dict[str, Any] = {"n_images": len(x)}
+    for name, (engine, engine_params, run_params, reference) in cases.items():
+        kw = dict(engine_params)
+        if name == "ddn":
+            kw["gen"] = torch.Generator().manual_seed(0)
+        t_engine, _ = _seconds(lambda: counted_batches(engine, model, x, clean, 256, device, name, False, **kw),
+                               device, MINNORM_REPEAT)
+        t_run, _ = _seconds(lambda: build_attack(name, **run_params).run(model, x, y, device, progress=False),
+                            device, MINNORM_REPEAT)
+        row = {"native_engine_images_per_s": len(x) / t_engine, "native_run_images_per_s": len(x) / t_run}
+        if adv_lib is not None:
+            t_ref, _ = _seconds(reference, device, MINNORM_REPEAT)
+            row.update(adv_lib_images_per_s=len(x) / t_ref, native_engine_vs_adv_lib=t_ref / t_engine)
+        out[name] = row
+        log(f"{name}: native engine {row['native_engine_images_per_s']:.1f} img/s, whole run "
+            f"{row['native_run_images_per_s']:.1f} img/s" +
+            (f", adv-lib {row['adv_lib_images_per_s']:.1f} img/s ({row['native_engine_vs_adv_lib']:.2f}x)"
+             if adv_lib is not None else ", adv-lib not installed"))
+    if adv_lib is None:
+        out["adv_lib"] = "not installed (pip install --no-deps adv-lib==0.2.8)"
+    return out
+
+
+def run_references_bench(out: str, config_path: str, model_name: str, n_images: int = 100, log: Log = print,
+                         device_name: str | None = None) -> dict[str, Any]:
+    """``rbleak bench --references``: the comparisons above on the first ``n_images`` test images of the
+    config's model, AutoAttack at the dataset's default L-inf and L2 epsilons (4/255 and 0.5 where none), as
+    JSON in ``out`` (a file, or an existing folder to hold bench-references.json)."""
+    from ..attacks.native_autoattack import DATASET_EPS
+    from ..run.cells import get_dataset
+    from ..run.provenance import provenance
+    from .attacks import bench_model
+    from .common import output_path
+
+    path = output_path(out, "bench-references.json")
+    task, model, device = bench_model(config_path, model_name, device_name, log)
+    data = get_dataset(task.dataset)
+    x, y = data.test_x[:n_images], data.test_y[:n_images]
+    eps = DATASET_EPS.get(task.dataset["name"], {"linf": 4 / 255, "l2": 0.5})
+    results: dict[str, Any] = {"config": config_path, "model": model_name, "dataset": task.dataset["name"],
+                               "device": str(device), "threads": torch.get_num_threads()}
+    for norm in ("linf", "l2"):
+        results[f"autoattack_{norm}"] = bench_autoattack(model, x, y, device, log, norm, eps[norm])
+    results["minnorm_vs_adv_lib"] = bench_minnorm_references(model, x, y, device, log)
+    results["provenance"] = provenance(device)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    log(f"wrote {path}")
+    return results

@@ -1,0 +1,172 @@
+"""Native AutoAttack against torchattacks 3.5.1 (a port of the reference code) and ART's APGD on the same tiny
+model and 64 images, at identical settings (10 iterations as torchattacks' AutoAttack runs, Square's queries cut
+to keep the test fast; one thread: on a tiny model PyTorch's threads cost more than they give). Robust accuracy is RobustBench's (clean-misclassified images count as not robust; an
+example counts only within eps). With ``RBLEAK_REQUIRE_TORCHATTACKS=1`` (the CI) a missing torchattacks fails
+these tests instead of skipping; ART is a dependency of the package."""
+
+import importlib
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from robustbench_leak.attacks import build_attack
+from robustbench_leak.attacks.native_apgd import apgd_run
+
+CPU = torch.device("cpu")
+N_ITER, QUERIES = 10, 300
+EPS = {"linf": 0.03, "l2": 0.5}  # where the tiny model keeps about half its images under APGD-CE
+TA_NORM = {"linf": "Linf", "l2": "L2"}
+ONE_POINT = 0.01
+
+
+@pytest.fixture(scope="module")
+def small_windowed_cnn():
+    """Not windowed: a one-convolution network (a few ms per pass) trained on synthetic gratings, its 64 test
+    images, labels and clean predictions. Named as the minimum-norm tests' fixture so the tests read alike."""
+    from robustbench_leak.data import load_dataset
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    data = load_dataset("synthetic", n_train=512, n_test=64)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 5, stride=3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(8 * 8 * 8, 10))
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    for _ in range(5):
+        for i in range(0, len(data.train_y), 64):
+            loss = F.cross_entropy(model(data.train_x[i:i + 64]), data.train_y[i:i + 64])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval().requires_grad_(False)
+    x, y = data.test_x, data.test_y
+    with torch.no_grad():
+        clean = model(x).argmax(1)
+    yield model, x, y, clean
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ta():
+    try:
+        return importlib.import_module("torchattacks")
+    except ImportError as exc:
+        if os.environ.get("RBLEAK_REQUIRE_TORCHATTACKS") == "1":
+            pytest.fail(f"RBLEAK_REQUIRE_TORCHATTACKS=1 but torchattacks does not import ({exc}); "
+                        "pip install --no-deps torchattacks==3.5.1")
+        pytest.skip("torchattacks is not installed (pip install --no-deps torchattacks==3.5.1)")
+
+
+def robust_accuracy(model, x, y, adv, norm, eps) -> float:
+    """RobustBench's: correct on the example and the example within eps (clean-misclassified: adv is x, wrong)."""
+    d = (adv - x).flatten(1)
+    size = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
+    with torch.no_grad():
+        correct = model(adv).argmax(1) == y
+    return float((correct | (size > eps * (1 + 1e-5) + 1e-7)).float().mean())
+
+
+def assert_close_not_weaker(native: float, reference: float, n: int) -> None:
+    """Within 1 point (or one image, on fewer than 100 images), and never weaker (higher) by more than that."""
+    tol = max(ONE_POINT, 1 / n) + 1e-9
+    assert abs(native - reference) <= tol, (native, reference)
+    assert native <= reference + tol, (native, reference)
+
+
+class Recorder(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.logits = model, []
+
+    def forward(self, z):
+        out = self.model(z)
+        self.logits.append(out.detach().clone())
+        return out
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_apgd_loss_trace_equals_torchattacks(small_windowed_cnn, ta, norm):
+    """Same random start (generator seeded as torchattacks seeds the global one): every iterate's CE loss equal."""
+    model, x, y, clean = small_windowed_cnn
+    keep = clean == y  # both attack only the correctly classified images
+    xc, yc = x[keep], y[keep]
+    rec = Recorder(model)
+    ref = ta.APGD(rec, norm=TA_NORM[norm], eps=EPS[norm], steps=N_ITER, seed=0, loss="ce")
+    torch.manual_seed(0)
+    _, ref_robust, _, _ = ref.attack_single_run(xc, yc)
+    ref_trace = torch.stack([F.cross_entropy(z, yc, reduction="none") for z in rec.logits[1:]])
+    _, fooled, trace = apgd_run(model, xc, yc, norm=norm, eps=EPS[norm], n_iter=N_ITER,
+                                gen=torch.Generator().manual_seed(0))
+    assert 0 < fooled.float().mean() < 1  # the comparison is not vacuous
+    torch.testing.assert_close(trace, ref_trace, rtol=1e-4, atol=1e-5)
+    assert torch.equal(fooled, ref_robust == 0)
+
+
+def _native(model, x, y, norm, members, gen_seed=0, **params):
+    attack = build_attack("autoattack", norm=norm, eps=EPS[norm], version="custom", members=list(members),
+                          n_iter=N_ITER, n_queries=QUERIES, batch_size=len(x), **params)
+    return attack.run(model, x, y, CPU, progress=False, gen=torch.Generator().manual_seed(gen_seed))
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_standard_and_each_member_match_torchattacks(small_windowed_cnn, ta, norm):
+    """The standard sequence (APGD-CE, APGD-T, FAB-T, Square; each on the images still robust) against
+    torchattacks' members run the same way: robust accuracy after every member and at the end."""
+    model, x, y, _ = small_windowed_cnn
+    eps, tn = EPS[norm], TA_NORM[norm]
+    refs = {"apgd-ce": ta.APGD(model, norm=tn, eps=eps, steps=N_ITER, seed=0, loss="ce"),
+            "apgd-t": ta.APGDT(model, norm=tn, eps=eps, steps=N_ITER, seed=0, n_classes=10),
+            "fab-t": ta.FAB(model, norm=tn, eps=eps, steps=N_ITER, seed=0, multi_targeted=True, n_classes=10),
+            "square": ta.Square(model, norm=tn, eps=eps, n_queries=QUERIES, seed=0)}
+    result = _native(model, x, y, norm, refs)
+    adv = x.clone()
+    robust = torch.ones(len(x), dtype=torch.bool)
+    for member, attack in refs.items():  # torchattacks' MultiAttack: each member on the images still robust
+        idx = robust.nonzero()[:, 0]
+        out = attack(x[idx], y[idx])
+        d = (out - x[idx]).flatten(1)
+        size = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
+        with torch.no_grad():
+            broke = (model(out).argmax(1) != y[idx]) & (size <= eps * (1 + 1e-5) + 1e-7)
+        adv[idx[broke]] = out[broke]
+        robust[idx[broke]] = False
+        assert_close_not_weaker(result.metrics[f"robust_accuracy_after_{member.replace('-', '_')}"],
+                                float(robust.float().mean()), len(x))
+    reference = robust_accuracy(model, x, y, adv, norm, eps)
+    assert 0 < reference < float((model(x).argmax(1) == y).float().mean())  # not vacuous
+    assert_close_not_weaker(result.metrics["robust_accuracy"], reference, len(x))
+
+
+@pytest.mark.parametrize("member", ["apgd-t", "fab-t", "square"])
+def test_single_members_match_torchattacks(small_windowed_cnn, ta, member):
+    """Each member alone on every image (the ``apgd-t``, ``fab-t`` and ``square`` presets), L-inf."""
+    model, x, y, _ = small_windowed_cnn
+    eps = EPS["linf"]
+    ref = {"apgd-t": lambda: ta.APGDT(model, norm="Linf", eps=eps, steps=N_ITER, seed=0, n_classes=10),
+           "fab-t": lambda: ta.FAB(model, norm="Linf", eps=eps, steps=N_ITER, seed=0, multi_targeted=True,
+                                   n_classes=10),
+           "square": lambda: ta.Square(model, norm="Linf", eps=eps, n_queries=QUERIES, seed=0)}[member]()
+    reference = robust_accuracy(model, x, y, ref(x, y), "linf", eps)
+    assert_close_not_weaker(_native(model, x, y, "linf", [member]).metrics["robust_accuracy"], reference, len(x))
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_apgd_ce_matches_art(small_windowed_cnn, norm):
+    """ART's AutoProjectedGradientDescent (its own implementation) at the same iterations, step and restarts."""
+    from art.attacks.evasion import AutoProjectedGradientDescent
+
+    from robustbench_leak.attacks.art import art_classifier
+
+    model, x, y, _ = small_windowed_cnn
+    eps = EPS[norm]
+    clf = art_classifier(model, tuple(x.shape[1:]), 10, CPU)
+    np.random.seed(0)
+    art = AutoProjectedGradientDescent(clf, norm=np.inf if norm == "linf" else 2, eps=eps, eps_step=2 * eps,
+                                       max_iter=N_ITER, nb_random_init=1, batch_size=len(x),
+                                       loss_type="cross_entropy", verbose=False)
+    reference = robust_accuracy(model, x, y, torch.from_numpy(art.generate(x.numpy(), y=y.numpy())), norm, eps)
+    assert 0 < reference < 1
+    assert_close_not_weaker(_native(model, x, y, norm, ["apgd-ce"]).metrics["robust_accuracy"], reference, len(x))
