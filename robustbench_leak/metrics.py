@@ -20,6 +20,29 @@ STRENGTH_DOCS = {
     **{f"passes_{m}": f"forward plus backward passes per image of the member {m}" for m in STRENGTH_MEMBERS},
 }
 
+# --- issue 33 part 4 (L-inf minimum norm): metric docs to move next to their attacks at merge ------------------
+# the members of the minnorm-linf ensemble, in pick order (attacks/native_minnorm_linf.py maps each to its engine)
+LINF_STRENGTH_MEMBERS = ("deepfool_linf", "fmn_linf")
+LINF_DOCS = {
+    "linf_median": "median L-inf norm of the perturbation over clean-correct images (an L-inf minimum-norm attack)",
+    "converged_fmn_linf": ("FMN-Linf's convergence signal in the minnorm-linf ensemble: median relative fall of the best "
+                           "L-inf norm over the last 10% of its steps (above 1% flags the cell)"),
+    **{f"optimality_{m}": (f"AttackBench's optimality of the member {m} against the per-image best L-inf norm of the "
+                           "minnorm-linf members (1: it found every minimum)") for m in LINF_STRENGTH_MEMBERS},
+    **{f"minimum_share_{m}": (f"share of the fooled clean-correct images on which the member {m} found the smallest "
+                              "L-inf perturbation (ties go to the first member)") for m in LINF_STRENGTH_MEMBERS},
+    **{f"rho_median_{m}": (f"median of ||x_adv - x||_inf / ||x||_inf of the member {m} alone over clean-correct images "
+                           "(an image it did not fool counts as infinite)") for m in LINF_STRENGTH_MEMBERS},
+    **{f"rho_mean_{m}": f"mean ||x_adv - x||_inf / ||x||_inf of the member {m} alone over the clean-correct images it fooled"
+       for m in LINF_STRENGTH_MEMBERS},
+    **{f"passes_{m}": f"forward plus backward passes per image of the member {m}" for m in LINF_STRENGTH_MEMBERS},
+    **{f"overestimate_{m}": (f"median over clean-correct images {m} fooled of its L-inf norm / the minnorm-linf "
+                             "ensemble's (1 = it always found the smallest)") for m in LINF_STRENGTH_MEMBERS},
+    **{f"success_{m}": f"success rate of the minnorm-linf member {m} alone (clean-correct images)"
+       for m in LINF_STRENGTH_MEMBERS},
+}
+# --- end of the issue 33 part 4 block ------------------------------------------------------------------------------
+
 # column legend: metric name -> definition (shown under every leaderboard)
 METRIC_DOCS = {
     "accuracy": "top-1 accuracy on the evaluated test images",
@@ -51,6 +74,7 @@ METRIC_DOCS = {
     "passes": ("forward plus backward passes through the model per attacked image (the ensemble: its members' sum; "
                "the re-check of the examples not counted)"),
     **STRENGTH_DOCS,
+    **LINF_DOCS,  # issue 33 part 4
     "masking_failed": ("gradient-masking checks of the minnorm cell that failed (attacks/masking.py: unbounded success, "
                        "more steps, black-box search, PGD to zero; 0 = all clear)"),
 }
@@ -62,6 +86,15 @@ def accuracy(pred: np.ndarray, y: np.ndarray) -> float:
 
 def flat_l2(a: np.ndarray) -> np.ndarray:
     return np.linalg.norm(a.reshape(len(a), -1).astype(np.float64), axis=1)
+
+
+def flat_linf(a: np.ndarray) -> np.ndarray:
+    return np.abs(a.reshape(len(a), -1).astype(np.float64)).max(axis=1, initial=0.0)
+
+
+def linf_median(linf: np.ndarray, correct: np.ndarray) -> float:
+    """Median L-inf norm of the perturbation over clean-correct images (NaN when there is none)."""
+    return float(np.median(np.asarray(linf, np.float64)[correct])) if np.any(correct) else float("nan")
 
 
 def prediction_metrics(y: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarray) -> dict[str, float]:
@@ -94,7 +127,8 @@ def perturbation_metrics(x: np.ndarray, x_adv: np.ndarray, y: np.ndarray, clean_
 
 def robustness_curve(label: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarray, l2: np.ndarray,
                      budgets: np.ndarray) -> np.ndarray:
-    """Accuracy under an L2 budget, from a minimum-norm attack's per-sample results.
+    """Accuracy under a norm budget, from a minimum-norm attack's per-sample results (``l2``: the per-image
+    norms, L2 or L-inf; the budgets are in the same norm).
 
     An image counts as correct at budget eps when it is clean-correct and the attack needed more than
     eps to flip it (or never flipped it). Over all images, so the curve starts at clean accuracy.

@@ -42,8 +42,10 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 MIGRATIONS = [("models", "extra", "TEXT"),
               # perturbation spectra of minimum-norm attacks: share of |FFT(x_adv - x)|^2 above half-Nyquist,
               # and the radial spectral centroid in cycles per pixel
-              ("samples", "hf_share", "REAL"), ("samples", "centroid", "REAL")]
-SAMPLE_COLUMNS = ["label", "clean_pred", "adv_pred", "l2", "rho", "hf_share", "centroid"]
+              ("samples", "hf_share", "REAL"), ("samples", "centroid", "REAL"),
+              # the perturbation's L-inf norm (minimum-norm attacks; the L-inf robust-accuracy curve)
+              ("samples", "linf", "REAL")]
+SAMPLE_COLUMNS = ["label", "clean_pred", "adv_pred", "l2", "rho", "hf_share", "centroid", "linf"]
 
 
 class StoreError(ValueError):
