@@ -25,16 +25,16 @@ STRENGTH_DOCS = {
 LINF_STRENGTH_MEMBERS = ("deepfool_linf", "fmn_linf")
 LINF_DOCS = {
     "linf_median": "median L-inf norm of the perturbation over clean-correct images (an L-inf minimum-norm attack)",
-    "converged_fmn_linf": ("FMN-Linf's convergence signal in the minnorm-linf ensemble: median relative fall of the best "
-                           "L-inf norm over the last 10% of its steps (above 1% flags the cell)"),
+    "converged_fmn_linf": ("FMN-Linf's convergence signal in the minnorm-linf ensemble: median relative fall of the "
+                           "best L-inf norm over the last 10% of its steps (above 1% flags the cell)"),
     **{f"optimality_{m}": (f"AttackBench's optimality of the member {m} against the per-image best L-inf norm of the "
                            "minnorm-linf members (1: it found every minimum)") for m in LINF_STRENGTH_MEMBERS},
     **{f"minimum_share_{m}": (f"share of the fooled clean-correct images on which the member {m} found the smallest "
                               "L-inf perturbation (ties go to the first member)") for m in LINF_STRENGTH_MEMBERS},
-    **{f"rho_median_{m}": (f"median of ||x_adv - x||_inf / ||x||_inf of the member {m} alone over clean-correct images "
-                           "(an image it did not fool counts as infinite)") for m in LINF_STRENGTH_MEMBERS},
-    **{f"rho_mean_{m}": f"mean ||x_adv - x||_inf / ||x||_inf of the member {m} alone over the clean-correct images it fooled"
-       for m in LINF_STRENGTH_MEMBERS},
+    **{f"rho_median_{m}": (f"median of ||x_adv - x||_inf / ||x||_inf of the member {m} alone over clean-correct "
+                           "images (an image it did not fool counts as infinite)") for m in LINF_STRENGTH_MEMBERS},
+    **{f"rho_mean_{m}": (f"mean ||x_adv - x||_inf / ||x||_inf of the member {m} alone over the clean-correct images "
+                         "it fooled") for m in LINF_STRENGTH_MEMBERS},
     **{f"passes_{m}": f"forward plus backward passes per image of the member {m}" for m in LINF_STRENGTH_MEMBERS},
     **{f"overestimate_{m}": (f"median over clean-correct images {m} fooled of its L-inf norm / the minnorm-linf "
                              "ensemble's (1 = it always found the smallest)") for m in LINF_STRENGTH_MEMBERS},

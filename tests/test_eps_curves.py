@@ -86,4 +86,5 @@ def test_leaderboard_plots_include_robust_accuracy_vs_epsilon(run_dir, tmp_path)
     text = svg.read_text()
     assert "L2 budget ε" in text and "L-inf budget ε" in text and "AutoAttack (ε, robust accuracy)" in text
     html = (out / "leaderboard.html").read_text()
-    assert "Robust accuracy vs ε" in html and "minnorm-linf" in html and 'data-col="autoattack.robust_accuracy"' in html
+    assert "Robust accuracy vs ε" in html and "minnorm-linf" in html
+    assert 'data-col="autoattack.robust_accuracy"' in html

@@ -202,8 +202,9 @@ class NativeFMNLinf(NativeFMN):
     kind = "fmn-linf"
     norm = "linf"
     version = 1
-    description = ("FMN L-inf (Pintor et al., NeurIPS 2021; white-box, minimum L-inf), batched PyTorch engine; starts "
-                   "from DeepFool-Linf's point moved to the boundary, steps only along directions the [0, 1] box allows")
+    description = ("FMN L-inf (Pintor et al., NeurIPS 2021; white-box, minimum L-inf), batched PyTorch engine; "
+                   "starts from DeepFool-Linf's point moved to the boundary, steps only along directions the [0, 1] "
+                   "box allows")
     defaults = {k: v for k, v in NativeFMN.defaults.items() if k != "projection"}
     key_neutral = {"budget": None}
     choices = {"start": STARTS}
