@@ -45,6 +45,7 @@ COLUMNS: dict[str, dict[str, str]] = {
         "rho": "l2 / ||x||_2 (minimum-norm attacks; else empty)",
         "hf_share": "share of the perturbation's energy above half-Nyquist (minimum-norm attacks)",
         "centroid": "energy-weighted mean radial frequency of the perturbation, cycles per pixel",
+        "linf": "L-inf norm of the perturbation (minimum-norm attacks; empty in stores written before it)",
         "cell_key": "the cell the row belongs to",
     },
     "models": {

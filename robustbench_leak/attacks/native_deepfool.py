@@ -195,7 +195,6 @@ class NativeDeepFoolLinf(NativeDeepFool):
     preferred_engine = False
     norm = "linf"
     description = "DeepFool L-inf (white-box, minimum L-inf; the dual q = 1 step), batched PyTorch engine"
-    key_neutral = {"budget": None}
     metrics = ("success_rate", "linf_median", "robust_accuracy", "passes")
 
     progress_label = "DeepFool L-inf (native)"

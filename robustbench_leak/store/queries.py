@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from .schema import SAMPLE_COLUMNS, connect_readonly, store_file
+from .schema import SAMPLE_COLUMNS, connect_readonly, store_file, table_columns
 
 # The newest finished result of every cell, whichever run computed it. A slot is what a table row shows:
 # (kind, model, dataset, seed, attack). Runs into one folder may compute a slot several times (a changed
@@ -210,10 +210,15 @@ class StoreReader:
             SELECT s.* FROM samples s JOIN chosen ch ON ch.cell_key = s.cell_key
             WHERE ch.kind = 'eval' AND s.l2 IS NOT NULL ORDER BY s.cell_key, s.idx""")
 
+    def _sample_columns(self) -> str:
+        """``SAMPLE_COLUMNS`` for a SELECT; a column added after this read-only file was written reads as NULL."""
+        present = table_columns(self.conn, "samples")
+        return ", ".join(f"s.{c}" if c in present else f"NULL AS {c}" for c in SAMPLE_COLUMNS)
+
     def newest_samples(self) -> pd.DataFrame:
         """Every per-sample row of the newest eval cells, with the cell's model, dataset, seed and attack."""
         return self.frame(NEWEST + f"""
-            SELECT ch.model, ch.dataset, ch.seed, ch.attack, s.idx, {', '.join('s.' + c for c in SAMPLE_COLUMNS)},
+            SELECT ch.model, ch.dataset, ch.seed, ch.attack, s.idx, {self._sample_columns()},
                    s.cell_key
             FROM samples s JOIN chosen ch ON ch.cell_key = s.cell_key
             WHERE ch.kind = 'eval' ORDER BY ch.model, ch.dataset, ch.seed, ch.attack, s.idx""")
