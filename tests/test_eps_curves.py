@@ -76,6 +76,9 @@ def test_curves_per_norm_with_autoattack_points(run_dir):
         assert c[c.index <= eps].iloc[-1] == expected, eps
     c1 = curves[(curves.model == "cnn-3x3") & (curves.seed == 1)].set_index("budget").accuracy
     assert c1[c1.index <= 0.07].iloc[-1] == 0.75  # seed 1's norms are twice seed 0's: its own linf column
+    runs[0].specs.pop("minnorm-linf")  # no L-inf curve: AutoAttack's points get a panel of their own
+    alone = [(norm, attack, len(pts)) for norm, attack, _, curves, pts in curve_panels(runs, table) if curves.empty]
+    assert alone == [("linf", "autoattack", 4)]
 
 
 def test_leaderboard_plots_include_robust_accuracy_vs_epsilon(run_dir, tmp_path):

@@ -27,7 +27,8 @@ from .loader import RunData
 
 NORMS = ("l2", "linf")  # row order of the panels
 NORM_LABELS = {"l2": "L2", "linf": "L-inf"}
-POINT_KINDS = ("autoattack",)  # fixed-epsilon attacks drawn as points: kind with params norm and eps
+POINT_KINDS = ("autoattack",)
+CURVE_COLUMNS = ["dataset", "model", "seed", "budget", "accuracy"]  # fixed-epsilon attacks drawn as points: kind with params norm and eps
 
 
 def attack_norm(spec: dict[str, Any]) -> str | None:
@@ -83,8 +84,7 @@ def curve_frame(runs: list[RunData], table: pd.DataFrame, attack: str, n_budgets
                                    s[column].to_numpy(float), budgets)
             frames.append(pd.DataFrame({"dataset": dataset, "model": label, "seed": seed, "budget": budgets,
                                         "accuracy": acc}))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["dataset", "model", "seed", "budget", "accuracy"])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CURVE_COLUMNS)
 
 
 def point_frame(runs: list[RunData], table: pd.DataFrame) -> pd.DataFrame:
@@ -108,9 +108,10 @@ def point_frame(runs: list[RunData], table: pd.DataFrame) -> pd.DataFrame:
 
 
 def curve_panels(runs: list[RunData], table: pd.DataFrame) -> list[tuple[str, str, str, pd.DataFrame, pd.DataFrame]]:
-    """(norm, attack, dataset, curves, AutoAttack points) per panel: L2 panels first, then L-inf."""
+    """(norm, attack, dataset, curves, AutoAttack points) per panel: L2 panels first, then L-inf. Points of a
+    norm and dataset that no minimum-norm cell shares get a panel of their own (attack ``autoattack``)."""
     points = point_frame(runs, table)
-    panels = []
+    panels: list[tuple[str, str, str, pd.DataFrame, pd.DataFrame]] = []
     for norm in NORMS:
         for attack in minimum_norm_labels(runs, norm):
             for dataset, curves in curve_frame(runs, table, attack, column=norm).groupby("dataset", sort=False):
@@ -119,6 +120,10 @@ def curve_panels(runs: list[RunData], table: pd.DataFrame) -> list[tuple[str, st
                     curves = curve_frame(runs, table, attack, column=norm, top=float(here.eps.max()) * 1.05)
                     curves = curves[curves.dataset == dataset]
                 panels.append((norm, attack, str(dataset), curves, here))
+        drawn = {p[2] for p in panels if p[0] == norm}
+        for dataset, here in points[points.norm == norm].groupby("dataset", sort=False):
+            if str(dataset) not in drawn:
+                panels.append((norm, "autoattack", str(dataset), pd.DataFrame(columns=CURVE_COLUMNS), here))
     return panels
 
 
@@ -169,6 +174,8 @@ def _draw_panel(ax: Any, curves: pd.DataFrame, points: pd.DataFrame, colours: di
                     color=colours.get(label, "0.2"), markeredgecolor="black", zorder=4)
     if len(points):  # one legend entry for every model's diamonds
         ax.plot([], [], "D", color="0.6", markeredgecolor="black", label="AutoAttack (ε, robust accuracy)")
+    if curves.empty:  # points only: start the axis at 0 as the curves do
+        ax.set_xlim(0, float(points.eps.max()) * 1.1)
     ax.set_ylabel("robust accuracy (%)")
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
