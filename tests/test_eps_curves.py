@@ -15,6 +15,8 @@ from robustbench_leak.store import StoreWriter
 RUN_ID = "20260101T000000-aaaaaa"  # make_run's
 LINF_SPEC = {"kind": "minnorm-linf", "engine": "native", "n_samples": 4, "params": {"fmn_steps": 50, "batch_size": 4}}
 AA_SPEC = {"kind": "autoattack", "engine": "native", "n_samples": 4, "params": {"norm": "linf", "eps": 0.3}}
+# an epsilon the attack chose (a per-dataset default) is read from the cell's info
+AA_DEFAULT_SPEC = {**AA_SPEC, "params": {"norm": "l2", "eps": None}}
 # image 0 and 1 fooled at L-inf 0.05 and 0.1, image 2 never fooled, image 3 misclassified (and fooled at 0.2)
 LINF = np.array([0.05, 0.1, 0.3, 0.2])
 AA_ACCURACY = {0: 0.25, 1: 0.5}  # by seed
@@ -46,12 +48,13 @@ def run_dir(tmp_path, monkeypatch):
             labels = np.arange(4)
             samples = {"label": labels, "clean_pred": np.array([0, 1, 2, 0]), "adv_pred": np.array([5, 5, 2, 5]),
                        "l2": LINF * 3, "rho": LINF, "linf": LINF * (1 + seed)}
-            cells = {"minnorm-linf": (LINF_SPEC, {"robust_accuracy": 0.0, "linf_median": 0.1}, samples),
-                     "autoattack": (AA_SPEC, {"robust_accuracy": AA_ACCURACY[seed]}, None)}
-            for label, (spec, metrics, smp) in cells.items():
+            cells = {"minnorm-linf": (LINF_SPEC, {"robust_accuracy": 0.0, "linf_median": 0.1}, samples, None),
+                     "autoattack": (AA_SPEC, {"robust_accuracy": AA_ACCURACY[seed]}, None, None),
+                     "autoattack-l2": (AA_DEFAULT_SPEC, {"robust_accuracy": 0.5}, None, {"eps": 1.0})}
+            for label, (spec, metrics, smp, info) in cells.items():
                 key = f"{tk}-{label}"
                 store.record_cell(key, "eval", {"train_key": tk, "attack": spec}, RUN_ID, "cpu", "t0", 1.0,
-                                  metrics, smp)
+                                  metrics, smp, info=info)
                 rows.append({"cell_key": key, "kind": "eval", "train_key": tk, "model": model, "arch": "tomen_cnn",
                              "dataset": "synthetic", "seed": seed, "attack": label})
     store.add_run_cells(RUN_ID, rows)
@@ -63,11 +66,13 @@ def test_curves_per_norm_with_autoattack_points(run_dir):
     runs = load_runs([run_dir])
     table, _, _ = build_table([run_dir])
     points = point_frame(runs, table)
-    assert set(points.model) == {"cnn-3x3", "cnn-7x7"} and set(points.norm) == {"linf"}
-    assert sorted(points[points.model == "cnn-3x3"].accuracy) == [0.25, 0.5] and set(points.eps) == {0.3}
+    linf = points[points.norm == "linf"]
+    assert set(points.model) == {"cnn-3x3", "cnn-7x7"} and set(points.norm) == {"linf", "l2"}
+    assert sorted(linf[linf.model == "cnn-3x3"].accuracy) == [0.25, 0.5] and set(linf.eps) == {0.3}
+    assert set(points[points.norm == "l2"].eps) == {1.0}  # from the cell's info
     panels = {(norm, attack): (curves, pts) for norm, attack, _, curves, pts in curve_panels(runs, table)}
     assert set(panels) == {("l2", "deepfool"), ("linf", "minnorm-linf")}  # each attack on its own norm's axes
-    assert panels[("l2", "deepfool")][1].empty  # an L-inf AutoAttack point never lands on L2 axes
+    assert set(panels[("l2", "deepfool")][1].eps) == {1.0}  # an L-inf AutoAttack point never lands on L2 axes
     curves, pts = panels[("linf", "minnorm-linf")]
     assert len(pts) == 4 and curves.budget.max() >= 0.3  # the axes reach AutoAttack's epsilon
     c = curves[(curves.model == "cnn-3x3") & (curves.seed == 0)].set_index("budget").accuracy
@@ -90,4 +95,4 @@ def test_leaderboard_plots_include_robust_accuracy_vs_epsilon(run_dir, tmp_path)
     assert "L2 budget ε" in text and "L-inf budget ε" in text and "AutoAttack (ε, robust accuracy)" in text
     html = (out / "leaderboard.html").read_text()
     assert "Robust accuracy vs ε" in html and "minnorm-linf" in html
-    assert 'data-col="autoattack.robust_accuracy"' in html
+    assert 'data-col="autoattack.robust_accuracy"' in html and 'data-col="autoattack-l2.robust_accuracy"' in html

@@ -8,7 +8,8 @@ attack never fooled is robust at every epsilon. The curve is an upper bound on t
 (``Attack.norm == "linf"``) their ``linf``; each norm has its own row of panels.
 
 AutoAttack cells are found by their kind (``autoattack``) and their params ``norm`` (``linf``/``l2``) and
-``eps``: each is a point (eps, its stored ``robust_accuracy``) in every panel of its norm and dataset.
+``eps`` (or the cell's info, where the params leave them to the attack): each is a point (eps, its stored
+``robust_accuracy``) in every panel of its norm and dataset.
 """
 
 from __future__ import annotations
@@ -89,21 +90,27 @@ def curve_frame(runs: list[RunData], table: pd.DataFrame, attack: str, n_budgets
 
 def point_frame(runs: list[RunData], table: pd.DataFrame) -> pd.DataFrame:
     """The stored robust accuracy of every fixed-epsilon cell (``POINT_KINDS``) of a leaderboard row: columns
-    dataset, model (row label), seed, attack, norm, eps, accuracy."""
+    dataset, model (row label), seed, attack, norm, eps, accuracy. ``norm`` and ``eps`` come from the cell's
+    params, or from its info where the params leave them to the attack (a per-dataset default)."""
     by_run = {r.label: r for r in runs}
     out = []
     for _, row in table.iterrows():
         run = by_run[row.run]
-        for attack, spec in run.specs.items():
-            params = spec.get("params") or {}
-            norm = point_norm(params.get("norm"))
-            if spec.get("kind") not in POINT_KINDS or norm is None or not isinstance(params.get("eps"), (int, float)):
+        cells = run.cells[(run.cells.model == row.model) & (run.cells.dataset == row.dataset)]
+        for cell in cells.itertuples():
+            spec = cell.spec.get("attack") or {}
+            if spec.get("kind") not in POINT_KINDS:
                 continue
-            res = run.results[(run.results.model == row.model) & (run.results.dataset == row.dataset)
-                              & (run.results.attack == attack) & (run.results.metric == "robust_accuracy")]
-            out += [{"dataset": row.dataset, "model": row_label(row, table), "seed": int(r.seed), "attack": attack,
-                     "norm": norm, "eps": float(params["eps"]), "accuracy": float(r.value)}
-                    for r in res.itertuples() if pd.notna(r.value)]
+            params, info = spec.get("params") or {}, cell.info or {}
+            norm = point_norm(params.get("norm", info.get("norm")))
+            eps = params.get("eps") if params.get("eps") is not None else info.get("eps")
+            res = run.results[(run.results.cell_key == cell.cell_key) & (run.results.metric == "robust_accuracy")]
+            if norm is None or isinstance(eps, bool) or not isinstance(eps, (int, float)) or res.empty:
+                continue
+            value = float(res.value.iloc[0])
+            if np.isfinite(value):
+                out.append({"dataset": row.dataset, "model": row_label(row, table), "seed": int(cell.seed),
+                            "attack": cell.attack, "norm": norm, "eps": float(eps), "accuracy": value})
     return pd.DataFrame(out, columns=["dataset", "model", "seed", "attack", "norm", "eps", "accuracy"])
 
 
