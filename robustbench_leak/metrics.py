@@ -131,6 +131,8 @@ RHO_MEAN = Metric("rho_mean", ("mean of ||x_adv - x||_2 / ||x||_2 over clean-cor
                                "higher = more robust)"), unit="ratio")
 RHO_MEDIAN = Metric("rho_median", "median of the same ratio over clean-correct images", unit="ratio")
 L2_MEDIAN = Metric("l2_median", "median L2 norm of the perturbation over clean-correct images", unit="L2")
+LINF_MEDIAN = Metric("linf_median", ("median L-inf norm of the perturbation over clean-correct images (an L-inf "
+                                     "minimum-norm attack)"), unit="Linf")
 PASSES = Metric("passes", ("forward plus backward passes through the model per attacked image (the ensemble: its "
                            "members' sum; the re-check of the examples not counted)"), unit="passes/image",
                 higher_is_better=False)
@@ -138,7 +140,7 @@ SANITY_PGD_SUCCESS = Metric("sanity_pgd_success", (
     "success of an unbounded L-inf PGD (eps=1, 20 steps, no random start) on the clean-correct images; below 99% "
     "flags gradient masking"), percent=True)
 declare(ACCURACY, N, CLEAN_ACCURACY, ROBUST_ACCURACY, ROBUST_ACCURACY_CONDITIONAL, SUCCESS_RATE, RHO_MEAN, RHO_MEDIAN,
-        L2_MEDIAN, PASSES, SANITY_PGD_SUCCESS)
+        L2_MEDIAN, LINF_MEDIAN, PASSES, SANITY_PGD_SUCCESS)
 # the minimum-norm attacks' first columns
 MIN_NORM_METRICS = (SUCCESS_RATE, RHO_MEAN, RHO_MEDIAN, ROBUST_ACCURACY)
 
@@ -165,6 +167,15 @@ def accuracy(pred: np.ndarray, y: np.ndarray) -> float:
 
 def flat_l2(a: np.ndarray) -> np.ndarray:
     return np.linalg.norm(a.reshape(len(a), -1).astype(np.float64), axis=1)
+
+
+def flat_linf(a: np.ndarray) -> np.ndarray:
+    return np.abs(a.reshape(len(a), -1).astype(np.float64)).max(axis=1, initial=0.0)
+
+
+def linf_median(linf: np.ndarray, correct: np.ndarray) -> float:
+    """Median L-inf norm of the perturbation over clean-correct images (NaN when there is none)."""
+    return float(np.median(np.asarray(linf, np.float64)[correct])) if np.any(correct) else float("nan")
 
 
 def prediction_metrics(y: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarray,
@@ -199,7 +210,8 @@ def perturbation_metrics(x: np.ndarray, x_adv: np.ndarray, y: np.ndarray, clean_
 
 def robustness_curve(label: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarray, l2: np.ndarray,
                      budgets: np.ndarray) -> np.ndarray:
-    """Accuracy under an L2 budget, from a minimum-norm attack's per-sample results.
+    """Accuracy under a norm budget, from a minimum-norm attack's per-sample results (``l2``: the per-image
+    norms, L2 or L-inf; the budgets are in the same norm).
 
     An image counts as correct at budget eps when it is clean-correct and the attack needed more than
     eps to flip it (or never flipped it). Over all images, so the curve starts at clean accuracy.

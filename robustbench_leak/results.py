@@ -46,7 +46,7 @@ COLUMNS: dict[str, dict[str, str]] = {
         "rho": "l2 / ||x||_2 (minimum-norm attacks; else empty)",
         "hf_share": "share of the perturbation's energy above half-Nyquist (minimum-norm attacks)",
         "centroid": "energy-weighted mean radial frequency of the perturbation, cycles per pixel",
-        "linf": "L-inf norm of the perturbation (AutoAttack; else empty)",
+        "linf": "L-inf norm of the perturbation (minimum-norm attacks and AutoAttack; empty where none is recorded)",
         "broken_by": "AutoAttack: the member that broke the image first (empty: robust, or misclassified clean)",
         "cell_key": "the cell the row belongs to",
     },

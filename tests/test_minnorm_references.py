@@ -1,4 +1,4 @@
-"""Native DDN, FMN and SuperDeepFool against adv-lib 0.2.8 (independent code) on the same small model and
+"""Native DDN, FMN (L2 and L-inf) and SuperDeepFool against adv-lib 0.2.8 (independent code) on the same small model and
 inputs, and SuperDeepFool against DeepFool. adv-lib imports visdom only for its optional plotting, so a stub
 stands in; with ``RBLEAK_REQUIRE_ADV_LIB=1`` (the CI) a missing adv-lib fails these tests instead of skipping."""
 
@@ -55,6 +55,20 @@ def test_fmn_equals_adv_lib_at_identical_settings(setup, adv_lib):
     assert ref_fooled.mean() > 0.9
     np.testing.assert_array_equal(fooled, ref_fooled)
     np.testing.assert_allclose(l2[fooled], ref_l2[fooled], rtol=1e-4)
+
+
+def test_fmn_linf_equals_adv_lib_at_identical_settings(setup, adv_lib):
+    """adv-lib's L-inf FMN (clean start, no bound mask): the same images fooled with the same L-inf norms."""
+    model, x, _, clean = setup
+    ref = adv_lib.fmn(model, x, clean, norm=float("inf"), steps=STEPS)
+    ref_linf = (ref - x).flatten(1).abs().amax(dim=1).numpy()
+    ref_fooled = predict(model, ref, CPU).numpy() != clean.numpy()
+    res = build_attack("fmn-linf", batch_size=N_IMAGES, steps=STEPS, bound_mask=False, start="clean").run(
+        model, x, setup[2], CPU, progress=False)
+    fooled = res.samples["adv_pred"] != res.samples["clean_pred"]
+    assert ref_fooled.mean() > 0.9
+    np.testing.assert_array_equal(fooled, ref_fooled)
+    np.testing.assert_allclose(res.samples["linf"][fooled], ref_linf[fooled], rtol=1e-4)
 
 
 def test_superdeepfool_equals_adv_lib(setup, adv_lib):

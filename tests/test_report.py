@@ -13,11 +13,12 @@ from report_data import EVIL, Fake, grid_accuracy, make_run, three_models
 
 from robustbench_leak.cli import main
 from robustbench_leak.nn import WindowedConv2d, effective_kernel, windowize
+from robustbench_leak.report.eps_curves import curve_frame
 from robustbench_leak.report.exports import latex_escape
 from robustbench_leak.report.kernels import first_conv
 from robustbench_leak.report.leaderboard import FORMATS, build_table, to_markdown, write_outputs
 from robustbench_leak.report.loader import load_runs
-from robustbench_leak.report.plots import curve_frame, pareto_front, spatial_grids
+from robustbench_leak.report.plots import pareto_front, spatial_grids
 
 
 @pytest.fixture(scope="module")

@@ -82,6 +82,8 @@ class Attack(ABC):
     # A minimum-norm L2 attack (per-sample l2/rho): the runner gives it the DeepFool sanity checks
     # (re-check of every example, unbounded PGD against gradient masking).
     minimum_norm: ClassVar[bool] = False
+    # The norm a minimum-norm attack minimises: "l2" (its curves read the samples' l2) or "linf" (``linf``).
+    norm: ClassVar[str] = "l2"
     # Parameters added after results were stored, at the value that behaves as before they existed: a
     # cell's key leaves them out at that value, so stored cells stay valid.
     key_neutral: ClassVar[dict[str, Any]] = {}

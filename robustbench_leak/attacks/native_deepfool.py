@@ -30,7 +30,7 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-from ..metrics import MIN_NORM_METRICS, PASSES
+from ..metrics import LINF_MEDIAN, MIN_NORM_METRICS, PASSES, ROBUST_ACCURACY, SUCCESS_RATE
 from .base import AttackResult, at_least, register_attack
 from .norm_results import CountedEngineAttack, rechecked_result
 
@@ -90,10 +90,12 @@ def iterations_within(max_iter: int, budget: int | None, k: int, keep_candidates
 def deepfool_batch(model: nn.Module, x: torch.Tensor, nb_grads: int, max_iter: int, overshoot: float,
                    clip: tuple[float, float] = (0.0, 1.0), stop_on: str = "returned",
                    keep_candidates: int | None = None, grad_strategy: str = "loop",
-                   budget: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   budget: int | None = None, norm: str = "l2") -> tuple[torch.Tensor, torch.Tensor]:
     """Adversarial examples for one batch on the model's device, and the iterations each sample used.
 
-    ``budget``: at most that many forward plus backward passes per image (``iterations_within``)."""
+    ``budget``: at most that many forward plus backward passes per image (``iterations_within``).
+    ``norm: linf``: DeepFool's L-inf step (Moosavi-Dezfooli et al. 2016, eq. 11 with q = 1): distances
+    ``|f_k| / ||w_k||_1`` and the step ``|f_l| / ||w_l||_1 * sign(w_l)``."""
     lo, hi = clip
     with torch.no_grad():
         logits0 = model(x)
@@ -109,11 +111,16 @@ def deepfool_batch(model: nn.Module, x: torch.Tensor, nb_grads: int, max_iter: i
         if len(active) == 0 or cand.shape[1] < 2:
             break
         f_diff, w = _difference_gradients(model, adv[active], cand[active], grad_strategy)  # (A, K-1), (A, K-1, D)
-        dist = f_diff.abs() / (w.norm(dim=2) + TOL)
-        nearest = dist.argmin(dim=1)
         rows = torch.arange(len(active), device=x.device)
-        w_l = w[rows, nearest]
-        step = (f_diff[rows, nearest].abs() / (w_l.norm(dim=1) ** 2 + TOL)).unsqueeze(1) * w_l
+        if norm == "linf":
+            dist = f_diff.abs() / (w.abs().sum(dim=2) + TOL)
+            nearest = dist.argmin(dim=1)
+            step = dist[rows, nearest].unsqueeze(1) * w[rows, nearest].sign()
+        else:
+            dist = f_diff.abs() / (w.norm(dim=2) + TOL)
+            nearest = dist.argmin(dim=1)
+            w_l = w[rows, nearest]
+            step = (f_diff[rows, nearest].abs() / (w_l.norm(dim=1) ** 2 + TOL)).unsqueeze(1) * w_l
         adv[active] = (adv[active] + step.view_as(adv[active]) * (hi - lo)).clamp(lo, hi)
         iters[active] += 1
         returned = (x[active] + (1 + overshoot) * (adv[active] - x[active])).clamp(lo, hi)
@@ -156,11 +163,11 @@ class NativeDeepFool(CountedEngineAttack):
     def check_params(cls, params: dict) -> dict:
         merged = super().check_params(params)
         if merged["stop_on"] not in ("returned", "iterate"):
-            raise ValueError(f"attack 'deepfool' parameter 'stop_on' must be 'returned' (stop once the overshot "
+            raise ValueError(f"attack {cls.kind!r} parameter 'stop_on' must be 'returned' (stop once the overshot "
                              f"example is adversarial) or 'iterate' (ART's loop), got {merged['stop_on']!r}")
         keep = merged["keep_candidates"]
         if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
-            raise ValueError(f"attack 'deepfool' parameter 'keep_candidates' must be a positive integer (classes "
+            raise ValueError(f"attack {cls.kind!r} parameter 'keep_candidates' must be a positive integer (classes "
                              f"kept after the first step) or null (keep all), got {keep!r}")
         return merged
 
@@ -181,3 +188,23 @@ class NativeDeepFool(CountedEngineAttack):
                device: torch.device) -> AttackResult:
         x_adv, iters = out
         return rechecked_result(model, x, y, x_adv, clean, iters, passes, device)
+
+
+@register_attack
+class NativeDeepFoolLinf(NativeDeepFool):
+    kind = "deepfool-linf"
+    preferred_engine = False
+    norm = "linf"
+    description = "DeepFool L-inf (white-box, minimum L-inf; the dual q = 1 step), batched PyTorch engine"
+    metrics = (SUCCESS_RATE, LINF_MEDIAN, ROBUST_ACCURACY, PASSES)
+
+    progress_label = "DeepFool L-inf (native)"
+
+    def engine_params(self, device: torch.device, gen: torch.Generator | None) -> dict[str, Any]:
+        return super().engine_params(device, gen) | {"norm": "linf"}
+
+    def finish(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor,
+               out: tuple[torch.Tensor, ...], passes: float, params: dict[str, Any],
+               device: torch.device) -> AttackResult:
+        x_adv, iters = out
+        return rechecked_result(model, x, y, x_adv, clean, iters, passes, device, norm="linf")

@@ -37,13 +37,29 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-from ..metrics import MIN_NORM_METRICS, PASSES, Metric
+from ..metrics import LINF_MEDIAN, MIN_NORM_METRICS, PASSES, ROBUST_ACCURACY, SUCCESS_RATE, Metric
 from .base import AttackResult, Range, above, at_least, register_attack
 from .native_deepfool import deepfool_batch, resolve_grad_strategy
 from .norm_results import (CountedEngineAttack, boundary_fraction, cosine, iterative_result, steps_within,
                            tail_snapshot_step)
 
 PROJECTIONS = ("ball", "sphere")
+
+
+def _l2(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(1).norm(dim=1)
+
+
+def _linf(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(1).abs().amax(dim=1)
+
+
+def _l1(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(1).abs().sum(dim=1)
+
+
+# norm -> (the per-image norm minimised, the dual norm of the linearised distance; None: the step's L2 norm)
+NORMS = {"l2": (_l2, None), "linf": (_linf, _l1)}
 STARTS = ("clean", "deepfool")
 DEEPFOOL_START = {"max_iter": 50, "overshoot": 0.02, "nb_grads": 10, "keep_candidates": 2}  # attacks/deepfool.yaml
 
@@ -82,18 +98,25 @@ def fmn_batch_params(params: dict[str, Any], budget: int | None) -> dict[str, An
 def fmn_batch(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, steps: int, alpha_init: float,
               alpha_final: float, gamma_init: float, gamma_final: float, bound_mask: bool = False,
               projection: str = "ball", start: str = "clean", binary_search_steps: int = 10,
-              start_budget: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Returned examples, final best norms (inf: never fooled) and best norms before the convergence tail."""
+              start_budget: int | None = None, norm: str = "l2"
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returned examples, final best norms (inf: never fooled) and best norms before the convergence tail.
+
+    ``norm: linf`` minimises the L-inf norm (``NORMS``): the step stays the L2-normalised gradient, the
+    linearised distance divides by the gradient's dual (L1) norm, and the projection clamps every pixel
+    of the perturbation to [-epsilon, epsilon] (``projection`` has no effect); the DeepFool start is
+    DeepFool's L-inf variant."""
     view = (-1,) + (1,) * (x.ndim - 1)
+    size, dual = NORMS[norm]
     inf = torch.full((len(x),), math.inf, device=x.device, dtype=x.dtype)
     if start == "deepfool":  # deepfool_batch attacks the model's prediction, which ``labels`` holds
         strategy = resolve_grad_strategy("auto", x.device)
-        x_df = deepfool_batch(model, x, **DEEPFOOL_START, grad_strategy=strategy, budget=start_budget)[0]
+        x_df = deepfool_batch(model, x, **DEEPFOOL_START, grad_strategy=strategy, budget=start_budget, norm=norm)[0]
         delta = boundary_start(model, x, labels, x_df, binary_search_steps)
     else:
         delta = torch.zeros_like(x)
     epsilon = inf.clone()
-    worst = torch.maximum(x, 1 - x).flatten(1).norm(dim=1)
+    worst = size(torch.maximum(x, 1 - x))
     best_norm, best_delta, before = inf.clone(), torch.zeros_like(x), inf.clone()
     found = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     own = None
@@ -109,9 +132,9 @@ def fmn_batch(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, steps: in
         (grad,) = torch.autograd.grad(loss.sum(), d)
         delta, loss = delta.detach(), loss.detach()
         is_adv = logits.detach().argmax(1) != labels
-        norm = delta.flatten(1).norm(dim=1)
-        better = is_adv & (norm < best_norm)
-        best_norm = torch.where(better, norm, best_norm)
+        now = size(delta)
+        better = is_adv & (now < best_norm)
+        best_norm = torch.where(better, now, best_norm)
         best_delta = torch.where(better.view(view), delta, best_delta)
         found = found | is_adv
         if i == snapshot_at:
@@ -120,12 +143,17 @@ def fmn_batch(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, steps: in
             x_now = x + delta
             grad = grad.masked_fill(((x_now <= 0) & (grad < 0)) | ((x_now >= 1) & (grad > 0)), 0)
         g_norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
+        distance = loss.abs() / (g_norm if dual is None else dual(grad).clamp_min(1e-12))
         epsilon = torch.where(is_adv, torch.minimum(epsilon * (1 - gamma), best_norm),
-                              torch.where(found, epsilon * (1 + gamma), norm + loss.abs() / g_norm))
+                              torch.where(found, epsilon * (1 + gamma), now + distance))
         epsilon = torch.minimum(epsilon, worst)
         delta = delta + alpha * grad / g_norm.view(view)
-        factor = epsilon / delta.flatten(1).norm(dim=1).clamp_min(1e-12)
-        delta = delta * (factor.clamp(max=1) if projection == "ball" else factor).view(view)
+        if norm == "linf":
+            bound = epsilon.view(view)
+            delta = torch.maximum(torch.minimum(delta, bound), -bound)
+        else:
+            factor = epsilon / delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+            delta = delta * (factor.clamp(max=1) if projection == "ball" else factor).view(view)
         delta = (x + delta).clamp(0, 1) - x
     x_adv = torch.where(torch.isfinite(best_norm).view(view), x + best_delta, x + delta).clamp(0, 1)
     return x_adv, best_norm, before
@@ -173,3 +201,29 @@ class NativeFMN(CountedEngineAttack):
                device: torch.device) -> AttackResult:
         x_adv, final, before = out
         return iterative_result("fmn", model, x, y, x_adv, clean, final, before, params["steps"], device, passes)
+
+
+@register_attack
+class NativeFMNLinf(NativeFMN):
+    kind = "fmn-linf"
+    norm = "linf"
+    version = 1
+    description = ("FMN L-inf (Pintor et al., NeurIPS 2021; white-box, minimum L-inf), batched PyTorch engine; "
+                   "starts from DeepFool-Linf's point moved to the boundary, steps only along directions the [0, 1] "
+                   "box allows")
+    defaults = {k: v for k, v in NativeFMN.defaults.items() if k != "projection"}
+    key_neutral = {"budget": None}
+    choices = {"start": STARTS}
+    metrics = (SUCCESS_RATE, LINF_MEDIAN, ROBUST_ACCURACY, CONVERGED_FMN, PASSES)
+
+    progress_label = "FMN L-inf (native)"
+
+    def engine_params(self, device: torch.device, gen: torch.Generator | None) -> dict[str, Any]:
+        return fmn_batch_params(self.params, self.params["budget"]) | {"norm": "linf"}
+
+    def finish(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor,
+               out: tuple[torch.Tensor, ...], passes: float, params: dict[str, Any],
+               device: torch.device) -> AttackResult:
+        x_adv, final, before = out
+        return iterative_result("fmn", model, x, y, x_adv, clean, final, before, params["steps"], device, passes,
+                                norm="linf")

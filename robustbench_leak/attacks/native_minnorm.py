@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..metrics import MIN_NORM_METRICS, PASSES, Metric, flat_l2
+from ..metrics import MIN_NORM_METRICS, PASSES, Metric, flat_l2, flat_linf
 from ..runtime import device_batch_size, predict
 from .base import Attack, AttackResult, at_least, register_attack
 from .masking import MaskingSettings, run_checks
@@ -165,37 +165,43 @@ def run_members(model: nn.Module, x: torch.Tensor, clean: torch.Tensor, p: dict[
 
 def combine(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor,
             out: dict[str, tuple[torch.Tensor, ...]], seconds: dict[str, float], p: dict[str, Any],
-            device: torch.device, passes: dict[str, float] | None = None) -> AttackResult:
-    """The ensemble's result from each member's (examples, ...) on the CPU: re-check, pick, metrics, flags."""
+            device: torch.device, passes: dict[str, float] | None = None, *, members: tuple[str, ...] = MEMBERS,
+            norm: str = "l2", converging: dict[str, int] | None = None) -> AttackResult:
+    """The ensemble's result from each member's (examples, ...) on the CPU: re-check, pick, metrics, flags.
+
+    ``members`` in pick order; ``norm``: the norm compared (``l2`` or ``linf``); ``converging``: the members
+    whose outputs carry best norms before and after the convergence tail, with their steps (default: DDN
+    and FMN's under ``p``)."""
+    size = flat_l2 if norm == "l2" else flat_linf
     clean_np, y_np = clean.numpy(), y.numpy()
     correct = clean_np == y_np
-    advs = {m: out[m][0] for m in MEMBERS}
-    preds = {m: predict(model, advs[m], device).numpy() for m in MEMBERS}  # re-check every member example
-    fooled = {m: preds[m] != clean_np for m in MEMBERS}
-    norms = {m: flat_l2((advs[m] - x).numpy()) for m in MEMBERS}
-    candidates = np.stack([np.where(fooled[m], norms[m], np.inf) for m in MEMBERS])
+    advs = {m: out[m][0] for m in members}
+    preds = {m: predict(model, advs[m], device).numpy() for m in members}  # re-check every member example
+    fooled = {m: preds[m] != clean_np for m in members}
+    norms = {m: size((advs[m] - x).numpy()) for m in members}
+    candidates = np.stack([np.where(fooled[m], norms[m], np.inf) for m in members])
     pick = np.where(np.isfinite(candidates).any(axis=0), candidates.argmin(axis=0), 0)
     rows = torch.arange(len(x))
     pick_t = torch.from_numpy(pick)
-    x_adv = torch.stack([advs[m] for m in MEMBERS])[pick_t, rows]
-    adv_pred = np.stack([preds[m] for m in MEMBERS])[pick, np.arange(len(x))]
-    result = minimum_norm_result(x, x_adv, y, clean_np, adv_pred)
-    best = result.samples["l2"]
+    x_adv = torch.stack([advs[m] for m in members])[pick_t, rows]
+    adv_pred = np.stack([preds[m] for m in members])[pick, np.arange(len(x))]
+    result = minimum_norm_result(x, x_adv, y, clean_np, adv_pred, norm=norm)
+    best = result.samples[norm]
     metrics = result.metrics
     metrics.update(member_ratios(norms, fooled, best, correct))
-    member_norms = {m: np.where(fooled[m], norms[m], np.inf) for m in MEMBERS}
+    member_norms = {m: np.where(fooled[m], norms[m], np.inf) for m in members}
     result.transient["member_norms"] = member_norms
-    metrics.update(strength(member_norms, flat_l2(x.numpy()), correct, passes or {}))
+    metrics.update(strength(member_norms, size(x.numpy()), correct, passes or {}))
     metrics["passes"] = float(sum((passes or {}).values())) if passes else float("nan")
     flags = []
-    for m, steps in iterative_steps(p).items():
+    for m, steps in (iterative_steps(p) if converging is None else converging).items():
         _, final, before = out[m]
         metrics[f"converged_{m}"] = convergence_signal(before.numpy(), final.numpy())
         flag = convergence_flag(m.upper(), metrics[f"converged_{m}"], steps)
         flags += [flag] if flag else []
     won = correct & np.isfinite(candidates).any(axis=0)
     result.info.update(member_seconds=seconds,
-                       smallest_by={m: int(np.sum(won & (pick == k))) for k, m in enumerate(MEMBERS)})
+                       smallest_by={m: int(np.sum(won & (pick == k))) for k, m in enumerate(members)})
     if flags:
         result.info["flags"] = flags
     return result

@@ -1,4 +1,4 @@
-"""What every minimum-norm L2 attack returns besides its examples: metrics, spectra, convergence.
+"""What every minimum-norm attack (L2 or L-inf) returns besides its examples: metrics, spectra, convergence.
 
 Convergence signal of an iterative minimum-norm attack (DDN, FMN): for each image fooled at the end,
 the relative change of its best (smallest) adversarial norm over the last 10% of the steps,
@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from ..metrics import perturbation_metrics
+from ..metrics import flat_linf, linf_median, perturbation_metrics
 from ..perturbation_spectra import mean_spectrum, normalised_profiles, spectral_summaries
 from ..runtime import device_batch_size, predict
 from .base import Attack, AttackResult
@@ -86,10 +86,16 @@ def spectra(x: np.ndarray, x_adv: np.ndarray, clean_pred: np.ndarray, adv_pred: 
 
 
 def minimum_norm_result(x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, clean_pred: np.ndarray,
-                        adv_pred: np.ndarray, info: dict[str, Any] | None = None) -> AttackResult:
-    """DeepFool's metrics (``perturbation_metrics``) plus the spectra, from CPU tensors and re-checked predictions."""
+                        adv_pred: np.ndarray, info: dict[str, Any] | None = None, norm: str = "l2") -> AttackResult:
+    """DeepFool's metrics (``perturbation_metrics``) plus the spectra, from CPU tensors and re-checked predictions.
+
+    Every result stores the per-image L-inf norm (sample ``linf``) beside the L2 one; an attack minimising
+    the L-inf norm (``norm: linf``) also reports ``linf_median``."""
     xn, an, yn = x.numpy(), x_adv.numpy(), y.numpy()
     metrics, samples = perturbation_metrics(xn, an, yn, clean_pred, adv_pred)
+    samples["linf"] = flat_linf(an - xn)
+    if norm == "linf":
+        metrics["linf_median"] = linf_median(samples["linf"], clean_pred == yn)
     spec_samples, spec_info = spectra(xn, an, clean_pred, adv_pred, yn)
     return AttackResult(metrics, {**samples, **spec_samples}, info={**(info or {}), **spec_info})
 
@@ -141,12 +147,12 @@ def boundary_fraction(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, la
 
 def iterative_result(member: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor,
                      clean: torch.Tensor, best_final: torch.Tensor, best_before: torch.Tensor, steps: int,
-                     device: torch.device, passes: float) -> AttackResult:
+                     device: torch.device, passes: float, norm: str = "l2") -> AttackResult:
     """An iterative engine's result: re-check every example, then metrics, spectra, ``converged_<member>``,
     its flag and the ``passes`` per image."""
     adv_pred = predict(model, x_adv, device).numpy()
     signal = convergence_signal(best_before.numpy(), best_final.numpy())
-    result = minimum_norm_result(x, x_adv, y, clean.numpy(), adv_pred)
+    result = minimum_norm_result(x, x_adv, y, clean.numpy(), adv_pred, norm=norm)
     result.metrics[f"converged_{member}"] = signal
     flag = convergence_flag(member.upper(), signal, steps)
     if flag:
@@ -156,13 +162,14 @@ def iterative_result(member: str, model: nn.Module, x: torch.Tensor, y: torch.Te
 
 
 def rechecked_result(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, clean: torch.Tensor,
-                     iterations: torch.Tensor, passes: float, device: torch.device) -> AttackResult:
+                     iterations: torch.Tensor, passes: float, device: torch.device, norm: str = "l2") -> AttackResult:
     """A DeepFool-style engine's result: re-check every example, then metrics, spectra, the iterations each
     image ran (mean and max) and the ``passes`` per image."""
     adv_pred = predict(model, x_adv, device).numpy()
     it = iterations.numpy()
     result = minimum_norm_result(x, x_adv, y, clean.numpy(), adv_pred, info={
-        "iterations_mean": float(it.mean()) if len(it) else 0.0, "iterations_max": int(it.max()) if len(it) else 0})
+        "iterations_mean": float(it.mean()) if len(it) else 0.0, "iterations_max": int(it.max()) if len(it) else 0},
+        norm=norm)
     result.metrics["passes"] = passes
     return result
 

@@ -88,10 +88,10 @@ def strength_markdown(frame: pd.DataFrame) -> str:
 
 
 LEGEND = ("success: share of the clean-correct images the attack alone fooled; median rho: over the clean-correct "
-          "images, one it did not fool counting as infinite; optimality: AttackBench's, against the per-image best "
-          "of the ensemble's members (1: it found every minimum); passes / image: forward plus backward passes "
-          "through the model; minimum found: share of the fooled images on which it found the smallest "
-          "perturbation.")
+          "images, one it did not fool counting as infinite (in an L-inf ensemble ||delta||_inf / ||x||_inf); "
+          "optimality: AttackBench's, against the per-image best of the ensemble's members (1: it found every "
+          "minimum); passes / image: forward plus backward passes through the model; minimum found: share of the "
+          "fooled images on which it found the smallest perturbation.")
 
 
 def strength_report(paths: list[str | Path]) -> str:

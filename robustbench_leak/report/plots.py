@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..attacks import attack_class
-from ..metrics import robustness_curve
+from .eps_curves import minimum_norm_labels, robust_accuracy_curves
 from .figures import Figure, grid, palette, protocol_title, save, shared_legend, style
 from .fmt import PERCENT_METRICS, missing, row_label, split_column
 from .loader import RunData, parse_json
@@ -34,16 +33,6 @@ def _attack_labels(runs: list[RunData], kind: str) -> list[str]:
     return list(labels)
 
 
-def _minimum_norm_labels(runs: list[RunData]) -> list[str]:
-    """Attacks with per-image minimal perturbations (DeepFool, DDN, FMN, minnorm): rho and robustness curves."""
-    labels: dict[str, None] = {}
-    for run in runs:
-        for label, spec in run.specs.items():
-            if attack_class(spec["kind"], spec["engine"]).minimum_norm:
-                labels[label] = None
-    return list(labels)
-
-
 def clean_column(runs: list[RunData], table: pd.DataFrame) -> str | None:
     for label in _attack_labels(runs, "clean"):
         if f"{label}.accuracy" in table.columns:
@@ -52,7 +41,8 @@ def clean_column(runs: list[RunData], table: pd.DataFrame) -> str | None:
 
 
 def robustness_columns(runs: list[RunData], table: pd.DataFrame) -> list[str]:
-    cols = [f"{label}.rho_mean" for label in _minimum_norm_labels(runs)]
+    cols = [f"{label}.rho_mean" for label in minimum_norm_labels(runs, "l2")]
+    cols += [f"{label}.linf_median" for label in minimum_norm_labels(runs, "linf")]
     cols += [f"{label}.robust_accuracy" for label in _attack_labels(runs, "spatial")]
     return [c for c in cols if c in table.columns and table[c].notna().any()]
 
@@ -102,7 +92,8 @@ def accuracy_vs_robustness(runs: list[RunData], table: pd.DataFrame, out: Path) 
                       "no other model is both more accurate and more robust.")
     x_col, y_cols = clean_column(runs, table), robustness_columns(runs, table)
     if x_col is None or not y_cols:
-        fig_info.notes.append("needs a clean accuracy column and a DeepFool rho_mean or spatial accuracy column")
+        fig_info.notes.append("needs a clean accuracy column and a minimum-norm rho_mean (L-inf: linf_median) or "
+                              "spatial accuracy column")
         return fig_info
     colours = palette(table)
     datasets = list(dict.fromkeys(table.dataset))
@@ -133,70 +124,6 @@ def accuracy_vs_robustness(runs: list[RunData], table: pd.DataFrame, out: Path) 
             ax.grid(alpha=0.3)
     n_entries = len(set(h for ax in axes.flat for h in ax.get_legend_handles_labels()[1]))
     shared_legend(fig, axes, loc="outside lower center", ncol=min(n_entries, 4))
-    fig_info.files = save(fig, out, fig_info.name)
-    return fig_info
-
-
-def curve_frame(runs: list[RunData], table: pd.DataFrame, attack: str, n_budgets: int = 121) -> pd.DataFrame:
-    """Accuracy vs L2 budget of every row under the minimum-norm attack ``attack``, per seed (long frame).
-
-    Budgets run from 0 to a little past the 98th percentile of the successful perturbations of all rows
-    of a dataset, so curves of one dataset share their x axis.
-    """
-    by_run = {r.label: r for r in runs}
-    per_row = []
-    for _, row in table.iterrows():
-        run = by_run[row.run]
-        cells = run.cells[(run.cells.model == row.model) & (run.cells.dataset == row.dataset)
-                          & (run.cells.attack == attack)]
-        for key, seed in zip(cells.cell_key, cells.seed):
-            s = run.samples[run.samples.cell_key == key]
-            if len(s):
-                per_row.append((row.dataset, row_label(row, table), int(seed), s))
-    frames = []
-    for dataset in dict.fromkeys(d for d, _, _, _ in per_row):
-        rows = [r for r in per_row if r[0] == dataset]
-        flipped = np.concatenate([s.l2[s.adv_pred != s.clean_pred].to_numpy(float) for _, _, _, s in rows])
-        flipped = flipped[np.isfinite(flipped)]
-        top = float(np.quantile(flipped, 0.98)) * 1.1 if len(flipped) else 1.0
-        budgets = np.linspace(0.0, top, n_budgets)
-        for _, label, seed, s in rows:
-            acc = robustness_curve(s.label.to_numpy(), s.clean_pred.to_numpy(), s.adv_pred.to_numpy(),
-                                   s.l2.to_numpy(float), budgets)
-            frames.append(pd.DataFrame({"dataset": dataset, "model": label, "seed": seed, "budget": budgets,
-                                        "accuracy": acc}))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["dataset", "model", "seed", "budget", "accuracy"])
-
-
-def robustness_curves(runs: list[RunData], table: pd.DataFrame, out: Path) -> Figure:
-    fig_info = Figure("robustness_curves", "Robustness curves",
-                      "Accuracy over all attacked images when the attacker may change each image by at most the "
-                      "given L2 norm (pixels in [0, 1]), from a minimum-norm attack's per-image perturbations "
-                      "(an upper bound on the true robust accuracy: the perturbation found is not always minimal; "
-                      "minnorm, the smallest of DeepFool, DDN and FMN, is the tightest). "
-                      "Shaded: min-max across seeds.")
-    panels = []
-    for attack in _minimum_norm_labels(runs):
-        frame = curve_frame(runs, table, attack)
-        panels += [(attack, dataset, sub) for dataset, sub in frame.groupby("dataset", sort=False)]
-    if not panels:
-        fig_info.notes.append("no minimum-norm attack cell (DeepFool, DDN, FMN, minnorm) with per-image norms in these runs")
-        return fig_info
-    colours = palette(table)
-    fig, axes = grid(1, len(panels), 5.2, 3.6)
-    for ax, (attack, dataset, frame) in zip(axes[0], panels):
-        for label, sub in frame.groupby("model", sort=False):
-            stats = sub.groupby("budget")["accuracy"].agg(["mean", "min", "max"]) * 100
-            ax.plot(stats.index, stats["mean"], color=colours[label], lw=2, label=label)
-            if sub.seed.nunique() > 1:
-                ax.fill_between(stats.index, stats["min"], stats["max"], color=colours[label], alpha=0.2, lw=0)
-        ax.set_xlabel("L2 budget ε")
-        ax.set_ylabel("accuracy under budget (%)")
-        ax.set_ylim(-2, 102)
-        ax.set_title(f"{attack} on {dataset}")
-        ax.grid(alpha=0.3)
-    shared_legend(fig, axes)
     fig_info.files = save(fig, out, fig_info.name)
     return fig_info
 
@@ -333,7 +260,7 @@ def make_plots(runs: list[RunData], table: pd.DataFrame, out: Path) -> list[Figu
     style()
     protocol = "; ".join(r.protocol() for r in runs if r.protocol())
     with protocol_title(protocol):  # over every figure made from the runs' results (not the window shapes)
-        figures = [accuracy_vs_robustness(runs, table, out), robustness_curves(runs, table, out),
+        figures = [accuracy_vs_robustness(runs, table, out), robust_accuracy_curves(runs, table, out),
                    spatial_heatmaps(runs, table, out), training_curves(runs, table, out),
                    first_layer_kernels(runs, table, out), perturbation_spectra(runs, table, out)]
     if protocol:

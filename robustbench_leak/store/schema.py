@@ -53,7 +53,8 @@ MIGRATIONS = [("models", "extra", "TEXT"),
               # the definitions and SHA-256 of the claims written for the run's config, when it started
               # (report/registration.py), and the looks of a sequential run (report/sequential.py)
               ("runs", "claims", "TEXT"), ("runs", "looks", "TEXT"),
-              # AutoAttack: the perturbation's L-inf norm and the member that broke the image (NULL: none)
+              # the perturbation's L-inf norm (minimum-norm attacks, AutoAttack) and the AutoAttack member that
+              # broke the image (NULL: none)
               ("samples", "linf", "REAL"), ("samples", "broken_by", "TEXT")]
 SAMPLE_COLUMNS = ["label", "clean_pred", "adv_pred", "l2", "rho", "hf_share", "centroid", "linf", "broken_by"]
 
