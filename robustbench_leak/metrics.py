@@ -131,8 +131,7 @@ RHO_MEAN = Metric("rho_mean", ("mean of ||x_adv - x||_2 / ||x||_2 over clean-cor
                                "higher = more robust)"), unit="ratio")
 RHO_MEDIAN = Metric("rho_median", "median of the same ratio over clean-correct images", unit="ratio")
 L2_MEDIAN = Metric("l2_median", "median L2 norm of the perturbation over clean-correct images", unit="L2")
-LINF_MEDIAN = Metric("linf_median", ("median L-inf norm of the perturbation over clean-correct images (an L-inf "
-                                     "minimum-norm attack)"), unit="Linf")
+LINF_MEDIAN = Metric("linf_median", "median L-inf norm of the perturbation over clean-correct images", unit="L-inf")
 PASSES = Metric("passes", ("forward plus backward passes through the model per attacked image (the ensemble: its "
                            "members' sum; the re-check of the examples not counted)"), unit="passes/image",
                 higher_is_better=False)

@@ -14,6 +14,7 @@ from robustbench_leak.report.claim_set import ClaimSet, claim_set_names, load_cl
 from robustbench_leak.report.claims import Claim, compare, coverage_lines, evaluate_claims, rule
 from robustbench_leak.report.claims_md import to_markdown, write_figures
 from robustbench_leak.store import StoreWriter
+from robustbench_leak.store.arrays import encode
 
 
 def ruled(kind, *comps):
@@ -236,7 +237,10 @@ def test_low_frequency_question_from_stored_spectra(tmp_path):
         in to_markdown(claims, base=tmp_path)
     # a store whose cells hold no spectra (the published runs so far): not evaluated, with the reason
     s = StoreWriter(tmp_path / "results.sqlite")
-    s.conn.execute("UPDATE samples SET hf_share = NULL")
+    for (key,) in s.conn.execute("SELECT cell_key FROM sample_arrays").fetchall():
+        arrays = s.sample_arrays(key)
+        arrays.pop("hf_share")
+        s.conn.execute("UPDATE sample_arrays SET n = ?, header = ?, data = ? WHERE cell_key = ?", (*encode(arrays), key))
     s.conn.commit()
     s.close()
     claims, _ = evaluate_claims(tmp_path, claim_set(question))

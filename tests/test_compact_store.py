@@ -35,7 +35,7 @@ def test_codec_round_trips_bit_for_bit_with_the_smallest_integer_types():
                                      dtype=object)}
     count, header, blob = encode(columns)
     assert count == n
-    types = dict(json.loads(header)["columns"])
+    types = {entry[0]: entry[1] for entry in json.loads(header)["columns"]}
     assert {k: v for k, v in types.items() if k != "broken_by"} == {"label": "<u1", "big": "<i8", "neg": "<i1",
                                                                       "l2": "<f8", "partial": "<f8"}  # "none" left out
     back = decode(count, header, blob)

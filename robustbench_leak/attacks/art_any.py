@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..metrics import L2_MEDIAN, ROBUST_ACCURACY, SUCCESS_RATE, Metric, flat_l2, prediction_metrics
+from ..metrics import L2_MEDIAN, LINF_MEDIAN, ROBUST_ACCURACY, SUCCESS_RATE, flat_l2, prediction_metrics
 from ..runtime import predict
 from .art import _quiet_art, art_classifier, num_classes_of
 from .base import Attack, AttackResult, at_least, register_attack
@@ -42,8 +42,7 @@ class ArtEvasion(Attack):
     description = "any ART evasion attack by class name (parameters passed to its constructor)"
     defaults = {"name": "FastGradientMethod", "batch_size": 128}
     ranges = {"batch_size": at_least(1)}
-    metrics = (ROBUST_ACCURACY, SUCCESS_RATE, L2_MEDIAN,
-               Metric("linf_median", "median L-inf norm of the perturbation over clean-correct images", unit="L-inf"))
+    metrics = (ROBUST_ACCURACY, SUCCESS_RATE, L2_MEDIAN, LINF_MEDIAN)
 
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> dict[str, Any]:

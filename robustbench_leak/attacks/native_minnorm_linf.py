@@ -22,16 +22,31 @@ from ..metrics import LINF_MEDIAN, PASSES, ROBUST_ACCURACY, SUCCESS_RATE, Metric
 from ..runtime import device_batch_size, predict
 from .base import Attack, AttackResult, at_least, register_attack
 from .native_deepfool import deepfool_engine
+from .native_fab import fab_batch
 from .native_fmn import NativeFMNLinf, fmn_batch, fmn_batch_params
 from .native_minnorm import DEEPFOOL_EXACT, combine
 from .norm_results import counted_batches
 
 Engine = Callable[..., tuple[torch.Tensor, ...]]
+FAB_STEPS = 100  # FAB's own default (Croce & Hein, ICML 2020)
+
+
+def fab_linf_engine(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, *, n_iter: int,
+                    budget: int | None) -> tuple[torch.Tensor]:
+    """Untargeted FAB as a minimum-norm L-inf member: its steps cut to ``budget`` passes per image (a step
+    takes a forward pass and one gradient per class, as in native_autoattack's plan)."""
+    if budget is not None:
+        with torch.no_grad():
+            classes = model(x[:1]).shape[1]
+        n_iter = max(1, min(n_iter, (budget - 1) // (2 + classes)))
+    return (fab_batch(model, x, labels, norm="linf", n_iter=n_iter),)
+
 # member -> (its batch engine, its parameters under the ensemble's ``p``); outputs start with the examples
 MEMBER_RUNS: dict[str, Callable[[dict[str, Any]], tuple[Engine, dict[str, Any]]]] = {
     "deepfool_linf": lambda p: (deepfool_engine, DEEPFOOL_EXACT | {"budget": p["budget"], "norm": "linf"}),
     "fmn_linf": lambda p: (fmn_batch, fmn_batch_params(NativeFMNLinf.defaults | {"steps": p["fmn_steps"]},
                                                        p["budget"]) | {"norm": "linf"}),
+    "fab_linf": lambda p: (fab_linf_engine, {"n_iter": FAB_STEPS, "budget": p["budget"]}),
 }
 MEMBERS = tuple(MEMBER_RUNS)
 # members whose outputs are (examples, best norm at the end, best norm before the convergence tail)
