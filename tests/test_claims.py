@@ -338,3 +338,35 @@ def test_a_claim_answered_by_another_config_waits_for_its_cells(store, tmp_path)
     assert claims[0].missing and not claims[0].comparisons and not claims[0].post_hoc
     with pytest.raises(ValueError, match="attack 'autoattack-linf' is not in"):
         evaluate_claims(tmp_path, claim_set(None))
+
+
+def test_cells_before_an_engine_fix_are_left_out_and_the_rest_judged(tmp_path):
+    """Seeds whose minnorm cells predate the current engine version stay in the store but out of the
+    comparison, which reads the current cells' seeds and says which it left out; with no current cell at
+    all the comparison is not counted."""
+    rng = np.random.default_rng(7)
+    s = StoreWriter(tmp_path / "results.sqlite")
+    s.start_run("r", config_name="t", config_yaml="name: t\n")
+    rows = []
+    for seed in range(4):
+        version = 1 if seed < 2 else 2
+        for model, scale in (("a", 1.3), ("b", 1.0)):
+            key = f"{model}-{seed}"
+            rho = (rng.random(N) * 0.1 + 0.05) * scale
+            s.record_cell(key, "eval", {"attack": {"kind": "minnorm", "engine": "native", "version": version}}, "r",
+                          "cpu", "t", 1.0, {"n": N}, {"label": np.zeros(N, dtype=int), "clean_pred": np.zeros(N, dtype=int),
+                                                       "adv_pred": np.ones(N, dtype=int), "l2": rho, "rho": rho})
+            rows.append({"cell_key": key, "kind": "eval", "train_key": key, "model": model, "arch": "x",
+                         "dataset": "d", "seed": seed, "attack": "minnorm"})
+    s.add_run_cells("r", rows)
+    s.finish_run("r")
+    s.close()
+    data = {"description": "t", "config": "x.yaml", "claims": [
+        {"title": "q", "kind": "directional", "role": "exploratory",
+         "comparisons": [{"a": "a", "b": "b", "attack": "minnorm", "metric": "rho"}]}]}
+    claims, _ = evaluate_claims(tmp_path, ClaimSet.model_validate(data))
+    c = claims[0].comparisons[0]
+    assert c.seeds == [2, 3] and not c.not_counted
+    assert any(f.startswith("seeds 0, 1 left out: their cells predate the fix") for f in c.flagged)
+    claims, _ = evaluate_claims(tmp_path, ClaimSet.model_validate(data), seeds=[0, 1])
+    assert claims[0].comparisons[0].not_counted  # only stale cells: not counted
