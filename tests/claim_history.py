@@ -38,26 +38,30 @@ def _match(defs: list[dict], title: str, i: int) -> dict | None:
 
 def history(claim_set_path: str) -> list[dict]:
     """Per claim of the file's committed history (in the order of its newest version): commit, date and the
-    fields of the last change to its definition."""
-    log = _git("log", "--format=%H%x09%cI", "--reverse", "--", claim_set_path, RULES).stdout.split("\n")
+    fields of the last change to its definition. A commit changes a definition when it differs from the
+    definition in every parent, so merging a branch changes nothing that either side already had."""
+    log = _git("log", "--full-history", "--topo-order", "--reverse", "--format=%H%x09%cI%x09%P", "--",
+               claim_set_path, RULES).stdout.split("\n")
+    cache: dict[str, list[dict]] = {}
+
+    def defs_at(commit: str) -> list[dict]:
+        if commit not in cache:
+            data = _at(commit, claim_set_path)
+            cache[commit] = definitions(data, _at(commit, RULES)) if isinstance(data, dict) else []
+        return cache[commit]
+
     last: dict[str, dict] = {}
-    previous: list[dict] = []
     for line in filter(None, log):
-        commit, date = line.split("\t")
-        data = _at(commit, claim_set_path)
-        if not isinstance(data, dict):
-            previous = []
-            continue
-        defs = definitions(data, _at(commit, RULES))
-        for i, d in enumerate(defs):
-            old = _match(previous, d["title"], i)
-            if old is None:
+        commit, date, parents = (line.split("\t") + [""])[:3]
+        parent_defs = [defs_at(p) for p in parents.split()] or [[]]
+        for i, d in enumerate(defs_at(commit)):
+            olds = [_match(defs, d["title"], i) for defs in parent_defs]
+            if all(old is None for old in olds):
                 last[d["title"]] = {"commit": commit, "date": date, "changed": ["new claim"]}
-            elif digest(old) != digest(d):
-                last[d["title"]] = {"commit": commit, "date": date,
-                                    "changed": [k for k in FIELDS if old[k] != d[k]]}
-        previous = defs
-    return [{"title": d["title"], **last[d["title"]]} for d in previous]
+            elif all(old is None or digest(old) != digest(d) for old in olds):
+                old = next(o for o in olds if o is not None)
+                last[d["title"]] = {"commit": commit, "date": date, "changed": [k for k in FIELDS if old[k] != d[k]]}
+    return [{"title": d["title"], **last[d["title"]]} for d in defs_at("HEAD")]
 
 
 def write(path: str) -> None:
