@@ -88,8 +88,9 @@ def grid(n_rows: int, n_cols: int, width: float, height: float, **kwargs: Any) -
     return fig, axes
 
 
-def shared_legend(fig: plt.Figure, axes: Any, loc: str = "outside right upper", **kwargs: Any) -> None:
-    """One legend for the whole figure, each label once (panels may show different models)."""
+def shared_legend(fig: plt.Figure, axes: Any, loc: str = "outside right center", **kwargs: Any) -> None:
+    """One legend for the whole figure, each label once (panels may show different models); centred on the
+    right so that it never meets the protocol line above the panels."""
     entries: dict[str, object] = {}
     for ax in getattr(axes, "flat", axes):
         for handle, label in zip(*ax.get_legend_handles_labels()):
