@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict, replace
 
 import numpy as np
 from scipy import stats as sps
@@ -24,7 +25,7 @@ from scipy import stats as sps
 from robustbench_leak.crossed import crossed
 from robustbench_leak.report.claim_set import load_claim_set
 from robustbench_leak.report.claims import evaluate_claims
-from robustbench_leak.report.latent_sim import LatentModel, estimate
+from robustbench_leak.report.latent_sim import estimate
 from robustbench_leak.report.sequential_sim import NormalModel, analytic_single, scenarios, simulate, single
 from robustbench_leak.store import StoreReader
 
@@ -97,15 +98,16 @@ def main() -> None:
     comps = tuple(tuple(c) for c in m["comparisons"])
     models = sorted(m["effects"])
     correct = clean_outcomes(args.run_dir, models)
-    fitted = estimate(correct)
-    latent = LatentModel(**{**fitted.__dict__, "sim_images": args.sim_images})
-    store_moments = {f"{a} vs {b}": {"store crossed (s2, V_sh)": [crossed(correct[a] - correct[b]).s2,
-                                                                   crossed(correct[a] - correct[b]).v_shared],
-                                     "latent (s2, V_sh)": list(latent.moments(a, b))} for a, b, _ in comps}
+    latent = replace(estimate(correct), sim_images=args.sim_images)
+    store_moments = {}
+    for a, b, _ in comps:
+        c = crossed(correct[a] - correct[b])
+        store_moments[f"{a} vs {b}"] = {"store crossed (s2, V_sh)": [c.s2, c.v_shared],
+                                        "latent (s2, V_sh)": list(latent.moments(a, b))}
     started = time.process_time()
     out = {"measured on": args.run_dir, **m, "looks": [5, 10, 15, 20, 25, 30], "alpha": 0.05, "futility": 0.10,
            "families per scenario": args.families,
-           "latent": {"components": {k: v for k, v in latent.__dict__.items()},
+           "latent": {"components": asdict(latent),
                       "fitted on seeds": int(len(next(iter(correct.values())))),
                       "comparisons' moments": store_moments,
                       **run_scenarios(latent, comps, args.families, 1000)},

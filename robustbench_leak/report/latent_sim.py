@@ -5,10 +5,11 @@ Model m, training seed s and test image i: the image is classified correctly whe
     mu_m + a_i + b_mi + c_s + c_ms + d_si + e_msi > 0
 
 with independent normal effects of variances va (image), vb (model x image), vs (seed), vms (model x seed),
-vsi (seed x image) and ve (the rest): a probit model. Seed s of every model shares c_s and d_si (models
-trained with one seed share its data order: on the published store their per-seed accuracies correlate).
-A model's expected accuracy is Phi(mu_m / sqrt(V)), V the sum of the six. Every moment the sequential design needs is closed-form through
-Plackett's identity Phi2(h, k; r) - Phi(h) Phi(k) = int_0^r phi2(h, k; u) du (no Monte Carlo):
+vsi (seed x image) and ve (the rest): a probit model. Seed s of every model shares c_s and d_si (on the
+published store, models trained with one seed agree more on an image than at two seeds, and their per-seed
+accuracies correlate). A model's expected accuracy is Phi(mu_m / sqrt(V)), V the sum of the six. Every
+moment the sequential design needs is closed-form through Plackett's identity
+Phi2(h, k; r) - Phi(h) Phi(k) = int_0^r phi2(h, k; u) du (no Monte Carlo):
 
 - on the latent scale one image correlates (va + vb) / V across two seeds of a model, va / V across two
   models and seeds, (va + vsi) / V across two models at one seed; two images (vs + vms) / V within one
@@ -18,11 +19,13 @@ Plackett's identity Phi2(h, k; r) - Phi(h) Phi(k) = int_0^r phi2(h, k; u) du (no
 
 :meth:`LatentModel.draw` gives per-seed accuracies with exactly these means, variances and covariances (see
 its docstring for what is drawn exactly and what is approximated). :func:`estimate` fits the components to
-a store's per-image outcomes by these moments (tetrachoric correlations, the between-seed variances and covariances).
+a store's per-image outcomes by these moments (tetrachoric correlations, the between-seed variances and
+covariances).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -114,7 +117,8 @@ class LatentModel:
             return np.concatenate([self.draw(rng, models, half, seeds), self.draw(rng, models, families - half, seeds)])
         shape = (families, len(models))
         mu = np.array([self._x(m) * np.sqrt(self.total) for m in models])[None, :, None]
-        seed = rng.normal(0, np.sqrt(self.vs), (families, 1, seeds)) + rng.normal(0, np.sqrt(self.vms), shape + (seeds,))
+        seed = (rng.normal(0, np.sqrt(self.vs), (families, 1, seeds))
+                + rng.normal(0, np.sqrt(self.vms), shape + (seeds,)))
         image = rng.normal(0, np.sqrt(self.va), (families, 1, k)) + rng.normal(0, np.sqrt(self.vb), shape + (k,))
         seed_image = rng.normal(0, np.sqrt(self.vsi), (families, 1, seeds, k))
         q = ndtr(((mu + image)[:, :, None, :] + seed[..., None] + seed_image) / np.sqrt(self.ve))
@@ -151,6 +155,6 @@ def estimate(correct: dict[str, np.ndarray]) -> LatentModel:
     return LatentModel(acc, va, max(vab - va, 0.0), vs, vms, vsi, rest, n)
 
 
-def _solve(excess) -> float:
+def _solve(excess: Callable[[float], float]) -> float:
     """The root in [0, 0.5] of an increasing ``excess``; 0 where it is already positive at 0."""
     return 0.0 if excess(0.0) >= 0 else float(brentq(excess, 0.0, 0.5, xtol=1e-14))
