@@ -1,17 +1,21 @@
 """The sequential seed design (rbleak run --until-decided): O'Brien-Fleming boundaries on the information
 fraction, Holm's graph across the family, non-binding futility; its family-wise error, power and expected
-seeds on simulated stores with the closed-form standard error, at the variance components and effects
-measured on the published store (docs/sequential-simulation.json, written by scripts/sequential-simulation.py)."""
+seeds on simulated stores with the closed-form standard error: accuracies as 0/1 outcomes of a latent model
+(image, model x image, seed and seed x image effects) fitted to the published store, and per-model normal
+parts at its variance components (docs/sequential-simulation.json, written by scripts/sequential-simulation.py)."""
 
 import json
 import math
 
 import pytest
 from conftest import REPO
+import numpy as np
 from scipy import stats as sps
+from scipy.special import ndtri
 
 from robustbench_leak import sequential
-from robustbench_leak.report.sequential_sim import Scenario, analytic_single, scenarios, simulate
+from robustbench_leak.report.latent_sim import LatentModel, estimate
+from robustbench_leak.report.sequential_sim import NormalModel, analytic_single, scenarios, simulate, single
 
 MEASURED = json.loads((REPO / "docs" / "sequential-simulation.json").read_text())
 FAMILIES = 2000
@@ -31,31 +35,68 @@ def test_the_floor_caps_the_information():
     assert t[0] > 5 / 30 + 0.2 and t[-1] == 1.0
 
 
-def _scenarios():
-    comps = tuple(tuple(c) for c in MEASURED["comparisons"])
-    return scenarios(MEASURED["effects"], comps, MEASURED["sigma2"], MEASURED["tau2"])
+NORMAL = NormalModel(MEASURED["effects"], MEASURED["sigma2"], MEASURED["tau2"])
+LATENT = LatentModel(**MEASURED["latent"]["components"])
+COMPARISONS = tuple(tuple(c) for c in MEASURED["comparisons"])
+DIRECTIONAL = [c for c in COMPARISONS if c[2] is None]
 
 
-@pytest.mark.parametrize("index", range(7))
-def test_family_wise_error_at_most_alpha(index):
-    """Global null, partial nulls and the observed effects (x0.5, x1, x2): the Clopper-Pearson upper bound
-    of the family-wise error over 2,000 families is at most 0.06."""
-    sc = _scenarios()[index]
+@pytest.mark.parametrize("generator, index", [("latent", i) for i in range(7)] + [("normal", i) for i in range(7)])
+def test_family_wise_error_at_most_alpha(generator, index):
+    """Global null, partial nulls and the observed effects (x0.5, x1, x2), per-seed accuracies from the latent
+    0/1-outcome model fitted to the published store (and from per-model normal parts): the Clopper-Pearson
+    upper bound of the family-wise error over 2,000 families is at most 0.06."""
+    sc = scenarios(LATENT if generator == "latent" else NORMAL, COMPARISONS)[index]
     r = simulate(sc, FAMILIES, seed=index)
-    assert sps.beta.ppf(0.975, r["errors"] + 1, r["n"] - r["errors"]) <= 0.06, (sc.name, r)
+    assert sps.beta.ppf(0.975, r["errors"] + 1, r["n"] - r["errors"]) <= 0.06, (generator, sc.name, r)
 
 
-@pytest.mark.parametrize("pair, scale", [(1, 1.0), (0, 2.0), (1, 2.0)])
-def test_power_and_expected_seeds_match_the_analytic_values(pair, scale):
-    """One comparison at the measured effect and variance components (x1, x2): simulated power and mean seeds
-    within 3 simulation SE of the numerical integration."""
-    a, b, _ = [c for c in MEASURED["comparisons"] if c[2] is None][pair]
-    d = MEASURED["effects"][a] - MEASURED["effects"][b]
-    sc = Scenario("one", {a: d, b: 0.0}, ((a, b, None),), MEASURED["sigma2"] * scale, MEASURED["tau2"] * scale)
+@pytest.mark.parametrize("generator, pair, scale", [(g, p, s) for g in ("latent", "normal")
+                                                     for p, s in [(1, 1.0), (0, 2.0), (1, 2.0)]])
+def test_power_and_expected_seeds_match_the_analytic_values(generator, pair, scale):
+    """One comparison at its observed effect and the variance components x1, x2: simulated power and mean
+    seeds within 3 simulation SE of the numerical integration at the closed-form s^2 and V_sh."""
+    a, b, _ = DIRECTIONAL[pair]
+    sc = single(LATENT if generator == "latent" else NORMAL, a, b, scale)
     sim, exact = simulate(sc, FAMILIES, seed=int(50 + 10 * pair + scale)), analytic_single(sc)
     p = exact["power"]
     assert abs(sim["power"][0] - p) <= 3 * math.sqrt(max(p * (1 - p), 1e-4) / FAMILIES) + 1e-3, (sim, exact)
     assert abs(sim["expected_seeds"] - exact["expected_seeds"]) <= 3 * sim["seeds_sd"] / math.sqrt(FAMILIES) + 0.05
+
+
+def test_latent_draws_have_the_closed_form_moments():
+    """The simulated per-seed accuracies of a pair: mean difference, variance of one seed's difference
+    (s^2 + V_sh) and of the 30-seed mean (s^2 / 30 + V_sh) within 4 simulation SE of the closed form."""
+    a, b, _ = DIRECTIONAL[1]
+    n = 4000
+    x = LATENT.draw(np.random.default_rng(7), [a, b], n, 30)
+    d = x[:, 0] - x[:, 1]
+    s2, v_sh = LATENT.moments(a, b)
+    assert abs(d.mean() - (LATENT.mean(a) - LATENT.mean(b))) <= 4 * math.sqrt((s2 + v_sh) / (30 * n))
+    for observed, expected in ((d[:, 0].var(), s2 + v_sh), (d.mean(1).var(), s2 / 30 + v_sh)):
+        assert abs(observed / expected - 1) <= 4 * math.sqrt(2 / (n - 1)), (observed, expected)
+
+
+def test_the_fit_recovers_the_components_of_a_simulated_store():
+    """A store of 0/1 outcomes drawn from the fitted latent model (6 models, 5 seeds, 10,000 images, every
+    effect drawn): the fit gives back the image and seed x image variances and each comparison's s^2 and
+    V_sh within 20%."""
+    rng = np.random.default_rng(3)
+    models = sorted(LATENT.accuracy)
+    k, n, sd = 5, LATENT.n_images, np.sqrt(LATENT.total)
+    image = rng.normal(0, np.sqrt(LATENT.va), n)
+    seed = rng.normal(0, np.sqrt(LATENT.vs), (k, 1))
+    seed_image = rng.normal(0, np.sqrt(LATENT.vsi), (k, n))
+    correct = {}
+    for m in models:
+        z = (ndtri(LATENT.accuracy[m]) * sd + image + rng.normal(0, np.sqrt(LATENT.vb), n) + seed
+             + rng.normal(0, np.sqrt(LATENT.vms), (k, 1)) + seed_image + rng.normal(0, np.sqrt(LATENT.ve), (k, n)))
+        correct[m] = (z > 0).astype(np.float64)
+    fit = estimate(correct)
+    assert fit.va == pytest.approx(LATENT.va, abs=0.01) and fit.vsi == pytest.approx(LATENT.vsi, abs=0.002)
+    for a, b, _ in COMPARISONS:
+        for got, true in zip(fit.moments(a, b), LATENT.moments(a, b)):
+            assert got == pytest.approx(true, rel=0.2), (a, b)
 
 
 def test_holm_graph_recycles_the_level_of_a_decided_comparison():
