@@ -5,6 +5,7 @@ import sqlite3
 
 import pandas as pd
 import pytest
+from conftest import stored_info
 
 from robustbench_leak.cli import main
 from robustbench_leak.config import load_config
@@ -63,9 +64,8 @@ def test_run_writes_full_leaderboard_and_reuses_checkpoints(tiny_config, tmp_pat
     third = capsys.readouterr().out
     assert third.count("[skip]") == 2 + 6 and "[eval]" not in third and "[cache]" not in third
     # the train cells keep the record of the run that trained them (not overwritten by a cache load)
-    trained = sqlite3.connect(out / "results.sqlite").execute(
-        "SELECT COUNT(*) FROM cells WHERE kind = 'train' AND info LIKE '%\"loaded_from_cache\": false%'").fetchone()[0]
-    assert trained == 2
+    infos = sqlite3.connect(out / "results.sqlite").execute("SELECT info FROM cells WHERE kind = 'train'").fetchall()
+    assert [stored_info(i)["loaded_from_cache"] for (i,) in infos] == [False, False]
 
 
 class CrashAfter:

@@ -92,8 +92,9 @@ def black_box_search(model: nn.Module, x: torch.Tensor, clean: torch.Tensor, poo
     def fooled(t: torch.Tensor) -> torch.Tensor:
         return (predict(model, points(t).reshape(-1, *shape), device) != label).view(n, k)
 
-    found = fooled(hi) & torch.isfinite(hi)
-    hi = torch.where(torch.isfinite(hi), hi, torch.zeros_like(hi))
+    finite = torch.isfinite(hi)  # a pool point at no finite distance: no line to search (and no NaN input)
+    hi = torch.where(finite, hi, torch.zeros_like(hi))
+    found = fooled(hi) & finite
     lo = torch.zeros_like(hi)
     for _ in range(search_steps):
         mid = (lo + hi) / 2
