@@ -288,7 +288,7 @@ def _list_models(input_size: tuple[int, int, int], num_classes: int) -> None:
     print(f"input {c}x{h}x{w}, {num_classes} classes, default options; FLOPs of one forward pass "
           "(PyTorch's FlopCounterMode: 2 per multiply-add)")
     print(f"{'name':<18} {'family':<10} {'params':>12} {'FLOPs':>16}  description")
-    for e in (e for e in list_models() if e.family != "user"):  # evaluate()'s own modules: not listable
+    for e in list_models():
         if e.name == "timm":
             print(f"{'timm:<name>':<18} {'timm':<10} {'-':>12} {'-':>16}  any timm model, untrained, optionally "
                   "windowized (options below)")

@@ -84,9 +84,13 @@ def _ensure_loaded() -> None:
     load_plugins("models")
 
 
+INTERNAL_FAMILIES = ("user",)  # e.g. evaluate()'s own nn.Module: built by the API call, never from a config
+
+
 def list_models() -> list[ModelEntry]:
+    """The architectures a config can name (``rbleak list models``); internal ones are left out."""
     _ensure_loaded()
-    return sorted(_REGISTRY.values(), key=lambda e: e.name)
+    return sorted((e for e in _REGISTRY.values() if e.family not in INTERNAL_FAMILIES), key=lambda e: e.name)
 
 
 def get_entry(name: str) -> ModelEntry:
