@@ -36,6 +36,14 @@ NEWEST = """
 """
 
 
+# The runs of one config in a file (the one ``?`` names and every run with its config name): the same grid
+# run seed by seed or resumed, whose slots read together.
+FAMILY = """
+    WITH family AS (SELECT run_id FROM runs WHERE run_id = ?1 OR config_name = (SELECT config_name FROM runs
+                                                                                WHERE run_id = ?1))
+"""
+
+
 class StoreReader:
     """Queries of one store. Results are the cells stored as 'done'; failed cells only in ``failed_cells``."""
 
@@ -211,21 +219,36 @@ class StoreReader:
         return _perturbation_rows(self._cells_samples(sorted(keys)))
 
     def done_eval_cells(self, run_id: str, model: str, attack: str | None = None) -> pd.DataFrame:
-        """A model's finished eval cells in a run (cell_key, dataset, seed, attack; spec and info as JSON
-        text), optionally of one attack label only."""
-        sql = ("SELECT rc.cell_key, rc.dataset, rc.seed, rc.attack, c.spec, c.info FROM run_cells rc JOIN cells c "
-               "ON c.cell_key = rc.cell_key AND c.status = 'done' WHERE rc.run_id = ? AND rc.kind = 'eval' "
-               "AND rc.model = ?")
-        if attack is None:
-            return self.frame(sql + " ORDER BY rc.rowid", (run_id, model))
-        return self.frame(sql + " AND rc.attack = ? ORDER BY rc.rowid", (run_id, model, attack))
+        """A model's finished eval cells for run ``run_id``'s config (cell_key, dataset, seed, attack; spec and
+        info as JSON text), optionally of one attack label only: the newest finished cell of every slot that
+        any run of the same config in this file planned, so seeds added by later runs (``--seeds S``, one
+        machine each) and the earlier seeds read together."""
+        where = "" if attack is None else " AND rc.attack = ?"
+        params = (run_id, model) if attack is None else (run_id, model, attack)
+        return self.frame(FAMILY + f"""
+            , ranked AS (
+                SELECT rc.cell_key, rc.dataset, rc.seed, rc.attack, c.spec, c.info, MIN(rc.rowid) AS first_row,
+                       ROW_NUMBER() OVER (PARTITION BY rc.dataset, rc.seed, rc.attack
+                                          ORDER BY c.finished_at DESC, c.rowid DESC) AS newest
+                FROM run_cells rc JOIN cells c ON c.cell_key = rc.cell_key AND c.status = 'done'
+                WHERE rc.run_id IN (SELECT run_id FROM family) AND rc.kind = 'eval' AND rc.model = ?{where}
+                GROUP BY rc.cell_key, rc.dataset, rc.seed, rc.attack)
+            SELECT cell_key, dataset, seed, attack, spec, info FROM ranked WHERE newest = 1
+            ORDER BY first_row""", params)
 
     def eval_coverage(self, run_id: str) -> pd.DataFrame:
-        """Per (model, seed) of a run: eval cells finished ('done') and planned."""
-        return self.frame("""
-            SELECT rc.model, rc.seed, COALESCE(SUM(c.status = 'done'), 0) AS done, COUNT(*) AS planned
-            FROM run_cells rc LEFT JOIN cells c ON c.cell_key = rc.cell_key WHERE rc.run_id = ? AND rc.kind = 'eval'
-            GROUP BY rc.model, rc.seed ORDER BY rc.model, rc.seed""", (run_id,))
+        """Per (model, seed) of run ``run_id``'s config (every run of it in this file): eval slots with a
+        finished result ('done') and planned."""
+        return self.frame(FAMILY + """
+            , slots AS (SELECT DISTINCT rc.model, rc.seed, rc.dataset, rc.attack FROM run_cells rc
+                        WHERE rc.run_id IN (SELECT run_id FROM family) AND rc.kind = 'eval'),
+            done AS (SELECT DISTINCT rc.model, rc.seed, rc.dataset, rc.attack FROM run_cells rc
+                     JOIN cells c ON c.cell_key = rc.cell_key AND c.status = 'done'
+                     WHERE rc.run_id IN (SELECT run_id FROM family) AND rc.kind = 'eval')
+            SELECT s.model, s.seed, COALESCE(SUM(d.model IS NOT NULL), 0) AS done, COUNT(*) AS planned
+            FROM slots s LEFT JOIN done d ON d.model = s.model AND d.seed = s.seed AND d.dataset = s.dataset
+                 AND d.attack = s.attack
+            GROUP BY s.model, s.seed ORDER BY s.model, s.seed""", (run_id,))
 
     def failed_cells(self, run_id: str) -> pd.DataFrame:
         """A run's planned cells that are stored as failed, with their error (``info`` JSON text)."""
