@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import types
 from dataclasses import replace
 from pathlib import Path
@@ -29,23 +28,12 @@ from ..data import ImageDataset
 from ..run.provenance import provenance
 from ..run.training import train_model
 from ..runtime import resolve_precision
-from .common import output_path, plain_epoch, sync
+from .common import best_time, output_path, plain_epoch
 
 Log = Callable[[str], None]
 DEEPFOOL = {"max_iter": 50, "overshoot": 0.02, "nb_grads": 10}
 SPATIAL_GRID = {"max_translation": 10.0, "num_translations": 5, "max_rotation": 30.0, "num_rotations": 7}
 TRAINING_TARGET = 0.9  # the harness epoch at least this share of the plain loop's throughput
-
-
-def _timed(fn: Callable[[], Any], device: torch.device, repeat: int = 1) -> tuple[float, Any]:
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        sync(device)
-        t0 = time.perf_counter()
-        out = fn()
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def plain_throughput(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 512) -> dict[str, float]:
@@ -63,8 +51,8 @@ def plain_throughput(model: nn.Module, x: torch.Tensor, device: torch.device, ba
             model(xb).sum().backward()
 
     forward()  # warm-up
-    t_f, _ = _timed(forward, device, 3)
-    t_fb, _ = _timed(forward_backward, device, 3)
+    t_f, _ = best_time(forward, device, 3)
+    t_fb, _ = best_time(forward_backward, device, 3)
     return {"forward_images_per_s": len(x) / t_f, "forward_backward_images_per_s": len(x) / t_fb}
 
 
@@ -93,12 +81,12 @@ def native_deepfool_params(config_path: str) -> dict[str, dict[str, Any]]:
 def bench_deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, log: Log,
                    native_params: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     native_params = native_params or {"deepfool": {**DEEPFOOL, "batch_size": 256}}
-    t_art, art = _timed(lambda: build_attack("deepfool", "art", batch_size=100, **DEEPFOOL).run(
+    t_art, art = best_time(lambda: build_attack("deepfool", "art", batch_size=100, **DEEPFOOL).run(
         model, x, y, device, progress=False), device)
     out: dict[str, Any] = {"n_images": len(x), "params": DEEPFOOL, "art_images_per_s": len(x) / t_art,
                            "art_rho_mean": art.metrics["rho_mean"]}
     for name, params in native_params.items():
-        t_nat, nat = _timed(lambda: build_attack("deepfool", "native", **params).run(model, x, y, device,
+        t_nat, nat = best_time(lambda: build_attack("deepfool", "native", **params).run(model, x, y, device,
                                                                                    progress=False), device)
         agree, rel = _agreement(art.samples, nat.samples)
         prefix = "native" if name == "deepfool" else "native_exact"
@@ -122,9 +110,9 @@ def bench_superdeepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, devi
     from ..attacks import attack_class
 
     params = attack_class("superdeepfool").defaults
-    t_sdf, sdf = _timed(lambda: build_attack("superdeepfool", **params).run(model, x, y, device, progress=False),
+    t_sdf, sdf = best_time(lambda: build_attack("superdeepfool", **params).run(model, x, y, device, progress=False),
                         device)
-    t_df, df = _timed(lambda: build_attack("deepfool", "native", **deepfool_params).run(model, x, y, device,
+    t_df, df = best_time(lambda: build_attack("deepfool", "native", **deepfool_params).run(model, x, y, device,
                                                                                       progress=False), device)
     s, d = sdf.samples, df.samples
     fooled = (s["adv_pred"] != s["clean_pred"]) & (d["adv_pred"] != d["clean_pred"])
@@ -145,7 +133,7 @@ def bench_superdeepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, devi
         clean = torch.from_numpy(s["clean_pred"]).to(device)
         xd = x.to(device)
         ref_params = {k: v for k, v in params.items() if k not in ("batch_size", "budget")}
-        t_ref, _ = _timed(lambda: adv_lib_sdf(model, xd, clean, **ref_params), device)
+        t_ref, _ = best_time(lambda: adv_lib_sdf(model, xd, clean, **ref_params), device)
         out.update({"adv_lib_images_per_s": len(x) / t_ref, "native_vs_adv_lib": t_ref / t_sdf})
     log(f"SuperDeepFool: {out['images_per_s']:.1f} img/s, {out['seconds_vs_deepfool']:.1f}x DeepFool's time; median "
         f"norm {out['median_norm_vs_deepfool']:.3f}x DeepFool's" +
@@ -157,10 +145,10 @@ def bench_spatial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: to
                   log: Log) -> dict[str, Any]:
     h, w = x.shape[2:]
     n_transforms = len(art_grid(h, w, **SPATIAL_GRID))
-    t_art, art = _timed(lambda: build_attack("spatial", "art", fix_channels_first=True, **SPATIAL_GRID).run(
+    t_art, art = best_time(lambda: build_attack("spatial", "art", fix_channels_first=True, **SPATIAL_GRID).run(
         model, x, y, device, progress=False), device)
     grid = art_grid(h, w, **SPATIAL_GRID)
-    t_grid, _ = _timed(lambda: grid_predictions(model, x, grid, device, 512, "bicubic"), device, 2)
+    t_grid, _ = best_time(lambda: grid_predictions(model, x, grid, device, 512, "bicubic"), device, 2)
     # the bound, measured the same way: as many forward evaluations, in batches of the engine's size
     per_batch = (512 // len(x)) * len(x) if len(x) <= 512 else 512
     batch = x.repeat(max(1, per_batch // len(x)), 1, 1, 1)[:per_batch].to(device)
@@ -171,9 +159,9 @@ def bench_spatial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: to
             for _ in range(n_batches):
                 model(batch).argmax(1)
 
-    t_bound, _ = _timed(same_work_forward, device, 2)
+    t_bound, _ = best_time(same_work_forward, device, 2)
     bound_ips = n_batches * per_batch / t_bound
-    t_nat, nat = _timed(lambda: build_attack("spatial", "native", mode="global", fit_on="attacked",
+    t_nat, nat = best_time(lambda: build_attack("spatial", "native", mode="global", fit_on="attacked",
                                              **SPATIAL_GRID).run(model, x, y, device, progress=False), device)
     evals = len(x) * n_transforms
     out = {"n_images": len(x), "n_transforms": n_transforms, "grid": SPATIAL_GRID,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -43,6 +44,19 @@ def sync(device: torch.device) -> None:
     """Wait for the device's queued work (CUDA), so a timer read next sees it done."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def best_time(fn: Callable[[], Any], device: torch.device, repeat: int = 1) -> tuple[float, Any]:
+    """The best of ``repeat`` wall-clock times of ``fn`` and its last output (the first run also warms kernels
+    and the allocator, so engines timed one after the other compare only from the second run on)."""
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        sync(device)
+        t0 = time.perf_counter()
+        out = fn()
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best, out
 
 
 def plain_epoch(model: nn.Module, data: ImageDataset, s: TrainSettings, device: torch.device,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-import time
 import types
 from typing import Any, Callable
 
@@ -26,26 +25,13 @@ from ..attacks.native_fmn import fmn_batch, fmn_batch_params
 from ..attacks.native_superdeepfool import superdeepfool_batch
 from ..attacks.norm_results import counted_batches
 from ..runtime import predict
-from .common import sync
+from .common import best_time
 
 Log = Callable[[str], None]
 # torchattacks' AutoAttack runs APGD and FAB at their class defaults (10 steps) with 5,000 Square queries
 TORCHATTACKS_AA = {"n_iter": 10, "n_restarts": 1, "n_queries": 5000}
 MINNORM_STEPS = 100  # DDN and FMN, as the adv-lib cross-check runs them
 MINNORM_REPEAT = 2  # best of two: the engine timed first would otherwise pay the warm-up
-
-
-def _seconds(fn: Callable[[], Any], device: torch.device, repeat: int = 1) -> tuple[float, Any]:
-    """The best of ``repeat`` wall-clock times of ``fn`` (the first run also warms kernels and the allocator,
-    so engines timed one after the other compare only from the second run on)."""
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        sync(device)
-        t0 = time.perf_counter()
-        out = fn()
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def _optional(module: str) -> Any:
@@ -61,7 +47,7 @@ def bench_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device:
     ART's AutoProjectedGradientDescent (ART's AutoAttack needs the optional ``multiprocess``) at 100 iterations."""
     out: dict[str, Any] = {"n_images": len(x), "norm": norm, "eps": eps, "settings": TORCHATTACKS_AA}
     gen = torch.Generator().manual_seed(0)
-    t_nat, nat = _seconds(lambda: build_attack("autoattack", norm=norm, eps=eps, **TORCHATTACKS_AA).run(
+    t_nat, nat = best_time(lambda: build_attack("autoattack", norm=norm, eps=eps, **TORCHATTACKS_AA).run(
         model, x, y, device, progress=False, gen=gen), device)
     out.update(native_images_per_s=len(x) / t_nat, native_robust_accuracy=nat.metrics["robust_accuracy"],
                native_member_seconds=nat.info["member_seconds"])
@@ -70,7 +56,7 @@ def bench_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device:
         xd, yd = x.to(device), y.to(device)
         attack = ta.AutoAttack(model, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, version="standard",
                                n_classes=int(model(xd[:1]).shape[1]), seed=0)
-        t_ta, adv = _seconds(lambda: attack(xd, yd), device)
+        t_ta, adv = best_time(lambda: attack(xd, yd), device)
         out.update(torchattacks_images_per_s=len(x) / t_ta, native_vs_torchattacks=t_ta / t_nat,
                    torchattacks_robust_accuracy=float((predict(model, adv.cpu(), device) == y).float().mean()))
     else:
@@ -83,8 +69,8 @@ def bench_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device:
     art = AutoProjectedGradientDescent(clf, norm=np.inf if norm == "linf" else 2, eps=eps, eps_step=2 * eps,
                                        max_iter=100, nb_random_init=1, batch_size=256, loss_type="cross_entropy",
                                        verbose=False)
-    t_art, _ = _seconds(lambda: art.generate(x.numpy(), y=y.numpy()), device)
-    t_apgd, _ = _seconds(lambda: build_attack("autoattack", norm=norm, eps=eps, version="custom",
+    t_art, _ = best_time(lambda: art.generate(x.numpy(), y=y.numpy()), device)
+    t_apgd, _ = best_time(lambda: build_attack("autoattack", norm=norm, eps=eps, version="custom",
                                               members=["apgd-ce"]).run(model, x, y, device, progress=False,
                                                                        gen=gen), device)
     out.update(apgd_ce_native_images_per_s=len(x) / t_apgd, apgd_ce_art_images_per_s=len(x) / t_art,
@@ -120,13 +106,13 @@ def bench_minnorm_references(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         kw = dict(engine_params)
         if name == "ddn":
             kw["gen"] = torch.Generator().manual_seed(0)
-        t_engine, _ = _seconds(lambda: counted_batches(engine, model, x, clean, 256, device, name, False, **kw),
+        t_engine, _ = best_time(lambda: counted_batches(engine, model, x, clean, 256, device, name, False, **kw),
                                device, MINNORM_REPEAT)
-        t_run, _ = _seconds(lambda: build_attack(name, **run_params).run(model, x, y, device, progress=False),
+        t_run, _ = best_time(lambda: build_attack(name, **run_params).run(model, x, y, device, progress=False),
                             device, MINNORM_REPEAT)
         row = {"native_engine_images_per_s": len(x) / t_engine, "native_run_images_per_s": len(x) / t_run}
         if adv_lib is not None:
-            t_ref, _ = _seconds(reference, device, MINNORM_REPEAT)
+            t_ref, _ = best_time(reference, device, MINNORM_REPEAT)
             row.update(adv_lib_images_per_s=len(x) / t_ref, native_engine_vs_adv_lib=t_ref / t_engine)
         out[name] = row
         log(f"{name}: native engine {row['native_engine_images_per_s']:.1f} img/s, whole run "
