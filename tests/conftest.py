@@ -116,3 +116,21 @@ def stored_info(value) -> dict:
 
     text = info_text(value)
     return json.loads(text) if text else {}
+
+
+def train_one_conv(data, epochs: int = 5, n_train: int | None = None):
+    """A one-convolution network (a few ms per pass) trained with Adam on the first ``n_train`` training images
+    of ``data`` (all by default), seed 0: the AutoAttack tests' small model."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 5, stride=3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10))
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    for _ in range(epochs):
+        for i in range(0, n_train or len(data.train_y), 64):
+            loss = F.cross_entropy(model(data.train_x[i:i + 64]), data.train_y[i:i + 64])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from conftest import write_config
+from conftest import train_one_conv, write_config
 
 import robustbench_leak as rb
 from robustbench_leak.attacks import build_attack
@@ -31,15 +30,7 @@ def tiny():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     data = load_dataset("synthetic", n_train=512, n_test=32)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 8, 5, stride=3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10))
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    for _ in range(5):
-        for i in range(0, len(data.train_y), 64):
-            loss = F.cross_entropy(model(data.train_x[i:i + 64]), data.train_y[i:i + 64])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    model = train_one_conv(data)
     yield model.eval().requires_grad_(False), data.test_x, data.test_y
     torch.set_num_threads(threads)
 
@@ -185,14 +176,7 @@ def test_fashion_mnist_default_eps_and_evaluate_by_preset_name(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Conv2d(1, 8, 5, stride=3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10))
-        opt = torch.optim.Adam(model.parameters(), 1e-2)
-        for i in range(0, 2560, 64):
-            loss = F.cross_entropy(model(data.train_x[i:i + 64]), data.train_y[i:i + 64])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        model = train_one_conv(data, epochs=1, n_train=2560)
         df = rb.evaluate(model, attacks=["autoattack"], n_samples=6, out=tmp_path / "run", device="cpu")
     finally:
         torch.set_num_threads(threads)

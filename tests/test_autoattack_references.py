@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import train_one_conv
 
 from robustbench_leak.attacks import build_attack
 from robustbench_leak.attacks.native_apgd import apgd_run
@@ -31,16 +32,7 @@ def small_windowed_cnn():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     data = load_dataset("synthetic", n_train=512, n_test=64)
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 5, stride=3), torch.nn.ReLU(), torch.nn.Flatten(),
-                                torch.nn.Linear(8 * 8 * 8, 10))
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    for _ in range(5):
-        for i in range(0, len(data.train_y), 64):
-            loss = F.cross_entropy(model(data.train_x[i:i + 64]), data.train_y[i:i + 64])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    model = train_one_conv(data)
     model.eval().requires_grad_(False)
     x, y = data.test_x, data.test_y
     with torch.no_grad():
