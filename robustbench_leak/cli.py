@@ -180,7 +180,7 @@ def _cmd_claims(args: argparse.Namespace) -> None:
             check_out_dir(Path(args.out).parent / "plots", "--out (its plots/ folder)")
     seeds = _seed_list(args.seeds, "--seeds") if args.seeds is not None else None
     base = Path(args.out).parent if args.out else None
-    output = render(args.run_dir, claim_set, base, args.art, preamble, seeds)
+    output = render(args.run_dir, claim_set, base, args.art, preamble, seeds, others=args.with_ or ())
     if base is not None and not is_rbleak_folder(base) and (base / "plots").is_dir():
         mark_folder(base / "plots")
     if args.out:
@@ -481,6 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", nargs="?")
     p.add_argument("--list", action="store_true", help="list the shipped claim sets and exit")
     p.add_argument("--art", help="run folder of the ART as-is vs fixed spatial comparison")
+    p.add_argument("--with", dest="with_", action="append", metavar="FOLDER",
+                   help="run folder holding the cells of the claims that name another config (the claim set's "
+                        "`config:`), e.g. results/fashion-mnist-autoattack; repeatable")
     p.add_argument("--out", help="write Markdown here instead of printing it (figures go to plots/ beside it)")
     p.add_argument("--preamble", help="Markdown file put before the generated part (protocol, commands)")
     p.add_argument("--seeds", help="use only these training seeds of the run, comma-separated (e.g. 0,1,2: what "

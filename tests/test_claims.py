@@ -340,6 +340,53 @@ def test_a_claim_answered_by_another_config_waits_for_its_cells(store, tmp_path)
         evaluate_claims(tmp_path, claim_set(None))
 
 
+def test_a_claim_naming_another_config_reads_the_folder_given_with(store, tmp_path):
+    """`rbleak claims --with FOLDER`: the claim naming another config reads that config's folder (its cells and its
+    first cell's start for the pre-registration check), the others read the run's; a folder whose run is of no
+    config a claim names, or a second folder for one config, is a one-line error before anything is computed."""
+    from robustbench_leak.report.claims_report import render
+
+    def claim_set(config):
+        return ClaimSet.model_validate({"description": "d", "config": "x.yaml", "claims": [
+            {"title": "own", "kind": "directional",
+             "comparisons": [{"a": "better", "b": "worse", "attack": "clean", "metric": "correct"}]},
+            {"title": "aa", "kind": "directional", "config": config, "role": "exploratory",
+             "declared": {"commit": "abcdef0", "date": "2000-01-01T00:00:00+00:00"},
+             "comparisons": [{"a": "better", "b": "worse", "attack": "autoattack-linf", "metric": "correct"}]}]})
+
+    rng = np.random.default_rng(3)
+    other = tmp_path / "aa"
+    other.mkdir()
+    s = StoreWriter(other / "results.sqlite")
+    s.start_run("o", config_name="other", config_path="configs/other.yaml", config_yaml="name: other\n")
+    rows = []
+    for seed in (5, 6):
+        good = rng.random(N) < 0.6
+        rows.append(add_model(s, "o", "better", seed, "autoattack-linf", good))
+        rows.append(add_model(s, "o", "worse", seed, "autoattack-linf", good & (rng.random(N) < 0.5)))
+    s.add_run_cells("o", rows)
+    s.finish_run("o")
+    s.close()
+    import sqlite3
+
+    with sqlite3.connect(other / "results.sqlite") as db:  # add_model's cells carry no real start time
+        db.execute("UPDATE cells SET started_at = '2026-12-07T06:00:00+00:00'")
+
+    alone, _ = evaluate_claims(tmp_path, claim_set("other.yaml"))
+    assert alone[1].missing and not alone[1].comparisons
+    claims, _ = evaluate_claims(tmp_path, claim_set("other.yaml"), others=[other])
+    assert claims[0].comparisons[0].seeds == [0, 1, 2]
+    assert claims[1].comparisons[0].seeds == [5, 6] and claims[1].comparisons[0].effect > 0.2
+    assert claims[1].verdict == "answered yes" and not claims[1].post_hoc
+    text = render(tmp_path, claim_set("other.yaml"), others=[other], draw=False)
+    assert f"the claims naming `configs/other.yaml` read `{other}`" in text
+    assert "better: seeds 5, 6 complete" in text
+    with pytest.raises(ValueError, match=r"^--with: .*aa: its run is of config 'other', which no claim of .* names"):
+        evaluate_claims(tmp_path, claim_set("another.yaml"), others=[other])
+    with pytest.raises(ValueError, match="already holds other.yaml's cells"):
+        evaluate_claims(tmp_path, claim_set("other.yaml"), others=[other, other])
+
+
 def test_cells_before_an_engine_fix_are_left_out_and_the_rest_judged(tmp_path):
     """Seeds whose minnorm cells predate the current engine version stay in the store but out of the
     comparison, which reads the current cells' seeds and says which it left out; with no current cell at

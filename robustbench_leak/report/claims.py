@@ -270,12 +270,44 @@ def _declared_before(spec: ClaimSpec, first_start: str | None) -> bool:
     return spec.declared.date < _parse_time(first_start)
 
 
+def _config_matches(run: dict[str, Any], config: str) -> bool:
+    """Whether a stored run is of the config file a claim names (by file name or by the config's name)."""
+    stem = Path(config).name.removesuffix(".yaml").removesuffix(".yml")
+    return Path(str(run.get("config_path") or "")).name == Path(config).name or run.get("config_name") == stem
+
+
+def claim_folders(claim_set: ClaimSet, others: Sequence[str | Path]) -> dict[str, Path]:
+    """For each other config a claim of the set names, the folder of ``others`` whose latest run is of it.
+
+    A folder that answers no such claim, or two folders for one config, is refused (a mistyped path would
+    otherwise leave the claim silently unevaluated)."""
+    wanted = sorted({spec.config for spec in claim_set.claims if spec.config})
+    found: dict[str, Path] = {}
+    for folder in others:
+        with StoreReader(folder) as store:
+            run = store.latest_run()
+        if run is None:
+            raise ValueError(f"--with: {folder}: the store holds no run")
+        match = [c for c in wanted if _config_matches(run, c)]
+        if not match:
+            raise ValueError(f"--with: {folder}: its run is of config {run.get('config_name')!r}, which no claim of "
+                             f"{claim_set.name or 'the claim set'} names (claims name: {', '.join(wanted) or 'none'})")
+        if match[0] in found:
+            raise ValueError(f"--with: {folder}: {found[match[0]]} already holds {match[0]}'s cells; give one folder")
+        found[match[0]] = Path(folder)
+    return found
+
+
 def evaluate_claims(run_dir: str | Path, claim_set: ClaimSet | str = "paper",
-                    seeds: Sequence[int] | None = None) -> tuple[list[Claim], dict[str, Any]]:
+                    seeds: Sequence[int] | None = None,
+                    others: Sequence[str | Path] = ()) -> tuple[list[Claim], dict[str, Any]]:
     """Every claim of ``claim_set`` (a :class:`ClaimSet`, a shipped set's name or a YAML path) on the
-    latest run of ``run_dir``; ``seeds``: only these training seeds (each must be in the run)."""
+    latest run of ``run_dir``; ``seeds``: only these training seeds (each must be in the run). A claim that
+    names another config (``config:``) reads the folder of ``others`` holding that config's run, or, without
+    one, ``run_dir``'s store."""
     if not isinstance(claim_set, ClaimSet):
         claim_set = load_claim_set(claim_set)
+    folders = claim_folders(claim_set, others)
     with StoreReader(run_dir) as store:
         run = store.latest_run()
         if run is None:
@@ -298,27 +330,45 @@ def evaluate_claims(run_dir: str | Path, claim_set: ClaimSet | str = "paper",
         _check_names(claim_set, store.attack_order(run["run_id"]), "attack", f"{store.path}")
         out = []
         declared_ok = []
-        for spec in claim_set.claims:
-            if spec.config:  # answered by another config's cells: declared before the first of them, or none yet
-                own_start = store.first_cell_start(run["run_id"], [p.attack for p in spec.comparisons])
-                declared_ok.append(own_start is None or _declared_before(spec, own_start))
-            else:
-                declared_ok.append(_declared_before(spec, first_start))
-        registrations = judge(claim_set, stored, first_start, declared_ok, later)
-        for spec, reg in zip(claim_set.claims, registrations):
-            claim = Claim(spec.title, spec.kind, role=spec.role, declared=spec.declared,
-                          post_hoc=reg.status == "post hoc", registration=reg)
-            for p in spec.comparisons:
-                c = compare(store, run["run_id"], p.a, p.b, p.attack, p.metric, seeds)
-                if c is None:
-                    why = (": no perturbation spectra stored (cells computed before spectra were recorded)"
-                           if p.metric == "low_freq_share" else "")
-                    claim.missing.append(f"{p.a} vs {p.b} on {p.attack}{why}")
+        sources = {config: StoreReader(folder) for config, folder in folders.items()}
+        try:
+            for spec in claim_set.claims:
+                src, src_run = _source(store, run, sources, spec)
+                if spec.config:  # answered by another config's cells: declared before the first of them, or none
+                    own_start = src.first_cell_start(src_run, [p.attack for p in spec.comparisons])
+                    declared_ok.append(own_start is None or _declared_before(spec, own_start))
                 else:
-                    claim.comparisons.append(c)
-            out.append(claim)
+                    declared_ok.append(_declared_before(spec, first_start))
+            registrations = judge(claim_set, stored, first_start, declared_ok, later)
+            for spec, reg in zip(claim_set.claims, registrations):
+                out.append(_evaluate_one(spec, reg, *_source(store, run, sources, spec), seeds))
+        finally:
+            for src in sources.values():
+                src.close()
         rule_claims(out, claim_set.margins)
         return out, run
+
+
+def _source(store: StoreReader, run: dict[str, Any], sources: dict[str, StoreReader],
+            spec: ClaimSpec) -> tuple[StoreReader, str]:
+    """The store and run whose cells answer ``spec``: its config's folder where one was given, else the run's."""
+    src = sources.get(spec.config) if spec.config else None
+    return (src, src.latest_run()["run_id"]) if src is not None else (store, run["run_id"])
+
+
+def _evaluate_one(spec: ClaimSpec, reg: Registration, store: StoreReader, run_id: str,
+                  seeds: Sequence[int] | None) -> Claim:
+    claim = Claim(spec.title, spec.kind, role=spec.role, declared=spec.declared,
+                  post_hoc=reg.status == "post hoc", registration=reg)
+    for p in spec.comparisons:
+        c = compare(store, run_id, p.a, p.b, p.attack, p.metric, seeds)
+        if c is None:
+            why = (": no perturbation spectra stored (cells computed before spectra were recorded)"
+                   if p.metric == "low_freq_share" else "")
+            claim.missing.append(f"{p.a} vs {p.b} on {p.attack}{why}")
+        else:
+            claim.comparisons.append(c)
+    return claim
 
 
 def _per_seed(store: StoreReader, run_id: str, model: str, attack: str) -> dict[int, pd.DataFrame]:

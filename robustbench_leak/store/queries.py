@@ -122,11 +122,13 @@ class StoreReader:
                      MIN(rowid)""", (run_id, run_id))]
 
     def first_cell_start(self, run_id: str, attacks: list[str]) -> str | None:
-        """When the earliest finished eval cell of the run with one of these attack labels started (None: none)."""
-        marks = ", ".join("?" * len(attacks))
-        row = self.conn.execute(f"""
+        """When the earliest finished eval cell with one of these attack labels, of any run of run ``run_id``'s
+        config in this file, started (None: none)."""
+        marks = ", ".join(f"?{i + 2}" for i in range(len(attacks)))
+        row = self.conn.execute(FAMILY + f"""
             SELECT MIN(c.started_at) FROM run_cells rc JOIN cells c ON c.cell_key = rc.cell_key AND c.status = 'done'
-            WHERE rc.run_id = ? AND rc.kind = 'eval' AND rc.attack IN ({marks})""", (run_id, *attacks)).fetchone()
+            WHERE rc.run_id IN (SELECT run_id FROM family) AND rc.kind = 'eval' AND rc.attack IN ({marks})""",
+                                (run_id, *attacks)).fetchone()
         return row[0] if row else None
 
     # cells --------------------------------------------------------------------------------------
