@@ -162,3 +162,31 @@ def test_apgd_ce_matches_art(small_windowed_cnn, norm):
     reference = robust_accuracy(model, x, y, torch.from_numpy(art.generate(x.numpy(), y=y.numpy())), norm, eps)
     assert 0 < reference < 1
     assert_close_not_weaker(_native(model, x, y, norm, ["apgd-ce"]).metrics["robust_accuracy"], reference, len(x))
+
+
+def test_the_bench_compares_autoattack_with_arts_on_the_members_both_have(small_windowed_cnn):
+    """`rbleak bench --references`' ART row: ART's AutoAttack (run sequentially, without the optional
+    multiprocess) and the native custom version with the same members and settings, on the same images: both
+    timed, and the native robust accuracy no weaker than ART's beyond Square's draws (2 of 64 images)."""
+    from robustbench_leak.attacks.art import art_classifier
+    from robustbench_leak.bench.references import ART_AA_MEMBERS, bench_art_autoattack
+
+    model, x, y, _ = small_windowed_cnn
+    clf = art_classifier(model, tuple(x.shape[1:]), 10, CPU)
+    settings = {"n_iter": N_ITER, "n_restarts": 1, "n_queries": QUERIES, "p_init": 0.8}
+    for norm in ("linf", "l2"):
+        row = bench_art_autoattack(model, clf, x, y, CPU, norm, EPS[norm], torch.Generator().manual_seed(0), settings)
+        assert row["members"] == list(ART_AA_MEMBERS) and row["settings"] == settings
+        assert row["native_images_per_s"] > 0 and row["art_images_per_s"] > 0
+        assert row["native_vs_art"] == pytest.approx(row["native_images_per_s"] / row["art_images_per_s"])
+        assert 0 <= row["native_robust_accuracy"] <= row["art_robust_accuracy"] + 2 / 64, norm
+
+
+def test_interleaved_timer_rotates_the_order_and_keeps_each_best():
+    from robustbench_leak.bench.common import best_times_interleaved
+
+    order = []
+    best = best_times_interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b"),
+                                   "c": lambda: order.append("c")}, CPU, 3)
+    assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert set(best) == {"a", "b", "c"} and all(0 <= v < 1 for v in best.values())

@@ -59,6 +59,23 @@ def best_time(fn: Callable[[], Any], device: torch.device, repeat: int = 1) -> t
     return best, out
 
 
+def best_times_interleaved(fns: dict[str, Callable[[], Any]], device: torch.device, rounds: int
+                           ) -> dict[str, float]:
+    """The best wall-clock time of each of ``fns`` over ``rounds`` rounds, each round running every function
+    once, in an order that rotates from round to round: no engine is always the one timed first (after a
+    warm-up, or after another engine filled the caches), and a slow spell of the machine falls on all of them."""
+    names = list(fns)
+    best = {name: float("inf") for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            sync(device)
+            t0 = time.perf_counter()
+            fns[name]()
+            sync(device)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
 def plain_epoch(model: nn.Module, data: ImageDataset, s: TrainSettings, device: torch.device,
                 max_steps: int | None = None) -> tuple[float, int]:
     """Seconds and images of one epoch of the plainest loop on the same work: data resident on the device, a

@@ -1,5 +1,6 @@
 """``rbleak bench``'s reference comparisons: native AutoAttack against torchattacks' and ART's, and every native
-minimum-norm engine against its adv-lib counterpart, on the same images and settings (images per second).
+minimum-norm engine against its adv-lib counterpart, on the same images and settings (images per second; the
+minimum-norm engines and their references timed in interleaved rounds, best of each).
 
 Two native times per minimum-norm engine: the engine alone as ``Attack.run`` drives it (``counted_batches``:
 the batches and the pass counter), which is the like-for-like comparison with adv-lib's bare function, and the
@@ -25,13 +26,13 @@ from ..attacks.native_fmn import fmn_batch, fmn_batch_params
 from ..attacks.native_superdeepfool import superdeepfool_batch
 from ..attacks.norm_results import counted_batches
 from ..runtime import predict
-from .common import best_time
+from .common import best_time, best_times_interleaved
 
 Log = Callable[[str], None]
 # torchattacks' AutoAttack runs APGD and FAB at their class defaults (10 steps) with 5,000 Square queries
 TORCHATTACKS_AA = {"n_iter": 10, "n_restarts": 1, "n_queries": 5000}
 MINNORM_STEPS = 100  # DDN and FMN, as the adv-lib cross-check runs them
-MINNORM_REPEAT = 2  # best of two: the engine timed first would otherwise pay the warm-up
+MINNORM_ROUNDS = 4  # best of four interleaved rounds: single runs of equal engines differed by 10% on 2 cores
 
 
 def _optional(module: str) -> Any:
@@ -43,8 +44,9 @@ def _optional(module: str) -> Any:
 
 def bench_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, log: Log,
                      norm: str = "linf", eps: float = 4 / 255) -> dict[str, Any]:
-    """Native AutoAttack (standard) against torchattacks' at torchattacks' settings, and native APGD-CE against
-    ART's AutoProjectedGradientDescent (ART's AutoAttack needs the optional ``multiprocess``) at 100 iterations."""
+    """Native AutoAttack (standard) against torchattacks' at torchattacks' settings; the ``autoattack`` preset's
+    robust accuracy (the held-out check against torchattacks'); native APGD-CE against ART's
+    AutoProjectedGradientDescent at 100 iterations; and native AutoAttack against ART's on the members both have."""
     out: dict[str, Any] = {"n_images": len(x), "norm": norm, "eps": eps, "settings": TORCHATTACKS_AA}
     gen = torch.Generator().manual_seed(0)
     t_nat, nat = best_time(lambda: build_attack("autoattack", norm=norm, eps=eps, **TORCHATTACKS_AA).run(
@@ -61,6 +63,11 @@ def bench_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device:
                    torchattacks_robust_accuracy=float((predict(model, adv.cpu(), device) == y).float().mean()))
     else:
         out["torchattacks"] = "not installed (pip install --no-deps torchattacks==3.5.1)"
+    # the held-out check: the `autoattack` preset as a cell runs it (the reference's 100 iterations), which
+    # should be within a point of torchattacks' AutoAttack, or below it
+    preset = build_attack("autoattack", norm=norm, eps=eps).run(model, x, y, device, progress=False,
+                                                                 gen=torch.Generator().manual_seed(0))
+    out["preset_robust_accuracy"] = preset.metrics["robust_accuracy"]
     from art.attacks.evasion import AutoProjectedGradientDescent
 
     from ..attacks.art import art_classifier, num_classes_of
@@ -75,12 +82,57 @@ def bench_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device:
                                                                        gen=gen), device)
     out.update(apgd_ce_native_images_per_s=len(x) / t_apgd, apgd_ce_art_images_per_s=len(x) / t_art,
                apgd_ce_native_vs_art=t_art / t_apgd)
+    out["art_autoattack"] = bench_art_autoattack(model, clf, x, y, device, norm, eps, gen)
     log(f"AutoAttack {norm} eps {eps:.4g} (standard, {TORCHATTACKS_AA}): native {out['native_images_per_s']:.2f} img/s"
         + (f", torchattacks {out['torchattacks_images_per_s']:.2f} img/s ({out['native_vs_torchattacks']:.2f}x)"
            if ta is not None else ", torchattacks not installed")
+        + f"; the autoattack preset's robust accuracy {out['preset_robust_accuracy']:.3f}"
         + f"; APGD-CE 100 iterations: native {out['apgd_ce_native_images_per_s']:.1f}, ART "
           f"{out['apgd_ce_art_images_per_s']:.1f} img/s ({out['apgd_ce_native_vs_art']:.1f}x)")
+    art = out["art_autoattack"]
+    log(f"AutoAttack {norm} as ART can run it ({'+'.join(ART_AA_MEMBERS)}, {ART_AA_SETTINGS}): native "
+        f"{art['native_images_per_s']:.2f} img/s, ART {art['art_images_per_s']:.2f} img/s ({art['native_vs_art']:.1f}x); "
+        f"robust accuracy native {art['native_robust_accuracy']:.3f}, ART {art['art_robust_accuracy']:.3f}")
     return out
+
+
+# ART has no FAB: its AutoAttack is compared on the members both have (APGD-CE, untargeted APGD-DLR, Square),
+# one restart each at the reference's iterations and queries
+ART_AA_MEMBERS = ("apgd-ce", "apgd-dlr", "square")
+ART_AA_SETTINGS = {"n_iter": 100, "n_restarts": 1, "n_queries": 5000, "p_init": 0.8}
+
+
+def bench_art_autoattack(model: nn.Module, clf: Any, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+                         norm: str, eps: float, gen: torch.Generator,
+                         settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Native AutoAttack (``custom``: APGD-CE, APGD-DLR, Square) against ART's ``AutoAttack`` with the same three
+    attacks at the same settings, run sequentially (ART imports the optional ``multiprocess`` even then; where it
+    is not installed an empty module stands in, which the sequential path never touches)."""
+    from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent, SquareAttack
+
+    if _optional("multiprocess") is None:
+        sys.modules["multiprocess"] = types.ModuleType("multiprocess")
+    art_norm = np.inf if norm == "linf" else 2
+    s = settings or ART_AA_SETTINGS
+    members = [AutoProjectedGradientDescent(clf, norm=art_norm, eps=eps, eps_step=2 * eps, max_iter=s["n_iter"],
+                                            nb_random_init=s["n_restarts"], batch_size=256, loss_type=loss,
+                                            verbose=False)
+               for loss in ("cross_entropy", "difference_logits_ratio")]
+    members.append(SquareAttack(clf, norm=art_norm, eps=eps, max_iter=s["n_queries"], p_init=s["p_init"],
+                                nb_restarts=s["n_restarts"], batch_size=256, verbose=False))
+    art = AutoAttack(clf, norm=art_norm, eps=eps, eps_step=2 * eps, attacks=members, batch_size=256)
+    t_art, adv = best_time(lambda: art.generate(x.numpy(), y=y.numpy()), device)
+    adv = torch.from_numpy(adv)
+    broken = ~torch.isfinite(adv.flatten(1)).all(1)  # ART's L2 Square divides by zero on flat windows
+    adv[broken] = x[broken]  # such an example fooled nothing: the clean image stands in, and the count is given
+    native = build_attack("autoattack", norm=norm, eps=eps, version="custom", members=list(ART_AA_MEMBERS),
+                          **s)
+    t_nat, res = best_time(lambda: native.run(model, x, y, device, progress=False, gen=gen), device)
+    return {"members": list(ART_AA_MEMBERS), "settings": s, "native_images_per_s": len(x) / t_nat,
+            "art_images_per_s": len(x) / t_art, "native_vs_art": t_art / t_nat,
+            "native_robust_accuracy": res.metrics["robust_accuracy"],
+            "art_robust_accuracy": float((predict(model, adv, device) == y).float().mean()),
+            "art_non_finite_examples": int(broken.sum())}
 
 
 def bench_minnorm_references(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
@@ -106,14 +158,16 @@ def bench_minnorm_references(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         kw = dict(engine_params)
         if name == "ddn":
             kw["gen"] = torch.Generator().manual_seed(0)
-        t_engine, _ = best_time(lambda: counted_batches(engine, model, x, clean, 256, device, name, False, **kw),
-                               device, MINNORM_REPEAT)
-        t_run, _ = best_time(lambda: build_attack(name, **run_params).run(model, x, y, device, progress=False),
-                            device, MINNORM_REPEAT)
-        row = {"native_engine_images_per_s": len(x) / t_engine, "native_run_images_per_s": len(x) / t_run}
+        fns = {"engine": lambda: counted_batches(engine, model, x, clean, 256, device, name, False, **kw),
+               "run": lambda: build_attack(name, **run_params).run(model, x, y, device, progress=False)}
         if adv_lib is not None:
-            t_ref, _ = best_time(reference, device, MINNORM_REPEAT)
-            row.update(adv_lib_images_per_s=len(x) / t_ref, native_engine_vs_adv_lib=t_ref / t_engine)
+            fns["reference"] = reference
+        t = best_times_interleaved(fns, device, MINNORM_ROUNDS)
+        row = {"native_engine_images_per_s": len(x) / t["engine"], "native_run_images_per_s": len(x) / t["run"],
+               "rounds": MINNORM_ROUNDS}
+        if adv_lib is not None:
+            row.update(adv_lib_images_per_s=len(x) / t["reference"],
+                       native_engine_vs_adv_lib=t["reference"] / t["engine"])
         out[name] = row
         log(f"{name}: native engine {row['native_engine_images_per_s']:.1f} img/s, whole run "
             f"{row['native_run_images_per_s']:.1f} img/s" +
