@@ -385,6 +385,8 @@ def test_a_claim_naming_another_config_reads_the_folder_given_with(store, tmp_pa
         evaluate_claims(tmp_path, claim_set("another.yaml"), others=[other])
     with pytest.raises(ValueError, match="already holds other.yaml's cells"):
         evaluate_claims(tmp_path, claim_set("other.yaml"), others=[other, other])
+    with pytest.raises(ValueError, match=r"^--with: .*typo: no results store here"):
+        evaluate_claims(tmp_path, claim_set("other.yaml"), others=[tmp_path / "typo"])
 
 
 def test_cells_before_an_engine_fix_are_left_out_and_the_rest_judged(tmp_path):

@@ -284,8 +284,11 @@ def claim_folders(claim_set: ClaimSet, others: Sequence[str | Path]) -> dict[str
     wanted = sorted({spec.config for spec in claim_set.claims if spec.config})
     found: dict[str, Path] = {}
     for folder in others:
-        with StoreReader(folder) as store:
-            run = store.latest_run()
+        try:
+            with StoreReader(folder) as store:
+                run = store.latest_run()
+        except (FileNotFoundError, ValueError) as exc:
+            raise ValueError(f"--with: {exc}") from None
         if run is None:
             raise ValueError(f"--with: {folder}: the store holds no run")
         match = [c for c in wanted if _config_matches(run, c)]
