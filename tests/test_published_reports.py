@@ -49,10 +49,10 @@ def test_published_leaderboard_csvs_are_plain_tables():
         assert all(meta["columns"][c] for c in ("model", "params")), folder
 
 
-PUBLISHED = [  # folder, claim set, --art folder: the commands in docs/verdict-rules.md
-    ("fashion-mnist", "paper", "results/fashion-mnist-art"),
-    ("depth-sweep", "depth-sweep", None),
-    ("fashion-mnist-14", "subsampled", None),
+PUBLISHED = [  # folder, claim set, --art folder, --with folders: the commands in docs/verdict-rules.md
+    ("fashion-mnist", "paper", "results/fashion-mnist-art", ["results/fashion-mnist-autoattack"]),
+    ("depth-sweep", "depth-sweep", None, []),
+    ("fashion-mnist-14", "subsampled", None, []),
 ]
 
 
@@ -63,9 +63,9 @@ def test_every_published_report_re_renders_byte_identically(monkeypatch):
     from robustbench_leak.report.claims_report import render
 
     monkeypatch.chdir(REPO)
-    assert sorted(p.parent.name for p in (REPO / "results").glob("*/REPORT.md")) == sorted(f for f, _, _ in PUBLISHED)
-    for folder, claims, art in PUBLISHED:
+    assert sorted(p.parent.name for p in (REPO / "results").glob("*/REPORT.md")) == sorted(f[0] for f in PUBLISHED)
+    for folder, claims, art, others in PUBLISHED:
         base = REPO / "results" / folder
         text = render(f"results/{folder}", load_claim_set(claims), base, art,
-                      (base / "REPORT-preamble.md").read_text(), draw=False)
+                      (base / "REPORT-preamble.md").read_text(), draw=False, others=others)
         assert text == (base / "REPORT.md").read_text(), folder
