@@ -358,7 +358,8 @@ def test_a_claim_naming_another_config_reads_the_folder_given_with(store, tmp_pa
     other = tmp_path / "aa"
     other.mkdir()
     s = StoreWriter(other / "results.sqlite")
-    s.start_run("o", config_name="other", config_path="configs/other.yaml", config_yaml="name: other\n")
+    s.start_run("o", config_name="other", config_path="configs/other.yaml",
+                config_yaml="name: other\ndescription: the other protocol\n")
     rows = []
     for seed in (5, 6):
         good = rng.random(N) < 0.6
@@ -381,6 +382,8 @@ def test_a_claim_naming_another_config_reads_the_folder_given_with(store, tmp_pa
     text = render(tmp_path, claim_set("other.yaml"), others=[other], draw=False)
     assert f"the claims naming `configs/other.yaml` read `{other}`" in text
     assert "better: seeds 5, 6 complete" in text
+    own, aa = text.split("#### Claim 2: aa")  # the claim's tables carry its own folder's protocol line
+    assert "_Protocol: the other protocol._" in aa and "_Protocol: the other protocol._" not in own
     with pytest.raises(ValueError, match=r"^--with: .*aa: its run is of config 'other', which no claim of .* names"):
         evaluate_claims(tmp_path, claim_set("another.yaml"), others=[other])
     with pytest.raises(ValueError, match="already holds other.yaml's cells"):

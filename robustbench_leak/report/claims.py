@@ -87,6 +87,7 @@ class Claim:
     declared: Declared | None = None
     post_hoc: bool = True  # changed after the run it is judged on started (or never declared)
     registration: Registration | None = None
+    protocol: str = ""  # the protocol line of the folder the cells come from, when not the report's own
 
 
 def _cells(store: StoreReader, run_id: str, model: str, attack: str) -> dict[int, tuple[str, dict[str, Any], str]]:
@@ -345,6 +346,8 @@ def evaluate_claims(run_dir: str | Path, claim_set: ClaimSet | str = "paper",
             registrations = judge(claim_set, stored, first_start, declared_ok, later)
             for spec, reg in zip(claim_set.claims, registrations):
                 out.append(_evaluate_one(spec, reg, *_source(store, run, sources, spec), seeds))
+                if spec.config in folders:
+                    out[-1].protocol = protocol_line(folders[spec.config])
         finally:
             for src in sources.values():
                 src.close()

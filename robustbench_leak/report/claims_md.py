@@ -256,6 +256,7 @@ HEADINGS = {
 
 
 def _claim_lines(i: int, claim: Claim, protocol: str, base: Path | None) -> list[str]:
+    protocol = claim.protocol or protocol
     lines = [f"#### Claim {i}: {claim.title}", "",
              f"**Verdict: {claim.verdict}** ({claim.kind} claim, {claim.role}; definition {declared_text(claim)})", ""]
     if claim.registration is not None:
@@ -333,9 +334,9 @@ def write_figures(claims: list[Claim], out_dir: Path, protocol: str = "", draw: 
     from .figures import protocol_title
     from .spectra_plots import plot_spectra
 
-    shown = protocol.strip("_").rstrip(".")  # the protocol line without its Markdown emphasis
     written = []
     for claim in claims:
+        shown = (claim.protocol or protocol).strip("_").rstrip(".")  # the protocol line without its emphasis
         for c in claim.comparisons:
             name = f"spectra_{c.attack}_{c.model_a}_vs_{c.model_b}"
             if any(c.spectra.values()) and not draw:
