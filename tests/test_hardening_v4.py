@@ -261,6 +261,32 @@ def test_the_backstop_holds_even_where_cleanup_code_swallows_interrupts(tmp_path
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
 
 
+def test_a_run_the_backstop_ends_is_stored_as_interrupted_and_the_same_command_resumes(tmp_path, monkeypatch):
+    cfg = _write(tmp_path / "c.yaml", CONFIG)
+    proc = _child(f"""
+        import sys, time
+        import robustbench_leak.run.cells as C
+        from robustbench_leak.cli import main
+        def overrun(*a, **k):  # an eval cell that overruns every soft check
+            time.sleep(60)
+        C.eval_cell = overrun
+        sys.exit(main(["run", {str(cfg)!r}, "--out", "out", "--quiet", "--time-limit", "4"]))
+    """, tmp_path, timeout=120)
+    assert proc.returncode == EXIT_TIME_LIMIT, proc.stdout[-1000:] + proc.stderr[-1000:]
+    assert "Traceback" not in proc.stderr
+    store = tmp_path / "out" / "results.sqlite"
+    with sqlite3.connect(store) as c:
+        assert list(c.execute("SELECT status, finished_at IS NOT NULL FROM runs")) == [("interrupted", 1)]
+    assert _done_cells(tmp_path / "out") == []  # the cell in progress is not stored
+    monkeypatch.setenv("RBLEAK_CACHE_DIR", str(tmp_path / "cache"))
+    from robustbench_leak.pipeline import run_config
+
+    run_config(load_config(cfg), tmp_path / "out", progress=False, formats=("csv",))  # what `rbleak run` calls
+    with sqlite3.connect(store) as c:
+        assert sorted(r[0] for r in c.execute("SELECT status FROM runs")) == ["done", "interrupted"]
+    assert _done_cells(tmp_path / "out") == [("eval", "done")]
+
+
 def test_a_rerun_whose_cells_are_all_stored_exits_0_however_long_rendering_takes(tmp_path):
     cfg = _write(tmp_path / "c.yaml", CONFIG)
     proc = _child(f"""

@@ -12,8 +12,8 @@ The soft stop is a check of the clock at those boundaries, in the run's own fram
 raised into arbitrary frames, where cleanup code (a ``__del__``, a weakref callback) would swallow it.
 Work that overruns the soft checks (a long eval cell) meets the ``Backstop`` of a process that owns its
 run (the CLI): at the limit it ends the process with ``EXIT_TIME_LIMIT``. The store stays consistent (each
-cell is one SQLite transaction; the unfinished one is simply not stored) and the run reads as never
-finished.
+cell is one SQLite transaction; the unfinished one is simply not stored); just before it ends the process it
+calls the ``before_backstop`` hooks, by which the driver stores the run as 'interrupted', as a soft stop does.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ import os
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Callable, Iterator
 
 EXIT_TIME_LIMIT = 75  # EX_TEMPFAIL: try again later (the same command resumes)
 SAFETY = 1.25  # an epoch (or cell) is expected to take up to this many times the last one
@@ -71,6 +73,20 @@ def check_time_limit(seconds: object, name: str = "--time-limit") -> float:
     return float(seconds)
 
 
+_BACKSTOP_HOOKS: list[Callable[[], None]] = []
+
+
+@contextmanager
+def before_backstop(hook: Callable[[], None]) -> Iterator[None]:
+    """Within the block, a ``Backstop`` that ends the process first calls ``hook`` (from its own thread,
+    while the main thread may still be computing; an exception in it is ignored: the process ends anyway)."""
+    _BACKSTOP_HOOKS.append(hook)
+    try:
+        yield
+    finally:
+        _BACKSTOP_HOOKS.remove(hook)
+
+
 class Backstop:
     """The hard stop behind the soft checks, for a process that owns its run (the CLI, never a library
     caller's process): a daemon thread that, if it is not cancelled before half the margin ahead of the
@@ -89,6 +105,11 @@ class Backstop:
         if self._cancelled.wait(max(0.0, self.deadline.remaining() + self.deadline.margin / 2)):
             return
         try:
+            for hook in list(_BACKSTOP_HOOKS):
+                try:
+                    hook()
+                except BaseException:  # the hook is a courtesy; the stop is not
+                    pass
             sys.stdout.flush()
             print(self.message, file=sys.stderr, flush=True)
         finally:

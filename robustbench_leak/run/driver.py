@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 from ..config import Config
 from ..models.checkpoints import default_cache_dir
 from ..store import STORE_NAME, StoreReader, StoreWriter
-from .deadline import Deadline, TimeLimitReached
+from .deadline import Deadline, TimeLimitReached, before_backstop
 from .executor import Executor, Job, LocalExecutor, Outcome
 from .lock import locked_out_dir
 from .plan import interleave, plan, run_cell_rows
@@ -134,6 +134,16 @@ def run_cells(config: Config, out_dir: str | Path | None = None, executor: Execu
         return _run_locked(config, trains, evals, rows, out, executor, progress, log, merge_from, deadline, claims)
 
 
+def _interrupt_run(out: Path, run_id: str) -> None:
+    """Store run ``run_id`` as interrupted, from the hard stop's thread (``run.deadline.Backstop``): its own
+    connection, waiting briefly for a cell being written, as the process ends right after."""
+    store = StoreWriter(out / STORE_NAME, timeout=5)
+    try:
+        store.interrupt_run(run_id)
+    finally:
+        store.conn.close()  # no WAL checkpoint: the main thread's connection may still be reading
+
+
 def record_looks(out: Path, run_id: str, looks: str) -> None:
     """Store the looks of a sequential run so far (JSON, sequential_run.py) on its run ``run_id``."""
     with StoreWriter(Path(out) / STORE_NAME) as store:
@@ -169,41 +179,42 @@ def _run_locked(config: Config, trains: list[TrainTask], evals: list[EvalTask], 
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     store = StoreWriter(out / STORE_NAME)
     failed: list[Outcome] = []
-    try:
-        store.start_run(run_id, config_name=config.name, config_path=config.path, config_hash=config.config_hash(),
-                        config_yaml=config.text, device=prov["device"], versions=prov["versions"],
-                        git_commit=prov["git_commit"], command=prov["command"], claims=claims)
-        store.add_run_cells(run_id, rows)
-        (out / "config.yaml").write_text(config.text)
-        log(f"run {run_id}: {len(trains)} train cells, {len(evals)} eval cells -> {out}")
-        keys = [t.key for t in trains] + [e.key for e in evals]
-        for source_path in merge_from:
-            with StoreReader(source_path) as source:
-                log(f"[merge] {store.import_finished(source, keys)} finished cells of this plan copied from "
-                    f"{source.path}")
-        jobs = jobs_to_run(trains, evals, store, log)
-        display = CellProgress(len(jobs), enabled=progress and bool(jobs), log=log, stream=sys.stdout)
-        outcomes = executor.execute(jobs, ctx, log)
+    with before_backstop(lambda: _interrupt_run(out, run_id)):
         try:
-            for outcome in outcomes:
-                for line in outcome.logs:
-                    log(line)
-                if outcome.state == "started":
-                    display.started(outcome.job.key)
-                    continue
-                write_outcome(store, outcome, run_id, ctx)
-                if outcome.state == "failed":
-                    failed.append(outcome)
-                    log(f"[failed] {cell_label(outcome.job.task)}: {outcome.error}")
-                display.finished(outcome.job.key, outcome.state == "done")
-        finally:
-            getattr(outcomes, "close", lambda: None)()  # a generator executor cleans up now (Ray: cancels)
-            display.close()
-    except BaseException as exc:
-        stopped = isinstance(exc, (KeyboardInterrupt, SystemExit, TimeLimitReached))
-        store.finish_run(run_id, status="interrupted" if stopped else "failed")
-        store.close()
-        raise
+            store.start_run(run_id, config_name=config.name, config_path=config.path, config_hash=config.config_hash(),
+                            config_yaml=config.text, device=prov["device"], versions=prov["versions"],
+                            git_commit=prov["git_commit"], command=prov["command"], claims=claims)
+            store.add_run_cells(run_id, rows)
+            (out / "config.yaml").write_text(config.text)
+            log(f"run {run_id}: {len(trains)} train cells, {len(evals)} eval cells -> {out}")
+            keys = [t.key for t in trains] + [e.key for e in evals]
+            for source_path in merge_from:
+                with StoreReader(source_path) as source:
+                    log(f"[merge] {store.import_finished(source, keys)} finished cells of this plan copied from "
+                        f"{source.path}")
+            jobs = jobs_to_run(trains, evals, store, log)
+            display = CellProgress(len(jobs), enabled=progress and bool(jobs), log=log, stream=sys.stdout)
+            outcomes = executor.execute(jobs, ctx, log)
+            try:
+                for outcome in outcomes:
+                    for line in outcome.logs:
+                        log(line)
+                    if outcome.state == "started":
+                        display.started(outcome.job.key)
+                        continue
+                    write_outcome(store, outcome, run_id, ctx)
+                    if outcome.state == "failed":
+                        failed.append(outcome)
+                        log(f"[failed] {cell_label(outcome.job.task)}: {outcome.error}")
+                    display.finished(outcome.job.key, outcome.state == "done")
+            finally:
+                getattr(outcomes, "close", lambda: None)()  # a generator executor cleans up now (Ray: cancels)
+                display.close()
+        except BaseException as exc:
+            stopped = isinstance(exc, (KeyboardInterrupt, SystemExit, TimeLimitReached))
+            store.finish_run(run_id, status="interrupted" if stopped else "failed")
+            store.close()
+            raise
     store.finish_run(run_id, status="failed" if failed else "done")
     store.close()
     (out / "provenance.json").write_text(json.dumps({**prov, "run_id": run_id, "config": config.path,

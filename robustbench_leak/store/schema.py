@@ -136,13 +136,14 @@ def _connect_readonly_unchecked(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(uri, uri=True, timeout=60)
 
 
-def connect_for_writing(path: Path) -> sqlite3.Connection:
+def connect_for_writing(path: Path, timeout: float = 60) -> sqlite3.Connection:
     """A connection in WAL mode to the store ``path``, created (with its folder) where missing and given
-    any columns added since it was written; refuses, untouched, a file that is not an rbleak store."""
+    any columns added since it was written; refuses, untouched, a file that is not an rbleak store.
+    ``timeout``: seconds to wait for another connection's write lock."""
     check_store_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        conn = sqlite3.connect(path, timeout=60)
+        conn = sqlite3.connect(path, timeout=timeout)
         conn.execute("PRAGMA journal_mode=WAL")
         if conn.execute("PRAGMA application_id").fetchone()[0] == 0:
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")

@@ -25,12 +25,12 @@ from .schema import SAMPLE_COLUMNS, STORE_TABLES, close_writer, connect_for_writ
 class StoreWriter(StoreReader):
     """Writes runs and cells; reads as a ``StoreReader`` does (the driver asks which cells are done)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, timeout: float = 60) -> None:
         """Open the store file ``path`` for writing (where the base opens read-only), creating it where
         missing; ``StoreError`` for a file that is not an rbleak store (left untouched) or one that cannot
-        be written."""
+        be written. ``timeout``: seconds to wait for another writer's lock."""
         self.path = Path(path)
-        self.conn = connect_for_writing(self.path)
+        self.conn = connect_for_writing(self.path, timeout)
         self._has_arrays = True
 
     def close(self) -> None:
@@ -57,6 +57,13 @@ class StoreWriter(StoreReader):
     def finish_run(self, run_id: str, status: str = "done") -> None:
         with self.transaction() as c:
             c.execute("UPDATE runs SET finished_at = ?, status = ? WHERE run_id = ?", (now(), status, run_id))
+
+    def interrupt_run(self, run_id: str) -> None:
+        """Store run ``run_id`` as 'interrupted' if it still reads 'running' (a run that finished stays
+        as it finished)."""
+        with self.transaction() as c:
+            c.execute("UPDATE runs SET finished_at = ?, status = 'interrupted' WHERE run_id = ? AND status = 'running'",
+                      (now(), run_id))
 
     def add_run_cells(self, run_id: str, rows: list[dict[str, Any]]) -> None:
         with self.transaction() as c:
