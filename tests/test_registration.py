@@ -2,6 +2,7 @@
 prints it, and a claim changed after the run is post hoc with the change named, whatever its YAML says."""
 
 import json
+import sqlite3
 import subprocess
 
 import numpy as np
@@ -67,6 +68,48 @@ def test_a_run_stores_the_claim_sets_of_its_config():
     assert [r["claim_set"] for r in records] == ["paper"]
     assert len(records[0]["claims"]) == len(load_claim_set("paper").claims)
     assert all(len(c["sha256"]) == 64 for c in records[0]["claims"])
+
+
+def test_a_run_of_a_config_that_answers_one_claim_stores_its_claim_set():
+    """The AutoAttack config answers one claim of the paper set: its runs store the set's hashes too."""
+    records = records_for_config("configs/paper-fashion-mnist-autoattack.yaml")
+    assert [r["claim_set"] for r in records] == ["paper"]
+    assert records_for_config("configs/quickstart.yaml") == []
+
+
+@pytest.mark.parametrize("other_stored", [True, False])
+def test_a_claim_answered_by_another_folder_is_judged_against_that_folders_stored_hashes(tmp_path, other_stored):
+    """A claim answered by another config's folder (``--with``) is pre-registered by the hash that folder's
+    first run stored, not by the main run's (which may not hold it); without one, by the declared date."""
+    cs = ClaimSet.model_validate({"description": "t", "config": "t.yaml", "name": "t", "claims": [
+        {"title": "here", "kind": "directional", "role": "primary",
+         "comparisons": [{"a": "good", "b": "base", "attack": "clean", "metric": "correct"}]},
+        {"title": "there", "kind": "directional", "role": "exploratory", "config": "o.yaml",
+         "declared": {"commit": "abc1234", "date": "2999-01-01T00:00:00Z"},
+         "comparisons": [{"a": "good", "b": "base", "attack": "clean", "metric": "correct"}]}]})
+    main = _store(tmp_path / "main", None)
+    other = tmp_path / "other"
+    rng = np.random.default_rng(1)
+    s = StoreWriter(other / "results.sqlite")
+    s.start_run("o", config_name="o", config_path="configs/o.yaml", config_yaml="name: o\n",
+                claims=json.dumps([record(cs)]) if other_stored else None)
+    rows = []
+    for seed in range(3):
+        base = rng.random(N) < 0.7
+        rows += [add_model(s, "o", "base", seed, "clean", base),
+                 add_model(s, "o", "good", seed, "clean", base | (rng.random(N) < 0.3))]
+    s.add_run_cells("o", rows)
+    s.finish_run("o")
+    s.close()
+    with sqlite3.connect(other / "results.sqlite") as db:  # add_model's cells carry no real start time
+        db.execute("UPDATE cells SET started_at = '2026-12-07T06:00:00+00:00'")
+    claims, _ = evaluate_claims(main, cs, others=[other])
+    here, there = claims[0].registration, claims[1].registration
+    assert here.status == "post hoc" and "predates stored hashes" in here.how  # the main run stored none
+    if other_stored:
+        assert there.status == "registered" and "hash stored when the run started" in there.how
+    else:
+        assert there.status == "post hoc" and "predates stored hashes" in there.how
 
 
 def test_declared_is_the_last_commit_that_changed_each_definition():

@@ -316,13 +316,7 @@ def evaluate_claims(run_dir: str | Path, claim_set: ClaimSet | str = "paper",
         run = store.latest_run()
         if run is None:
             raise ValueError(f"{store.path}: the store holds no run")
-        runs = store.runs()
-        first_start = runs.started_at.min()
-        records = [(r.started_at, json.loads(r.claims)) for r in runs.itertuples()
-                   if isinstance(getattr(r, "claims", None), str) and r.claims]
-        first_has = len(runs) and isinstance(runs.iloc[0].get("claims"), str) and runs.iloc[0].get("claims")
-        stored = records[0][1] if first_has else None
-        later = records[0] if records and not first_has else None
+        first_start, stored, later = _stored_records(store)
         run = {**run, "first_started_at": first_start}
         if seeds is not None:
             have = sorted(int(x) for x in store.eval_coverage(run["run_id"])["seed"].unique())
@@ -344,6 +338,10 @@ def evaluate_claims(run_dir: str | Path, claim_set: ClaimSet | str = "paper",
                 else:
                     declared_ok.append(_declared_before(spec, first_start))
             registrations = judge(claim_set, stored, first_start, declared_ok, later)
+            for i, spec in enumerate(claim_set.claims):  # a claim answered elsewhere: that store's records
+                if spec.config in sources:
+                    start, src_stored, src_later = _stored_records(sources[spec.config])
+                    registrations[i] = judge(claim_set, src_stored, start, declared_ok, src_later)[i]
             for spec, reg in zip(claim_set.claims, registrations):
                 out.append(_evaluate_one(spec, reg, *_source(store, run, sources, spec), seeds))
                 if spec.config in folders:
@@ -353,6 +351,20 @@ def evaluate_claims(run_dir: str | Path, claim_set: ClaimSet | str = "paper",
                 src.close()
         rule_claims(out, claim_set.margins)
         return out, run
+
+
+def _stored_records(store: StoreReader) -> tuple[str | None, list[dict[str, Any]] | None,
+                                                  tuple[str, list[dict[str, Any]]] | None]:
+    """(first run's start, the claim records it stored or None, (start, records) of the first later run that
+    stored some when the first did not) of ``store``: what ``registration.judge`` compares against."""
+    runs = store.runs()
+    first_start = runs.started_at.min()
+    records = [(r.started_at, json.loads(r.claims)) for r in runs.itertuples()
+               if isinstance(getattr(r, "claims", None), str) and r.claims]
+    first_has = len(runs) and isinstance(runs.iloc[0].get("claims"), str) and runs.iloc[0].get("claims")
+    stored = records[0][1] if first_has else None
+    later = records[0] if records and not first_has else None
+    return first_start, stored, later
 
 
 def _source(store: StoreReader, run: dict[str, Any], sources: dict[str, StoreReader],

@@ -71,14 +71,18 @@ def record(claim_set: ClaimSet) -> dict[str, Any]:
 
 
 def records_for_config(config_path: str | None) -> list[dict[str, Any]]:
-    """The records of every shipped claim set written for this config (matched by file name)."""
+    """The records of every shipped claim set written for this config, or with a claim answered by it (a
+    claim's own ``config:``, as the paper set's AutoAttack claim); matched by file name."""
     if not config_path:
         return []
     name = Path(config_path).name
     out = []
     for path in sorted(CLAIM_SET_DIR.glob("*.yaml")):
         data = yaml.safe_load(path.read_text())
-        if isinstance(data, dict) and data.get("config") == name:
+        if not isinstance(data, dict):
+            continue
+        claims = data.get("claims") if isinstance(data.get("claims"), list) else []
+        if data.get("config") == name or any(isinstance(c, dict) and c.get("config") == name for c in claims):
             out.append(record(load_claim_set(path)))
     return out
 
