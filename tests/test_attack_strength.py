@@ -256,3 +256,31 @@ def test_strength_table_says_when_cells_predate_it():
     from robustbench_leak.report.attack_strength import strength_frame, strength_markdown
 
     assert "stored per-member strength" in strength_markdown(strength_frame([]))
+
+
+def test_masking_summary_names_the_cells_and_checks_that_ran():
+    """The summary counts every cell that ran checks (minnorm and autoattack alike) and names the checks those
+    cells ran, not a fixed list; a failed check is listed with its cell."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from robustbench_leak.report.attack_strength import masking_lines
+
+    def cell(attack, checks, seed=0):
+        info = {"masking": {"checks": {n: {"passed": ok} for n, ok in checks.items()}, "seconds": 1.0},
+                "attack_seconds": 10.0}
+        return {"model": "a", "attack": attack, "seed": seed, "info": info}
+
+    minnorm = {"unbounded_success": True, "more_steps": True, "black_box": True, "pgd_to_zero": True}
+    run = SimpleNamespace(label="r", cells=pd.DataFrame([cell("minnorm", minnorm), cell("minnorm", minnorm, 1),
+                                                         {"model": "a", "attack": "clean", "seed": 0, "info": None}]))
+    assert masking_lines([run]) == [
+        "Gradient-masking checks: all clear in the 2 minnorm cells that ran them (unbounded success, more steps, "
+        "black-box search, PGD to zero; docs/attack-strength.md). The checks took 2.0 s, 10% of the 20.0 s the "
+        "attacks took in those cells."]
+    run.cells = pd.DataFrame([cell("minnorm", minnorm), cell("autoattack-linf", {"square_after_gradient": False})])
+    head, *failed = masking_lines([run])
+    assert head.startswith("Gradient-masking checks failed in 1 of the 2 cells (1 minnorm, 1 autoattack-linf)")
+    assert "Square after the gradient members" in head
+    assert failed == ["- a / autoattack-linf / seed 0 (r): failed square_after_gradient"]

@@ -36,31 +36,43 @@ def strength_frame(runs: list[RunData]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run", "dataset", "model", "attack", "member", *COLUMNS, "seeds"])
 
 
+CHECK_NAMES = {"unbounded_success": "unbounded success", "more_steps": "more steps", "black_box": "black-box search",
+               "pgd_to_zero": "PGD to zero", "square_after_gradient": "Square after the gradient members"}
+
+
 def masking_lines(runs: list[RunData]) -> list[str]:
-    """One line per minnorm cell whose gradient-masking checks did not all pass, or one saying all did."""
-    failed, checked, seconds, attack_seconds = [], 0, 0.0, 0.0
+    """One line per cell (minnorm, autoattack, ...) whose gradient-masking checks did not all pass, or one saying
+    all did; each names the cells and the checks that ran."""
+    failed, seconds, attack_seconds = [], 0.0, 0.0
+    cells: dict[str, int] = {}  # attack label -> cells checked
+    names: dict[str, None] = {}  # the checks that ran, in order
     for run in runs:
         for cell in run.cells.itertuples():
             record = (cell.info or {}).get("masking")
             if not record:
                 continue
-            checked += 1
+            cells[cell.attack] = cells.get(cell.attack, 0) + 1
+            names.update(dict.fromkeys(record["checks"]))
             seconds += float(record.get("seconds") or 0.0)
             attack_seconds += float(cell.info.get("attack_seconds") or 0.0)
             bad = [name for name, c in record["checks"].items() if not c["passed"]]
             if bad:
                 failed.append(f"- {cell.model} / {cell.attack} / seed {cell.seed} ({run.label}): failed "
                               + ", ".join(bad))
+    checked = sum(cells.values())
     if not checked:
         return ["No cell of these runs ran the gradient-masking checks (stored before they existed, or "
                 "`masking: false`)."]
+    which = (f"{checked} {next(iter(cells))} cells" if len(cells) == 1 else
+             f"{checked} cells ({', '.join(f'{n} {a}' for a, n in cells.items())})")
+    what = ", ".join(CHECK_NAMES.get(n, n.replace("_", " ")) for n in names)
     cost = (f" The checks took {seconds:.1f} s, {100 * seconds / attack_seconds:.0f}% of the {attack_seconds:.1f} s "
-            "the ensemble's attacks took in those cells." if attack_seconds > 0 else "")
+            "the attacks took in those cells." if attack_seconds > 0 and seconds > 0 else "")
     if not failed:
-        return [f"Gradient-masking checks: all clear in the {checked} minnorm cells that ran them (unbounded success, "
-                f"more steps, black-box search, PGD to zero; docs/attack-strength.md).{cost}"]
-    return [f"Gradient-masking checks failed in {len(failed)} of {checked} minnorm cells (see their flags).{cost}",
-            *failed]
+        return [f"Gradient-masking checks: all clear in the {which} that ran them ({what}; "
+                f"docs/attack-strength.md).{cost}"]
+    return [f"Gradient-masking checks failed in {len(failed)} of the {which} that ran them ({what}; see their "
+            f"flags).{cost}", *failed]
 
 
 def _f(x: float, fmt: str) -> str:
