@@ -13,6 +13,7 @@ on the CPU. One forward pass per query and image still attacked.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 import torch.nn as nn
@@ -45,8 +46,8 @@ def _randint(high: int, gen: torch.Generator | None) -> int:
     return int(high * float(torch.rand(1, generator=gen)))
 
 
-def _rectangles(h: int, w: int, device: torch.device) -> torch.Tensor:
-    delta = torch.zeros(h, w, device=device)
+def _rectangles(h: int, w: int) -> torch.Tensor:
+    delta = torch.zeros(h, w)
     xc, yc = h // 2 + 1, w // 2 + 1
     r0, c0 = xc - 1, yc - 1
     for k in range(max(xc, yc)):
@@ -55,13 +56,21 @@ def _rectangles(h: int, w: int, device: torch.device) -> torch.Tensor:
     return delta / delta.norm()
 
 
+@lru_cache(maxsize=64)
+def _bump(s: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The window of side ``s`` and its transpose, built once per side (every L2 query draws one)."""
+    delta = torch.zeros(s, s)
+    delta[:s // 2] = _rectangles(s // 2, s)
+    delta[s // 2:] = -_rectangles(s - s // 2, s)
+    delta = delta / delta.norm()
+    delta = delta.to(device)
+    return delta, delta.t()  # a view, as before caching: reductions over it keep their order
+
+
 def bump(s: int, gen: torch.Generator | None, device: torch.device) -> torch.Tensor:
     """The reference's L2 window: two nested-rectangle halves of opposite sign, unit norm, randomly transposed."""
-    delta = torch.zeros(s, s, device=device)
-    delta[:s // 2] = _rectangles(s // 2, s, device)
-    delta[s // 2:] = -_rectangles(s - s // 2, s, device)
-    delta = delta / delta.norm()
-    return delta.t() if float(torch.rand(1, generator=gen)) > 0.5 else delta
+    delta, transposed = _bump(s, torch.device(device))
+    return transposed if float(torch.rand(1, generator=gen)) > 0.5 else delta
 
 
 def _l2(t: torch.Tensor) -> torch.Tensor:
@@ -110,24 +119,37 @@ def _square_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, e
     else:
         best = _l2_start(x, eps, gen)
     m_best = margin(model, best, y)
+    # the images still attacked, gathered once and again only when some are fooled (not every query)
+    active = (m_best > 0).nonzero()[:, 0]
+    xa, ba, ya, ma = x[active], best[active], y[active], m_best[active]
+    if norm == "linf":
+        lo, hi = (xa - eps).clamp(0.0, 1.0), (xa + eps).clamp(0.0, 1.0)
     for it in range(n_queries):
-        idx = (m_best > 0).nonzero()[:, 0]
-        if len(idx) == 0:
+        if len(active) == 0:
             break
-        xc, bc, yc = x[idx], best[idx], y[idx]
         p = p_selection(p_init, it, n_queries)
         if norm == "linf":
             s = max(int(round(math.sqrt(p * features / c))), 1)
             vh, vw = _randint(h - s, gen), _randint(w - s, gen)
-            new = bc.clone()
-            new[:, :, vh:vh + s, vw:vw + s] += 2.0 * eps * _signs((c, 1, 1), gen, x.device)
-            new = torch.min(torch.max(new, xc - eps), xc + eps).clamp(0.0, 1.0)
+            new = ba.clone()
+            rows, cols = slice(vh, vh + s), slice(vw, vw + s)
+            # best stays within the box, so only the changed window needs clamping
+            window = new[:, :, rows, cols] + 2.0 * eps * _signs((c, 1, 1), gen, x.device)
+            new[:, :, rows, cols] = torch.min(torch.max(window, lo[:, :, rows, cols]), hi[:, :, rows, cols])
         else:
-            new = _l2_query(xc, bc, eps, p, gen)
-        m_new = margin(model, new, yc)
-        better = m_new < m_best[idx]
-        m_best[idx] = torch.where(better, m_new, m_best[idx])
-        best[idx] = torch.where(better.view(view), new, bc)
+            new = _l2_query(xa, ba, eps, p, gen)
+        m_new = margin(model, new, ya)
+        better = m_new < ma
+        ma = torch.where(better, m_new, ma)
+        ba = torch.where(better.view(view), new, ba)
+        fooled = ma <= 0
+        if bool(fooled.any()):
+            best[active], m_best[active] = ba, ma
+            keep = ~fooled
+            active, xa, ba, ya, ma = active[keep], xa[keep], ba[keep], ya[keep], ma[keep]
+            if norm == "linf":
+                lo, hi = lo[keep], hi[keep]
+    best[active], m_best[active] = ba, ma
     return best, m_best <= 0
 
 
