@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
+import threading
 import traceback
 from pathlib import Path
 
@@ -522,8 +524,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's preemption, ``kill``, ``docker stop``), handled as Ctrl-C is: the run in
+    progress is stored as interrupted and the same command resumes it."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # signal handlers belong to the main thread; a caller running main() elsewhere keeps its own
+    owner = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if owner else None
+    try:
+        return _run_command(args)
+    finally:
+        if owner:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _run_command(args: argparse.Namespace) -> int:
     try:
         args.fn(args)
     except (CellsFailed, OutDirLocked) as exc:
@@ -536,9 +558,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rbleak: time limit reached ({_one_line(exc)}); finished cells and epoch checkpoints are stored; "
               "rerun the same command to resume", file=sys.stderr)
         return EXIT_TIME_LIMIT
-    except KeyboardInterrupt:
-        print("rbleak: interrupted; rerun the same command to resume (finished cells are kept)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"rbleak: {how}; rerun the same command to resume (finished cells are kept)", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     except Exception as exc:  # noqa: BLE001 - no traceback reaches a user unless asked for
         if args.debug:
             traceback.print_exc()

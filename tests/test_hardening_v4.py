@@ -6,6 +6,7 @@ from __future__ import annotations
 
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -285,6 +286,30 @@ def test_a_run_the_backstop_ends_is_stored_as_interrupted_and_the_same_command_r
     with sqlite3.connect(store) as c:
         assert sorted(r[0] for r in c.execute("SELECT status FROM runs")) == ["done", "interrupted"]
     assert _done_cells(tmp_path / "out") == [("eval", "done")]
+
+
+def test_sigterm_during_a_cell_stores_the_run_as_interrupted_in_one_line(tmp_path):
+    """A scheduler's SIGTERM (preemption, ``kill``) is handled as Ctrl-C: the run is stored as interrupted, one
+    line says so, exit status 143, and the same command resumes."""
+    cfg = _write(tmp_path / "c.yaml", CONFIG)
+    proc = _child(f"""
+        import os, signal, sys, time
+        import robustbench_leak.run.cells as C
+        from robustbench_leak.cli import main
+        def preempted(*a, **k):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(60)
+        C.eval_cell = preempted
+        sys.exit(main(["run", {str(cfg)!r}, "--out", "out", "--quiet"]))
+    """, tmp_path, timeout=120)
+    assert proc.returncode == 143, proc.stdout[-1000:] + proc.stderr[-1000:]
+    assert proc.stderr.strip().splitlines() == ["rbleak: terminated (SIGTERM); rerun the same command to resume "
+                                                "(finished cells are kept)"]
+    with sqlite3.connect(tmp_path / "out" / "results.sqlite") as c:
+        assert list(c.execute("SELECT status FROM runs")) == [("interrupted",)]
+    before = signal.getsignal(signal.SIGTERM)
+    main(["list", "attacks"])
+    assert signal.getsignal(signal.SIGTERM) == before  # main() in a caller's process leaves its handler as it was
 
 
 def test_a_rerun_whose_cells_are_all_stored_exits_0_however_long_rendering_takes(tmp_path):
