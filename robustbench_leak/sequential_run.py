@@ -18,7 +18,8 @@ from typing import Callable
 
 from .config import Config
 from .sequential import Comparison, Family, fractions_for
-from .run.driver import record_looks
+from .run.driver import CellsFailed, record_looks
+from .run.tasks import EvalTask
 
 Log = Callable[[str], None]
 
@@ -40,13 +41,17 @@ def look_sizes(first: int, batch: int, cap: int) -> list[int]:
 
 def check_claim_set(config: Config, claim_set_name: str):
     """The claim set, refused in one line (before any work) when it names a model or attack the config lacks
-    or declares no primary comparison."""
+    or declares no primary comparison. A claim answered by another config (its own ``config:``, as the paper
+    set's AutoAttack claim) is that config's to check: the looks read this config's cells only."""
     from .report.claim_set import load_claim_set
 
     claim_set = load_claim_set(claim_set_name)
     models = {m.name for m in config.run.models}
     attacks = {a.label for a in config.attacks}
+    here = Path(config.path or "").name
     for i, spec in enumerate(claim_set.claims):
+        if spec.config and spec.config != here:
+            continue
         for j, p in enumerate(spec.comparisons):
             for key, name, known in (("a", p.a, models), ("b", p.b, models), ("attack", p.attack, attacks)):
                 if name not in known:
@@ -55,6 +60,19 @@ def check_claim_set(config: Config, claim_set_name: str):
     if not any(spec.role == "primary" for spec in claim_set.claims):
         raise ValueError(f"{claim_set.source}: claims: --until-decided needs at least one primary claim")
     return claim_set
+
+
+def _unless_primary(failed: CellsFailed, claim_set, log: Log) -> None:
+    """Re-raise ``failed`` when a failed cell is one a primary comparison reads; otherwise say which cells
+    failed and let the look go on (e.g. cells of models whose weights cannot be reproduced here)."""
+    primary = {(name, p.attack) for spec in claim_set.claims if spec.role == "primary"
+               for p in spec.comparisons for name in (p.a, p.b)}
+    evals = [o.job.task for o in failed.failed if isinstance(o.job.task, EvalTask)]
+    if any((t.train.model, t.attack_label) in primary for t in evals):
+        raise failed
+    labels = sorted({f"{t.train.model} / {t.attack_label} / seed {t.seed}" for t in evals})
+    log(f"[look] {len(labels)} cells failed that no primary comparison reads ({'; '.join(labels[:6])}"
+        + (f"; and {len(labels) - 6} more" if len(labels) > 6 else "") + "); the look goes on")
 
 
 def run_until_decided(config: Config, out: Path, claim_set_name: str, batch: int, cap: int,
@@ -74,7 +92,10 @@ def run_until_decided(config: Config, out: Path, claim_set_name: str, batch: int
     record: dict = {}
     for n, k in enumerate(sizes):
         step = config.model_copy(update={"run": config.run.model_copy(update={"seeds": order[:k]})})
-        run(step, out, claim_sets=[claim_set])
+        try:
+            run(step, out, claim_sets=[claim_set])
+        except CellsFailed as failed:
+            _unless_primary(failed, claim_set, log)
         claims, info = evaluate_claims(out, claim_set)
         comps = [(claim, c) for claim in claims if claim.role == "primary" and not claim.missing
                  for c in claim.comparisons]

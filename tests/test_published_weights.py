@@ -96,3 +96,62 @@ def test_tables_flag_cells_of_one_model_that_attacked_different_weights():
     (note,) = run.weights_conflicts()
     assert note.startswith("WEIGHTS DIFFER: the cells of m / d / seed 0") and "aaaaaaaaaaaa" in note
     assert note in run.status_notes()
+
+
+def _run_then_lose_the_weights(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
+    """A one-seed run published in a folder, its weights then lost, and a config with one more attack."""
+    config = tmp_path / "published.yaml"
+    config.write_text(CONFIG.replace("seeds: [0, 1]", "seeds: [0]"))
+    monkeypatch.setenv("RBLEAK_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    assert main(["run", str(config), "--out", str(out), "--quiet", "--publish-weights"]) == 0
+    shutil.rmtree(out / "weights")
+    (out / "weights").mkdir()
+    more = tmp_path / "more.yaml"
+    more.write_text(CONFIG.replace("seeds: [0, 1]", "seeds: [0]").replace(
+        "attacks: [clean,", "attacks: [clean, {preset: pgd, label: pgd, n_samples: 8},"))
+    return out, more
+
+
+def test_a_stored_model_trained_on_another_device_is_not_retrained_here(tmp_path, monkeypatch, capsys):
+    """Its stored cells attacked weights this machine cannot reproduce (another device type): the cells added
+    to it fail in one line each before any training, and the stored cells stay as they were."""
+    import sqlite3
+
+    out, more = _run_then_lose_the_weights(tmp_path, monkeypatch)
+    with sqlite3.connect(out / "results.sqlite") as db:
+        db.execute("UPDATE models SET trained_on = 'cuda'")
+    before = _cells(out)
+    import robustbench_leak.run.cells as cells
+
+    trained = []
+    monkeypatch.setattr(cells, "train_model", lambda *a, **k: trained.append(1))
+    capsys.readouterr()
+    assert main(["run", str(more), "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "trained on cuda" in err and "retraining on cpu would give other weights" in err
+    assert not trained
+    after = _cells(out)
+    assert set(after) == set(before)  # nothing added, nothing lost
+    assert all(after[k]["info"] == before[k]["info"] for k in before)
+
+
+def test_retrained_weights_must_be_those_the_stored_cells_attacked(tmp_path, monkeypatch, capsys):
+    """On the same device the model is retrained (CPU training is bitwise deterministic, so the new cell
+    attacks the same weights); when the retrained weights differ from the stored hash, the new cells fail."""
+    out, more = _run_then_lose_the_weights(tmp_path, monkeypatch)
+    assert main(["run", str(more), "--out", str(out), "--quiet"]) == 0  # deterministic retrain: same hash
+    with StoreReader(out) as store:
+        hashes = {store.cell_info(k).get("weights_sha256") for k in _cells(out)}
+    assert len(hashes) == 1 and None not in hashes
+
+    shutil.rmtree(out / "weights")
+    (out / "weights").mkdir()
+    more.write_text(more.read_text().replace("attacks: [clean,", "attacks: [clean, {preset: pgd, label: pgd2, "
+                                                                  "n_samples: 4},"))
+    import robustbench_leak.run.cells as cells
+
+    monkeypatch.setattr(cells, "state_sha256", lambda weights: "0" * 64)  # as if training did not reproduce
+    capsys.readouterr()
+    assert main(["run", str(more), "--out", str(out), "--quiet"]) == 1
+    assert "are not those its stored cells attacked" in capsys.readouterr().err

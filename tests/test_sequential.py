@@ -173,3 +173,51 @@ def test_until_decided_refuses_a_claim_set_naming_a_model_the_config_lacks(tmp_p
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "small-5x5" in err[0] and "claims.0.comparisons.0.b" in err[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_until_decided_leaves_a_claim_answered_by_another_config_to_that_config(tmp_path):
+    """The paper set's AutoAttack claim names its own config: `--until-decided paper` on the protocol config
+    must not refuse it (the looks read the protocol's cells), while a claim of this config is still checked."""
+    from robustbench_leak.config import load_config
+    from robustbench_leak.sequential_run import check_claim_set
+
+    assert check_claim_set(load_config(REPO / "configs" / "paper-fashion-mnist.yaml"), "paper").name == "paper"
+    (tmp_path / "seq.yaml").write_text(SEQ_CONFIG)
+    elsewhere = SEQ_CLAIMS + """  - title: under AutoAttack
+    kind: directional
+    role: exploratory
+    config: other.yaml
+    comparisons: [{a: small-7x7-hamming, b: small-3x3, attack: autoattack-linf, metric: correct}]
+"""
+    (tmp_path / "claims.yaml").write_text(elsewhere)
+    assert len(check_claim_set(load_config(tmp_path / "seq.yaml"), str(tmp_path / "claims.yaml")).claims) == 2
+    (tmp_path / "mine.yaml").write_text(elsewhere.replace("config: other.yaml", "config: seq.yaml"))
+    with pytest.raises(ValueError, match=r"claims\.1\.comparisons\.0\.attack: 'autoattack-linf' is not in"):
+        check_claim_set(load_config(tmp_path / "seq.yaml"), str(tmp_path / "mine.yaml"))
+
+
+def test_a_look_goes_on_past_failed_cells_no_primary_comparison_reads(tmp_path):
+    """Cells that cannot be computed here (e.g. of a GPU-trained model whose weights are absent) do not stop
+    the look when no primary comparison reads them; a failed primary cell does."""
+    from robustbench_leak.config import load_config
+    from robustbench_leak.report.claim_set import load_claim_set
+    from robustbench_leak.run.driver import CellsFailed
+    from robustbench_leak.run.executor import Job, Outcome
+    from robustbench_leak.run.plan import plan
+    from robustbench_leak.sequential_run import _unless_primary
+
+    (tmp_path / "seq.yaml").write_text(SEQ_CONFIG.replace("attacks:\n  - clean",
+                                                          "attacks:\n  - clean\n  - {preset: deepfool, n_samples: 8}"))
+    (tmp_path / "claims.yaml").write_text(SEQ_CLAIMS)
+    _, evals = plan(load_config(tmp_path / "seq.yaml"))
+    claim_set = load_claim_set(str(tmp_path / "claims.yaml"))
+
+    def failed(attack):
+        return CellsFailed(tmp_path, [Outcome(Job(e.key, "eval", e), "failed", error="x")
+                                      for e in evals if e.attack_label == attack], len(evals))
+
+    lines: list[str] = []
+    _unless_primary(failed("deepfool"), claim_set, lines.append)
+    assert len(lines) == 1 and "no primary comparison reads" in lines[0] and "deepfool" in lines[0]
+    with pytest.raises(CellsFailed):
+        _unless_primary(failed("clean"), claim_set, lines.append)

@@ -156,18 +156,31 @@ def state_of(model: nn.Module) -> Weights:
 # ------------------------------------------------------------------------------------------------
 # train cell
 def train_cell(task: TrainTask, ctx: RunContext, record: bool = True,
-               log: Log = _quiet, fresh: bool = False) -> tuple[dict[str, Any] | None, Weights]:
+               log: Log = _quiet, fresh: bool = False,
+               stored: dict[str, Any] | None = None) -> tuple[dict[str, Any] | None, Weights]:
     """The model of ``task`` (cached, loaded or trained now) and, when ``record``, its store records.
 
     ``record=False`` is for a model whose records are already stored (a resumed run) but whose weights
     some eval still needs: it keeps the record of the run that trained it and says nothing on a cache hit.
+    ``stored`` (``trained_on``, ``weights_sha256`` of the stored model): the weights must be those its stored
+    cells attacked; a model trained on another kind of device is not retrained here (``ValueError`` before
+    any training), and retrained or cached weights with another hash are refused (``ValueError``).
     Returns ``(records, weights)``; records hold ``model`` (for ``StoreWriter.record_model``), ``cell`` (for
     ``StoreWriter.record_cell``) and ``outcome`` (trained, cached or loaded)."""
     started = now()
     t0 = time.perf_counter()
+    if not record and stored:
+        _check_retrainable(task, ctx, stored)
     model, meta = ensure_model(task, ctx, log, announce_cache=record, fresh=fresh)
     weights = state_of(model)
     if not record:
+        want = (stored or {}).get("weights_sha256")
+        got = state_sha256(weights) if want else None
+        if want and got != want:
+            raise ValueError(f"{task.label}: the weights here (sha256 {got[:12]}) are not those its stored cells "
+                             f"attacked ({want[:12]}): retraining did not reproduce them; copy the original "
+                             f"{task.key}.pt into the run folder's weights/ (or the checkpoint cache) to add cells "
+                             "to this model")
         return None, weights
     data = get_dataset(task.dataset)
     net = model.net
@@ -196,6 +209,18 @@ def train_cell(task: TrainTask, ctx: RunContext, record: bool = True,
                      "weights_sha256": state_sha256(weights)}}
     outcome = "loaded" if meta.get("loaded_checkpoint") else "cached" if meta["loaded_from_cache"] else "trained"
     return {"model": model_record, "cell": cell, "outcome": outcome}, weights
+
+
+def _check_retrainable(task: TrainTask, ctx: RunContext, stored: dict[str, Any]) -> None:
+    """Before training: a stored model whose weights are not here, trained on another kind of device, cannot
+    be retrained into the weights its stored cells attacked (training is bitwise reproducible on one device
+    type only); adding cells to it would attack a different model under the same train key."""
+    then, here = stored.get("trained_on"), ctx.device.type
+    if task.checkpoint or not then or then == here or checkpoint_cache(ctx).path(task.key).is_file():
+        return
+    raise ValueError(f"{task.label}: its stored cells attacked weights trained on {then}, which are not in "
+                     f"{checkpoint_cache(ctx).path(task.key).parent}; retraining on {here} would give other weights. "
+                     f"Copy its {task.key}.pt there, or run these cells on a {then} device")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -68,7 +68,8 @@ def jobs_to_run(trains: list[TrainTask], evals: list[EvalTask], store: StoreRead
     """The missing cells as jobs, in the local order (each train job followed by its eval jobs).
 
     A train cell already stored keeps the record of the run that trained it; it becomes a job only when
-    one of its evals is missing, and then only provides the weights."""
+    one of its evals is missing, and then only provides the weights: those its stored cells attacked
+    (``stored``: the device it was trained on and its weights' SHA-256, checked by ``cells.train_cell``)."""
     missing_evals: dict[str, int] = {}
     for e in evals:
         if not store.is_done(e.key):
@@ -87,7 +88,9 @@ def jobs_to_run(trains: list[TrainTask], evals: list[EvalTask], store: StoreRead
         elif store.is_done(task.key):
             log(f"[skip] {task.label}: model already in the store")
             if missing_evals.get(task.key):
-                jobs.append(Job(task.key, "train", task, record=False))
+                stored = {"trained_on": store.trained_on(task.key),
+                          "weights_sha256": store.cell_info(task.key).get("weights_sha256")}
+                jobs.append(Job(task.key, "train", task, record=False, stored=stored))
         else:
             jobs.append(Job(task.key, "train", task))
     return jobs

@@ -30,6 +30,7 @@ class Job:
     task: Task  # the planned task (run/tasks.py)
     record: bool = True  # a train job whose records are stored already only provides weights
     needs: str | None = None  # an eval job: the key of the train job whose weights it attacks
+    stored: dict[str, Any] | None = None  # a weights-only train job: the stored model's trained_on, weights_sha256
 
 
 @dataclass
@@ -62,7 +63,8 @@ def run_job(job: Job, ctx: RunContext, weights: Any, log: Log | None = None,
     t0 = time.perf_counter()
     try:
         if job.kind == "train":
-            records, weights = cells.train_cell(job.task, ctx, record=job.record, log=sink, fresh=fresh)
+            records, weights = cells.train_cell(job.task, ctx, record=job.record, log=sink, fresh=fresh,
+                                                stored=job.stored)
         else:
             records, weights = cells.eval_cell(job.task, ctx, weights, log=sink), None
     except TimeLimitReached:

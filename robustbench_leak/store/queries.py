@@ -136,6 +136,11 @@ class StoreReader:
         row = self.conn.execute("SELECT status FROM cells WHERE cell_key = ?", (cell_key,)).fetchone()
         return bool(row and row[0] == "done")
 
+    def trained_on(self, train_key: str) -> str | None:
+        """The device type ('cpu', 'cuda', ...) the stored model of ``train_key`` was trained on, if recorded."""
+        row = self.conn.execute("SELECT trained_on FROM models WHERE train_key = ?", (train_key,)).fetchone()
+        return row[0] if row and row[0] else None
+
     def cell_info(self, cell_key: str) -> dict[str, Any]:
         row = self.conn.execute("SELECT info FROM cells WHERE cell_key = ?", (cell_key,)).fetchone()
         text = info_text(row[0]) if row else None
