@@ -6,6 +6,7 @@ these tests instead of skipping; ART is a dependency of the package."""
 
 import importlib
 import os
+import types
 
 import numpy as np
 import pytest
@@ -190,3 +191,37 @@ def test_interleaved_timer_rotates_the_order_and_keeps_each_best():
                                    "c": lambda: order.append("c")}, CPU, 3)
     assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
     assert set(best) == {"a", "b", "c"} and all(0 <= v < 1 for v in best.values())
+
+
+def test_the_bench_times_autoattack_and_torchattacks_interleaved(small_windowed_cnn, monkeypatch):
+    """Native AutoAttack and torchattacks' are timed in interleaved rounds with rotating order (a slow spell of
+    the machine falls on both), every round seeded alike, and the ratio is that of the best times."""
+    import robustbench_leak.bench.references as refs
+
+    model, x, y, _ = small_windowed_cnn
+    x, y = x[:8], y[:8]
+    calls = []
+
+    class StubAutoAttack:  # torchattacks' interface; returns the clean images (fast)
+        def __init__(self, *a, **k):
+            pass
+
+        def __call__(self, xd, yd):
+            calls.append("torchattacks")
+            return xd
+
+    real = refs.build_attack
+
+    def counted(*a, **k):
+        calls.append("native")
+        return real(*a, **k)
+
+    monkeypatch.setattr(refs, "_optional", lambda name: types.SimpleNamespace(AutoAttack=StubAutoAttack))
+    monkeypatch.setattr(refs, "build_attack", counted)
+    monkeypatch.setitem(refs.TORCHATTACKS_AA, "n_queries", 20)
+    row = refs.native_vs_torchattacks_aa(model, x, y, CPU, "linf", EPS["linf"])
+    assert calls == ["native", "torchattacks", "torchattacks", "native"][:2 * refs.AA_ROUNDS]
+    assert row["rounds"] == refs.AA_ROUNDS
+    ratio = row["native_images_per_s"] / row["torchattacks_images_per_s"]
+    assert row["native_vs_torchattacks"] == pytest.approx(ratio)
+    assert 0 <= row["native_robust_accuracy"] <= row["torchattacks_robust_accuracy"]  # the stub broke nothing
