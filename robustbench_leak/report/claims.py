@@ -338,10 +338,12 @@ def evaluate_claims(run_dir: str | Path, claim_set: ClaimSet | str = "paper",
                 else:
                     declared_ok.append(_declared_before(spec, first_start))
             registrations = judge(claim_set, stored, first_start, declared_ok, later)
-            for i, spec in enumerate(claim_set.claims):  # a claim answered elsewhere: that store's records
-                if spec.config in sources:
-                    start, src_stored, src_later = _stored_records(sources[spec.config])
-                    registrations[i] = judge(claim_set, src_stored, start, declared_ok, src_later)[i]
+            elsewhere = {}  # a claim answered elsewhere is judged against that store's records, once per store
+            for config, src in sources.items():
+                start, src_stored, src_later = _stored_records(src)
+                elsewhere[config] = judge(claim_set, src_stored, start, declared_ok, src_later)
+            registrations = [elsewhere[spec.config][i] if spec.config in elsewhere else reg
+                             for i, (spec, reg) in enumerate(zip(claim_set.claims, registrations))]
             for spec, reg in zip(claim_set.claims, registrations):
                 out.append(_evaluate_one(spec, reg, *_source(store, run, sources, spec), seeds))
                 if spec.config in folders:

@@ -216,10 +216,11 @@ def _check_retrainable(task: TrainTask, ctx: RunContext, stored: dict[str, Any])
     be retrained into the weights its stored cells attacked (training is bitwise reproducible on one device
     type only); adding cells to it would attack a different model under the same train key."""
     then, here = stored.get("trained_on"), ctx.device.type
-    if task.checkpoint or not then or then == here or checkpoint_cache(ctx).path(task.key).is_file():
+    path = checkpoint_cache(ctx).path(task.key)
+    if task.checkpoint or not then or then == here or path.is_file():
         return
     raise ValueError(f"{task.label}: its stored cells attacked weights trained on {then}, which are not in "
-                     f"{checkpoint_cache(ctx).path(task.key).parent}; retraining on {here} would give other weights. "
+                     f"{path.parent}; retraining on {here} would give other weights. "
                      f"Copy its {task.key}.pt there, or run these cells on a {then} device")
 
 
