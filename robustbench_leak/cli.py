@@ -118,7 +118,12 @@ def _log_to_stdout() -> None:
 def _cmd_leaderboard(args: argparse.Namespace) -> None:
     from .report.leaderboard import FORMATS, write_outputs
 
+    from .store import store_file
+    from .store.schema import connect_readonly
+
     dirs = [Path(d) for d in args.dirs]
+    for d in dirs:  # the inputs first: a wrong RESULTS must not be reported as a bad output folder
+        connect_readonly(store_file(d)).close()
     if len(dirs) > 1 and not args.out:
         raise ValueError(f"merging {len(dirs)} run folders: give --out DIR for the merged leaderboard "
                          "(so that no run folder's own leaderboard is overwritten)")

@@ -194,3 +194,17 @@ def test_bench_integer_flags(capsys, flag, value):
 def test_list_num_classes_is_checked(capsys):
     assert "--num-classes must be an integer from 1" in _argparse_error(capsys, ["list", "models", "--num-classes",
                                                                                   "0"])
+
+
+def test_leaderboard_names_the_bad_input_not_its_folder(tmp_path, capsys):
+    """A RESULTS that is no store is reported as such, before the output folder is looked at."""
+    not_a_store = tmp_path / "notes.txt"
+    not_a_store.write_text("hello\n")
+    err = _one_line_error(capsys, ["leaderboard", str(not_a_store)])
+    assert "notes.txt" in err and "not an rbleak results store" in err
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "data.csv").write_text("a,b\n")
+    err = _one_line_error(capsys, ["leaderboard", str(foreign)])
+    assert "no results store here" in err and "did not write" not in err
+    assert not_a_store.read_text() == "hello\n" and sorted(p.name for p in foreign.iterdir()) == ["data.csv"]
