@@ -16,7 +16,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -48,7 +48,10 @@ def _weights_bytes(model: nn.Module) -> bytes:
     return buffer.getvalue()
 
 
-def _dataset_entry(dataset: str | dict[str, Any]) -> dict[str, Any]:
+def _dataset_entry(dataset: Any) -> dict[str, Any]:
+    if not isinstance(dataset, (str, Mapping)):
+        raise ValueError(f"evaluate: dataset: got a {type(dataset).__name__}; give a dataset name (rbleak list "
+                         "datasets), a mapping with 'name', or a pair (x, y) of tensors")
     entry = {"name": dataset} if isinstance(dataset, str) else dict(dataset)
     if "name" not in entry:
         raise ValueError(f"evaluate: dataset: {dataset!r}: give a dataset name or a mapping with 'name'")
@@ -73,6 +76,74 @@ def _attack_entries(attacks: Sequence[str | dict[str, Any]], n_samples: int | No
 
 
 PROBE_IMAGES = 16
+TENSORS_PREFIX = "tensors-"
+
+
+def _is_tensor_pair(dataset: Any) -> bool:
+    return (isinstance(dataset, (tuple, list)) and len(dataset) == 2
+            and all(isinstance(t, torch.Tensor) for t in dataset))
+
+
+def _check_tensor_pair(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images and labels of ``dataset=(x, y)`` on the CPU, or ``ValueError`` naming what is wrong."""
+    if not x.is_floating_point() or x.dim() != 4 or len(x) == 0:
+        raise ValueError(f"evaluate: dataset: x: a {x.dtype} tensor of shape {tuple(x.shape)}; expected float "
+                         "images (N, C, H, W), N >= 1, in [0, 1]")
+    if y.dtype == torch.bool or y.is_floating_point() or y.is_complex() or tuple(y.shape) != (len(x),):
+        raise ValueError(f"evaluate: dataset: y: a {y.dtype} tensor of shape {tuple(y.shape)}; expected integer "
+                         f"labels of shape ({len(x)},), one per image of x")
+    x = x.detach().to("cpu", torch.float32).contiguous()
+    y = y.detach().to("cpu", torch.int64).contiguous()
+    if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        raise ValueError(f"evaluate: dataset: x: values from {float(x.min()):g} to {float(x.max()):g}; expected "
+                         "finite images in [0, 1] (the module normalises, as in RobustBench)")
+    if y.min() < 0:
+        raise ValueError(f"evaluate: dataset: y: label {int(y.min())}; expected class indices >= 0")
+    return x, y
+
+
+def _probe(model: nn.Module, x: torch.Tensor, device: str, what: str) -> Any:
+    """The module's output on ``x`` (a deep copy in eval mode), or ``ValueError`` with the first line of its error."""
+    from .runtime import resolve_device
+
+    probe = copy.deepcopy(model).to(resolve_device(device)).eval()
+    try:
+        with torch.no_grad():
+            return probe(x.to(resolve_device(device)))
+    except Exception as exc:  # noqa: BLE001 - the caller's code: any failure of its forward is a bad argument
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise ValueError(f"evaluate: model: its forward on {len(x)} images of {what} "
+                         f"({tuple(x.shape[1:])}, [0, 1]) raised {type(exc).__name__}: {first}") from None
+
+
+def _register_tensors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: str) -> str:
+    """Register ``(x, y)``, in this process only, as a dataset named after their SHA-256 (the same tensors give
+    the same cells, so ``out`` resumes); both splits are these images, as no training runs. Returns the name."""
+    from .data import ImageDataset, register_dataset
+    from .data.base import channel_stats
+
+    x, y = _check_tensor_pair(x, y)
+    out = _probe(model, x[:PROBE_IMAGES], device, "the given x")
+    if not (isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[1] >= 2):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"evaluate: model: on the given x it returned {shape}; expected logits of shape (N, classes)"
+                         ", classes >= 2")
+    num_classes = int(out.shape[1])
+    if int(y.max()) >= num_classes:
+        raise ValueError(f"evaluate: dataset: y: label {int(y.max())}, but the model gives {num_classes} logits; "
+                         f"expected labels from 0 to {num_classes - 1}")
+    digest = hashlib.sha256(x.numpy().tobytes() + y.numpy().tobytes()
+                            + repr(tuple(x.shape)).encode()).hexdigest()[:12]
+    name = TENSORS_PREFIX + digest
+    mean, std = channel_stats(x)
+    source = f"{len(x)} images {tuple(x.shape[1:])} given to evaluate (sha256 {digest}...)"
+
+    def loader():  # no annotation: the option schema resolves hints in this module's globals
+        return ImageDataset(name, x, y, x, y, num_classes, mean, std, source=source)
+
+    register_dataset(name, description=source,
+                     shape=lambda _: (int(x.shape[1]), num_classes, int(x.shape[-1])))(loader)
+    return name
 
 
 def _check_output(model: nn.Module, dataset: dict[str, Any], device: str) -> None:
@@ -80,18 +151,10 @@ def _check_output(model: nn.Module, dataset: dict[str, Any], device: str) -> Non
     from .config import DatasetCfg
     from .data import load_dataset_cached
     from .run.plan import dataset_spec
-    from .runtime import resolve_device
 
     data = load_dataset_cached(dataset_spec(DatasetCfg(**dataset)))
-    probe = copy.deepcopy(model).to(resolve_device(device)).eval()
     n = min(PROBE_IMAGES, len(data.test_x))
-    try:
-        with torch.no_grad():
-            out = probe(data.test_x[:n].to(resolve_device(device)))
-    except Exception as exc:  # noqa: BLE001 - the caller's code: any failure of its forward is a bad argument
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        raise ValueError(f"evaluate: model: its forward on {n} images of {dataset['name']} "
-                         f"({tuple(data.test_x.shape[1:])}, [0, 1]) raised {type(exc).__name__}: {first}") from None
+    out = _probe(model, data.test_x[:n], device, dataset["name"])
     if not (isinstance(out, torch.Tensor) and out.shape == (n, data.num_classes)):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"evaluate: model: on {n} images of {dataset['name']} ({tuple(data.test_x.shape[1:])}, "
@@ -129,7 +192,8 @@ def _write_run_files(folder: Path, stem: str, weights: bytes, config: dict[str, 
     return config_file
 
 
-def evaluate(model: nn.Module, dataset: str | dict[str, Any] = "fashion-mnist",
+def evaluate(model: nn.Module,
+             dataset: str | Mapping[str, Any] | tuple[torch.Tensor, torch.Tensor] = "fashion-mnist",
              attacks: Sequence[str | dict[str, Any]] = ("clean", "deepfool", "spatial"),
              n_samples: int | None = None, device: str = "auto", out: str | Path | None = None,
              name: str | None = None, seed: int = 0, progress: bool = False,
@@ -137,20 +201,16 @@ def evaluate(model: nn.Module, dataset: str | dict[str, Any] = "fashion-mnist",
     """Evaluate ``model`` (any ``nn.Module`` mapping [0, 1] images to logits) as ``rbleak run`` would.
 
     ``dataset``: a dataset name (``rbleak list datasets``) or a mapping of its options, e.g.
-    ``{"name": "fashion-mnist", "root": "/data/fmnist"}``. ``attacks``: preset names or mappings as in a
-    config's ``attacks:`` list. ``n_samples``: test images per attack (default: each preset's own).
+    ``{"name": "fashion-mnist", "root": "/data/fmnist"}``, or a pair ``(x, y)`` of tensors (float images in
+    [0, 1] of shape (N, C, H, W), integer labels), named ``tensors-<sha256 prefix>`` in the results.
+    ``attacks``: preset names or mappings as in a config's ``attacks:`` list. ``n_samples``: test images per attack (default: each preset's own).
     ``out``: a run folder to keep (``rbleak leaderboard`` reads it); default: a temporary one, removed.
     ``name``: the model's name in the results; refused where ``out`` already holds other weights under it.
     ``seed``: the seed of the attacks' random numbers. ``time_limit``: seconds; no cell starts that would
     not end in time, then ``TimeLimitReached`` (with ``out``, the same call resumes). Every argument is
     checked before anything is written into ``out``. Returns one row per (model, attack, metric) with the
     columns of ``robustbench_leak.COLUMNS["metrics"]``."""
-    from .config import load_config
-    from .outputs import check_out_dir, mark_folder
-    from .results import load_results
-    from .pipeline import run_config
     from .run.deadline import check_time_limit
-    from .run.executor import LocalExecutor
 
     if not isinstance(model, nn.Module):
         raise ValueError(f"evaluate: model: expected a torch.nn.Module, got {type(model).__name__}")
@@ -159,8 +219,37 @@ def evaluate(model: nn.Module, dataset: str | dict[str, Any] = "fashion-mnist",
     if time_limit is not None:
         check_time_limit(time_limit, "evaluate: time_limit")
     name = name or type(model).__name__
-    ds = _dataset_entry(dataset)
     entries = _attack_entries(attacks, n_samples)
+    tensors = _register_tensors(model, *dataset, device) if _is_tensor_pair(dataset) else None
+    if tensors and n_samples is None:  # the images given are the ones to attack, not a preset's first 1,000
+        entries = [{**e, "n_samples": e.get("n_samples", len(dataset[0]))} for e in entries]
+    try:
+        return _evaluate(model, _dataset_entry(tensors or dataset), entries, device, out, name, seed, progress,
+                         time_limit)
+    finally:
+        if tensors:
+            from .data.registry import unregister_dataset
+
+            unregister_dataset(tensors)  # nothing of the caller's tensors outlives the call
+
+
+def _load_own_config(path: Path) -> Any:
+    """``load_config`` of the config evaluate wrote, its errors naming the argument, not that file."""
+    from .config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace(f"{path}: ", "evaluate: ").replace(str(path), "evaluate")) from None
+
+
+def _evaluate(model: nn.Module, ds: dict[str, Any], entries: list[Any], device: str, out: str | Path | None,
+              name: str, seed: int, progress: bool, time_limit: float | None) -> pd.DataFrame:
+    from .outputs import check_out_dir, mark_folder
+    from .results import load_results
+    from .pipeline import run_config
+    from .run.executor import LocalExecutor
+
     _register()
     arch_text = f"{type(model).__module__}.{type(model).__qualname__}\n{model!r}"
     ref = f"{type(model).__qualname__[:60]}-{hashlib.sha256(arch_text.encode()).hexdigest()[:12]}"
@@ -178,14 +267,14 @@ def evaluate(model: nn.Module, dataset: str | dict[str, Any] = "fashion-mnist",
                   "models": [{"name": name, "arch": USER_ARCH, "options": {"ref": ref}}],
                   "attacks": entries}
         # every check on files in the temporary folder first: a call refused here leaves nothing in out
-        loaded = load_config(_write_run_files(tmp, stem, weights, config))
+        loaded = _load_own_config(_write_run_files(tmp, stem, weights, config))
         _check_output(model, ds, device)
         if out is not None:
             _check_name(run_dir, name, hashlib.sha256(weights).hexdigest())
             run_dir.mkdir(parents=True, exist_ok=True)
             mark_folder(run_dir)  # what follows is recognised as ours by a retry, whatever fails next
             # the same cell keys: a key holds the weights file's sha256, not its path
-            loaded = load_config(_write_run_files(run_dir / "weights", stem, weights, config))
+            loaded = _load_own_config(_write_run_files(run_dir / "weights", stem, weights, config))
         # a kept folder gets the leaderboard files a config run writes; a temporary one needs none
         run_config(loaded, run_dir, executor=LocalExecutor(), progress=progress, formats=None if out else (),
                    time_limit=time_limit)

@@ -64,6 +64,40 @@ attacks: [autoattack]
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("classes, members, message", [
+    (3, None, "member apgd-t needs at least 4 classes"),
+    (2, "[apgd-dlr]", "member apgd-dlr needs at least 3 classes"),
+    (3, "[apgd-ce, apgd-dlr, fab-t, square]", None),
+    (2, "[apgd-ce, fab-t, square]", None),
+])
+def test_dlr_members_need_enough_classes_at_config_load(tmp_path, classes, members, message):
+    """DLR divides by the gap to the 3rd largest logit (targeted: 3rd and 4th): too few classes fail in one line
+    before any training, not as an IndexError in the cell."""
+    version = "standard" if members is None else f"custom, members: {members}"
+    path = write_config(tmp_path / "aa.yaml", f"""
+name: aa
+datasets: [{{name: synthetic, n_train: 64, n_test: 16, num_classes: {classes}}}]
+models: [{{name: m, arch: tomen_cnn, options: {{n_layers: 2, width: 4}}}}]
+attacks: [{{preset: autoattack, n_samples: 8, params: {{eps: 0.03, version: {version}}}}}]
+""")
+    if message is None:
+        assert load_config(path).attacks[0].params["eps"] == 0.03
+        return
+    with pytest.raises(ConfigError, match=r"attacks\[0\]\.params: attack 'autoattack' " + message) as info:
+        load_config(path)
+    assert "\n" not in str(info.value) and f"got {classes} classes" in str(info.value)
+
+
+@pytest.mark.parametrize("loss, classes", [("dlr", 2), ("dlr-targeted", 3)])
+def test_apgd_refuses_a_dlr_loss_undefined_for_the_classes(loss, classes):
+    from robustbench_leak.attacks.native_apgd import apgd_batch
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, classes))
+    x, y = torch.rand(4, 1, 4, 4), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ValueError, match=f"needs at least {classes + 1} classes"):
+        apgd_batch(model, x, y, norm="linf", eps=0.1, loss=loss, n_iter=2)
+
+
 def test_art_autoattack_without_multiprocess_fails_at_config_load(tmp_path, monkeypatch):
     import importlib.util
 

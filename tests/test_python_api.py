@@ -112,6 +112,60 @@ def test_evaluate_refuses_a_model_with_the_wrong_number_of_logits():
         rb.evaluate(model, dataset=DATA, attacks=["clean"], device="cpu")
 
 
+def test_evaluate_tensors_equals_the_same_images_as_a_dataset(tmp_path):
+    """``dataset=(x, y)``: the images given are the ones attacked, with the results of the same images read from a
+    registered dataset; the same tensors into the same folder resume; nothing of them stays registered."""
+    from robustbench_leak.data import list_datasets, load_dataset
+
+    torch.manual_seed(1)
+    model = Tiny()
+    data = load_dataset("synthetic", n_train=32, n_test=64)
+    x, y = data.test_x[:24].clone(), data.test_y[:24].clone()
+    by_tensors = rb.evaluate(model, dataset=(x, y), attacks=ATTACKS, device="cpu", out=tmp_path / "t")
+    by_name = rb.evaluate(model, dataset=DATA, attacks=ATTACKS, n_samples=24, device="cpu")
+    assert by_tensors.dataset.nunique() == 1 and by_tensors.dataset.iloc[0].startswith("tensors-")
+    a, b = by_tensors.sort_values(KEY).reset_index(drop=True), by_name.sort_values(KEY).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a[KEY + ["value", "lo", "hi"]], b[KEY + ["value", "lo", "hi"]])
+    assert a[a.metric == "n"].value.eq(24).all()
+    again = rb.evaluate(model, dataset=[x, y], attacks=ATTACKS, device="cpu", out=tmp_path / "t")
+    pd.testing.assert_frame_equal(again, by_tensors)
+    assert not [e.name for e in list_datasets() if e.name.startswith("tensors-")]
+
+
+X, Y = torch.rand(8, 1, 28, 28), torch.arange(8) % 10
+
+
+@pytest.mark.parametrize("dataset, message", [
+    ((X, Y), None),
+    ((X * 2, Y), "x: values from"),
+    ((X[0], Y), "expected float images (N, C, H, W)"),
+    ((X[:0], Y[:0]), "expected float images (N, C, H, W), N >= 1"),
+    ((X.long(), Y), "expected float images"),
+    ((X, Y.float()), "y: a torch.float32 tensor of shape (8,); expected integer labels"),
+    ((X, Y[:3]), "expected integer labels of shape (8,)"),
+    ((X, Y + 10), "y: label 17, but the model gives 10 logits"),
+    ((X, Y - 1), "y: label -1; expected class indices >= 0"),
+    ((X, Y, Y), "got a tuple; give a dataset name"),
+    (X, "got a Tensor; give a dataset name"),
+])
+def test_evaluate_bad_tensors_are_one_line_errors_before_any_work(tmp_path, dataset, message):
+    from robustbench_leak.data import list_datasets
+
+    if message is None:  # the valid pair, for contrast
+        assert len(rb.evaluate(Tiny(), dataset=dataset, attacks=["clean"], device="cpu")) == 2
+        return
+    with pytest.raises(ValueError, match=re.escape(message)):
+        rb.evaluate(Tiny(), dataset=dataset, attacks=["clean"], device="cpu", out=tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+    assert not [e.name for e in list_datasets() if e.name.startswith("tensors-")]
+
+
+def test_evaluate_config_errors_name_the_argument_not_a_temporary_file():
+    with pytest.raises(ValueError) as exc:
+        rb.evaluate(Tiny(), dataset=DATA, attacks=[{"preset": "deepfool", "params": {"max_iter": -1}}], device="cpu")
+    assert str(exc.value).startswith("evaluate: attacks[0].params:") and "rbleak-evaluate" not in str(exc.value)
+
+
 def test_load_results_tables_have_the_documented_columns():
     results = rb.load_results(REPO / "results" / "quickstart")
     for table in ("metrics", "models", "runs"):

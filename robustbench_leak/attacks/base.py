@@ -156,6 +156,10 @@ class Attack(ABC):
     def check_dataset(cls, params: dict[str, Any], dataset: str) -> None:
         """Raise ValueError when the (checked) parameters cannot run on ``dataset`` (e.g. no default for it)."""
 
+    @classmethod
+    def check_classes(cls, params: dict[str, Any], num_classes: int) -> None:
+        """Raise ValueError when the (checked) parameters cannot run on a dataset of ``num_classes`` classes."""
+
     def bind_dataset(self, dataset: str) -> None:
         """Told the dataset's name before ``run``: an attack with per-dataset defaults fills them in here."""
 

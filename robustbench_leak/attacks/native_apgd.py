@@ -21,6 +21,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 LOSSES = ("ce", "dlr", "dlr-targeted")
+MIN_CLASSES = {"ce": 2, "dlr": 3, "dlr-targeted": 4}  # DLR divides by the gap to the 3rd (targeted: 3rd and 4th) logit
+
+
+def check_loss_classes(loss: str, num_classes: int, what: str) -> None:
+    """``ValueError`` when ``loss`` is undefined for ``num_classes`` classes."""
+    if num_classes < MIN_CLASSES[loss]:
+        raise ValueError(f"{what} needs at least {MIN_CLASSES[loss]} classes (its {loss} loss divides by the gap "
+                         f"between the largest and the {'3rd and 4th' if loss == 'dlr-targeted' else '3rd'} largest "
+                         f"logit); got {num_classes} classes")
 
 
 def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -146,6 +155,7 @@ def apgd_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str,
     images are not attacked and count as not fooled here (the caller decides what they count as)."""
     with torch.no_grad():
         logits = model(x)
+    check_loss_classes(loss, logits.shape[1], f"APGD with the {loss} loss")
     robust = logits.argmax(1) == y
     adv = x.clone()
     n_targets = min(n_target_classes, logits.shape[1] - 1)

@@ -35,7 +35,7 @@ from ..options import short
 from ..runtime import device_batch_size, predict
 from .base import Attack, AttackResult, Range, above, at_least, register_attack
 from .masking import MaskingSettings
-from .native_apgd import apgd_batch
+from .native_apgd import apgd_batch, check_loss_classes
 from .native_fab import fab_batch
 from .native_minnorm import MASKING_FAILED
 from .native_square import square_batch
@@ -202,6 +202,14 @@ class NativeAutoAttack(Attack):
         if params.get("eps") is None and dataset not in DATASET_EPS:
             raise ValueError(f"attack 'autoattack' has no default eps for dataset {dataset!r} (defaults: "
                              f"{', '.join(DATASET_EPS)}); set params.eps")
+
+    @classmethod
+    def check_classes(cls, params: dict[str, Any], num_classes: int) -> None:
+        """Raise ValueError when a member's loss is undefined for ``num_classes`` classes (DLR needs 3, APGD-T 4)."""
+        for member in _members_check(params["members"], params["version"]):
+            loss = {"apgd-t": "dlr-targeted", "apgd-dlr": "dlr"}.get(member)
+            if loss:
+                check_loss_classes(loss, num_classes, f"attack 'autoattack' member {member}")
 
     def bind_dataset(self, dataset: str) -> None:
         if self.params["eps"] is None:

@@ -138,6 +138,7 @@ def check_attack_counts(run: RunConfig, attacks: list[ResolvedAttack], datasets:
         for ds, data in zip(run.datasets, datasets):
             try:
                 instance.check_dataset(attack.params, ds.name)
+                instance.check_classes(attack.params, data.num_classes)
             except ValueError as exc:
                 raise ConfigError(f"{path}: attacks[{i}].params: {exc}") from None
             n_test = len(data.test_y)

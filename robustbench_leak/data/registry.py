@@ -62,6 +62,13 @@ def register_dataset(name: str, description: str = "", shape: Callable[[dict[str
     return decorator
 
 
+def unregister_dataset(name: str) -> None:
+    """Forget dataset ``name`` and every loaded copy of it (a dataset registered for one call only)."""
+    if _REGISTRY.pop(name, None) is not None:
+        _option_schema.cache_clear()
+        clear_dataset_cache()
+
+
 def _ensure_loaded() -> None:
     """The built-in loaders registered when ``data/__init__.py`` imported them; plugins load on the first lookup."""
     load_plugins("datasets")
