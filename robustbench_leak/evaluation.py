@@ -211,6 +211,7 @@ def evaluate(model: nn.Module,
     checked before anything is written into ``out``. Returns one row per (model, attack, metric) with the
     columns of ``robustbench_leak.COLUMNS["metrics"]``."""
     from .run.deadline import check_time_limit
+    from .runtime import check_device_name
 
     if not isinstance(model, nn.Module):
         raise ValueError(f"evaluate: model: expected a torch.nn.Module, got {type(model).__name__}")
@@ -218,6 +219,10 @@ def evaluate(model: nn.Module,
         raise ValueError(f"evaluate: name: {name!r}: expected a non-empty string")
     if time_limit is not None:
         check_time_limit(time_limit, "evaluate: time_limit")
+    try:
+        check_device_name(device)
+    except ValueError as exc:
+        raise ValueError(f"evaluate: device: {device!r}: {exc}") from None
     name = name or type(model).__name__
     entries = _attack_entries(attacks, n_samples)
     tensors = _register_tensors(model, *dataset, device) if _is_tensor_pair(dataset) else None

@@ -22,6 +22,15 @@ RESIDENT_SHARE = 0.5  # the data may take at most this share of the device's fre
 
 
 @functools.lru_cache(maxsize=None)
+def check_device_name(name: object) -> str:
+    """``name`` when it is a device a config may name (auto, cpu, cuda, cuda:N), else ``ValueError``."""
+    ok = isinstance(name, str) and (name in ("auto", "cpu", "cuda")
+                                    or (name.startswith("cuda:") and name[5:].isdigit() and name[5:].isascii()))
+    if not ok:
+        raise ValueError("must be auto, cpu, cuda or cuda:N")
+    return name  # type: ignore[return-value]
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """The device a config's ``device:`` names, resolved once per process (``auto``: CUDA when available)."""
     if name == "auto":

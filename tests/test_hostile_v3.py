@@ -208,3 +208,29 @@ def test_leaderboard_names_the_bad_input_not_its_folder(tmp_path, capsys):
     err = _one_line_error(capsys, ["leaderboard", str(foreign)])
     assert "no results store here" in err and "did not write" not in err
     assert not_a_store.read_text() == "hello\n" and sorted(p.name for p in foreign.iterdir()) == ["data.csv"]
+
+
+@pytest.mark.parametrize("device, ok", [("auto", True), ("cpu", True), ("cuda", True), ("cuda:0", True),
+                                        ("cuda:12", True), ("cuda:", False), ("cuda:0x", False), ("cuda:-1", False),
+                                        ("cuda:\u0663", False), ("tpu", False), ("CPU", False), ("", False)])
+def test_device_names_a_config_may_use(tmp_path, device, ok):
+    """cuda:N is allowed as documented (whether CUDA is there is checked next, still before any work)."""
+    import torch
+    import torch.nn as nn
+
+    import robustbench_leak as rb
+
+    path = tmp_path / "d.yaml"
+    path.write_text(GRID.format(name="d", seeds="[0]", epochs=1, model="m1").replace("device: cpu",
+                                                                                   f"device: '{device}'"))
+    if ok:
+        if device in ("auto", "cpu") or torch.cuda.is_available():
+            assert load_config(path).run.device == device
+        else:
+            with pytest.raises(ConfigError, match="CUDA is not available"):
+                load_config(path)
+        return
+    with pytest.raises(ConfigError, match="device: .*must be auto, cpu, cuda or cuda:N"):
+        load_config(path)
+    with pytest.raises(ValueError, match=r"evaluate: device: .*must be auto, cpu, cuda or cuda:N"):
+        rb.evaluate(nn.Linear(2, 2), dataset="synthetic", device=device)

@@ -99,9 +99,9 @@ class RunConfig(StrictModel):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if v != "auto" and not (v == "cpu" or (v.startswith("cuda") and (v == "cuda" or v[5:6] == ":" and v[6:].isdigit()))):
-            raise ValueError("must be auto, cpu, cuda or cuda:N")
-        return v
+        from ..runtime import check_device_name
+
+        return check_device_name(v)
 
     @field_validator("address")
     @classmethod
