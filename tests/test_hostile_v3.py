@@ -234,3 +234,22 @@ def test_device_names_a_config_may_use(tmp_path, device, ok):
         load_config(path)
     with pytest.raises(ValueError, match=r"evaluate: device: .*must be auto, cpu, cuda or cuda:N"):
         rb.evaluate(nn.Linear(2, 2), dataset="synthetic", device=device)
+
+
+def test_a_truncated_store_is_refused_not_read_partially(tmp_path, capsys):
+    """A store cut at a page boundary (an interrupted copy) would read as fewer rows; it fails in one line."""
+    from robustbench_leak.store.schema import StoreError, check_store_file
+
+    assert main(["run", str(_config(tmp_path, seeds="[0, 1]")), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    capsys.readouterr()
+    data = (tmp_path / "run" / "results.sqlite").read_bytes()
+    page = int.from_bytes(data[16:18], "big")
+    assert len(data) >= 4 * page
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "results.sqlite").write_bytes(data[:len(data) - page])
+    with pytest.raises(StoreError, match=r"truncated \([\d,]+ bytes where its header says [\d,]+\)"):
+        check_store_file(cut / "results.sqlite")
+    err = _one_line_error(capsys, ["leaderboard", str(cut), "--out", str(tmp_path / "lb")])
+    assert "truncated" in err and not (tmp_path / "lb").exists()
+    check_store_file(tmp_path / "run" / "results.sqlite")  # the whole file passes

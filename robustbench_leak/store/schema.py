@@ -67,6 +67,17 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _header_size(header: bytes) -> int | None:
+    """The database size an SQLite header records (page size x page count), or None where the header's count
+    is not current (files written by SQLite before 3.7.0; the count is valid when offsets 24 and 92 agree)."""
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    if header[24:28] != header[92:96] or not pages:
+        return None
+    return page_size * pages
+
+
 def check_store_file(path: Path) -> None:
     """Raise ``StoreError`` unless ``path`` is an rbleak store (or does not exist yet); reads only the header
     and, through a read-only connection, the table names."""
@@ -87,6 +98,11 @@ def check_store_file(path: Path) -> None:
     app_id = int.from_bytes(header[68:72], "big")
     if app_id not in (0, APPLICATION_ID):
         raise StoreError(f"{path}: another program's SQLite database (application id {app_id:#x}); left untouched")
+    expected = _header_size(header)
+    if expected is not None and path.stat().st_size < expected:
+        # SQLite reads the missing pages as absent rows: a cut copy would give partial results, silently
+        raise StoreError(f"{path}: truncated ({path.stat().st_size:,} bytes where its header says {expected:,}); "
+                         "copy the store again (an interrupted download or copy); left untouched")
     conn = _connect_readonly_unchecked(path)
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
