@@ -4,6 +4,7 @@ flags, and expected errors that leave no crash log. Each fails in one line, befo
 
 from __future__ import annotations
 
+import re
 import socket
 import tempfile
 import threading
@@ -253,3 +254,16 @@ def test_a_truncated_store_is_refused_not_read_partially(tmp_path, capsys):
     err = _one_line_error(capsys, ["leaderboard", str(cut), "--out", str(tmp_path / "lb")])
     assert "truncated" in err and not (tmp_path / "lb").exists()
     check_store_file(tmp_path / "run" / "results.sqlite")  # the whole file passes
+
+
+def test_a_model_too_large_for_this_machine_fails_before_any_training(tmp_path, capsys):
+    """Width 65536 passes the option's range but needs terabytes: one line at config load, not an allocation
+    error in the cell after the other models trained."""
+    path = _config(tmp_path, extra="")
+    text = path.read_text().replace("models: [", "models: [{name: huge, arch: tomen_cnn, options: {n_layers: 4, "
+                                    "width: 65536, kernel_size: 3, window: none}}, ")
+    path.write_text(text)
+    err = _one_line_error(capsys, ["run", str(path), "--out", str(tmp_path / "out")])
+    assert re.search(r"models\[0\]\.options: 'huge' has [\d,]+ parameters: [\d,.]+ GB of float32 weights, gradients "
+                     r"and optimizer state, more than this machine's [\d,.]+ GB of memory", err), err
+    assert not (tmp_path / "out").exists()

@@ -3,6 +3,7 @@ counts against the data, and the ranking column. All run before any work starts.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from pydantic import ValidationError
@@ -77,10 +78,31 @@ def check_models(run: RunConfig, path: str) -> None:
                               "initial weights; set epochs >= 1, give the model a checkpoint:, or set "
                               "allow_untrained: true (top level) to evaluate untrained models on purpose")
         try:  # build once (shapes only) so a bad option value fails now, not after other models trained
-            build_for_counting(m.arch, 10, 1, m.options)
+            built = build_for_counting(m.arch, 10, 1, m.options)
         except Exception as exc:  # noqa: BLE001 - any construction failure is a config error here
             raise ConfigError(f"{path}: models[{i}].options: cannot build {m.arch!r}: "
                               f"{short(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 200)}") from None
+        _check_fits_in_memory(built, trains=m.checkpoint is None, where=f"{path}: models[{i}].options", name=m.name)
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no check
+        return None
+
+
+def _check_fits_in_memory(model: Any, trains: bool, where: str, name: str) -> None:
+    """A model whose float32 weights (with gradients and optimizer state, when it trains) exceed this machine's
+    memory fails now, in one line, not as an allocation error after other models trained."""
+    memory = _physical_memory()
+    params = sum(p.numel() for p in model.parameters())
+    copies = 3 if trains else 1  # weights, gradients, momentum
+    need = 4 * params * copies
+    if memory and need > memory:
+        what = "weights, gradients and optimizer state" if trains else "weights"
+        raise ConfigError(f"{where}: {name!r} has {params:,} parameters: {need / 1e9:,.1f} GB of float32 {what}, "
+                          f"more than this machine's {memory / 1e9:,.1f} GB of memory; choose a smaller width or depth")
 
 
 def check_datasets(run: RunConfig, path: str) -> list[Any]:
