@@ -181,6 +181,8 @@ def test_claims_list_and_yaml_path(store, tmp_path, capsys):
                                                       "comparisons": [{"a": "x", "b": "y", "attack": "clean"}]}]},
      "claims.0.comparisons.0.metric"),
     ({"description": "d", "config": "x", "claims": [], "extra": 1}, "claims"),
+    ({"description": "d", "config": "x", "claims": [{"title": "t", "kind": "directional", "comparisons": [
+        {"a": "x", "b": "x", "attack": "clean", "metric": "correct"}]}]}, "claims.0.comparisons.0"),
 ])
 def test_claim_set_errors_are_one_line(tmp_path, data, key):
     path = tmp_path / "bad.yaml"
@@ -422,3 +424,20 @@ def test_cells_before_an_engine_fix_are_left_out_and_the_rest_judged(tmp_path):
     assert any(f.startswith("seeds 0, 1 left out: their cells predate the fix") for f in c.flagged)
     claims, _ = evaluate_claims(tmp_path, ClaimSet.model_validate(data), seeds=[0, 1])
     assert claims[0].comparisons[0].not_counted  # only stale cells: not counted
+
+
+def test_rho_of_an_attack_that_stores_none_is_an_error_not_a_verdict(store, tmp_path):
+    """Clean cells hold no per-image rho: a claim asking for it names the claim and the metric to use."""
+    with pytest.raises(ValueError, match=r"claim 't', better vs worse on clean \(rho\): .*no per-image rho stored"):
+        evaluate_claims(tmp_path, claim_set(("t", "directional", [("better", "worse", "clean", "rho")])))
+
+
+def test_claim_titles_are_escaped_in_the_markdown(store, tmp_path):
+    """A title is free text: the verdict table keeps its columns, and HTML in it is shown, not rendered."""
+    claims, _ = evaluate_claims(tmp_path, claim_set(("a | b <script>x</script> & c", "directional",
+                                                  [("better", "worse", "clean", "correct")])))
+    text = to_markdown(claims)
+    row = next(line for line in text.splitlines() if line.startswith("| 1 |"))
+    assert "a \\| b &lt;script&gt;x&lt;/script&gt; &amp; c" in row and "<script>" not in text
+    header = next(line for line in text.splitlines() if line.startswith("| # |"))
+    assert row.replace("\\|", "").count("|") == header.count("|")

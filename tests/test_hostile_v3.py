@@ -267,3 +267,17 @@ def test_a_model_too_large_for_this_machine_fails_before_any_training(tmp_path, 
     assert re.search(r"models\[0\]\.options: 'huge' has [\d,]+ parameters: [\d,.]+ GB of float32 weights, gradients "
                      r"and optimizer state, more than this machine's [\d,.]+ GB of memory", err), err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("label, ok", [("df-0.1 (eps=2/255)", False), ("df|x", False), ("<b>df</b>", False),
+                                       ("a&b", False), ("df`", False), ("a\\b", False), ("DeepFool (eps 0.1)", True),
+                                       ("spatial_worst", True), ("ε-ball", True)])
+def test_labels_without_markup_or_path_separators(tmp_path, label, ok):
+    """Labels become Markdown/HTML table headers and file names: | < > & ` / \\ are refused, with the reason."""
+    path = _config(tmp_path)
+    path.write_text(path.read_text().replace("attacks: [clean]", f"attacks: [{{preset: clean, label: {label!r}}}]"))
+    if ok:
+        assert load_config(path).attacks[0].label == label
+        return
+    with pytest.raises(ConfigError, match=r"attacks\[0\]\.label: .*a name or label is one line of text without"):
+        load_config(path)

@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, field_validator, model_validator
 
 from .training import TrainingCfg, TrainSettings, StrictModel
 
@@ -14,8 +14,21 @@ DEFAULT_FIT_SAMPLES = 500  # images a global spatial attack is fitted on (the EN
 
 # a run's name becomes a folder under runs/: one safe path component
 SafeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$", max_length=100)]
-# model names and attack labels appear in tables and file names: printable, no path separators
-Label = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f/\\]+$", min_length=1, max_length=100)]
+LABEL_FORBIDDEN = "/\\|<>&`"
+
+
+def _check_label(value: str) -> str:
+    bad = sorted({c for c in value if c in LABEL_FORBIDDEN or ord(c) < 32 or ord(c) == 127})
+    if bad:
+        raise ValueError(f"contains {', '.join(repr(c) for c in bad)}; a name or label is one line of text without "
+                         "/ \\ | < > & ` (they would be path separators in file names, or change the Markdown and "
+                         "HTML tables it appears in)")
+    return value
+
+
+# model names and attack labels appear in tables and file names: printable, no path separators, nothing a
+# Markdown or HTML table reads as markup
+Label = Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(_check_label)]
 Seed = Annotated[int, Field(ge=0, lt=2**63)]
 
 

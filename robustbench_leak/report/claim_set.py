@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..options import short
 from .verdicts import Margins
@@ -34,6 +34,12 @@ class ComparisonSpec(BaseModel):
     # correct: accuracy after the attack; rho: minimal perturbation size; low_freq_share: share of the
     # minimal perturbation's energy below half-Nyquist (1 - hf_share; higher = lower-frequency)
     metric: Literal["correct", "rho", "low_freq_share"]
+
+    @model_validator(mode="after")
+    def _two_models(self) -> "ComparisonSpec":
+        if self.a == self.b:
+            raise ValueError(f"a and b are both {self.a!r}; a comparison needs two different models")
+        return self
 
 
 class Declared(BaseModel):

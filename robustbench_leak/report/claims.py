@@ -167,6 +167,10 @@ def compare(store: StoreReader, run_id: str, model_a: str, model_b: str, attack:
         if not (a.label.to_numpy() == b.label.to_numpy()).all():
             raise ValueError(f"{model_a} and {model_b} were not evaluated on the same images ({attack}, seed {s})")
         if metric == "rho":
+            for model, t in ((model_a, a), (model_b, b)):
+                if "rho" not in t or not np.isfinite(t.rho.to_numpy(float)).any():
+                    raise ValueError(f"{model} on {attack} (seed {s}): no per-image rho stored (rho is a minimum-norm "
+                                     "attack's, e.g. deepfool or minnorm); compare this attack on metric correct")
             mask = ((a.clean_pred == a.label) & (b.clean_pred == b.label)).to_numpy()
             va, vb = a.rho.to_numpy(float), b.rho.to_numpy(float)
             # the stated rule: an image the attack failed on (still classified correctly, so its rho is not a
@@ -381,7 +385,10 @@ def _evaluate_one(spec: ClaimSpec, reg: Registration, store: StoreReader, run_id
     claim = Claim(spec.title, spec.kind, role=spec.role, declared=spec.declared,
                   post_hoc=reg.status == "post hoc", registration=reg)
     for p in spec.comparisons:
-        c = compare(store, run_id, p.a, p.b, p.attack, p.metric, seeds)
+        try:
+            c = compare(store, run_id, p.a, p.b, p.attack, p.metric, seeds)
+        except ValueError as exc:
+            raise ValueError(f"claim {spec.title[:80]!r}, {p.a} vs {p.b} on {p.attack} ({p.metric}): {exc}") from None
         if c is None:
             why = (": no perturbation spectra stored (cells computed before spectra were recorded)"
                    if p.metric == "low_freq_share" else "")

@@ -13,6 +13,7 @@ from scipy import stats as sps
 
 from . import verdicts
 from .claims import Claim, Comparison
+from .fmt import md_text
 from .spatial_sensitivity import Sensitivity, heatmap
 from .verdicts import rho_text, rules_text
 
@@ -112,7 +113,7 @@ def summary_table(claims: list[Claim]) -> str:
              "|---|---|---|---|---|---|"]
     for i, claim in enumerate(claims, 1):
         seeds = ", ".join(f"{c.model_a} vs {c.model_b} on {c.attack} ({c.n_seeds})" for c in claim.comparisons)
-        lines.append(f"| {i} | {claim.title} | **{claim.verdict}** | {claim.role} | {declared_text(claim)} | "
+        lines.append(f"| {i} | {md_text(claim.title)} | **{claim.verdict}** | {claim.role} | {declared_text(claim)} | "
                      f"{seeds or 'none in the store'} |")
     return "\n".join(lines)
 
@@ -257,7 +258,7 @@ HEADINGS = {
 
 def _claim_lines(i: int, claim: Claim, protocol: str, base: Path | None) -> list[str]:
     protocol = claim.protocol or protocol
-    lines = [f"#### Claim {i}: {claim.title}", "",
+    lines = [f"#### Claim {i}: {md_text(claim.title)}", "",
              f"**Verdict: {claim.verdict}** ({claim.kind} claim, {claim.role}; definition {declared_text(claim)})", ""]
     if claim.registration is not None:
         reg = claim.registration

@@ -23,6 +23,13 @@ BASE_COLUMNS = ["dataset", "rank", "model", "run", "arch", "kernel", "window", "
 LOWER_IS_BETTER_BASE = ("params", "flops")  # base columns a leaderboard may be ranked by: smaller is better
 
 
+def md_text(text: str) -> str:
+    """Free text (a claim's title) for a Markdown line or table cell: HTML's specials and the table's pipe escaped,
+    line breaks as spaces."""
+    text = " ".join(str(text).split("\n"))
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|"))
+
+
 def higher_is_better(col: str) -> bool:
     """The ranking direction of a leaderboard column, from its metric's declaration (base columns: params
     and FLOPs rank ascending; a metric nobody declared, descending)."""
