@@ -60,6 +60,25 @@ def test_compare_pairs_the_same_images(finished_run):
     assert "rho" not in next(r for r in records if r["attack"] == "clean")
     with pytest.raises(ValueError, match="no model 'nope'"):
         compare_models(out, "small-3x3", "nope")
+    with pytest.raises(ValueError, match="both 'small-3x3'; compare two different models"):
+        compare_models(out, "small-3x3", "small-3x3")
+    with pytest.raises(ValueError, match="--attack: 'deepfol' is not an attack label .*did you mean 'deepfool'"):
+        compare_models(out, "small-3x3", "small-7x7-hamming", "deepfol")
+
+
+def test_compare_counts_robust_accuracy_as_the_leaderboard_does(finished_run):
+    """A per-example attack's accuracy in compare is the stored robust_accuracy (a misclassified clean image the
+    attack moved to its true class is not robust); a global transform and clean count their own accuracy."""
+    import robustbench_leak as rb
+
+    _, out = finished_run
+    metrics = rb.load_results(out).metrics
+    stored = {"clean": "accuracy", "deepfool": "robust_accuracy", "spatial": "robust_accuracy"}
+    for r in compare_models(out, "small-3x3", "small-7x7-hamming"):
+        for side, model in (("a", "small-3x3"), ("b", "small-7x7-hamming")):
+            row = metrics[(metrics.model == model) & (metrics.attack == r["attack"]) & (metrics.seed == r["seed"])
+                          & (metrics.metric == stored[r["attack"]])]
+            assert r["correctness"][f"accuracy_{side}"] == pytest.approx(row.value.item()), (r["attack"], model)
 
 
 def test_fit_split_never_overlaps_the_attacked_images():
@@ -95,3 +114,30 @@ def test_bench_reports_ratios(finished_run, tmp_path):
                                      "deepfool_median_norm_difference_below_5pct", "spatial_grid_at_least_80pct_of_forward",
                                      "training_harness_at_least_0.9x_plain"}
     assert saved["provenance"]["versions"]["torch"]
+
+
+def test_compare_does_not_count_a_misclassified_image_flipped_to_its_class(tmp_path):
+    import numpy as np
+
+    from robustbench_leak.store import StoreWriter
+
+    s = StoreWriter(tmp_path / "results.sqlite")
+    s.start_run("r", config_name="t", config_yaml="name: t\n")
+    rows = []
+    label = np.zeros(4, dtype=int)
+    clean = {"a": np.array([1, 0, 0, 0]), "b": np.array([0, 0, 0, 0])}
+    adv = {"a": np.array([0, 1, 0, 0]), "b": np.array([0, 0, 1, 1])}  # a's image 0: misclassified, moved to 0
+    for m in ("a", "b"):
+        for kind, spec in (("deepfool", {"kind": "deepfool", "engine": "native", "params": {}}),
+                           ("spatial", {"kind": "spatial", "engine": "native", "params": {"mode": "global"}})):
+            key = f"{m}-{kind}"
+            s.record_cell(key, "eval", {"attack": spec}, "r", "cpu", "t", 1.0, {"n": 4},
+                          {"label": label, "clean_pred": clean[m], "adv_pred": adv[m]})
+            rows.append({"cell_key": key, "kind": "eval", "train_key": f"{m}-0", "model": m, "arch": "x",
+                         "dataset": "d", "seed": 0, "attack": kind})
+    s.add_run_cells("r", rows)
+    s.finish_run("r")
+    s.close()
+    records = {r["attack"]: r["correctness"] for r in compare_models(tmp_path, "a", "b")}
+    assert records["deepfool"]["accuracy_a"] == 0.5 and records["deepfool"]["accuracy_b"] == 0.5
+    assert records["spatial"]["accuracy_a"] == 0.75  # one transform for all images: its own accuracy

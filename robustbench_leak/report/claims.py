@@ -100,11 +100,11 @@ def _cells(store: StoreReader, run_id: str, model: str, attack: str) -> dict[int
         info = json.loads(r.info) if r.info else {}
         stale = _stale(spec)
         info = {**info, "_stale": stale} if stale else info
-        out[int(r.seed)] = (r.cell_key, {**info, "_per_example": _per_example(spec)}, str(spec.get("kind", "")))
+        out[int(r.seed)] = (r.cell_key, {**info, "_per_example": per_example(spec)}, str(spec.get("kind", "")))
     return out
 
 
-def _per_example(spec: dict[str, Any]) -> bool:
+def per_example(spec: dict[str, Any]) -> bool:
     """Whether the attack perturbs each image on its own, so a misclassified clean image is not robust
     (RobustBench's robust accuracy, ``metrics.robust_correct``); a global transform counts its own accuracy."""
     from ..attacks.base import attack_class

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..metrics import robust_correct
+from ..options import did_you_mean
 from ..stats import mcnemar, wilcoxon
 from ..store import StoreReader
+from .claims import per_example
 
 
 def compare_models(run_dir: str | Path, model_a: str, model_b: str, attack: str | None = None) -> list[dict[str, Any]]:
     """One record per (dataset, seed, attack) both models have: McNemar on correctness after the attack
     and, where per-sample rho exists (DeepFool), Wilcoxon on rho over images both classified correctly."""
+    if model_a == model_b:
+        raise ValueError(f"model_a and model_b are both {model_a!r}; compare two different models")
     with StoreReader(run_dir) as store:
         run = store.latest_run()
         if run is None:
@@ -23,8 +29,12 @@ def compare_models(run_dir: str | Path, model_a: str, model_b: str, attack: str 
             if frame.empty:
                 known = store.run_model_names(run["run_id"])
                 raise ValueError(f"{store.path}: no model {name!r} in the latest run; models: {', '.join(known)}")
-        keep = ["cell_key", "dataset", "seed", "attack"]
-        pairs = a[keep].merge(b[keep], on=["dataset", "seed", "attack"], suffixes=("_a", "_b"))
+        if attack is not None and attack not in set(a.attack) | set(b.attack):
+            known = sorted(set(a.attack) | set(b.attack))
+            raise ValueError(f"--attack: {attack!r} is not an attack label of {model_a} or {model_b} in "
+                             f"{store.path}{did_you_mean(attack, known)}; labels: {', '.join(known)}")
+        keep = ["cell_key", "dataset", "seed", "attack", "spec"]
+        pairs = a[keep].merge(b[keep].drop(columns="spec"), on=["dataset", "seed", "attack"], suffixes=("_a", "_b"))
         if attack is not None:
             pairs = pairs[pairs.attack == attack]
         records = []
@@ -35,10 +45,16 @@ def compare_models(run_dir: str | Path, model_a: str, model_b: str, attack: str 
             joined = sa.merge(sb, on="idx", suffixes=("_a", "_b"))
             if not (joined.label_a == joined.label_b).all():
                 raise ValueError(f"{model_a} and {model_b} were not evaluated on the same images for {row.attack}")
+            spec = (json.loads(row.spec) if row.spec else {}).get("attack", {})
+            # RobustBench's robust accuracy, as the leaderboard and the claims count it: a per-example attack
+            # leaves a misclassified image misclassified, whatever class its search ended in
+            each = spec.get("kind") != "clean" and per_example(spec)
+            y = joined.label_a.to_numpy()
             rec: dict[str, Any] = {"dataset": row.dataset, "seed": int(row.seed), "attack": row.attack,
                                    "model_a": model_a, "model_b": model_b,
-                                   "correctness": mcnemar(joined.adv_pred_a == joined.label_a,
-                                                          joined.adv_pred_b == joined.label_b)}
+                                   "correctness": mcnemar(
+                                       robust_correct(y, joined.clean_pred_a.to_numpy(), joined.adv_pred_a.to_numpy(), each),
+                                       robust_correct(y, joined.clean_pred_b.to_numpy(), joined.adv_pred_b.to_numpy(), each))}
             if joined.rho_a.notna().any() and joined.rho_b.notna().any():
                 both = (joined.clean_pred_a == joined.label_a) & (joined.clean_pred_b == joined.label_b)
                 rec["rho"] = wilcoxon(joined.rho_a[both].to_numpy(float), joined.rho_b[both].to_numpy(float))
