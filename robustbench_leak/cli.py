@@ -368,6 +368,9 @@ def _cmd_init(args: argparse.Namespace) -> None:
                          f"{', '.join(shipped_configs()) or 'none'}")
     if target.exists() or target.is_symlink():
         raise ValueError(f"init: {target} exists; choose another NAME (init never overwrites a file)")
+    if not target.parent.is_dir():
+        raise ValueError(f"init: {target}: the folder {target.parent} does not exist; create it first or give a NAME "
+                         "in an existing folder")
     text = source.read_text()
     text, count = re.subn(r"(?m)^name:.*$", f"name: {name}", text, count=1)
     if not count:

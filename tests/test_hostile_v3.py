@@ -281,3 +281,12 @@ def test_labels_without_markup_or_path_separators(tmp_path, label, ok):
         return
     with pytest.raises(ConfigError, match=r"attacks\[0\]\.label: .*a name or label is one line of text without"):
         load_config(path)
+
+
+def test_init_into_a_missing_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    err = _one_line_error(capsys, ["init", "nodir/mine"])
+    assert "the folder nodir does not exist" in err and not (tmp_path / "nodir").exists()
+    assert main(["init", "mine"]) == 0 and (tmp_path / "mine.yaml").read_text().count("name: mine") == 1
+    err = _one_line_error(capsys, ["init", "mine"])
+    assert "exists" in err
