@@ -349,3 +349,24 @@ def test_unknown_loader_option_raises():
         assert opt in msg
     with pytest.raises(ValueError, match=r"no option \['path'\].*root"):
         load_dataset("fashion-mnist", path="/tmp")
+
+
+@pytest.mark.parametrize("kind", ["bomb", "truncated", "not-an-image"])
+def test_an_undecodable_image_names_its_file(tmp_path, kind):
+    """A class folder's bad file (a decompression bomb's header, a cut PNG, text named .png) is a one-line
+    DataMissingError naming it, not PIL's own exception."""
+    import struct
+    import zlib
+
+    from robustbench_leak.data import DataMissingError
+    from robustbench_leak.data.imagefolder import LazyImages
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+    path = tmp_path / f"{kind}.png"
+    path.write_bytes({"bomb": png, "truncated": png[:30], "not-an-image": b"hello"}[kind])
+    with pytest.raises(DataMissingError, match=rf"{kind}\.png: cannot decode image"):
+        LazyImages([path], 32, 36)[0]

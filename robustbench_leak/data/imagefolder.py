@@ -53,7 +53,9 @@ class LazyImages:
                 left, top = (w - self.image_size) // 2, (h - self.image_size) // 2
                 img = img.crop((left, top, left + self.image_size, top + self.image_size))
                 arr = np.asarray(img, dtype=np.float32) / 255.0
-        except OSError as exc:
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            # PIL: OSError for unreadable or truncated files, DecompressionBombError past its pixel limit,
+            # ValueError / SyntaxError from some malformed headers
             raise DataMissingError(f"{path}: cannot decode image ({exc})") from exc
         return torch.from_numpy(arr).permute(2, 0, 1)
 
