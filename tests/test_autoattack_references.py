@@ -133,6 +133,22 @@ def test_standard_and_each_member_match_torchattacks(small_windowed_cnn, ta, nor
     assert_close_not_weaker(result.metrics["robust_accuracy"], reference, len(x))
 
 
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_rand_version_matches_torchattacks(small_windowed_cnn, ta, norm):
+    """The ``rand`` version (APGD-CE, then APGD-DLR, each with EOT over 20 draws) against torchattacks'
+    AutoAttack(version='rand') at its settings (10 iterations, one restart). On a deterministic model every draw
+    gives the same gradient, so the two must agree as the standard version does."""
+    model, x, y, _ = small_windowed_cnn
+    eps = EPS[norm]
+    ref = ta.AutoAttack(model, norm=TA_NORM[norm], eps=eps, version="rand", n_classes=10, seed=0)
+    reference = robust_accuracy(model, x, y, ref(x, y), norm, eps)
+    native = build_attack("autoattack", norm=norm, eps=eps, version="rand", n_iter=N_ITER, batch_size=len(x)).run(
+        model, x, y, CPU, progress=False, gen=torch.Generator().manual_seed(0))
+    assert native.info["members"] == ["apgd-ce", "apgd-dlr"]
+    assert 0 < reference < float((model(x).argmax(1) == y).float().mean())  # not vacuous
+    assert_close_not_weaker(native.metrics["robust_accuracy"], reference, len(x))
+
+
 @pytest.mark.parametrize("member", ["apgd-t", "fab-t", "square"])
 def test_single_members_match_torchattacks(small_windowed_cnn, ta, member):
     """Each member alone on every image (the ``apgd-t``, ``fab-t`` and ``square`` presets), L-inf."""
