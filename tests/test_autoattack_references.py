@@ -149,17 +149,22 @@ def test_rand_version_matches_torchattacks(small_windowed_cnn, ta, norm):
     assert_close_not_weaker(native.metrics["robust_accuracy"], reference, len(x))
 
 
-@pytest.mark.parametrize("member", ["apgd-t", "fab-t", "square"])
-def test_single_members_match_torchattacks(small_windowed_cnn, ta, member):
-    """Each member alone on every image (the ``apgd-t``, ``fab-t`` and ``square`` presets), L-inf."""
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("member", ["apgd-t", "fab-t", "square", "apgd-dlr", "fab"])
+def test_single_members_match_torchattacks(small_windowed_cnn, ta, member, norm):
+    """Each member alone on every image (the ``apgd-t``, ``fab-t`` and ``square`` presets; the rand version's
+    ``apgd-dlr`` and untargeted ``fab`` of a custom list), L-inf and L2."""
     model, x, y, _ = small_windowed_cnn
-    eps = EPS["linf"]
-    ref = {"apgd-t": lambda: ta.APGDT(model, norm="Linf", eps=eps, steps=N_ITER, seed=0, n_classes=10),
-           "fab-t": lambda: ta.FAB(model, norm="Linf", eps=eps, steps=N_ITER, seed=0, multi_targeted=True,
+    eps, tn = EPS[norm], TA_NORM[norm]
+    ref = {"apgd-t": lambda: ta.APGDT(model, norm=tn, eps=eps, steps=N_ITER, seed=0, n_classes=10),
+           "fab-t": lambda: ta.FAB(model, norm=tn, eps=eps, steps=N_ITER, seed=0, multi_targeted=True,
                                    n_classes=10),
-           "square": lambda: ta.Square(model, norm="Linf", eps=eps, n_queries=QUERIES, seed=0)}[member]()
-    reference = robust_accuracy(model, x, y, ref(x, y), "linf", eps)
-    assert_close_not_weaker(_native(model, x, y, "linf", [member]).metrics["robust_accuracy"], reference, len(x))
+           "square": lambda: ta.Square(model, norm=tn, eps=eps, n_queries=QUERIES, seed=0),
+           "apgd-dlr": lambda: ta.APGD(model, norm=tn, eps=eps, steps=N_ITER, seed=0, loss="dlr"),
+           "fab": lambda: ta.FAB(model, norm=tn, eps=eps, steps=N_ITER, seed=0, multi_targeted=False,
+                                 n_classes=10)}[member]()
+    reference = robust_accuracy(model, x, y, ref(x, y), norm, eps)
+    assert_close_not_weaker(_native(model, x, y, norm, [member]).metrics["robust_accuracy"], reference, len(x))
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
