@@ -258,6 +258,25 @@ def test_strength_table_says_when_cells_predate_it():
     assert "stored per-member strength" in strength_markdown(strength_frame([]))
 
 
+def test_strength_of_runs_without_an_ensemble_says_so(tmp_path):
+    """A run with no minnorm cell is not told to rerun cells it never had."""
+    from robustbench_leak.config import load_config
+    from robustbench_leak.pipeline import run_config
+    from robustbench_leak.report.attack_strength import strength_report
+
+    (tmp_path / "c.yaml").write_text("""
+name: c
+device: cpu
+datasets: [{name: synthetic, n_train: 32, n_test: 16}]
+training: {epochs: 1, batch_size: 16}
+models: [{name: m, arch: tomen_cnn, options: {n_layers: 2, width: 4}}]
+attacks: [clean]
+""")
+    run_config(load_config(tmp_path / "c.yaml"), tmp_path / "out", progress=False, formats=(), log=lambda line: None)
+    text = strength_report([tmp_path / "out"])
+    assert text.startswith("No minimum-norm ensemble (minnorm, minnorm-linf) cells in these runs") and "rerun" not in text
+
+
 def test_masking_summary_names_the_cells_and_checks_that_ran():
     """The summary counts every cell that ran checks (minnorm and autoattack alike) and names the checks those
     cells ran, not a fixed list; a failed check is listed with its cell."""

@@ -109,7 +109,9 @@ LEGEND = ("success: share of the clean-correct images the attack alone fooled; m
 def strength_report(paths: list[str | Path]) -> str:
     runs = load_runs(list(paths))
     frame = strength_frame(runs)
-    text = [strength_markdown(frame)]
+    ensembles = any(str(spec.get("kind", "")).startswith("minnorm") for run in runs for spec in run.specs.values())
+    text = [strength_markdown(frame) if ensembles or not frame.empty else
+            "No minimum-norm ensemble (minnorm, minnorm-linf) cells in these runs: no per-member strength to show."]
     if not frame.empty:
         text += ["", LEGEND]
     return "\n".join([*text, "", *masking_lines(runs)])
