@@ -131,7 +131,15 @@ def _cmd_leaderboard(args: argparse.Namespace) -> None:
     if out.suffix == ".sqlite" or out.is_file():
         out = out.parent if not args.out else out
     check_out_dir(out, "--out" if args.out else "RESULTS")
+    own = out / "results.sqlite"
+    if own.is_file() and not (len(dirs) == 1 and os.path.samefile(store_file(dirs[0]), own)):
+        # a run folder's leaderboard is its own store's: never replaced by another run's or by a merge
+        raise ValueError(f"{out}: --out: a run folder whose own leaderboard this would replace (with "
+                         f"{'a merge' if len(dirs) > 1 else 'another run'}'s); give a new folder")
     formats = FORMATS if args.format == "all" else tuple(f.strip() for f in args.format.split(",") if f.strip())
+    if not formats:
+        raise ValueError(f"--format: {args.format!r} names no format; allowed: all, or a comma-separated list of "
+                         f"{', '.join(FORMATS)}")
     for path in write_outputs(dirs, out, rank_by=args.rank_by, formats=formats):
         print(f"wrote {path}")
 

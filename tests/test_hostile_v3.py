@@ -290,3 +290,23 @@ def test_init_into_a_missing_folder_is_one_line(tmp_path, capsys, monkeypatch):
     assert main(["init", "mine"]) == 0 and (tmp_path / "mine.yaml").read_text().count("name: mine") == 1
     err = _one_line_error(capsys, ["init", "mine"])
     assert "exists" in err
+
+
+def test_leaderboard_never_replaces_another_run_folders_leaderboard(tmp_path, capsys):
+    """--out naming a run folder is its own leaderboard's place only: another run's table or a merge is refused
+    before anything is written; an empty --format is refused too."""
+    for name in ("a", "b"):
+        assert main(["run", str(_config(tmp_path, file=f"{name}.yaml", name=name)), "--out", str(tmp_path / name),
+                     "--quiet"]) == 0
+    capsys.readouterr()
+    before = (tmp_path / "b" / "leaderboard.md").read_bytes()
+    err = _one_line_error(capsys, ["leaderboard", str(tmp_path / "a"), "--out", str(tmp_path / "b")])
+    assert "another run's" in err
+    err = _one_line_error(capsys, ["leaderboard", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "b")])
+    assert "a merge's" in err
+    assert (tmp_path / "b" / "leaderboard.md").read_bytes() == before
+    err = _one_line_error(capsys, ["leaderboard", str(tmp_path / "a"), "--format", " , "])
+    assert "names no format" in err
+    assert main(["leaderboard", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "merged"),
+                 "--format", "md"]) == 0
+    assert main(["leaderboard", str(tmp_path / "b"), "--out", str(tmp_path / "b"), "--format", "md"]) == 0
