@@ -173,6 +173,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 def _cmd_claims(args: argparse.Namespace) -> None:
     from .report.claim_set import claim_set_names, load_claim_set
     from .report.claims_report import render
+    from .store import store_file
 
     if args.list:
         for name in claim_set_names():
@@ -191,6 +192,10 @@ def _cmd_claims(args: argparse.Namespace) -> None:
                              f"({getattr(err, 'strerror', None) or err})") from None
     if args.out:
         check_out_file(Path(args.out), "--out", "## Claims")
+        own, source = Path(args.out).parent / "results.sqlite", store_file(args.run_dir)
+        if own.is_file() and source.is_file() and not os.path.samefile(own, source):
+            raise ValueError(f"{args.out}: --out: in another run's folder ({own.parent}): its reports are its own "
+                             "store's; write this one beside its own store or into a new folder")
         if not is_rbleak_folder(Path(args.out).parent):
             check_out_dir(Path(args.out).parent / "plots", "--out (its plots/ folder)")
     seeds = _seed_list(args.seeds, "--seeds") if args.seeds is not None else None

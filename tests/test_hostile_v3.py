@@ -310,3 +310,5 @@ def test_leaderboard_never_replaces_another_run_folders_leaderboard(tmp_path, ca
     assert main(["leaderboard", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "merged"),
                  "--format", "md"]) == 0
     assert main(["leaderboard", str(tmp_path / "b"), "--out", str(tmp_path / "b"), "--format", "md"]) == 0
+    err = _one_line_error(capsys, ["claims", str(tmp_path / "a"), "--out", str(tmp_path / "b" / "REPORT.md")])
+    assert "in another run's folder" in err and not (tmp_path / "b" / "REPORT.md").exists()
