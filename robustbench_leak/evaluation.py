@@ -203,7 +203,8 @@ def evaluate(model: nn.Module,
     ``dataset``: a dataset name (``rbleak list datasets``) or a mapping of its options, e.g.
     ``{"name": "fashion-mnist", "root": "/data/fmnist"}``, or a pair ``(x, y)`` of tensors (float images in
     [0, 1] of shape (N, C, H, W), integer labels), named ``tensors-<sha256 prefix>`` in the results.
-    ``attacks``: preset names or mappings as in a config's ``attacks:`` list. ``n_samples``: test images per attack (default: each preset's own).
+    ``attacks``: preset names or mappings as in a config's ``attacks:`` list. ``n_samples``: test images per
+    attack (default: each preset's own; with tensors, all N).
     ``out``: a run folder to keep (``rbleak leaderboard`` reads it); default: a temporary one, removed.
     ``name``: the model's name in the results; refused where ``out`` already holds other weights under it.
     ``seed``: the seed of the attacks' random numbers. ``time_limit``: seconds; no cell starts that would
