@@ -118,7 +118,7 @@ def _log_to_stdout() -> None:
 def _cmd_leaderboard(args: argparse.Namespace) -> None:
     from .report.leaderboard import FORMATS, write_outputs
 
-    from .store import store_file
+    from .store import STORE_NAME, store_file
     from .store.schema import connect_readonly
 
     dirs = [Path(d) for d in args.dirs]
@@ -131,7 +131,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> None:
     if out.suffix == ".sqlite" or out.is_file():
         out = out.parent if not args.out else out
     check_out_dir(out, "--out" if args.out else "RESULTS")
-    own = out / "results.sqlite"
+    own = out / STORE_NAME
     if own.is_file() and not (len(dirs) == 1 and os.path.samefile(store_file(dirs[0]), own)):
         # a run folder's leaderboard is its own store's: never replaced by another run's or by a merge
         raise ValueError(f"{out}: --out: a run folder whose own leaderboard this would replace (with "
@@ -173,7 +173,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 def _cmd_claims(args: argparse.Namespace) -> None:
     from .report.claim_set import claim_set_names, load_claim_set
     from .report.claims_report import render
-    from .store import store_file
+    from .store import STORE_NAME, store_file
 
     if args.list:
         for name in claim_set_names():
@@ -192,7 +192,7 @@ def _cmd_claims(args: argparse.Namespace) -> None:
                              f"({getattr(err, 'strerror', None) or err})") from None
     if args.out:
         check_out_file(Path(args.out), "--out", "## Claims")
-        own, source = Path(args.out).parent / "results.sqlite", store_file(args.run_dir)
+        own, source = Path(args.out).parent / STORE_NAME, store_file(args.run_dir)
         if own.is_file() and source.is_file() and not os.path.samefile(own, source):
             raise ValueError(f"{args.out}: --out: in another run's folder ({own.parent}): its reports are its own "
                              "store's; write this one beside its own store or into a new folder")

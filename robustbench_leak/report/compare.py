@@ -47,8 +47,9 @@ def compare_models(run_dir: str | Path, model_a: str, model_b: str, attack: str 
                 raise ValueError(f"{model_a} and {model_b} were not evaluated on the same images for {row.attack}")
             spec = (json.loads(row.spec) if row.spec else {}).get("attack", {})
             # RobustBench's robust accuracy, as the leaderboard and the claims count it: a per-example attack
-            # leaves a misclassified image misclassified, whatever class its search ended in
-            each = spec.get("kind") != "clean" and per_example(spec)
+            # leaves a misclassified image misclassified, whatever class its search ended in (clean cells store
+            # adv_pred = clean_pred, so either count gives their accuracy)
+            each = per_example(spec)
             y = joined.label_a.to_numpy()
             rec: dict[str, Any] = {"dataset": row.dataset, "seed": int(row.seed), "attack": row.attack,
                                    "model_a": model_a, "model_b": model_b,
