@@ -441,3 +441,35 @@ def test_claim_titles_are_escaped_in_the_markdown(store, tmp_path):
     assert "a \\| b &lt;script&gt;x&lt;/script&gt; &amp; c" in row and "<script>" not in text
     header = next(line for line in text.splitlines() if line.startswith("| # |"))
     assert row.replace("\\|", "").count("|") == header.count("|")
+
+
+@pytest.mark.parametrize("raw, expected", [
+    (b"\xff\xfe not text", "not a UTF-8 text file"),
+    (b"description: d\ndescription: e\nconfig: x\nclaims: []\n", "line 2: the key 'description' appears twice"),
+    (b"a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\nb: &b [" + b", ".join([b"*a"] * 10) + b"]\nc: &c ["
+     + b", ".join([b"*b"] * 10) + b"]\nd: &d [" + b", ".join([b"*c"] * 10) + b"]\ne: [" + b", ".join([b"*d"] * 10)
+     + b"]\n", "aliases"),
+    (b"claims: [\n", "malformed YAML"),
+])
+def test_hostile_claim_set_files_are_one_line_errors_naming_the_file(tmp_path, raw, expected):
+    # a user's claim-set file is read as configs are: bounded, aliases not expanded past a limit, duplicate
+    # keys refused (yaml.safe_load would keep the last silently), non-UTF-8 named
+    path = tmp_path / "claims.yaml"
+    path.write_bytes(raw)
+    with pytest.raises(ValueError) as err:
+        load_claim_set(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and expected in message and "\n" not in message
+
+
+def test_a_claim_set_is_hashed_as_it_was_loaded(tmp_path):
+    # pre-registration hashes the YAML that was validated, not the file re-read later (it may have changed)
+    from robustbench_leak.report.registration import claim_set_data
+
+    path = tmp_path / "claims.yaml"
+    data = {"description": "d", "config": "x", "claims": [{"title": "t", "kind": "directional", "comparisons": [
+        {"a": "p", "b": "q", "attack": "clean", "metric": "correct"}]}]}
+    path.write_text(yaml.safe_dump(data))
+    cs = load_claim_set(path)
+    path.write_text(yaml.safe_dump({**data, "description": "changed after loading"}))
+    assert claim_set_data(cs) == data

@@ -30,11 +30,14 @@ def _expanded_size(root: yaml.Node, where: str) -> int:
             raise ConfigError(f"{where}: a YAML alias refers to itself")
         active.add(key)
         if isinstance(node, yaml.MappingNode):
-            keys = [k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)]
+            seen: set[str] = set()
             for k, _ in node.value:
-                if isinstance(k, yaml.ScalarNode) and keys.count(k.value) > 1:
+                if not isinstance(k, yaml.ScalarNode):
+                    continue
+                if k.value in seen:  # the repeat is named, at its own line
                     raise ConfigError(f"{where}: line {k.start_mark.line + 1}: the key {k.value[:60]!r} appears twice "
                                       "in one mapping; keep one")
+                seen.add(k.value)
             total = 1 + sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
         elif isinstance(node, yaml.SequenceNode):
             total = 1 + sum(size(v, depth + 1) for v in node.value)

@@ -13,12 +13,14 @@ the run it judges (report/registration.py; runs store each claim's hash when the
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from ..config.yaml_io import read_yaml
 
 from ..options import short
 from .verdicts import Margins
@@ -87,6 +89,13 @@ class ClaimSet(BaseModel):
     claims: list[ClaimSpec] = Field(min_length=1, max_length=100)
     name: str = ""  # the file's stem, set when loaded
     source: str = ""  # the file's path, set when loaded
+    _data: Any = PrivateAttr(default=None)  # the parsed YAML, as loaded (hashed for pre-registration)
+
+    def data(self) -> dict[str, Any]:
+        """The YAML this set was loaded from (its model as data when it was built in code)."""
+        if self._data is not None:
+            return copy.deepcopy(self._data)
+        return self.model_dump(mode="json", exclude={"name", "source"})
 
 
 def claim_set_names() -> list[str]:
@@ -107,12 +116,7 @@ def load_claim_set(name_or_path: str | Path) -> ClaimSet:
     if not path.is_file():
         raise ValueError(f"{short(text)}: claims: expected one of {', '.join(claim_set_names())} or a path to a "
                          "claim-set YAML file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "(top level)"
-        raise ValueError(f"{path}: {where}: not valid YAML") from None
+    _, data = read_yaml(path, "claim set")  # bounded, duplicate keys refused; errors name the file
     if not isinstance(data, dict):
         raise ValueError(f"{path}: (top level): expected a mapping with description, config and claims")
     try:
@@ -121,4 +125,5 @@ def load_claim_set(name_or_path: str | Path) -> ClaimSet:
         raise ValueError(_one_line(err, path)) from None
     claim_set.name = path.stem
     claim_set.source = str(path)
+    claim_set._data = data
     return claim_set

@@ -56,9 +56,7 @@ def current_rules() -> dict[str, Any]:
 
 def claim_set_data(claim_set: ClaimSet) -> dict[str, Any]:
     """The parsed YAML a claim set was loaded from (its model as data when it was built in code)."""
-    if claim_set.source and Path(claim_set.source).is_file():
-        return yaml.safe_load(Path(claim_set.source).read_text())
-    return claim_set.model_dump(mode="json", exclude={"name", "source"})
+    return claim_set.data()
 
 
 def record(claim_set: ClaimSet) -> dict[str, Any]:
