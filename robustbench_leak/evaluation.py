@@ -109,7 +109,9 @@ def _probe(model: nn.Module, x: torch.Tensor, device: str, what: str) -> Any:
     probe = copy.deepcopy(model).to(resolve_device(device)).eval()
     try:
         with torch.no_grad():
-            return probe(x.to(resolve_device(device)))
+            # a copy: a forward that writes into its input must not change the caller's images or the cached
+            # dataset (in runs, Normalized hands the module a fresh tensor likewise)
+            return probe(x.to(resolve_device(device), copy=True))
     except Exception as exc:  # noqa: BLE001 - the caller's code: any failure of its forward is a bad argument
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         raise ValueError(f"evaluate: model: its forward on {len(x)} images of {what} "

@@ -185,3 +185,42 @@ def test_python_api_page_documents_every_column():
     for table, columns in rb.COLUMNS.items():
         for column, doc in columns.items():
             assert f"| `{column}` | {doc} |" in text, f"docs/python-api.md: {table}.{column} not documented"
+
+
+class WritesIntoItsInput(Tiny):
+    """Shifts its input in place before the same layers as Tiny (a normalisation written with ``sub_``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x.sub_(0.25)
+        return super().forward(x)
+
+
+class ShiftsACopy(Tiny):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x - 0.25)
+
+
+def test_a_module_writing_into_its_input_changes_neither_the_callers_images_nor_the_results():
+    from robustbench_leak.data import load_dataset
+
+    torch.manual_seed(2)
+    writes = WritesIntoItsInput()
+    copies = ShiftsACopy()
+    copies.load_state_dict(writes.state_dict())
+    data = load_dataset("synthetic", n_train=32, n_test=64)
+    x, y = data.test_x[:16].clone(), data.test_y[:16].clone()
+    before = x.clone()
+    a = rb.evaluate(writes, dataset=(x, y), attacks=ATTACKS, device="cpu")
+    assert torch.equal(x, before)
+    b = rb.evaluate(copies, dataset=(x, y), attacks=ATTACKS, device="cpu")
+    pd.testing.assert_frame_equal(a.sort_values(KEY).reset_index(drop=True)[KEY + ["value"]],
+                                  b.sort_values(KEY).reset_index(drop=True)[KEY + ["value"]])
+    # by dataset name: the process's cached test images, which the output check runs on, stay as they were
+    from robustbench_leak.config import DatasetCfg
+    from robustbench_leak.data import load_dataset_cached
+    from robustbench_leak.run.plan import dataset_spec
+
+    cached = load_dataset_cached(dataset_spec(DatasetCfg(**DATA)))
+    before = cached.test_x.clone()
+    rb.evaluate(writes, dataset=DATA, attacks=["clean"], n_samples=8, device="cpu")
+    assert load_dataset_cached(dataset_spec(DatasetCfg(**DATA))) is cached and torch.equal(cached.test_x, before)
