@@ -202,6 +202,28 @@ def test_the_bench_compares_autoattack_with_arts_on_the_members_both_have(small_
         assert row["native_images_per_s"] > 0 and row["art_images_per_s"] > 0
         assert row["native_vs_art"] == pytest.approx(row["native_images_per_s"] / row["art_images_per_s"])
         assert 0 <= row["native_robust_accuracy"] <= row["art_robust_accuracy"] + 2 / 64, norm
+        passes = row["model_passes"]
+        assert passes["image_passes"] >= len(x) * QUERIES * row["native_robust_accuracy"]  # Square's queries at least
+        assert 0 < passes["with_backward"] < passes["calls"] and row["model_pass_seconds"] > 0
+        assert row["art_over_model_passes"] == pytest.approx(row["art_seconds"] / row["model_pass_seconds"])
+
+
+def test_recording_the_passes_changes_nothing_and_replays_them(small_windowed_cnn):
+    from robustbench_leak.bench.references import PassRecorder, replay_passes
+
+    model, x, y, _ = small_windowed_cnn
+    kw = dict(norm="linf", eps=EPS["linf"], version="custom", members=["apgd-ce", "square"], n_iter=N_ITER,
+              n_restarts=1, n_queries=50, p_init=0.8)
+    plain = build_attack("autoattack", **kw).run(model, x, y, CPU, progress=False, gen=torch.Generator().manual_seed(0))
+    recorder = PassRecorder(model)
+    recorded = build_attack("autoattack", **kw).run(recorder, x, y, CPU, progress=False,
+                                                    gen=torch.Generator().manual_seed(0))
+    assert recorded.metrics == plain.metrics
+    assert recorded.samples.keys() == plain.samples.keys()
+    assert all(np.array_equal(recorded.samples[k], plain.samples[k]) for k in plain.samples)
+    assert sum(g for _, g in recorder.calls) >= N_ITER  # APGD's differentiated steps
+    assert all(n <= len(x) for n, _ in recorder.calls)
+    assert replay_passes(model, recorder.calls, x, CPU) > 0 and replay_passes(model, [], x, CPU) == 0.0
 
 
 def test_interleaved_timer_rotates_the_order_and_keeps_each_best():
