@@ -82,24 +82,48 @@ def encode(columns: Mapping[str, Any]) -> tuple[int, str, bytes]:
     return n, json.dumps({"codec": CODEC, "columns": header}), blob
 
 
+def bounded_decompress(blob: bytes, limit: int) -> bytes:
+    """``lzma.decompress`` that stops past ``limit`` bytes (a damaged or crafted blob cannot fill memory);
+    ``ValueError`` for data that is not one complete xz stream of at most ``limit`` bytes."""
+    try:
+        d = lzma.LZMADecompressor()
+        raw = d.decompress(bytes(blob), max_length=limit + 1)
+    except lzma.LZMAError as exc:
+        raise ValueError(f"not readable xz data ({exc})") from None
+    if len(raw) > limit:
+        raise ValueError(f"decompresses to more than the {limit:,} bytes expected")
+    if not d.eof:
+        raise ValueError("xz data cut short")
+    return raw
+
+
 def decode(n: int, header: str, blob: bytes) -> dict[str, np.ndarray]:
     """The columns ``encode`` packed: integer columns as int64, real ones as float64 (NaN = missing), text
-    as object arrays (None = missing)."""
-    meta = json.loads(header)
-    if meta.get("codec") != CODEC:
-        raise ValueError(f"unknown per-sample codec {meta.get('codec')!r} (this version reads {CODEC})")
-    raw = lzma.decompress(blob)
+    as object arrays (None = missing). ``ValueError`` (one line) for a blob or header that is damaged."""
+    try:
+        meta = json.loads(header)
+        if meta.get("codec") != CODEC:
+            raise ValueError(f"unknown per-sample codec {meta.get('codec')!r} (this version reads {CODEC})")
+        columns = [(str(name), np.dtype(dtype), cats[0] if cats else None) for name, dtype, *cats in meta["columns"]]
+        expected = sum(dtype.itemsize for _, dtype, _ in columns) * int(n)
+    except (TypeError, KeyError, AttributeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"per-sample header is damaged ({type(exc).__name__})") from None
+    if int(n) < 0:
+        raise ValueError(f"per-sample header counts {n} images")
+    raw = bounded_decompress(blob, expected)
+    if len(raw) != expected:
+        raise ValueError(f"per-sample blob holds {len(raw)} bytes, its header describes {expected}")
     out: dict[str, np.ndarray] = {}
     offset = 0
-    for name, dtype, *categories in meta["columns"]:
-        size = np.dtype(dtype).itemsize * n
+    for name, dtype, categories in columns:
         arr = np.frombuffer(raw, dtype=dtype, count=n, offset=offset)
-        if categories:
-            lookup = np.array([*categories[0], None], dtype=object)  # code -1 picks the trailing None
-            out[name] = lookup[arr.astype(np.int64)]
+        if categories is not None:
+            lookup = np.array([*categories, None], dtype=object)  # code -1 picks the trailing None
+            codes = arr.astype(np.int64)
+            if len(codes) and (codes.min() < -1 or codes.max() >= len(categories)):
+                raise ValueError(f"per-sample column {name!r} has codes outside its {len(categories)} values")
+            out[name] = lookup[codes]
         else:
-            out[name] = arr.astype(np.int64) if np.dtype(dtype).kind in "iu" else arr.astype(np.float64)
-        offset += size
-    if offset != len(raw):
-        raise ValueError(f"per-sample blob holds {len(raw)} bytes, its header describes {offset}")
+            out[name] = arr.astype(np.int64) if dtype.kind in "iu" else arr.astype(np.float64)
+        offset += dtype.itemsize * n
     return out

@@ -8,7 +8,6 @@ reading never changes a store or its folder.
 from __future__ import annotations
 
 import json
-import lzma
 import sqlite3
 from pathlib import Path
 from typing import Any, Iterable
@@ -16,8 +15,10 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from .arrays import column_array, decode
-from .schema import SAMPLE_COLUMNS, connect_readonly, store_file
+from .arrays import bounded_decompress, column_array, decode
+from .schema import SAMPLE_COLUMNS, StoreError, connect_readonly, store_file
+
+INFO_LIMIT = 64 << 20  # a cell's info is JSON of at most about 80 KB in the published stores
 
 # The newest finished result of every cell, whichever run computed it. A slot is what a table row shows:
 # (kind, model, dataset, seed, attack). Runs into one folder may compute a slot several times (a changed
@@ -194,7 +195,11 @@ class StoreReader:
             row = self.conn.execute("SELECT n, header, data FROM sample_arrays WHERE cell_key = ?",
                                     (cell_key,)).fetchone()
             if row is not None:
-                return decode(*row)
+                try:
+                    return decode(*row)
+                except ValueError as exc:
+                    raise StoreError(f"{self.path}: cell {cell_key}: its per-sample arrays are damaged ({exc}); "
+                                     "restore the store from a copy (e.g. git checkout)") from None
         names = [c for c in SAMPLE_COLUMNS if c in self._sample_table_columns()]  # an older file lacks newer ones
         rows = self.conn.execute(f"SELECT {', '.join(names)} FROM samples WHERE cell_key = ? ORDER BY idx",
                                  (cell_key,)).fetchall()
@@ -331,7 +336,10 @@ class StoreReader:
 def info_text(value: Any) -> str | None:
     """A cell's ``info`` as JSON text: stored as text by older versions, xz-compressed bytes since."""
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return lzma.decompress(bytes(value)).decode()
+        try:
+            return bounded_decompress(bytes(value), INFO_LIMIT).decode()
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise StoreError(f"a cell's info in the store is damaged ({exc}); restore the store from a copy") from None
     return value
 
 
