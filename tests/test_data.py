@@ -370,3 +370,20 @@ def test_an_undecodable_image_names_its_file(tmp_path, kind):
     path.write_bytes({"bomb": png, "truncated": png[:30], "not-an-image": b"hello"}[kind])
     with pytest.raises(DataMissingError, match=rf"{kind}\.png: cannot decode image"):
         LazyImages([path], 32, 36)[0]
+
+
+def test_read_idx_reads_no_more_than_its_header_declares(tmp_path):
+    # a gzip bomb: a valid header and 200 MB of zeros after its data, in a file of about 200 KB
+    data = pack_images(make_arrays()["train_x"])
+    path = tmp_path / "bomb-images.gz"
+    with gzip.open(path, "wb") as fh:
+        fh.write(data)
+        for _ in range(200):
+            fh.write(b"\0" * (1 << 20))
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(IdxFormatError, match=r"bomb-images.gz: header says shape \(12, 28, 28\).*more than"):
+        read_idx(path)
+    # a header that declares more data than any dataset of this format holds is refused before reading on
+    huge = write_bytes(tmp_path / "huge-images", struct.pack(">IIII", 0x00000803, 1 << 30, 1 << 15, 1 << 15))
+    with pytest.raises(IdxFormatError, match=r"huge-images: header says shape .* at most"):
+        read_idx(huge)

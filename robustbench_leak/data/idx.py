@@ -28,27 +28,37 @@ class IdxFormatError(ValueError):
     pass
 
 
+MAX_IDX_BYTES = 1 << 32  # 4 GiB of data: the MNIST family's largest file is 47 MB
+
+
 def read_idx(path: str | Path) -> np.ndarray:
-    """Parse one IDX file: 2 zero bytes, dtype code, rank, big-endian int32 dims, then the data."""
+    """Parse one IDX file: 2 zero bytes, dtype code, rank, big-endian int32 dims, then the data. Reads no more
+    than the header declares (a gzip bomb or trailing garbage is refused without being expanded)."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as fh:
-            raw = fh.read()
-    except (OSError, EOFError) as exc:
+            head = fh.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _DTYPES:
+                raise IdxFormatError(f"{path}: not an IDX file (bad magic number {head.hex()})")
+            dtype, rank = np.dtype(_DTYPES[head[2]]), head[3]
+            dims_raw = fh.read(4 * rank)
+            if len(dims_raw) < 4 * rank:
+                raise IdxFormatError(f"{path}: truncated header ({4 + len(dims_raw)} bytes; a rank-{rank} header "
+                                     f"needs {4 + 4 * rank})")
+            dims = tuple(int(d) for d in np.frombuffer(dims_raw, dtype=">i4", count=rank))
+            expected = int(np.prod(dims, dtype=object)) * dtype.itemsize if dims else dtype.itemsize
+            if any(d < 0 for d in dims) or expected > MAX_IDX_BYTES:
+                raise IdxFormatError(f"{path}: header says shape {dims}, {expected:,} bytes of data; at most "
+                                     f"{MAX_IDX_BYTES:,} are read")
+            raw = fh.read(expected + 1)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise IdxFormatError(f"{path}: cannot read ({exc})") from exc
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
-        raise IdxFormatError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()})")
-    dtype, rank = np.dtype(_DTYPES[raw[2]]), raw[3]
-    if len(raw) < 4 + 4 * rank:
-        raise IdxFormatError(f"{path}: truncated header ({len(raw)} bytes; a rank-{rank} header needs {4 + 4 * rank})")
-    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=rank, offset=4))
-    offset = 4 + 4 * rank
-    expected = int(np.prod(dims)) * dtype.itemsize
-    if len(raw) - offset != expected:
+    if len(raw) != expected:
+        more = "more than" if len(raw) > expected else f"{len(raw)} bytes, not"
         raise IdxFormatError(f"{path}: header says shape {dims} ({expected} bytes) but the file holds "
-                             f"{len(raw) - offset} bytes of data")
-    return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(dims)
+                             f"{more} that of data")
+    return np.frombuffer(raw, dtype=dtype).reshape(dims)
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> None:
