@@ -312,3 +312,16 @@ def test_leaderboard_never_replaces_another_run_folders_leaderboard(tmp_path, ca
     assert main(["leaderboard", str(tmp_path / "b"), "--out", str(tmp_path / "b"), "--format", "md"]) == 0
     err = _one_line_error(capsys, ["claims", str(tmp_path / "a"), "--out", str(tmp_path / "b" / "REPORT.md")])
     assert "in another run's folder" in err and not (tmp_path / "b" / "REPORT.md").exists()
+
+
+def test_a_checkpoint_cache_that_is_a_file_fails_before_the_run_starts(tmp_path, capsys, monkeypatch):
+    """RBLEAK_CACHE_DIR naming a file (or a path under one) failed every training cell after the run was
+    recorded; it is now refused in one line naming the variable, with nothing written."""
+    (tmp_path / "afile").write_text("")
+    for value in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        monkeypatch.setenv("RBLEAK_CACHE_DIR", str(value))
+        err = _one_line_error(capsys, ["run", str(_config(tmp_path)), "--out", str(tmp_path / "run"), "--quiet"])
+        assert err.startswith(f"rbleak: error: RBLEAK_CACHE_DIR: {value}: ") and "is a file" in err
+        assert not (tmp_path / "run").exists()
+    monkeypatch.setenv("RBLEAK_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["run", str(_config(tmp_path)), "--out", str(tmp_path / "run"), "--quiet"]) == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import uuid
 from datetime import datetime, timezone
@@ -132,6 +133,7 @@ def run_cells(config: Config, out_dir: str | Path | None = None, executor: Execu
     trains, evals = plan(config)
     rows = run_cell_rows(trains, evals)
     check_merge_sources(config, rows, merge_from)
+    _check_cache_dir(config, out)
     getattr(executor, "preflight", lambda: None)()  # e.g. Ray: is the cluster there? (before any record)
     with locked_out_dir(out):
         return _run_locked(config, trains, evals, rows, out, executor, progress, log, merge_from, deadline, claims)
@@ -231,6 +233,19 @@ def _run_locked(config: Config, trains: list[TrainTask], evals: list[EvalTask], 
 
 
 WEIGHTS_DIR = "weights"  # a run folder's published weights, one file per train key
+
+
+def _check_cache_dir(config: Config, out: Path) -> None:
+    """The checkpoint cache is a folder, or can be made one: refused in one line naming where it came from
+    (the config's ``cache_dir``, ``RBLEAK_CACHE_DIR`` or the default) before the run is recorded."""
+    path = _cache_dir(config, out)
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        source = (f"{config.path}: cache_dir" if config.run.cache_dir and path != out / WEIGHTS_DIR
+                  else "RBLEAK_CACHE_DIR" if os.environ.get("RBLEAK_CACHE_DIR") else "the default checkpoint cache")
+        raise ValueError(f"{source}: {path}: {probe} is a file; a folder for trained weights is expected")
 
 
 def _cache_dir(config: Config, out: Path) -> Path:
