@@ -404,9 +404,13 @@ def _error_log(exc: BaseException) -> str:
 
 
 def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        # "[Errno 36] File name too long: '<the whole path>'": the path, cut, then what the system said
+        name = str(exc.filename)
+        return f"{name if len(name) <= 160 else name[:160] + f'... ({len(name)} characters)'}: {exc.strerror}"
     text = str(exc).strip() or type(exc).__name__
-    lines = [line for line in text.splitlines() if line.strip()]
-    shown = "\n".join(lines[:2])
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    shown = "; ".join(lines[:2])
     return shown if len(shown) <= 600 else shown[:600] + " ..."
 
 

@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+from .options import short
+
 MARKER = ".rbleak"
 
 
@@ -33,6 +35,13 @@ def is_rbleak_folder(folder: Path) -> bool:
 def check_out_dir(out: Path, what: str) -> None:
     """Raise ``ValueError`` (one line) unless ``out`` is, or can be made, a writable folder of ours."""
     out = Path(out)
+    try:
+        _check_out_dir(out, what)
+    except OSError as exc:  # a name the system refuses (too long, a bad component): not a usable path
+        raise ValueError(f"{short(str(out), 160)}: {what}: not a usable path ({exc.strerror or exc})") from None
+
+
+def _check_out_dir(out: Path, what: str) -> None:
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: {what}: is a file; an output folder is expected")
     probe = out

@@ -325,3 +325,13 @@ def test_a_checkpoint_cache_that_is_a_file_fails_before_the_run_starts(tmp_path,
         assert not (tmp_path / "run").exists()
     monkeypatch.setenv("RBLEAK_CACHE_DIR", str(tmp_path / "cache"))
     assert main(["run", str(_config(tmp_path)), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+
+
+def test_paths_the_system_refuses_are_one_line_errors_that_cut_the_path(tmp_path, capsys):
+    long = str(tmp_path / ("y" * 300))  # one component past the file system's 255 bytes
+    config = str(_config(tmp_path))
+    for argv in (["run", config, "--out", long], ["leaderboard", long], ["claims", long]):
+        err = _one_line_error(capsys, argv)
+        assert "File name too long" in err and "characters)" in err and len(err) < 400, (argv, err)
+        assert "Errno" not in err and "internal error" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.yaml"]
