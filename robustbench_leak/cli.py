@@ -185,11 +185,14 @@ def _cmd_claims(args: argparse.Namespace) -> None:
     claim_set = load_claim_set(args.claims)
     preamble = ""
     if args.preamble:
+        from .config import ConfigError
+        from .config.yaml_io import read_text_bounded
+
+        path = Path(args.preamble)
         try:
-            preamble = Path(args.preamble).read_text()
-        except (OSError, UnicodeDecodeError) as err:
-            raise ValueError(f"{args.preamble}: --preamble: cannot read as text "
-                             f"({getattr(err, 'strerror', None) or err})") from None
+            preamble = read_text_bounded(path, "preamble", kind="Markdown")
+        except ConfigError as err:
+            raise ValueError(str(err).replace(f"{path}: ", f"{path}: --preamble: ", 1)) from None
     if args.out:
         check_out_file(Path(args.out), "--out", "## Claims")
         own, source = Path(args.out).parent / STORE_NAME, store_file(args.run_dir)

@@ -335,3 +335,24 @@ def test_paths_the_system_refuses_are_one_line_errors_that_cut_the_path(tmp_path
         assert "File name too long" in err and "characters)" in err and len(err) < 400, (argv, err)
         assert "Errno" not in err and "internal error" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.yaml"]
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists() or not hasattr(__import__("os"), "mkfifo"), reason="POSIX only")
+def test_devices_and_fifos_are_refused_not_read_forever(tmp_path, capsys):
+    """A config, claim set or preamble that is /dev/zero or a FIFO was read until memory ran out (or forever)."""
+    import os
+
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    for path in ("/dev/zero", str(fifo)):
+        err = _one_line_error(capsys, ["run", path, "--out", str(tmp_path / "run")])
+        assert f"{path}: not a regular file" in err
+        err = _one_line_error(capsys, ["claims", str(tmp_path), "--preamble", path, "--out", str(tmp_path / "R.md")])
+        assert f"{path}: --preamble: not a regular file" in err
+    from robustbench_leak.config.yaml_io import read_text_bounded
+
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"#" * (2 << 20))
+    with pytest.raises(ConfigError, match=r"big.yaml: more than 1,048,576 bytes"):
+        read_text_bounded(big, "run config")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "R.md").exists()

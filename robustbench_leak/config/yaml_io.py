@@ -68,21 +68,28 @@ def parse_yaml_text(text: str, where: str) -> Any:
         raise ConfigError(f"{where}: nested too deeply") from None
 
 
-def read_text_bounded(path: Path, what: str = "file", limit: int = MAX_CONFIG_BYTES) -> str:
+def read_text_bounded(path: Path, what: str = "file", limit: int = MAX_CONFIG_BYTES, kind: str = "YAML") -> str:
+    """A UTF-8 text file of at most ``limit`` bytes, or ``ConfigError`` naming it. Only regular files are read,
+    and never more than ``limit`` + 1 bytes (a device such as /dev/zero, or a FIFO, would never end)."""
+    import stat
+
     try:
         if path.is_dir():
-            raise ConfigError(f"{path}: is a folder, not a YAML {what}")
-        size = path.stat().st_size
-        if size > limit:
-            raise ConfigError(f"{path}: {size:,} bytes; a YAML {what} may be at most {limit:,} bytes")
-        raw = path.read_bytes()
+            raise ConfigError(f"{path}: is a folder, not a {kind} {what}")
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"{path}: not a regular file (a device, FIFO or socket); a {kind} {what} is expected")
+        with open(path, "rb") as fh:
+            raw = fh.read(limit + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if len(raw) > limit:
+        raise ConfigError(f"{path}: more than {limit:,} bytes; a {kind} {what} may be at most {limit:,} bytes")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not a UTF-8 text file (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
-                          f"a YAML {what} is expected") from None
+                          f"a {kind} {what} is expected") from None
 
 
 def read_yaml(path: Path, what: str = "file") -> tuple[str, Any]:
