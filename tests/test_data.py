@@ -387,3 +387,21 @@ def test_read_idx_reads_no_more_than_its_header_declares(tmp_path):
     huge = write_bytes(tmp_path / "huge-images", struct.pack(">IIII", 0x00000803, 1 << 30, 1 << 15, 1 << 15))
     with pytest.raises(IdxFormatError, match=r"huge-images: header says shape .* at most"):
         read_idx(huge)
+
+
+def test_a_class_folder_lists_regular_image_files_only(tmp_path):
+    import os
+
+    from PIL import Image
+
+    from robustbench_leak.data.imagefolder import scan
+
+    for name in ("cat", "dog"):
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (4, 4)).save(tmp_path / name / "a.png")
+    (tmp_path / "cat" / "folder.jpg").mkdir()  # a folder named like an image
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "dog" / "pipe.png")  # PIL would wait on it forever
+    paths, labels, classes = scan(tmp_path)
+    assert classes == ["cat", "dog"] and labels == [0, 1]
+    assert [p.relative_to(tmp_path).as_posix() for p in paths] == ["cat/a.png", "dog/a.png"]

@@ -79,7 +79,8 @@ def scan(folder: Path, classes: list[str] | None = None) -> tuple[list[Path], li
         class_dir = folder / name
         if not class_dir.is_dir():
             raise DataMissingError(f"{folder}: class folder {name!r} is missing (it exists in the training split)")
-        files = sorted(p for p in class_dir.rglob("*") if p.suffix.lower() in EXTENSIONS)
+        # regular files only: a folder named like an image, or a FIFO (which PIL would wait on forever), is skipped
+        files = sorted(p for p in class_dir.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
         paths += files
         labels += [label] * len(files)
     return paths, labels, classes
