@@ -224,3 +224,26 @@ def test_a_module_writing_into_its_input_changes_neither_the_callers_images_nor_
     before = cached.test_x.clone()
     rb.evaluate(writes, dataset=DATA, attacks=["clean"], n_samples=8, device="cpu")
     assert load_dataset_cached(dataset_spec(DatasetCfg(**DATA))) is cached and torch.equal(cached.test_x, before)
+
+
+class DoubleLogits(Tiny):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).double()
+
+
+class DoubleLogitsCastBack(Tiny):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).double().float()
+
+
+def test_float64_logits_are_attacked_as_float32():
+    """A module whose head returns float64 failed its DeepFool cell (an index_put of double into float)."""
+    torch.manual_seed(3)
+    double = DoubleLogits()
+    cast = DoubleLogitsCastBack()
+    cast.load_state_dict(double.state_dict())
+    a = rb.evaluate(double, dataset=DATA, attacks=ATTACKS, n_samples=16, device="cpu")
+    b = rb.evaluate(cast, dataset=DATA, attacks=ATTACKS, n_samples=16, device="cpu")
+    assert set(a.attack) == {"clean", "deepfool"}
+    pd.testing.assert_frame_equal(a.sort_values(KEY).reset_index(drop=True)[KEY + ["value"]],
+                                  b.sort_values(KEY).reset_index(drop=True)[KEY + ["value"]])
