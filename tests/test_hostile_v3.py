@@ -356,3 +356,15 @@ def test_devices_and_fifos_are_refused_not_read_forever(tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"big.yaml: more than 1,048,576 bytes"):
         read_text_bounded(big, "run config")
     assert not (tmp_path / "run").exists() and not (tmp_path / "R.md").exists()
+
+
+def test_dollar_signs_in_names_and_descriptions_are_drawn_as_written(tmp_path, capsys, monkeypatch):
+    """matplotlib parsed "$x^$" in a model name or a config's description as mathtext, and the figures (and
+    so the run's leaderboard) failed with "x^; ^"."""
+    monkeypatch.setenv("RBLEAK_CACHE_DIR", str(tmp_path / "cache"))
+    config = _config(tmp_path, model="m$x^$", extra='description: "costs $\\\\frac{$ and $x^$"\n')
+    assert main(["run", str(config), "--out", str(tmp_path / "run"), "--quiet"]) == 0, capsys.readouterr().err
+    svgs = list((tmp_path / "run" / "plots").glob("*.svg"))
+    titled = [p for p in svgs if p.stem != "windows"]  # the windows figure is the package's, without a protocol
+    assert titled and all("costs $\\frac{$ and $x^$" in p.read_text() for p in titled)
+    assert any("m$x^$" in p.read_text() for p in svgs)

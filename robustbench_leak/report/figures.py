@@ -29,7 +29,10 @@ def style() -> None:
     # a fixed hash salt makes the SVG element ids, and so the files, the same when the same data is rendered again
     plt.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "robustbench-leak", "figure.dpi": DPI,
                          "savefig.dpi": DPI, "axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8,
-                         "ytick.labelsize": 8, "legend.fontsize": 8})
+                         "ytick.labelsize": 8, "legend.fontsize": 8,
+                         # model names and descriptions are the user's text, drawn as written: "$x^$" in one
+                         # would otherwise be parsed as mathtext and fail the figure
+                         "text.parse_math": False})
 
 
 @dataclass
@@ -64,7 +67,7 @@ def save(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:
     if _PROTOCOL.get():
         # wrapped to the figure's width (about 14 characters per inch at 7 pt), so a narrow figure shows all of it
         width = max(30, int(fig.get_figwidth() * 14))
-        fig.suptitle(textwrap.fill(_PROTOCOL.get(), width), fontsize=7, color="0.3")
+        fig.suptitle(textwrap.fill(_PROTOCOL.get(), width), fontsize=7, color="0.3", parse_math=False)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg"]
     for path in paths:
         # no date in the SVG: rendering the same data twice gives the same file
