@@ -271,7 +271,9 @@ def test_a_model_too_large_for_this_machine_fails_before_any_training(tmp_path, 
 
 @pytest.mark.parametrize("label, ok", [("df-0.1 (eps=2/255)", False), ("df|x", False), ("<b>df</b>", False),
                                        ("a&b", False), ("df`", False), ("a\\b", False), ("DeepFool (eps 0.1)", True),
-                                       ("spatial_worst", True), ("ε-ball", True)])
+                                       ("spatial_worst", True), ("ε-ball", True), ("=HYPERLINK(1)", False),
+                                       ("+1", False), ("-x", False), ("@sum", False), (" m", False), ("m ", False),
+                                       ("x=1+2", True)])
 def test_labels_without_markup_or_path_separators(tmp_path, label, ok):
     """Labels become Markdown/HTML table headers and file names: | < > & ` / \\ are refused, with the reason."""
     path = _config(tmp_path)
@@ -279,7 +281,8 @@ def test_labels_without_markup_or_path_separators(tmp_path, label, ok):
     if ok:
         assert load_config(path).attacks[0].label == label
         return
-    with pytest.raises(ConfigError, match=r"attacks\[0\]\.label: .*a name or label is one line of text without"):
+    reasons = "(is one line of text without|may not start|is shown)"
+    with pytest.raises(ConfigError, match=rf"attacks\[0\]\.label: .*a name or label {reasons}"):
         load_config(path)
 
 

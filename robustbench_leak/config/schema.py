@@ -24,6 +24,11 @@ def _check_label(value: str) -> str:
         raise ValueError(f"contains {', '.join(repr(c) for c in bad)}; a name or label is one line of text without "
                          "/ \\ | < > & ` (they would be path separators in file names, or change the Markdown and "
                          "HTML tables it appears in)")
+    if value[0] in "=+-@":
+        raise ValueError(f"starts with {value[0]!r}; a name or label may not start with = + - @ (a spreadsheet "
+                         "opening the leaderboard's CSV would run it as a formula)")
+    if value != value.strip():
+        raise ValueError("starts or ends with a space; a name or label is shown and matched as written")
     return value
 
 
