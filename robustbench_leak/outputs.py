@@ -56,9 +56,11 @@ def _check_out_dir(out: Path, what: str) -> None:
         raise ValueError(f"{out}: {what}: {probe} is not writable")
     from .store import STORE_NAME, check_store_file
 
-    if out.is_dir() and (out / STORE_NAME).is_file():
-        check_store_file(out / STORE_NAME)  # a damaged or another program's store says so, not "not ours"
-    if out.is_dir() and any(p.name not in (MARKER, ".rbleak.lock", "weights") for p in out.iterdir()) \
+    has_store = out.is_dir() and (out / STORE_NAME).is_file()
+    if has_store:  # a damaged or another program's store says so, not "not ours"; once it passes, the folder is ours
+        check_store_file(out / STORE_NAME)
+    if not has_store and out.is_dir() \
+            and any(p.name not in (MARKER, ".rbleak.lock", "weights") for p in out.iterdir()) \
             and not is_rbleak_folder(out):
         raise ValueError(f"{out}: {what}: the folder holds files that rbleak did not write; give a new or empty "
                          "folder, or an rbleak run folder")
