@@ -5,8 +5,10 @@ Each look runs the config with the first k seeds (the config's own seeds, then t
 the claim set's primary comparisons on the seeds both models of each have finished, and tests them against
 their O'Brien-Fleming boundaries on the information fraction, with the variance components estimated at this
 look (s^2 and V_sh of the crossed model). Every look is stored on the run it followed (``runs.looks``) and
-printed by ``rbleak claims``. A restarted sequential run starts a new design: the error rate holds for one
-uninterrupted sequence of looks.
+printed by ``rbleak claims``. A run stopped between looks (``--time-limit``, an interrupt) resumes its design:
+the next run into the same folder with the same claim set, batch, cap and rules takes up the stored looks (the
+information fractions, local levels and states of each comparison) and goes on to the next look, so the error
+rate holds for the whole sequence across sessions. A finished sequence, or one with other settings, starts anew.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Callable
 
 from .config import Config
 from .sequential import Comparison, Family, fractions_for
+from .store.schema import STORE_NAME
 from .run.driver import CellsFailed, record_looks
 from .run.tasks import EvalTask
 
@@ -75,6 +78,39 @@ def _unless_primary(failed: CellsFailed, claim_set, log: Log) -> None:
         + (f"; and {len(labels) - 6} more" if len(labels) > 6 else "") + "); the look goes on")
 
 
+def _resumable(out: Path, claim_set, batch: int, cap: int, sizes: list[int], r) -> list[dict]:
+    """The stored looks of an unfinished design this run continues ([] when there is none): same claim set,
+    batch, cap, level and futility threshold, the same primary comparisons in the same order, looks taken at
+    this design's sizes, and no stop reason yet."""
+    from .report.sequential_looks import stored_looks
+
+    looks = stored_looks(out) if (Path(out) / STORE_NAME).exists() else []
+    if not looks or looks[-1].get("reason"):
+        return []
+    first = looks[0]
+    if (first.get("claim_set"), first.get("batch"), first.get("cap"), first.get("alpha"), first.get("futility")) \
+            != (claim_set.name, batch, cap, r.alpha, r.sequential.futility):
+        return []
+    prefixes = [f"{p.a} vs {p.b} on {p.attack} (" for spec in claim_set.claims if spec.role == "primary"
+                for p in spec.comparisons]
+    names = first.get("comparisons") or []
+    if len(names) != len(prefixes) or not all(n.startswith(p) for n, p in zip(names, prefixes)):
+        return []
+    if [look["seeds"] for look in looks] != sizes[:len(looks)] or len(looks) >= len(sizes):
+        return []
+    if any(look.get("comparisons") != names for look in looks):
+        return []
+    return looks
+
+
+def _resumed_family(looks: list[dict]) -> Family:
+    last = looks[-1]
+    m = len(last["comparisons"])
+    return Family(m, last["alpha"], last["futility"],
+                  history=[[float(look["fractions"][j]) for look in looks] for j in range(m)],
+                  levels=[float(x) for x in last["levels"]], status=list(last["decided"]))
+
+
 def run_until_decided(config: Config, out: Path, claim_set_name: str, batch: int, cap: int,
                       run: Callable[..., Path], log: Log) -> dict:
     """Looks at the config's number of seeds (at least 2), then every ``batch`` more, up to ``cap``; ``run``
@@ -88,8 +124,12 @@ def run_until_decided(config: Config, out: Path, claim_set_name: str, batch: int
     sizes = look_sizes(max(2, min(len(config.run.seeds), cap)), batch, cap)
     r = rules()
     family: Family | None = None
-    looks: list[dict] = []
-    record: dict = {}
+    looks = _resumable(out, claim_set, batch, cap, sizes, r)
+    record: dict = looks[-1] if looks else {}
+    if looks:
+        family = _resumed_family(looks)
+        log(f"[look] resuming the sequential design after look {len(looks)} at {looks[-1]['seeds']} seeds")
+        sizes = [k for k in sizes if k > looks[-1]["seeds"]]
     for n, k in enumerate(sizes):
         step = config.model_copy(update={"run": config.run.model_copy(update={"seeds": order[:k]})})
         try:

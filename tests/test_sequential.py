@@ -221,3 +221,45 @@ def test_a_look_goes_on_past_failed_cells_no_primary_comparison_reads(tmp_path):
     assert len(lines) == 1 and "no primary comparison reads" in lines[0] and "deepfool" in lines[0]
     with pytest.raises(CellsFailed):
         _unless_primary(failed("clean"), claim_set, lines.append)
+
+
+def test_a_sequential_run_stopped_between_looks_resumes_its_design(tmp_path, monkeypatch):
+    """Stopped by its time limit before its second look and run again, a sequential run takes up the stored
+    looks (fractions, levels, states) instead of taking look 1 anew: its looks equal an uninterrupted run's."""
+    from robustbench_leak.config import load_config
+    from robustbench_leak.pipeline import run_config
+    from robustbench_leak.report.sequential_looks import stored_looks
+    from robustbench_leak.run.deadline import TimeLimitReached
+    from robustbench_leak.sequential_run import run_until_decided
+
+    monkeypatch.setenv("RBLEAK_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "seq.yaml").write_text(SEQ_CONFIG)
+    # an equivalence claim with a generous margin on near-identical models stays open for a few looks
+    (tmp_path / "claims.yaml").write_text(SEQ_CLAIMS.replace("directional", "equivalence"))
+    config, claims = load_config(tmp_path / "seq.yaml"), str(tmp_path / "claims.yaml")
+
+    def run(step, where, claim_sets):
+        return run_config(step, where, progress=False, claim_sets=claim_sets, formats=())
+
+    run_until_decided(config, tmp_path / "whole", claims, 1, 4, run, lambda line: None)
+    whole = stored_looks(tmp_path / "whole")
+    assert len(whole) >= 2, "the design must take a second look for this test to mean anything"
+
+    calls: list[int] = []
+
+    def stops_before_the_second_look(step, where, claim_sets):
+        calls.append(len(step.run.seeds))
+        if len(calls) == 2:
+            raise TimeLimitReached("--time-limit")
+        return run(step, where, claim_sets)
+
+    with pytest.raises(TimeLimitReached):
+        run_until_decided(config, tmp_path / "resumed", claims, 1, 4, stops_before_the_second_look, lambda line: None)
+    assert len(stored_looks(tmp_path / "resumed")) == 1
+    log: list[str] = []
+    run_until_decided(config, tmp_path / "resumed", claims, 1, 4, run, log.append)
+    assert "resuming the sequential design after look 1 at 2 seeds" in log[0]
+    assert stored_looks(tmp_path / "resumed") == whole
+    # other settings (here the cap) start a new design: its first look is at 2 seeds again
+    run_until_decided(config, tmp_path / "resumed", claims, 1, 5, run, log.append)
+    assert stored_looks(tmp_path / "resumed")[0]["seeds"] == 2 and stored_looks(tmp_path / "resumed")[0]["cap"] == 5
