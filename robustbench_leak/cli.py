@@ -20,16 +20,13 @@ from .run.lock import OutDirLocked
 def _cmd_run(args: argparse.Namespace) -> None:
     from .config import load_config
     from .pipeline import run_config
-    from .store import STORE_NAME, check_store_file
-
     from .config.overrides import with_overrides
 
     config = with_overrides(load_config(args.config, engine=args.engine),
                             seeds=None if args.seeds is None else _seed_list(args.seeds, "--seeds"),
                             executor=args.executor, address=args.address, connect_timeout=args.connect_timeout)
     out = Path(args.out) if args.out else Path("runs") / config.name
-    check_out_dir(out, "--out")
-    check_store_file(out / STORE_NAME)
+    check_out_dir(out, "--out")  # a store there is checked too (damage, another program's file)
     if args.publish_weights:
         from .run.driver import WEIGHTS_DIR
 

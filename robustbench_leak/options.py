@@ -1,11 +1,12 @@
-"""Options of registered factories (models, dataset loaders) checked against their signatures, and the
-bounded ``repr`` every error message uses."""
+"""Options of registered factories (models, dataset loaders) checked against their signatures, the
+bounded ``repr`` every error message uses, and the walk every folder option's check starts with."""
 
 from __future__ import annotations
 
 import difflib
 import inspect
 import typing
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -16,6 +17,15 @@ def short(value: Any, limit: int = 60) -> str:
     """``repr`` cut to ``limit`` characters: a message never formats an unbounded value."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` itself when it exists, else its nearest existing ancestor (where a folder would be made: a
+    file there means none can be)."""
+    probe = Path(path)
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    return probe
 
 
 def did_you_mean(name: Any, choices: Iterable[str]) -> str:

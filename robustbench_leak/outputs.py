@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from .options import short
+from .options import nearest_existing, short
 
 MARKER = ".rbleak"
 
@@ -44,12 +44,7 @@ def check_out_dir(out: Path, what: str) -> None:
 def _check_out_dir(out: Path, what: str) -> None:
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: {what}: is a file; an output folder is expected")
-    probe = out
-    while not probe.exists():
-        parent = probe.parent
-        if parent == probe:
-            break
-        probe = parent
+    probe = nearest_existing(out)
     if probe.exists() and not probe.is_dir():
         raise ValueError(f"{out}: {what}: {probe} is a file, so no folder can be made under it")
     if not os.access(probe, os.W_OK | os.X_OK):

@@ -4,6 +4,7 @@ one line that names the file (and the cell), leaves the file as it was, and neve
 from __future__ import annotations
 
 import hashlib
+import os
 import lzma
 import shutil
 import sqlite3
@@ -141,3 +142,31 @@ def test_decode_reads_back_what_encode_wrote():
     with pytest.raises(ValueError, match="cut short"):
         n, header, blob = encode(cols)
         decode(n, header, blob[:len(blob) // 2])
+
+
+def test_a_store_damaged_after_it_passed_is_checked_again(finished_run, tmp_path):
+    """The check runs once per version of a file in a process (readers open a store several times per
+    command), so a store damaged in place after it passed (same size) must be checked anew."""
+    from robustbench_leak.store import schema
+
+    folder = _copy(finished_run, tmp_path / "later")
+    store = folder / "results.sqlite"
+    check_store_file(store)
+    check_store_file(store)  # just written (a copy): within git's "racy" 2 s, so not remembered
+    old = store.stat().st_mtime - 60
+    os.utime(store, (old, old))
+    calls: list[Path] = []
+    real = schema._check_store_file
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(schema, "_check_store_file", lambda p: (calls.append(p), real(p))[1])
+        check_store_file(store)
+        check_store_file(store)
+        assert len(calls) == 1
+        data = bytearray(store.read_bytes())
+        page = int.from_bytes(data[16:18], "big")
+        data[3 * page:3 * page + 200] = b"\x5a" * 200
+        with open(store, "r+b") as fh:  # in place: same inode, same size
+            fh.write(bytes(data))
+        with pytest.raises(StoreError, match="damaged SQLite file"):
+            check_store_file(store)
+        assert len(calls) == 2

@@ -155,3 +155,15 @@ def test_retrained_weights_must_be_those_the_stored_cells_attacked(tmp_path, mon
     capsys.readouterr()
     assert main(["run", str(more), "--out", str(out), "--quiet"]) == 1
     assert "are not those its stored cells attacked" in capsys.readouterr().err
+
+
+def test_earlier_unfinished_runs_are_named_in_one_note_per_way_they_ended():
+    """A store resumed over many sessions has many interrupted runs: one note per status names them all."""
+    runs = {"a": {"status": "interrupted", "started_at": "t0"}, "b": {"status": "interrupted", "started_at": "t1"},
+            "c": {"status": "failed", "started_at": "t2"}, "d": {"status": "done"}, "e": {"status": "running"}}
+    run = RunData(label="r", path=Path("x"), run={"run_id": "e", "status": "running"}, runs=runs,
+                  results=pd.DataFrame(), models=pd.DataFrame(), cells=pd.DataFrame(), specs={},
+                  samples=pd.DataFrame())
+    notes = run.unfinished_runs()
+    assert notes == ["2 runs of r ended interrupted (a, b); the results they stored are shown where they are the newest",
+                     "run c of r (started t2) ended failed; the results it stored are shown where they are the newest"]

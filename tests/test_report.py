@@ -152,7 +152,9 @@ def test_latex_is_booktabs_and_escaped(evil_run, tmp_path):
     assert "masking \\& 100\\% \\textless{}b\\textgreater{}bad" in body and "\\dag1" in body
     assert "50.0 [45.0, 55.0]" in body  # clean accuracy with its interval, the header carries the %
     md = (tmp_path / "leaderboard.md").read_text()
-    assert EVIL in md and "⚠[1]" in md
+    assert "⚠[1]" in md and "<script>" not in md and "<b>bad" not in md  # Markdown renders raw HTML: escaped
+    assert "cnn &lt;script&gt;alert(\"x\")&lt;/script&gt; &amp; 50%_{x}" in md
+    assert "masking &amp; 100% &lt;b&gt;bad&lt;/b&gt;" in md
 
 
 def test_html_escapes_everything_and_is_self_contained(evil_run, tmp_path):
@@ -282,7 +284,8 @@ def test_protocol_is_stated_with_every_table(tmp_path):
     assert set(meta["columns"]) == set(pd.read_csv(out / "leaderboard.csv").columns)
     svg = (out / "plots" / "accuracy_vs_robustness.svg").read_text()
     assert "CPU-scale protocol: width 4 &amp; &lt;2&gt; layers" in svg and any(p.suffix == ".png" for p in figures)
-    assert f"> **Note:** protocol of run r: {protocol}" in (out / "leaderboard.md").read_text()
+    md = (out / "leaderboard.md").read_text()  # Markdown renders raw HTML: escaped as in the HTML page
+    assert "> **Note:** protocol of run r: CPU-scale protocol: width 4 &amp; &lt;2&gt; layers" in md
     html = (out / "leaderboard.html").read_text()
     assert '<p class="note protocol">protocol of run r: CPU-scale protocol: width 4 &amp; &lt;2&gt; layers</p>' in html
     caption = next(line for line in (out / "leaderboard.tex").read_text().splitlines() if "caption" in line)

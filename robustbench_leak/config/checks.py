@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..options import did_you_mean
+from ..options import did_you_mean, nearest_existing
 from .errors import ConfigError, format_validation, short
 from .schema import DatasetCfg, ResolvedAttack, RunConfig, TrainingCfg
 
@@ -19,9 +19,7 @@ def check_cache_dir(run: RunConfig, path: str) -> None:
         return
     from pathlib import Path
 
-    probe = Path(run.cache_dir).expanduser()
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
+    probe = nearest_existing(Path(run.cache_dir).expanduser())
     if probe.exists() and not probe.is_dir():
         raise ConfigError(f"{path}: cache_dir: {short(run.cache_dir, 200)}: {probe} is a file; a folder is expected")
 

@@ -21,8 +21,8 @@ from ..metrics import METRIC_DOCS, ROBUST_ACCURACY_DOCS
 from ..outputs import mark_folder
 from ..stats import t_interval
 from ..store import STORE_NAME
-from .fmt import (BASE_COLUMNS, INTERVAL_DOCS, PERCENT_METRICS, cell_text, higher_is_better, human, metric_cells,
-                  metric_columns, rank_order, split_column)
+from .fmt import (BASE_COLUMNS, INTERVAL_DOCS, PERCENT_METRICS, cell_text, higher_is_better, human, md_text,
+                  metric_cells, metric_columns, rank_order, split_column)
 from .loader import RunData, load_runs
 
 BASE_DOCS = {
@@ -192,11 +192,12 @@ def to_markdown(table: pd.DataFrame, legend: dict[str, str], rank_col: str, titl
     """The leaderboard as Markdown; ``notes`` (e.g. incomplete runs) go under the title."""
     metric_cols = metric_columns(table)
     show_run = table["run"].nunique() > 1 if "run" in table.columns else False
-    lines = [f"# {title}", "", f"Ranked by `{rank_col}` ({rank_order(rank_col)}) within each dataset.", ""]
-    lines += [f"> **Note:** {note}" for note in notes] + ([""] if notes else [])
+    # the user's text (title, config description, names) with HTML's specials escaped, as in the HTML output
+    lines = [f"# {md_text(title)}", "", f"Ranked by `{rank_col}` ({rank_order(rank_col)}) within each dataset.", ""]
+    lines += [f"> **Note:** {md_text(note)}" for note in notes] + ([""] if notes else [])
     footnotes: list[str] = []
     for dataset, group in table.groupby("dataset", sort=False):
-        lines += [f"## {dataset}", ""]
+        lines += [f"## {md_text(dataset)}", ""]
         header = ["rank", "model", *(["run"] if show_run else []), "arch", "kernel", "window", "params", "FLOPs",
                   "seeds", *metric_cols]
         lines.append("| " + " | ".join(header) + " |")
@@ -206,11 +207,11 @@ def to_markdown(table: pd.DataFrame, legend: dict[str, str], rank_col: str, titl
                      str(r.window), human(r.params), human(r.flops), str(r.seeds)]
             cells += metric_cells(r, metric_cols, cell_text, footnotes,
                                   lambda attack, flags: f"{attack}, {r.model} ({r.run}): {flags}", lambda n: f" ⚠[{n}]")
-            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+            lines.append("| " + " | ".join(md_text(c) for c in cells) + " |")
         lines.append("")
     if footnotes:
         lines += ["Flagged by a sanity check (values kept, read them with care):", ""]
-        lines += [f"{i}. {note}" for i, note in enumerate(footnotes, 1)] + [""]
+        lines += [f"{i}. {md_text(note)}" for i, note in enumerate(footnotes, 1)] + [""]
     lines += ["## Attacks", ""]
     lines += [f"- **{key.split(':', 1)[1]}**: {text}" for key, text in legend.items() if key.startswith("attack:")]
     lines += ["", "## Legend", ""]

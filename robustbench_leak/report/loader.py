@@ -65,15 +65,23 @@ class RunData:
         return out
 
     def unfinished_runs(self) -> list[str]:
-        """One sentence per earlier run that did not finish (the latest one is covered by ``incomplete``)."""
-        out = []
+        """One sentence per way earlier runs ended unfinished (the latest run is covered by ``incomplete``),
+        naming each such run: a store resumed over many sessions has many interrupted runs."""
+        by_status: dict[str, list[tuple[str, dict]]] = {}
         for run_id, run in self.runs.items():
             status = run.get("status") or "unknown"
-            if run_id == self.run["run_id"] or status == "done":
-                continue
+            if run_id != self.run["run_id"] and status != "done":
+                by_status.setdefault(status, []).append((run_id, run))
+        out = []
+        for status, runs in by_status.items():
             what = {"running": "never finished (killed, or still running)"}.get(status, f"ended {status}")
-            out.append(f"run {run_id} of {self.label} (started {run.get('started_at')}) {what}; the results it "
-                       "stored are shown where they are the newest")
+            if len(runs) == 1:
+                run_id, run = runs[0]
+                out.append(f"run {run_id} of {self.label} (started {run.get('started_at')}) {what}; the results it "
+                           "stored are shown where they are the newest")
+            else:
+                out.append(f"{len(runs)} runs of {self.label} {what} ({', '.join(r for r, _ in runs)}); the results "
+                           "they stored are shown where they are the newest")
         return out
 
     def description(self) -> str:

@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 from ..config import Config
 from ..models.checkpoints import default_cache_dir
+from ..options import nearest_existing
 from ..store import STORE_NAME, StoreReader, StoreWriter
 from .deadline import Deadline, TimeLimitReached, before_backstop
 from .executor import Executor, Job, LocalExecutor, Outcome
@@ -239,9 +240,7 @@ def _check_cache_dir(config: Config, out: Path) -> None:
     """The checkpoint cache is a folder, or can be made one: refused in one line naming where it came from
     (the config's ``cache_dir``, ``RBLEAK_CACHE_DIR`` or the default) before the run is recorded."""
     path = _cache_dir(config, out)
-    probe = path
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
+    probe = nearest_existing(path)
     if probe.exists() and not probe.is_dir():
         source = (f"{config.path}: cache_dir" if config.run.cache_dir and path != out / WEIGHTS_DIR
                   else "RBLEAK_CACHE_DIR" if os.environ.get("RBLEAK_CACHE_DIR") else "the default checkpoint cache")

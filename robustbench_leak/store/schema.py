@@ -8,6 +8,7 @@ active. Both first refuse, untouched, any file that is not an rbleak store (``ch
 from __future__ import annotations
 
 import sqlite3
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
@@ -78,9 +79,32 @@ def _header_size(header: bytes) -> int | None:
     return page_size * pages
 
 
+_CHECKED: dict[tuple, None] = {}  # stores that passed, by file identity (path, inode, size, times)
+
+
 def check_store_file(path: Path) -> None:
     """Raise ``StoreError`` unless ``path`` is an rbleak store (or does not exist yet); reads only the header
-    and, through a read-only connection, the table names."""
+    and, through a read-only connection, the table names and every page's structure. A file that passed is
+    not checked again in this process until it changes (a writer in another process changes its mtime)."""
+    path = Path(path)
+    try:
+        st = path.stat()
+        # as git's racy-clean rule: a file changed within the last 2 s may change again inside the same
+        # timestamp tick, so only older files are remembered
+        key = None if Path(f"{path}-wal").exists() or time.time() - st.st_mtime < 2 else \
+            (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    except (OSError, RuntimeError):  # not there, a name the system refuses, a symlink loop: the full check says
+        key = None
+    if key is not None and key in _CHECKED:
+        return
+    _check_store_file(path)
+    if key is not None and path.is_file():
+        if len(_CHECKED) >= 64:
+            _CHECKED.pop(next(iter(_CHECKED)))
+        _CHECKED[key] = None
+
+
+def _check_store_file(path: Path) -> None:
     if not path.exists():
         return
     if not path.is_file():
