@@ -1,14 +1,17 @@
 """``rbleak run CONFIG --until-decided SET``: add training seeds in batches until every primary comparison of
 the claim set is decided or futile, or the cap on seeds is reached (the design: :mod:`robustbench_leak.sequential`).
 
-Each look runs the config with the first k seeds (the config's own seeds, then the next integers), evaluates
+Each look first runs the cells its primary comparisons read (their models and attacks) for the first k seeds
+(the config's own seeds, then the next integers), so the decision comes as early as the CPU allows; after the
+look the rest of the protocol runs for the same seeds, so every seed added gets the whole protocol. It evaluates
 the claim set's primary comparisons on the seeds both models of each have finished, and tests them against
 their O'Brien-Fleming boundaries on the information fraction, with the variance components estimated at this
 look (s^2 and V_sh of the crossed model). Every look is stored on the run it followed (``runs.looks``) and
 printed by ``rbleak claims``. A run stopped between looks (``--time-limit``, an interrupt) resumes its design:
 the next run into the same folder with the same claim set, batch, cap and rules takes up the stored looks (the
 information fractions, local levels and states of each comparison) and goes on to the next look, so the error
-rate holds for the whole sequence across sessions. A finished sequence, or one with other settings, starts anew.
+rate holds for the whole sequence across sessions. A finished sequence run again completes its seeds' cells and
+takes no new look; one with other settings starts anew.
 """
 
 from __future__ import annotations
@@ -65,6 +68,26 @@ def check_claim_set(config: Config, claim_set_name: str):
     return claim_set
 
 
+def primary_step(config: Config, claim_set) -> Config | None:
+    """The config cut to the models and attacks the primary comparisons read (this config's claims), or None
+    when that is the whole config: a look needs only these cells, so they run first."""
+    here = Path(config.path or "").name
+    pairs = [p for spec in claim_set.claims if spec.role == "primary" and (not spec.config or spec.config == here)
+             for p in spec.comparisons]
+    models = {name for p in pairs for name in (p.a, p.b)}
+    attacks = {p.attack for p in pairs}
+    kept_models = [m for m in config.run.models if m.name in models]
+    kept_attacks = [a for a in config.attacks if a.label in attacks]
+    if len(kept_models) == len(config.run.models) and len(kept_attacks) == len(config.attacks):
+        return None
+    return config.model_copy(update={"attacks": kept_attacks,
+                                     "run": config.run.model_copy(update={"models": kept_models})})
+
+
+def _with_seeds(config: Config, seeds: list[int]) -> Config:
+    return config.model_copy(update={"run": config.run.model_copy(update={"seeds": seeds})})
+
+
 def _unless_primary(failed: CellsFailed, claim_set, log: Log) -> None:
     """Re-raise ``failed`` when a failed cell is one a primary comparison reads; otherwise say which cells
     failed and let the look go on (e.g. cells of models whose weights cannot be reproduced here)."""
@@ -78,14 +101,14 @@ def _unless_primary(failed: CellsFailed, claim_set, log: Log) -> None:
         + (f"; and {len(labels) - 6} more" if len(labels) > 6 else "") + "); the look goes on")
 
 
-def _resumable(out: Path, claim_set, batch: int, cap: int, sizes: list[int], r) -> list[dict]:
-    """The stored looks of an unfinished design this run continues ([] when there is none): same claim set,
-    batch, cap, level and futility threshold, the same primary comparisons in the same order, looks taken at
-    this design's sizes, and no stop reason yet."""
+def _stored_design(out: Path, claim_set, batch: int, cap: int, sizes: list[int], r) -> list[dict]:
+    """The stored looks of the design this run continues ([] when there is none): same claim set, batch, cap,
+    level and futility threshold, the same primary comparisons in the same order, looks taken at this
+    design's sizes (a last look with a stop reason: the design is finished)."""
     from .report.sequential_looks import stored_looks
 
     looks = stored_looks(out) if (Path(out) / STORE_NAME).exists() else []
-    if not looks or looks[-1].get("reason"):
+    if not looks:
         return []
     first = looks[0]
     if (first.get("claim_set"), first.get("batch"), first.get("cap"), first.get("alpha"), first.get("futility")) \
@@ -96,7 +119,7 @@ def _resumable(out: Path, claim_set, batch: int, cap: int, sizes: list[int], r) 
     names = first.get("comparisons") or []
     if len(names) != len(prefixes) or not all(n.startswith(p) for n, p in zip(names, prefixes)):
         return []
-    if [look["seeds"] for look in looks] != sizes[:len(looks)] or len(looks) >= len(sizes):
+    if [look["seeds"] for look in looks] != sizes[:len(looks)]:
         return []
     if any(look.get("comparisons") != names for look in looks):
         return []
@@ -124,18 +147,28 @@ def run_until_decided(config: Config, out: Path, claim_set_name: str, batch: int
     sizes = look_sizes(max(2, min(len(config.run.seeds), cap)), batch, cap)
     r = rules()
     family: Family | None = None
-    looks = _resumable(out, claim_set, batch, cap, sizes, r)
+    primary = primary_step(config, claim_set)
+
+    def run_step(step: Config) -> None:
+        try:
+            run(step, out, claim_sets=[claim_set])
+        except CellsFailed as failed:
+            _unless_primary(failed, claim_set, log)
+
+    looks = _stored_design(out, claim_set, batch, cap, sizes, r)
     record: dict = looks[-1] if looks else {}
+    if looks and looks[-1].get("reason"):
+        log(f"[look] the sequential design stopped at look {len(looks)} at {looks[-1]['seeds']} seeds "
+            f"({looks[-1]['reason']}); completing its seeds' cells")
+        run_step(_with_seeds(config, order[:looks[-1]["seeds"]]))
+        return record
     if looks:
         family = _resumed_family(looks)
         log(f"[look] resuming the sequential design after look {len(looks)} at {looks[-1]['seeds']} seeds")
         sizes = [k for k in sizes if k > looks[-1]["seeds"]]
     for n, k in enumerate(sizes):
-        step = config.model_copy(update={"run": config.run.model_copy(update={"seeds": order[:k]})})
-        try:
-            run(step, out, claim_sets=[claim_set])
-        except CellsFailed as failed:
-            _unless_primary(failed, claim_set, log)
+        # the cells the look reads first, then (after the look) the rest of the protocol for the same seeds
+        run_step(_with_seeds(primary or config, order[:k]))
         claims, info = evaluate_claims(out, claim_set)
         comps = [(claim, c) for claim in claims if claim.role == "primary" and not claim.missing
                  for c in claim.comparisons]
@@ -163,6 +196,8 @@ def run_until_decided(config: Config, out: Path, claim_set_name: str, batch: int
         record_looks(out, info["run_id"], json.dumps(looks))
         log(f"look {len(looks)} at {k} seeds: " + "; ".join(f"{nm}: {st}" for nm, st in zip(names, look.decided))
             + (f" -> stop: {look.reason}" if look.reason else ""))
+        if primary is not None:
+            run_step(_with_seeds(config, order[:k]))
         if look.reason:
             break
     return record

@@ -263,3 +263,38 @@ def test_a_sequential_run_stopped_between_looks_resumes_its_design(tmp_path, mon
     # other settings (here the cap) start a new design: its first look is at 2 seeds again
     run_until_decided(config, tmp_path / "resumed", claims, 1, 5, run, log.append)
     assert stored_looks(tmp_path / "resumed")[0]["seeds"] == 2 and stored_looks(tmp_path / "resumed")[0]["cap"] == 5
+
+
+def test_a_look_runs_the_cells_it_reads_first_and_every_seed_gets_the_whole_protocol(tmp_path, monkeypatch):
+    """Before each look only the primary comparisons' models and attacks run for its seeds; after it, the rest
+    of the protocol for the same seeds. A finished design run again completes its cells and takes no look."""
+    from robustbench_leak.config import load_config
+    from robustbench_leak.pipeline import run_config
+    from robustbench_leak.report.sequential_looks import stored_looks
+    from robustbench_leak.sequential_run import run_until_decided
+
+    monkeypatch.setenv("RBLEAK_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "seq.yaml").write_text(SEQ_CONFIG.replace(
+        "attacks:\n  - clean", "attacks:\n  - clean\n  - {preset: deepfool, n_samples: 8, params: {max_iter: 3}}"))
+    (tmp_path / "claims.yaml").write_text(SEQ_CLAIMS)
+    config, claims, out = load_config(tmp_path / "seq.yaml"), str(tmp_path / "claims.yaml"), tmp_path / "out"
+    calls: list[tuple[int, list[str]]] = []
+
+    def run(step, where, claim_sets):
+        calls.append((len(step.run.seeds), [a.label for a in step.attacks]))
+        return run_config(step, where, progress=False, claim_sets=claim_sets, formats=())
+
+    run_until_decided(config, out, claims, 1, 3, run, lambda line: None)
+    looks = stored_looks(out)
+    assert calls[:2] == [(2, ["clean"]), (2, ["clean", "deepfool"])]
+    assert calls == [(look["seeds"], attacks) for look in looks for attacks in (["clean"], ["clean", "deepfool"])]
+    import robustbench_leak as rb
+
+    results = rb.load_results(out).metrics
+    done = set(zip(results.attack, results.seed))
+    assert {("deepfool", s) for s in range(looks[-1]["seeds"])} <= done
+    calls.clear()
+    lines: list[str] = []
+    run_until_decided(config, out, claims, 1, 3, run, lines.append)
+    assert calls == [(looks[-1]["seeds"], ["clean", "deepfool"])] and "stopped at look" in lines[0]
+    assert stored_looks(out) == looks
