@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 import typing
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -50,8 +51,33 @@ def option_schema(name: str, fn: Callable[..., Any], defaults: dict[str, Any],
                                                                     allow_inf_nan=False), **fields)
 
 
+def _non_finite(value: Any, path: str) -> str | None:
+    """The path of the first NaN or infinity inside ``value`` (nested mappings and lists), or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _non_finite(item, f"{path}.{key}" if path else str(key))
+        if found:
+            return found
+    return None
+
+
 def validate_options(schema: type[BaseModel], options: dict[str, Any]) -> None:
-    """``ValueError`` '<option>: <what is wrong> (got <value>)' for the first bad option."""
+    """``ValueError`` '<option>: <what is wrong> (got <value>)' for the first bad option. Numbers nested in a
+    free-form option (``timm_kwargs``) must be finite too: NaN passes every range check of the code they reach
+    (``nn.Dropout(nan)`` builds, then fails in the first forward)."""
+    path = _non_finite(options, "")
+    if path:
+        value: Any = options
+        for part in path.split("."):
+            value = value[int(part) if isinstance(value, (list, tuple)) else part]
+        raise ValueError(f"{path}: Input should be a finite number (got {value})")
     try:
         schema(**options)
     except ValidationError as exc:

@@ -244,3 +244,26 @@ def test_presets_and_configs_are_found_config_folder_then_working_directory_then
     assert find_config("quickstart-minnorm") == shipped_dir("configs") / "quickstart-minnorm.yaml"
     with pytest.raises(ConfigError, match="did you mean 'quickstart'"):
         find_config("quickstrat")
+
+
+TINY_MODEL = "arch: tomen_cnn\n    options: {n_layers: 3, width: 8, kernel_size: 3, window: none}"
+
+
+@pytest.mark.parametrize("arch, expected", [
+    # a value only a forward pass checks (nn.Dropout(7) builds)
+    ("arch: timm:resnet18\n    options: {timm_kwargs: {drop_rate: 7}}", "dropout probability"),
+    # an input the architecture cannot take
+    ("arch: timm:vit_tiny_patch16_224", "doesn't match model (224)"),
+    # NaN nested in a free-form option passes every range check of the code it reaches
+    ("arch: timm:resnet18\n    options: {timm_kwargs: {drop_rate: .nan}}", "timm_kwargs.drop_rate: Input should be a finite"),
+])
+def test_a_model_that_cannot_run_on_the_data_fails_before_any_work(tmp_path, arch, expected):
+    assert TINY_MODEL in TINY_CONFIG
+    _, msg = _error(tmp_path, TINY_CONFIG.replace(TINY_MODEL, arch))
+    assert "models[0]" in msg and expected in msg and "\n" not in msg
+
+
+def test_a_model_sized_for_the_data_passes_the_forward_check(tmp_path):
+    _, config = _load(tmp_path, TINY_CONFIG.replace(
+        TINY_MODEL, "arch: timm:vit_tiny_patch16_224\n    options: {timm_kwargs: {img_size: 28, patch_size: 4}}"))
+    assert config.run.models[0].arch == "timm:vit_tiny_patch16_224"

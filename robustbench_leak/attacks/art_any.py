@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import math
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from ..options import short
 from ..metrics import L2_MEDIAN, LINF_MEDIAN, ROBUST_ACCURACY, SUCCESS_RATE, flat_l2, prediction_metrics
 from ..runtime import predict
 from .art import _quiet_art, art_classifier, num_classes_of
@@ -33,6 +35,25 @@ def art_evasion_class(name: str) -> type:
                        and hasattr(getattr(evasion, n), "generate"))
         raise ValueError(f"ART has no evasion attack {name!r}; available: {', '.join(known)}")
     return cls
+
+
+def _check_values(name: str, art_cls: type, params: dict[str, Any]) -> None:
+    """``ValueError`` (one line) for values ART would refuse only when the attack runs: ART checks them in the
+    constructor, so the attack is built once on a small stand-in classifier; NaN, which ART's range checks
+    let through, and infinities other than a ``norm`` are refused here."""
+    for key, value in params.items():
+        if isinstance(value, float) and (math.isnan(value) or (math.isinf(value) and key != "norm")):
+            raise ValueError(f"ART attack {name!r} parameter {key!r} must be a finite number, got {value}")
+    _quiet_art()
+    stand_in = art_classifier(nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10)), (1, 28, 28), 10,
+                              torch.device("cpu"))
+    kwargs = {"verbose": False} if "verbose" in inspect.signature(art_cls.__init__).parameters else {}
+    try:
+        art_cls(stand_in, **params, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - ART raises ValueError, TypeError, its own EstimatorError, ...
+        text = " ".join(str(exc).split())[:300] or type(exc).__name__
+        given = ", ".join(f"{k}={short(v)}" for k, v in params.items()) or "the defaults"
+        raise ValueError(f"ART attack {name!r} refuses its parameters ({given}): {text}") from None
 
 
 @register_attack
@@ -64,6 +85,7 @@ class ArtEvasion(Attack):
                              f"allowed: {', '.join(allowed)}")
         if "batch_size" in sig.parameters:
             params["batch_size"] = batch_size
+        _check_values(name, art_cls, params)
         return {"name": name, "batch_size": batch_size, **params}
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,

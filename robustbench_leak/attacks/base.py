@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -129,6 +131,10 @@ class Attack(ABC):
             if not ok:
                 raise ValueError(f"attack {cls.kind!r} parameter {name!r} must be {type(default).__name__}, "
                                  f"got {short(value)}")
+            if isinstance(value, float) and not math.isfinite(value):  # NaN passes every range comparison
+                raise ValueError(f"attack {cls.kind!r} parameter {name!r} must be a finite number"
+                                 + (f" ({cls.ranges[name].describe()})" if name in cls.ranges else "")
+                                 + f", got {short(value)}")
             if name == "budget" and value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                                            or value < 1):
                 raise ValueError(f"attack {cls.kind!r} parameter 'budget' must be an integer >= 1 (forward plus "

@@ -17,6 +17,7 @@ from .checks import (
     check_cache_dir,
     check_datasets,
     check_device,
+    check_forward,
     check_models,
     check_rank_by,
     dataset_spec,
@@ -65,6 +66,7 @@ def load_config(path: str | Path, engine: str | None = None) -> Config:
     check_cache_dir(run, str(path))
     check_models(run, str(path))
     datasets = check_datasets(run, str(path))
+    check_forward(run, datasets, str(path))
     resolve_matches(run, path)
     resolve_checkpoints(run, path)
     dirs = preset_dirs(path, run.attack_dirs)

@@ -83,6 +83,41 @@ def check_models(run: RunConfig, path: str) -> None:
         _check_fits_in_memory(built, trains=m.checkpoint is None, where=f"{path}: models[{i}].options", name=m.name)
 
 
+def check_forward(run: RunConfig, datasets: list[Any], path: str) -> None:
+    """Every model takes every dataset's images and returns one logit per class: one forward pass of two
+    blank images in training mode, on PyTorch's meta device (shapes only, no memory). A value that only a
+    forward pass checks (a timm ``drop_rate`` of 7) or an input the architecture cannot take (a channel or size
+    mismatch) fails now, in one line, not in the training cell after other models trained."""
+    import torch
+
+    from ..models.counting import build_for_counting
+
+    for i, m in enumerate(run.models):
+        for j, data in enumerate(datasets):
+            shape = tuple(int(n) for n in data.test_x.shape[1:])
+            where = (f"{path}: models[{i}]: {m.name!r} fails a forward pass on the images of datasets[{j}] "
+                     f"({data.name}, {'x'.join(map(str, shape))}, {data.num_classes} classes)")
+            try:
+                model = build_for_counting(m.arch, data.num_classes, data.in_chans, m.options)
+                device = next((p.device for p in model.parameters()), torch.device("cpu"))
+                if device.type != "meta":
+                    continue  # built with real values: a forward pass would cost real time; the cell checks it
+                model.train()
+                with torch.device("meta"), torch.no_grad():
+                    out = model(torch.zeros((2, *shape)))
+            except NotImplementedError:  # an operation without a meta kernel: not checkable for free
+                continue
+            except Exception as exc:  # noqa: BLE001 - whatever the model raises is the reason it cannot run
+                text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                if "meta" in text.lower():
+                    continue
+                raise ConfigError(f"{where}: {text[:200]}") from None
+            if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, data.num_classes):
+                got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                raise ConfigError(f"{where}: it returns {got} for 2 images; expected logits of shape "
+                                  f"(2, {data.num_classes})")
+
+
 def _physical_memory() -> int | None:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
