@@ -47,8 +47,9 @@ def test_superdeepfool_is_exact_on_a_linear_model_and_never_above_deepfool(linea
     adv, _ = superdeepfool_batch(model, x, c, steps=100, df_steps=100, overshoot=0.02, search_iter=SEARCH_ITER)
     assert (model(adv).argmax(1) != c).all()
     norm = (adv - x).flatten(1).norm(dim=1)
-    # the bisection stops within 2^-10 of the segment past the boundary
-    assert (norm >= d * (1 - 1e-5)).all() and (norm <= d * (1 + 1.02 * 2.0 ** -SEARCH_ITER) + 1e-6).all()
+    # the bisection stops within 2^-10 of the segment past the boundary; 1e-6 absolute both ways: float32
+    # pixels near 0.5 round at 6e-8 each, which on a 0.014 distance is 1.5e-5 relative (seen on an Intel CPU)
+    assert (norm >= d * (1 - 1e-5) - 1e-6).all() and (norm <= d * (1 + 1.02 * 2.0 ** -SEARCH_ITER) + 1e-6).all()
     df_norm = (deepfool_batch(model, x, **DEEPFOOL_EXACT)[0] - x).flatten(1).norm(dim=1)
     assert (norm <= df_norm * (1 + 1e-6)).all()
 
