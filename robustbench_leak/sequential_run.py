@@ -166,6 +166,8 @@ def run_until_decided(config: Config, out: Path, claim_set_name: str, batch: int
         family = _resumed_family(looks)
         log(f"[look] resuming the sequential design after look {len(looks)} at {looks[-1]['seeds']} seeds")
         sizes = [k for k in sizes if k > looks[-1]["seeds"]]
+        if primary is not None:  # the rest of the protocol the last look owed its seeds, before adding any
+            run_step(_with_seeds(config, order[:looks[-1]["seeds"]]))
     for n, k in enumerate(sizes):
         # the cells the look reads first, then (after the look) the rest of the protocol for the same seeds
         run_step(_with_seeds(primary or config, order[:k]))

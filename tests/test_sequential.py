@@ -298,3 +298,42 @@ def test_a_look_runs_the_cells_it_reads_first_and_every_seed_gets_the_whole_prot
     run_until_decided(config, out, claims, 1, 3, run, lines.append)
     assert calls == [(looks[-1]["seeds"], ["clean", "deepfool"])] and "stopped at look" in lines[0]
     assert stored_looks(out) == looks
+
+
+def test_a_run_stopped_after_a_look_completes_that_looks_seeds_before_adding_any(tmp_path, monkeypatch):
+    """Stopped after look 1 but before the rest of the protocol for its seeds, the resumed run first runs that
+    rest, then the next look's primary cells: the cells run in the order of an uninterrupted run."""
+    from robustbench_leak.config import load_config
+    from robustbench_leak.pipeline import run_config
+    from robustbench_leak.report.sequential_looks import stored_looks
+    from robustbench_leak.run.deadline import TimeLimitReached
+    from robustbench_leak.sequential_run import run_until_decided
+
+    monkeypatch.setenv("RBLEAK_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "seq.yaml").write_text(SEQ_CONFIG.replace(
+        "attacks:\n  - clean", "attacks:\n  - clean\n  - {preset: deepfool, n_samples: 8, params: {max_iter: 3}}"))
+    (tmp_path / "claims.yaml").write_text(SEQ_CLAIMS.replace("directional", "equivalence"))
+    config, claims = load_config(tmp_path / "seq.yaml"), str(tmp_path / "claims.yaml")
+    calls: list[tuple[int, list[str]]] = []
+
+    def run(step, where, claim_sets):
+        calls.append((len(step.run.seeds), [a.label for a in step.attacks]))
+        return run_config(step, where, progress=False, claim_sets=claim_sets, formats=())
+
+    run_until_decided(config, tmp_path / "whole", claims, 1, 4, run, lambda line: None)
+    whole_calls, whole = list(calls), stored_looks(tmp_path / "whole")
+    assert len(whole) >= 2, "the design must take a second look for this test to mean anything"
+
+    calls.clear()
+
+    def stops_after_the_first_look(step, where, claim_sets):
+        if len(calls) == 1:  # the first look is stored; the rest of its seeds' protocol is next
+            raise TimeLimitReached("--time-limit")
+        return run(step, where, claim_sets)
+
+    with pytest.raises(TimeLimitReached):
+        run_until_decided(config, tmp_path / "resumed", claims, 1, 4, stops_after_the_first_look, lambda line: None)
+    assert len(stored_looks(tmp_path / "resumed")) == 1 and calls == whole_calls[:1]
+    run_until_decided(config, tmp_path / "resumed", claims, 1, 4, run, lambda line: None)
+    assert calls == whole_calls
+    assert stored_looks(tmp_path / "resumed") == whole
