@@ -51,10 +51,10 @@ def option_schema(name: str, fn: Callable[..., Any], defaults: dict[str, Any],
                                                                     allow_inf_nan=False), **fields)
 
 
-def _non_finite(value: Any, path: str) -> str | None:
-    """The path of the first NaN or infinity inside ``value`` (nested mappings and lists), or None."""
+def _non_finite(value: Any, path: str) -> tuple[str, float] | None:
+    """The path and value of the first NaN or infinity inside ``value`` (nested mappings and lists), or None."""
     if isinstance(value, float):
-        return None if math.isfinite(value) else path
+        return None if math.isfinite(value) else (path, value)
     if isinstance(value, dict):
         items = value.items()
     elif isinstance(value, (list, tuple)):
@@ -72,12 +72,9 @@ def validate_options(schema: type[BaseModel], options: dict[str, Any]) -> None:
     """``ValueError`` '<option>: <what is wrong> (got <value>)' for the first bad option. Numbers nested in a
     free-form option (``timm_kwargs``) must be finite too: NaN passes every range check of the code they reach
     (``nn.Dropout(nan)`` builds, then fails in the first forward)."""
-    path = _non_finite(options, "")
-    if path:
-        value: Any = options
-        for part in path.split("."):
-            value = value[int(part) if isinstance(value, (list, tuple)) else part]
-        raise ValueError(f"{path}: Input should be a finite number (got {value})")
+    found = _non_finite(options, "")
+    if found:
+        raise ValueError(f"{found[0]}: Input should be a finite number (got {found[1]})")
     try:
         schema(**options)
     except ValidationError as exc:

@@ -45,6 +45,11 @@ def look_sizes(first: int, batch: int, cap: int) -> list[int]:
     return sorted(set(s for s in sizes if s >= 2))
 
 
+def _answered_here(config: Config, spec) -> bool:
+    """Whether the claim reads this config's cells (a claim naming another config is that config's)."""
+    return not spec.config or spec.config == Path(config.path or "").name
+
+
 def check_claim_set(config: Config, claim_set_name: str):
     """The claim set, refused in one line (before any work) when it names a model or attack the config lacks
     or declares no primary comparison. A claim answered by another config (its own ``config:``, as the paper
@@ -54,9 +59,8 @@ def check_claim_set(config: Config, claim_set_name: str):
     claim_set = load_claim_set(claim_set_name)
     models = {m.name for m in config.run.models}
     attacks = {a.label for a in config.attacks}
-    here = Path(config.path or "").name
     for i, spec in enumerate(claim_set.claims):
-        if spec.config and spec.config != here:
+        if not _answered_here(config, spec):
             continue
         for j, p in enumerate(spec.comparisons):
             for key, name, known in (("a", p.a, models), ("b", p.b, models), ("attack", p.attack, attacks)):
@@ -71,8 +75,7 @@ def check_claim_set(config: Config, claim_set_name: str):
 def primary_step(config: Config, claim_set) -> Config | None:
     """The config cut to the models and attacks the primary comparisons read (this config's claims), or None
     when that is the whole config: a look needs only these cells, so they run first."""
-    here = Path(config.path or "").name
-    pairs = [p for spec in claim_set.claims if spec.role == "primary" and (not spec.config or spec.config == here)
+    pairs = [p for spec in claim_set.claims if spec.role == "primary" and _answered_here(config, spec)
              for p in spec.comparisons]
     models = {name for p in pairs for name in (p.a, p.b)}
     attacks = {p.attack for p in pairs}

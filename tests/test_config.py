@@ -256,6 +256,8 @@ TINY_MODEL = "arch: tomen_cnn\n    options: {n_layers: 3, width: 8, kernel_size:
     ("arch: timm:vit_tiny_patch16_224", "doesn't match model (224)"),
     # NaN nested in a free-form option passes every range check of the code it reaches
     ("arch: timm:resnet18\n    options: {timm_kwargs: {drop_rate: .nan}}", "timm_kwargs.drop_rate: Input should be a finite"),
+    # a key with a dot in it is named as written, not looked up piece by piece
+    ("arch: timm:resnet18\n    options: {timm_kwargs: {'a.b': [1, .inf]}}", "timm_kwargs.a.b.1: Input should be a finite"),
 ])
 def test_a_model_that_cannot_run_on_the_data_fails_before_any_work(tmp_path, arch, expected):
     assert TINY_MODEL in TINY_CONFIG
