@@ -36,6 +36,8 @@ def _cmd_run(args: argparse.Namespace) -> None:
 
         if args.seeds is not None:
             raise ValueError("--until-decided: chooses the seeds itself; drop --seeds")
+    elif args.end_design is not None:
+        raise ValueError("--end-design: ends a sequential design; allowed only with --until-decided")
         check_claim_set(config, args.until_decided)
     merge = [_merge_source(m, out) for m in args.merge or []]
     for attack in config.attacks:
@@ -53,10 +55,18 @@ def _cmd_run(args: argparse.Namespace) -> None:
         run_until_decided(config, out, args.until_decided, args.seed_batch, args.max_seeds,
                           lambda step, where, claim_sets: run_config(
                               step, where, progress=progress, merge_from=merge, deadline=deadline, hard_stop=True,
-                              claim_sets=claim_sets, formats=()), print)
+                              claim_sets=claim_sets, formats=()), print, end_reason=args.end_design)
         render_leaderboard(out, None, print)  # once, after the last look
     else:
         run_config(config, out, progress=progress, merge_from=merge, time_limit=args.time_limit, hard_stop=True)
+
+
+def _reason(text: str) -> str:
+    reason = text.strip()
+    if not reason or len(reason) > 300 or not reason.isprintable():
+        raise argparse.ArgumentTypeError(f"{text[:40]!r}: expected a reason, one line of printable text of 1 to "
+                                         "300 characters")
+    return reason
 
 
 def _time_limit(text: str) -> float:
@@ -461,6 +471,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --until-decided: seeds added per look (default 5)")
     p.add_argument("--max-seeds", type=_int("--max-seeds", 2, 10_000), default=30, metavar="N",
                    help="with --until-decided: the cap on seeds (default 30)")
+    p.add_argument("--end-design", type=_reason, metavar="REASON",
+                   help="with --until-decided: end the stored design at its last look for this stated reason (e.g. "
+                        "a resource limit), stored with the look and printed in the report; the run completes that "
+                        "look's seeds and adds none (open comparisons stay undecided; the error rate holds)")
     p.add_argument("--time-limit", type=_time_limit, metavar="SECONDS",
                    help="stop cleanly before this many seconds: finished cells and an epoch checkpoint of the model "
                         "in training are stored, the run is marked interrupted and the exit status is 75; the same "

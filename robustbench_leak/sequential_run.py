@@ -12,12 +12,18 @@ the next run into the same folder with the same claim set, batch, cap and rules 
 information fractions, local levels and states of each comparison) and goes on to the next look, so the error
 rate holds for the whole sequence across sessions. A finished sequence run again completes its seeds' cells and
 takes no new look; one with other settings starts anew.
+
+``--end-design REASON`` ends a stored design at its last look for a reason outside the data (a resource limit,
+say): the reason is stored on that look and printed by the report, and the run completes the look's seeds and
+adds none. Ending at a look can only remove chances to reject, so the family-wise error rate holds; the
+comparisons still open stay undecided.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from datetime import date
 from pathlib import Path
 from typing import Callable
 
@@ -137,11 +143,27 @@ def _resumed_family(looks: list[dict]) -> Family:
                   levels=[float(x) for x in last["levels"]], status=list(last["decided"]))
 
 
+def _end_design(out: Path, looks: list[dict], reason: str, design: str, log: Log) -> None:
+    """Store ``reason`` as the stop of the design's last look (refused when no look of this design is stored)."""
+    from .report.sequential_looks import looks_and_run
+
+    if not looks:
+        raise ValueError(f"--end-design: {out} holds no look of this sequential design ({design}) to end; "
+                         "allowed only after a look of the same claim set, --seed-batch and --max-seeds")
+    if looks[-1].get("reason"):
+        log(f"[look] the design already stopped at look {len(looks)} ({looks[-1]['reason']}); --end-design "
+            "changes nothing")
+        return
+    looks[-1]["reason"] = f"ended after this look on {date.today().isoformat()} ({reason})"
+    record_looks(out, looks_and_run(out)[1], json.dumps(looks))
+
+
 def run_until_decided(config: Config, out: Path, claim_set_name: str, batch: int, cap: int,
-                      run: Callable[..., Path], log: Log) -> dict:
+                      run: Callable[..., Path], log: Log, end_reason: str | None = None) -> dict:
     """Looks at the config's number of seeds (at least 2), then every ``batch`` more, up to ``cap``; ``run``
     runs a config into ``out`` (pipeline.run_config with the command line's settings; it is handed the claim
-    set so that each run records its definition hash). Returns the last look's record."""
+    set so that each run records its definition hash). ``end_reason``: end the stored design at its last look
+    for this reason (``--end-design``). Returns the last look's record."""
     from .report.claims import evaluate_claims
     from .report.verdicts import rules
 
@@ -159,6 +181,8 @@ def run_until_decided(config: Config, out: Path, claim_set_name: str, batch: int
             _unless_primary(failed, claim_set, log)
 
     looks = _stored_design(out, claim_set, batch, cap, sizes, r)
+    if end_reason is not None:
+        _end_design(out, looks, end_reason, f"claim set {claim_set.name}, batch {batch}, cap {cap}", log)
     record: dict = looks[-1] if looks else {}
     if looks and looks[-1].get("reason"):
         log(f"[look] the sequential design stopped at look {len(looks)} at {looks[-1]['seeds']} seeds "

@@ -337,3 +337,70 @@ def test_a_run_stopped_after_a_look_completes_that_looks_seeds_before_adding_any
     run_until_decided(config, tmp_path / "resumed", claims, 1, 4, run, lambda line: None)
     assert calls == whole_calls
     assert stored_looks(tmp_path / "resumed") == whole
+
+
+def test_end_design_stops_at_the_stored_look_completes_its_seeds_and_the_report_says_why(tmp_path, monkeypatch):
+    """``--end-design REASON`` after look 1: the reason is stored on look 1 and printed by the report, the run
+    completes look 1's seeds and takes no further look, and a later plain run stays stopped. With no stored
+    look of the design it is refused before any cell runs."""
+    from robustbench_leak.config import load_config
+    from robustbench_leak.pipeline import run_config
+    from robustbench_leak.report.sequential_looks import looks_lines, stored_looks
+    from robustbench_leak.run.deadline import TimeLimitReached
+    from robustbench_leak.sequential_run import run_until_decided
+
+    monkeypatch.setenv("RBLEAK_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "seq.yaml").write_text(SEQ_CONFIG.replace(
+        "attacks:\n  - clean", "attacks:\n  - clean\n  - {preset: deepfool, n_samples: 8, params: {max_iter: 3}}"))
+    (tmp_path / "claims.yaml").write_text(SEQ_CLAIMS.replace("directional", "equivalence"))
+    config, claims, out = load_config(tmp_path / "seq.yaml"), str(tmp_path / "claims.yaml"), tmp_path / "out"
+    calls: list[tuple[int, list[str]]] = []
+
+    def run(step, where, claim_sets):
+        calls.append((len(step.run.seeds), [a.label for a in step.attacks]))
+        return run_config(step, where, progress=False, claim_sets=claim_sets, formats=())
+
+    with pytest.raises(ValueError, match="--end-design: .* holds no look"):
+        run_until_decided(config, out, claims, 1, 4, run, lambda line: None, end_reason="folder limit")
+    assert calls == []
+
+    def stops_after_the_first_look(step, where, claim_sets):
+        if len(calls) == 1:
+            raise TimeLimitReached("--time-limit")
+        return run(step, where, claim_sets)
+
+    with pytest.raises(TimeLimitReached):
+        run_until_decided(config, out, claims, 1, 4, stops_after_the_first_look, lambda line: None)
+    first = stored_looks(out)
+    assert len(first) == 1 and not first[0].get("reason")
+    calls.clear()
+    run_until_decided(config, out, claims, 1, 4, run, lambda line: None, end_reason="the folder limit of 45 MB")
+    looks = stored_looks(out)
+    assert len(looks) == 1 and "the folder limit of 45 MB" in looks[0]["reason"]
+    assert {**looks[0], "reason": ""} == {**first[0], "reason": ""}
+    assert calls == [(first[0]["seeds"], ["clean", "deepfool"])]
+    assert any(line.startswith("Stopped after look 1") and "the folder limit of 45 MB" in line
+               for line in looks_lines(looks))
+    calls.clear()
+    run_until_decided(config, out, claims, 1, 4, run, lambda line: None)
+    assert stored_looks(out) == looks and calls == [(first[0]["seeds"], ["clean", "deepfool"])]
+
+
+@pytest.mark.parametrize("extra, key", [(["--end-design", "folder limit"], "allowed only with --until-decided"),
+                                        (["--until-decided", "CLAIMS", "--end-design", "a\nb"], "--end-design"),
+                                        (["--until-decided", "CLAIMS", "--end-design", "x" * 301], "--end-design"),
+                                        (["--until-decided", "CLAIMS", "--end-design", "ok"], "holds no look")])
+def test_end_design_refuses_bad_use_in_one_line_before_any_work(tmp_path, capsys, extra, key):
+    from robustbench_leak.cli import main
+
+    (tmp_path / "seq.yaml").write_text(SEQ_CONFIG)
+    (tmp_path / "claims.yaml").write_text(SEQ_CLAIMS)
+    extra = [str(tmp_path / "claims.yaml") if x == "CLAIMS" else x for x in extra]
+    try:  # argparse's own errors exit 2
+        rc = main(["run", str(tmp_path / "seq.yaml"), "--out", str(tmp_path / "o"), *extra])
+    except SystemExit as stop:
+        rc = stop.code
+    assert rc != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and key in err[0]
+    assert not (tmp_path / "o").exists()

@@ -13,12 +13,17 @@ from ..store import StoreReader
 
 def stored_looks(run_dir: str | Path) -> list[dict]:
     """The looks recorded by the store's latest sequential run ([] when it has none)."""
+    return looks_and_run(run_dir)[0]
+
+
+def looks_and_run(run_dir: str | Path) -> tuple[list[dict], str | None]:
+    """The looks recorded by the store's latest sequential run and that run's id (([], None) when none)."""
     with StoreReader(run_dir) as store:
         runs = store.runs()
     if "looks" not in runs:
-        return []
-    recorded = [x for x in runs.looks if isinstance(x, str) and x]
-    return json.loads(recorded[-1]) if recorded else []
+        return [], None
+    recorded = [(x, rid) for x, rid in zip(runs.looks, runs.run_id) if isinstance(x, str) and x]
+    return (json.loads(recorded[-1][0]), recorded[-1][1]) if recorded else ([], None)
 
 
 def _z(z: list[float]) -> str:
