@@ -381,6 +381,8 @@ def test_end_design_stops_at_the_stored_look_completes_its_seeds_and_the_report_
     assert calls == [(first[0]["seeds"], ["clean", "deepfool"])]
     assert any(line.startswith("Stopped after look 1") and "the folder limit of 45 MB" in line
                for line in looks_lines(looks))
+    hostile = [{**looks[0], "reason": "<script>x</script> | *"}]
+    assert any("&lt;script&gt;" in line and "\\|" in line for line in looks_lines(hostile))
     calls.clear()
     run_until_decided(config, out, claims, 1, 4, run, lambda line: None)
     assert stored_looks(out) == looks and calls == [(first[0]["seeds"], ["clean", "deepfool"])]

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 from ..store import StoreReader
+from .fmt import md_text
 
 
 def stored_looks(run_dir: str | Path) -> list[dict]:
@@ -49,6 +50,6 @@ def looks_lines(looks: list[dict]) -> list[str]:
                                             look["decided"])]
         lines.append(f"| {i} | {look['seeds']} | " + " | ".join(cells) + " |")
     last = looks[-1]
-    why = last.get("reason") or "not stopped: the run was interrupted before its next look"
+    why = md_text(last.get("reason") or "not stopped: the run was interrupted before its next look")
     lines += ["", f"Stopped after look {len(looks)} at {last['seeds']} seeds: {why}.", ""]
     return lines
