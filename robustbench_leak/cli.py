@@ -22,23 +22,23 @@ def _cmd_run(args: argparse.Namespace) -> None:
     from .pipeline import run_config
     from .config.overrides import with_overrides
 
+    if args.until_decided and args.seeds is not None:
+        raise ValueError("--until-decided: chooses the seeds itself; drop --seeds")
+    if args.end_design is not None and not args.until_decided:
+        raise ValueError("--end-design: ends a sequential design; allowed only with --until-decided")
     config = with_overrides(load_config(args.config, engine=args.engine),
                             seeds=None if args.seeds is None else _seed_list(args.seeds, "--seeds"),
                             executor=args.executor, address=args.address, connect_timeout=args.connect_timeout)
     out = Path(args.out) if args.out else Path("runs") / config.name
     check_out_dir(out, "--out")  # a store there is checked too (damage, another program's file)
+    if args.until_decided:
+        from .sequential_run import check_claim_set
+
+        check_claim_set(config, args.until_decided)
     if args.publish_weights:
         from .run.driver import WEIGHTS_DIR
 
         (out / WEIGHTS_DIR).mkdir(parents=True, exist_ok=True)
-    if args.until_decided:
-        from .sequential_run import check_claim_set
-
-        if args.seeds is not None:
-            raise ValueError("--until-decided: chooses the seeds itself; drop --seeds")
-    elif args.end_design is not None:
-        raise ValueError("--end-design: ends a sequential design; allowed only with --until-decided")
-        check_claim_set(config, args.until_decided)
     merge = [_merge_source(m, out) for m in args.merge or []]
     for attack in config.attacks:
         if attack.note:

@@ -163,13 +163,14 @@ def test_until_decided_adds_seeds_records_each_look_and_the_report_prints_them(t
     assert "hash stored when the run started" in report
 
 
-def test_until_decided_refuses_a_claim_set_naming_a_model_the_config_lacks(tmp_path, capsys):
+@pytest.mark.parametrize("extra", [[], ["--publish-weights"]])  # the weights folder is not made either
+def test_until_decided_refuses_a_claim_set_naming_a_model_the_config_lacks(tmp_path, capsys, extra):
     from robustbench_leak.cli import main
 
     (tmp_path / "seq.yaml").write_text(SEQ_CONFIG)
     (tmp_path / "claims.yaml").write_text(SEQ_CLAIMS.replace("small-3x3", "small-5x5"))
     assert main(["run", str(tmp_path / "seq.yaml"), "--out", str(tmp_path / "o"), "--until-decided",
-                 str(tmp_path / "claims.yaml")]) != 0
+                 str(tmp_path / "claims.yaml"), *extra]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "small-5x5" in err[0] and "claims.0.comparisons.0.b" in err[0]
     assert not (tmp_path / "o").exists()
@@ -265,24 +266,33 @@ def test_a_sequential_run_stopped_between_looks_resumes_its_design(tmp_path, mon
     assert stored_looks(tmp_path / "resumed")[0]["seeds"] == 2 and stored_looks(tmp_path / "resumed")[0]["cap"] == 5
 
 
-def test_a_look_runs_the_cells_it_reads_first_and_every_seed_gets_the_whole_protocol(tmp_path, monkeypatch):
-    """Before each look only the primary comparisons' models and attacks run for its seeds; after it, the rest
-    of the protocol for the same seeds. A finished design run again completes its cells and takes no look."""
+def _recorded_design(tmp_path, monkeypatch, claims_text):
+    """A config with clean and a 3-step DeepFool, its claim set, the list of (seeds, attacks) each run step was
+    given, and the recording runner."""
     from robustbench_leak.config import load_config
     from robustbench_leak.pipeline import run_config
-    from robustbench_leak.report.sequential_looks import stored_looks
-    from robustbench_leak.sequential_run import run_until_decided
 
     monkeypatch.setenv("RBLEAK_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "seq.yaml").write_text(SEQ_CONFIG.replace(
         "attacks:\n  - clean", "attacks:\n  - clean\n  - {preset: deepfool, n_samples: 8, params: {max_iter: 3}}"))
-    (tmp_path / "claims.yaml").write_text(SEQ_CLAIMS)
-    config, claims, out = load_config(tmp_path / "seq.yaml"), str(tmp_path / "claims.yaml"), tmp_path / "out"
+    (tmp_path / "claims.yaml").write_text(claims_text)
     calls: list[tuple[int, list[str]]] = []
 
     def run(step, where, claim_sets):
         calls.append((len(step.run.seeds), [a.label for a in step.attacks]))
         return run_config(step, where, progress=False, claim_sets=claim_sets, formats=())
+
+    return load_config(tmp_path / "seq.yaml"), str(tmp_path / "claims.yaml"), calls, run
+
+
+def test_a_look_runs_the_cells_it_reads_first_and_every_seed_gets_the_whole_protocol(tmp_path, monkeypatch):
+    """Before each look only the primary comparisons' models and attacks run for its seeds; after it, the rest
+    of the protocol for the same seeds. A finished design run again completes its cells and takes no look."""
+    from robustbench_leak.report.sequential_looks import stored_looks
+    from robustbench_leak.sequential_run import run_until_decided
+
+    config, claims, calls, run = _recorded_design(tmp_path, monkeypatch, SEQ_CLAIMS)
+    out = tmp_path / "out"
 
     run_until_decided(config, out, claims, 1, 3, run, lambda line: None)
     looks = stored_looks(out)
@@ -303,22 +313,12 @@ def test_a_look_runs_the_cells_it_reads_first_and_every_seed_gets_the_whole_prot
 def test_a_run_stopped_after_a_look_completes_that_looks_seeds_before_adding_any(tmp_path, monkeypatch):
     """Stopped after look 1 but before the rest of the protocol for its seeds, the resumed run first runs that
     rest, then the next look's primary cells: the cells run in the order of an uninterrupted run."""
-    from robustbench_leak.config import load_config
-    from robustbench_leak.pipeline import run_config
     from robustbench_leak.report.sequential_looks import stored_looks
     from robustbench_leak.run.deadline import TimeLimitReached
     from robustbench_leak.sequential_run import run_until_decided
 
-    monkeypatch.setenv("RBLEAK_CACHE_DIR", str(tmp_path / "cache"))
-    (tmp_path / "seq.yaml").write_text(SEQ_CONFIG.replace(
-        "attacks:\n  - clean", "attacks:\n  - clean\n  - {preset: deepfool, n_samples: 8, params: {max_iter: 3}}"))
-    (tmp_path / "claims.yaml").write_text(SEQ_CLAIMS.replace("directional", "equivalence"))
-    config, claims = load_config(tmp_path / "seq.yaml"), str(tmp_path / "claims.yaml")
-    calls: list[tuple[int, list[str]]] = []
-
-    def run(step, where, claim_sets):
-        calls.append((len(step.run.seeds), [a.label for a in step.attacks]))
-        return run_config(step, where, progress=False, claim_sets=claim_sets, formats=())
+    config, claims, calls, run = _recorded_design(tmp_path, monkeypatch,
+                                                  SEQ_CLAIMS.replace("directional", "equivalence"))
 
     run_until_decided(config, tmp_path / "whole", claims, 1, 4, run, lambda line: None)
     whole_calls, whole = list(calls), stored_looks(tmp_path / "whole")
@@ -343,22 +343,13 @@ def test_end_design_stops_at_the_stored_look_completes_its_seeds_and_the_report_
     """``--end-design REASON`` after look 1: the reason is stored on look 1 and printed by the report, the run
     completes look 1's seeds and takes no further look, and a later plain run stays stopped. With no stored
     look of the design it is refused before any cell runs."""
-    from robustbench_leak.config import load_config
-    from robustbench_leak.pipeline import run_config
     from robustbench_leak.report.sequential_looks import looks_lines, stored_looks
     from robustbench_leak.run.deadline import TimeLimitReached
     from robustbench_leak.sequential_run import run_until_decided
 
-    monkeypatch.setenv("RBLEAK_CACHE_DIR", str(tmp_path / "cache"))
-    (tmp_path / "seq.yaml").write_text(SEQ_CONFIG.replace(
-        "attacks:\n  - clean", "attacks:\n  - clean\n  - {preset: deepfool, n_samples: 8, params: {max_iter: 3}}"))
-    (tmp_path / "claims.yaml").write_text(SEQ_CLAIMS.replace("directional", "equivalence"))
-    config, claims, out = load_config(tmp_path / "seq.yaml"), str(tmp_path / "claims.yaml"), tmp_path / "out"
-    calls: list[tuple[int, list[str]]] = []
-
-    def run(step, where, claim_sets):
-        calls.append((len(step.run.seeds), [a.label for a in step.attacks]))
-        return run_config(step, where, progress=False, claim_sets=claim_sets, formats=())
+    config, claims, calls, run = _recorded_design(tmp_path, monkeypatch,
+                                                  SEQ_CLAIMS.replace("directional", "equivalence"))
+    out = tmp_path / "out"
 
     with pytest.raises(ValueError, match="--end-design: .* holds no look"):
         run_until_decided(config, out, claims, 1, 4, run, lambda line: None, end_reason="folder limit")
